@@ -1,0 +1,200 @@
+"""The ``recsys`` command line: thin click commands, one library call each.
+
+Every error caused by data or settings is a ``RecsysError``: printed without a traceback
+(``--verbose`` shows one) with exit code 1. Logging is configured here and only here.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import traceback
+from pathlib import Path
+
+import click
+import polars as pl
+
+from recsys.errors import RecsysError
+
+__all__ = ["main", "cli"]
+
+_PATH = click.Path(path_type=Path)
+
+
+class _Group(click.Group):
+    """Turns a ``RecsysError`` anywhere below into a clean message and exit code 1."""
+
+    def invoke(self, ctx: click.Context) -> object:
+        try:
+            return super().invoke(ctx)
+        except RecsysError as exc:
+            if (ctx.obj or {}).get("verbose"):
+                traceback.print_exc()
+            click.secho(f"error: {exc}", fg="red", err=True)
+            ctx.exit(1)
+
+
+def _setup_logging(verbose: bool) -> None:
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, format="%(message)s",
+                        stream=sys.stderr, force=True)
+    for noisy in ("matplotlib", "urllib3", "filelock"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+@click.group(cls=_Group)
+@click.option("--verbose", "-v", is_flag=True, help="Debug logging, and tracebacks for errors.")
+@click.pass_context
+def cli(ctx: click.Context, verbose: bool) -> None:
+    """recsys: a text-aware recommendation engine."""
+    ctx.obj = {"verbose": verbose}
+    _setup_logging(verbose)
+
+
+@cli.group(cls=_Group)
+def data() -> None:
+    """Validate, import, split and generate datasets."""
+
+
+def _paths(data_dir: Path | None, items: Path | None, interactions: Path | None, users: Path | None):
+    from recsys.io import DatasetPaths
+
+    if data_dir is not None:
+        found = DatasetPaths.from_dir(data_dir)
+        return DatasetPaths(items or found.items, interactions or found.interactions, users or found.users)
+    if items is None or interactions is None:
+        raise click.UsageError("give --items and --interactions, or --data DIR")
+    return DatasetPaths(items, interactions, users)
+
+
+def _policy(events: str | None, drop_unknown_items: bool, dedupe: bool, drop_impression_only_users: bool):
+    from recsys.validation import ContractPolicy
+
+    names = tuple(e.strip() for e in events.split(",")) if events else ContractPolicy().events
+    return ContractPolicy(names, drop_unknown_items, dedupe, drop_impression_only_users)
+
+
+def _policy_options(f):
+    for option in reversed((
+        click.option("--events", help="Allowed event names, comma-separated (default: impression,click,purchase)."),
+        click.option("--drop-unknown-items", is_flag=True,
+                     help="Drop interactions whose item is not in the catalogue."),
+        click.option("--dedupe", is_flag=True, help="Drop exact duplicate interaction rows."),
+        click.option("--drop-impression-only-users", is_flag=True, help="Drop users who never clicked or bought."),
+    )):
+        f = option(f)
+    return f
+
+
+def _data_options(f):
+    for option in reversed((
+        click.option("--data", "data_dir", type=_PATH, help="Folder with items.parquet and interactions.parquet."),
+        click.option("--items", type=_PATH, help="Item table (Parquet, CSV/TSV or JSON Lines)."),
+        click.option("--interactions", type=_PATH, help="Interaction table (Parquet, CSV/TSV or JSON Lines)."),
+        click.option("--users", type=_PATH, help="Optional user feature table."),
+    )):
+        f = option(f)
+    return f
+
+
+@data.command("validate")
+@_data_options
+@_policy_options
+def validate_cmd(data_dir, items, interactions, users, events, drop_unknown_items, dedupe,
+                 drop_impression_only_users) -> None:
+    """Check a dataset against the data contract; list every problem, or print a summary."""
+    from recsys.datasets import validate
+
+    checked = validate(_paths(data_dir, items, interactions, users),
+                       _policy(events, drop_unknown_items, dedupe, drop_impression_only_users))
+    if checked.report.problems:
+        click.echo(checked.report.render(), err=checked.summary is None)
+    if checked.summary is None:
+        raise RecsysError("validation failed: fix the problems above (or use the explicit --drop/--dedupe options)")
+    click.echo(checked.summary.render())
+
+
+@data.command("import")
+@click.argument("dataset", type=click.Choice(["movielens", "mind", "amazon"]))
+@click.argument("src", type=_PATH)
+@click.option("--out", type=_PATH, required=True, help="Folder to write the contract Parquet files to.")
+@click.option("--purchase-threshold", type=float, help="MovieLens: rating >= this is a purchase (default 4.0).")
+@click.option("--min-rating", type=float, help="MovieLens: drop ratings below this.")
+@click.option("--tmdb", type=_PATH, help="MovieLens: TMDB metadata CSV with overviews (default: found beside SRC).")
+@click.option("--category", help="Amazon: which category to import when SRC holds several.")
+def import_cmd(dataset, src, out, purchase_threshold, min_rating, tmdb, category) -> None:
+    """Convert a public dataset (MovieLens, MIND, Amazon reviews) to the data contract."""
+    from recsys.importers import import_dataset
+
+    options = {"movielens": {"purchase_threshold": purchase_threshold, "min_rating": min_rating, "tmdb": tmdb},
+               "mind": {}, "amazon": {"category": category}}[dataset]
+    click.echo(import_dataset(dataset, src, out, **options).render())
+
+
+@data.command("split")
+@click.option("--data", "data_dir", type=_PATH, required=True, help="Dataset folder.")
+@click.option("--mode", type=click.Choice(["global", "per-user"]), default="global", show_default=True)
+@click.option("--valid", type=float, default=0.1, show_default=True, help="Valid fraction.")
+@click.option("--test", type=float, default=0.1, show_default=True, help="Test fraction.")
+@click.option("--out", type=_PATH, help="Output file (default: DATA/split.parquet).")
+def split_cmd(data_dir, mode, valid, test, out) -> None:
+    """Split interactions in time into train / valid / test and mark cold items and users."""
+    from recsys.datasets import SPLIT_FILE, split_dataset
+    from recsys.io import DatasetPaths
+
+    summary, written = split_dataset(DatasetPaths.from_dir(data_dir), _split_config(mode, valid, test),
+                                     out or data_dir / SPLIT_FILE)
+    _echo_frame(summary)
+    click.echo(f"wrote {written}")
+
+
+def _split_config(mode: str, valid: float, test: float):
+    from features.split import SplitConfig
+    from recsys.errors import ConfigError
+
+    try:
+        return SplitConfig(mode=mode, valid=valid, test=test)
+    except ValueError as exc:
+        raise ConfigError(f"--mode/--valid/--test: {exc}") from exc
+
+
+@data.command("synth")
+@click.option("--out", type=_PATH, required=True, help="Folder to write the dataset to.")
+@click.option("--users", "n_users", type=int, default=30, show_default=True)
+@click.option("--items", "n_items", type=int, default=40, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+def synth_cmd(out, n_users, n_items, seed) -> None:
+    """Generate a seeded synthetic dataset whose item text predicts clicks."""
+    from recsys.datasets import write_synthetic
+    from recsys.synthetic import SyntheticConfig
+
+    paths = write_synthetic(out, SyntheticConfig(n_users=n_users, n_items=n_items, seed=seed))
+    click.echo(f"wrote {paths.items} and {paths.interactions}")
+
+
+@cli.command("demo")
+@click.option("--out", type=_PATH, default=Path("demo_data"), show_default=True, help="Where the demo data goes.")
+def demo_cmd(out) -> None:
+    """Run the main job end to end on the bundled demo data."""
+    from recsys.demo import PENDING_STAGES, run_demo
+
+    result = run_demo(out)
+    click.echo(f"demo data: {result.data_dir}\n\n{result.summary.render()}\n\nsplit (global 80/10/10):")
+    _echo_frame(result.split)
+    click.echo(f"labelled interactions: {result.split_file}")
+    click.echo("timings: " + ", ".join(f"{k} {v:.2f}s" for k, v in result.seconds.items()))
+    click.echo("not in this build yet: " + "; ".join(PENDING_STAGES))
+
+
+def _echo_frame(frame: pl.DataFrame) -> None:
+    with pl.Config(tbl_rows=50, tbl_cols=20, tbl_width_chars=160, tbl_hide_dataframe_shape=True,
+                   tbl_hide_column_data_types=True):
+        click.echo(str(frame))
+
+
+def main() -> None:
+    """Console-script entry point."""
+    cli(prog_name="recsys")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,170 @@
+"""The MovieLens importer on fixture files in the distributor's formats (CRLF CSVs, ml-1m .dat)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from pathlib import Path
+
+import polars as pl
+import pytest
+from click.testing import CliRunner
+
+from recsys import contract as C
+from recsys.cli import cli
+from recsys.errors import DataContractError
+from recsys.importers.movielens import MovieLensOptions, import_movielens
+from recsys.io import DatasetPaths, validate_dataset
+
+MOVIES = """movieId,title,genres
+1,Toy Story (1995),Adventure|Animation|Children|Comedy|Fantasy
+2,Jumanji (1995),Adventure|Children|Fantasy
+3,"American President, The (1995)",Comedy|Drama|Romance
+4,Unrated Thing (2001),(no genres listed)
+"""
+RATINGS = """userId,movieId,rating,timestamp
+1,1,4.0,964982703
+1,2,3.5,964981247
+1,3,5.0,964982224
+2,1,2.0,1445714994
+2,3,4.5,1445714996
+2,9,4.0,1445715000
+"""
+TAGS = """userId,movieId,tag,timestamp
+2,1,pixar,1445714990
+2,3,"politics, romance",1445714999
+1,9,ghost,964982000
+"""
+LINKS = """movieId,imdbId,tmdbId
+1,0114709,862
+2,0113497,8844
+3,0112346,9087
+4,0000001,
+"""
+TMDB = """budget,id,overview,tagline,release_date,title
+30000000,862,"Led by Woody, Andy's toys live happily.
+A second line of plot.",,1995-10-30,Toy Story
+65000000,8844,"",Roll the dice,1995-12-15,Jumanji
+62000000,9087,"A widowed president dates a lobbyist.",Why can't the most powerful man,1995-11-17,The American President
+1,862,"duplicate id row, ignored",,2000-01-01,Toy Story again
+"""
+
+
+def _crlf(text: str) -> str:
+    return text.replace("\n", "\r\n")
+
+
+@pytest.fixture
+def ml_latest(tmp_path: Path) -> Path:
+    """A parent folder holding ml-latest-small/ (CRLF, as shipped) and the TMDB file beside it."""
+    folder = tmp_path / "ml-latest-small"
+    folder.mkdir()
+    for name, text in {"movies.csv": MOVIES, "ratings.csv": RATINGS, "tags.csv": TAGS, "links.csv": LINKS}.items():
+        (folder / name).write_bytes(_crlf(text).encode())
+    (tmp_path / "tmdb_5000_movies.csv").write_text(TMDB)
+    return tmp_path
+
+
+def test_ratings_become_events_by_the_threshold_rule(ml_latest):
+    data = import_movielens(ml_latest)
+    inter = data.interactions.sort(C.USER_ID, C.ITEM_ID)
+    assert inter[C.EVENT].to_list() == ["purchase", "click", "purchase", "click", "purchase"]
+    assert inter[C.RATING].to_list() == [4.0, 3.5, 5.0, 2.0, 4.5]
+    assert inter[C.TS][0] == datetime(2000, 7, 30, 18, 45, 3)
+    assert inter[C.IMPRESSION_ID].null_count() == 5
+    everything_clicks = import_movielens(ml_latest, MovieLensOptions(purchase_threshold=None))
+    assert set(everything_clicks.interactions[C.EVENT]) == {C.CLICK}
+
+
+def test_count_check_accounts_for_every_row(ml_latest):
+    data = import_movielens(ml_latest, MovieLensOptions(min_rating=3.0))
+    by_file = {s.file: s for s in data.report.sources}
+    assert by_file["ratings.csv"].rows_in == 6
+    assert by_file["ratings.csv"].dropped == {"rating below 3.0": 1, "movie not in movies file": 1}
+    assert by_file["ratings.csv"].rows_out == 4 == data.interactions.height
+    assert by_file["tags.csv"].dropped == {"movie not in movies file, or empty tag": 1}
+    assert all(s.balanced for s in data.report.sources)
+    data.report.check()
+
+
+def test_items_get_titles_genres_and_tmdb_overviews(ml_latest):
+    items = import_movielens(ml_latest).items.sort(C.ITEM_ID)
+    assert items[C.TITLE].to_list()[:3] == ["Toy Story (1995)", "Jumanji (1995)", "American President, The (1995)"]
+    assert items[C.TAGS].to_list() == [["Adventure", "Animation", "Children", "Comedy", "Fantasy"],
+                                       ["Adventure", "Children", "Fantasy"], ["Comedy", "Drama", "Romance"], []]
+    assert items[C.CATEGORY].to_list() == ["Adventure", "Adventure", "Comedy", None]
+    assert items[C.DESCRIPTION].to_list() == [
+        "Led by Woody, Andy's toys live happily.\nA second line of plot.",
+        None,  # empty overview: no description, the tagline alone is not used
+        "Why can't the most powerful man A widowed president dates a lobbyist.",
+        None,
+    ]
+    assert items[C.PUBLISHED_AT].to_list() == [datetime(1995, 10, 30), datetime(1995, 1, 1),
+                                               datetime(1995, 11, 17), datetime(2001, 1, 1)]
+
+
+def test_user_tags_stay_out_of_item_text_with_author_and_time(ml_latest):
+    data = import_movielens(ml_latest)
+    assert not data.items[C.DESCRIPTION].drop_nulls().str.contains("pixar").any()
+    tags = data.user_tags.sort(C.TS)
+    assert tags.columns == [C.USER_ID, C.ITEM_ID, C.TAG, C.TS]
+    assert tags.rows() == [("2", "1", "pixar", datetime(2015, 10, 24, 19, 29, 50)),
+                           ("2", "3", "politics, romance", datetime(2015, 10, 24, 19, 29, 59))]
+
+
+def test_without_tmdb_items_have_no_description(ml_latest):
+    data = import_movielens(ml_latest, MovieLensOptions(use_tmdb=False))
+    assert data.items[C.DESCRIPTION].null_count() == 4
+    assert any("no TMDB" in note for note in data.report.notes)
+
+
+def test_movies_metadata_with_messy_ids_joins_too(ml_latest, tmp_path):
+    meta = tmp_path / "movies_metadata.csv"
+    meta.write_text('adult,id,overview,tagline,release_date\nFalse,862,"Toys.",,1995-10-30\n'
+                    'False,1997-08-20,"broken row, id is a date",,\n')
+    data = import_movielens(ml_latest / "ml-latest-small", MovieLensOptions(tmdb=meta))
+    assert data.items.sort(C.ITEM_ID)[C.DESCRIPTION].to_list() == ["Toys.", None, None, None]
+
+
+def test_ml_1m_dat_files_latin1(tmp_path):
+    folder = tmp_path / "ml-1m"
+    folder.mkdir()
+    (folder / "movies.dat").write_bytes("1::Toy Story (1995)::Animation|Comedy\n2::Amélie (2001)::Romance\n"
+                                        .encode("latin-1"))
+    (folder / "ratings.dat").write_text("1::1::5::978300760\n1::2::3::978302109\n2::2::4::978301968\n")
+    (folder / "users.dat").write_text("1::F::1::10::48067\n2::M::56::16::70072\n")
+    data = import_movielens(tmp_path)
+    assert data.items.sort(C.ITEM_ID)[C.TITLE].to_list() == ["Toy Story (1995)", "Amélie (2001)"]
+    assert data.interactions.sort(C.USER_ID, C.ITEM_ID)[C.EVENT].to_list() == ["purchase", "click", "purchase"]
+    assert data.users.sort(C.USER_ID).rows() == [("1", "F", 1, 10, "48067"), ("2", "M", 56, 16, "70072")]
+
+
+def test_garbled_dat_line_names_the_line(tmp_path):
+    (tmp_path / "movies.dat").write_text("1::Toy Story (1995)::Comedy\n")
+    (tmp_path / "ratings.dat").write_text("1::1::5::978300760\n1::1\n")
+    with pytest.raises(DataContractError, match=r"ratings\.dat: line 2 does not have 4 '::'-separated fields"):
+        import_movielens(tmp_path)
+
+
+def test_missing_files_are_named(tmp_path):
+    with pytest.raises(DataContractError, match="MovieLens folder not found"):
+        import_movielens(tmp_path / "nothing")
+    with pytest.raises(DataContractError, match=r"expected ratings\.csv \+ movies\.csv"):
+        import_movielens(tmp_path)
+
+
+def test_cli_import_then_validate(ml_latest, tmp_path):
+    out = tmp_path / "out"
+    result = CliRunner().invoke(cli, ["data", "import", "movielens", str(ml_latest), "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert "ratings.csv: 6 rows in, 5 used, 1 dropped (movie not in movies file)" in result.output
+    assert "interactions.parquet 5 rows" in result.output
+    assert sorted(p.name for p in out.iterdir()) == [C.INTERACTIONS_FILE, C.ITEMS_FILE, C.USER_TAGS_FILE]
+    report, data = validate_dataset(DatasetPaths.from_dir(out))
+    assert report.ok and not report.problems
+    assert data.interactions.height == 5
+    assert pl.read_parquet(out / C.ITEMS_FILE).schema[C.TAGS] == pl.List(pl.String)
+
+
+def test_cli_import_missing_source_exits_1(tmp_path):
+    result = CliRunner().invoke(cli, ["data", "import", "movielens", str(tmp_path / "x"), "--out", str(tmp_path)])
+    assert result.exit_code == 1 and "source not found" in result.output and "Traceback" not in result.output
