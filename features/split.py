@@ -118,7 +118,7 @@ def temporal_split(events: pl.LazyFrame | pl.DataFrame, config: SplitConfig = Sp
     Returns:
         The interactions with ``split`` (``train``/``valid``/``test``), ``is_cold_item`` (the
         item has no train interaction) and ``is_cold_user`` (the user has none), sorted by
-        time, then user, item and event.
+        time, then user, item, event and impression.
     """
     units = _with_units(events.lazy())
     labelled = _global_labels(units, config) if config.mode == "global" else _per_user_labels(units, config)
@@ -126,7 +126,8 @@ def temporal_split(events: pl.LazyFrame | pl.DataFrame, config: SplitConfig = Sp
     return labelled.with_columns(
         (~in_train.any().over(C.ITEM_ID)).alias(C.IS_COLD_ITEM),
         (~in_train.any().over(C.USER_ID)).alias(C.IS_COLD_USER),
-    ).drop(_UNIT, _UNIT_TS).sort(C.TS, C.USER_ID, C.ITEM_ID, C.EVENT)
+    ).drop(_UNIT, _UNIT_TS).sort(C.TS, C.USER_ID, C.ITEM_ID, C.EVENT, C.IMPRESSION_ID, nulls_last=True,
+                                 maintain_order=True)
 
 
 def split_summary(split: pl.LazyFrame | pl.DataFrame) -> pl.DataFrame:
@@ -136,11 +137,12 @@ def split_summary(split: pl.LazyFrame | pl.DataFrame) -> pl.DataFrame:
         split: output of :func:`temporal_split`.
 
     Returns:
-        One row per window (``train``, ``valid``, ``test``), in that order.
+        One row per window (``train``, ``valid``, ``test``), in that order; an empty window
+        has zero counts and null times.
     """
     positive = pl.col(C.EVENT) != C.IMPRESSION
-    frame = split.lazy()
-    return frame.group_by(C.SPLIT).agg(
+    windows = pl.LazyFrame({C.SPLIT: [C.TRAIN, C.VALID, C.TEST]})
+    stats = split.lazy().group_by(C.SPLIT).agg(
         pl.len().alias("rows"),
         pl.col(C.USER_ID).n_unique().alias("users"),
         pl.col(C.ITEM_ID).n_unique().alias("items"),
@@ -149,6 +151,7 @@ def split_summary(split: pl.LazyFrame | pl.DataFrame) -> pl.DataFrame:
         pl.col(C.USER_ID).filter(~pl.col(C.IS_COLD_USER)).n_unique().alias("users_with_train_history"),
         pl.col(C.TS).min().alias("first"),
         pl.col(C.TS).max().alias("last"),
-    ).with_columns(
-        pl.col(C.SPLIT).replace_strict({C.TRAIN: 0, C.VALID: 1, C.TEST: 2}, return_dtype=pl.Int8).alias("_o")
-    ).sort("_o").drop("_o").collect()
+    )
+    counts = ["rows", "users", "items", "positives", "cold_items", "users_with_train_history"]
+    return windows.join(stats, on=C.SPLIT, how="left", maintain_order="left").with_columns(
+        pl.col(counts).fill_null(0)).collect()

@@ -7,6 +7,7 @@ Every error caused by data or settings is a ``RecsysError``: printed without a t
 from __future__ import annotations
 
 import logging
+import os
 import sys
 import traceback
 from pathlib import Path
@@ -126,7 +127,7 @@ def import_cmd(dataset, src, out, purchase_threshold, min_rating, tmdb, category
     from recsys.importers import import_dataset
 
     options = {"movielens": {"purchase_threshold": purchase_threshold, "min_rating": min_rating, "tmdb": tmdb},
-               "mind": {}, "amazon": {"category": category}}[dataset]
+               "mind": {}, "amazon": {"category": category, "show_progress": True}}[dataset]
     click.echo(import_dataset(dataset, src, out, **options).render())
 
 
@@ -183,6 +184,59 @@ def demo_cmd(out) -> None:
     click.echo(f"labelled interactions: {result.split_file}")
     click.echo("timings: " + ", ".join(f"{k} {v:.2f}s" for k, v in result.seconds.items()))
     click.echo("not in this build yet: " + "; ".join(PENDING_STAGES))
+
+
+def _csv(text: str, cast=str) -> tuple:
+    return tuple(cast(v.strip()) for v in text.split(",") if v.strip())
+
+
+@cli.command("evaluate")
+@click.option("--data", "data_dir", type=_PATH, required=True, help="Dataset folder (recsys data import).")
+@click.option("--baselines", is_flag=True,
+              help="Evaluate every baseline (random, popularity, item-kNN, LightFM, EASE, ALS).")
+@click.option("--models", help="Comma-separated subset of baselines instead of all of them.")
+@click.option("--k", "ks", default="5,10,20,50,100", show_default=True, help="Metric cut-offs.")
+@click.option("--split-mode", type=click.Choice(["global", "per-user"]), default="per-user", show_default=True)
+@click.option("--valid", type=float, default=0.1, show_default=True)
+@click.option("--test", type=float, default=0.2, show_default=True)
+@click.option("--history", type=click.Choice(["train", "train+valid"]), default="train", show_default=True,
+              help="What models fit on and see at test time; exactly these items are excluded.")
+@click.option("--positives", default="click,purchase", show_default=True, help="Events that count as relevant.")
+@click.option("--bootstrap", "n_bootstrap", type=int, default=1000, show_default=True, help="Bootstrap resamples.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--report", "report_dir", type=_PATH, help="Folder for results.json, report.html and plots.")
+@click.option("--tracking-uri", help="MLflow store (default: $MLFLOW_TRACKING_URI, else ./mlflow/mlflow.db).")
+@click.option("--no-mlflow", is_flag=True, help="Do not log the run to MLflow.")
+def evaluate_cmd(data_dir, baselines, models, ks, split_mode, valid, test, history, positives, n_bootstrap, seed,
+                 report_dir, tracking_uri, no_mlflow) -> None:
+    """Rank the whole catalogue for every test user and compare models with bootstrap CIs."""
+    from recsys.evaluation.run import evaluate_run
+    from recsys.evaluation.setup import EvalConfig
+    from recsys.evaluation.tracking import local_tracking_uri
+    from training.baseline_specs import BASELINES
+
+    names = _csv(models) if models else (BASELINES if baselines else ())
+    if not names:
+        raise click.UsageError("nothing to evaluate: pass --baselines or --models a,b")
+    config = _config(EvalConfig, split=_split_config(split_mode, valid, test), history=history,
+                     positives=_csv(positives), ks=_csv(ks, int), n_bootstrap=n_bootstrap, seed=seed)
+    uri = None if no_mlflow else (tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or local_tracking_uri())
+    run = evaluate_run(data_dir, config, baselines=names, report_dir=report_dir, tracking_uri=uri,
+                       show_progress=True, command="recsys " + " ".join(sys.argv[1:]))
+    click.echo(run.table)
+    if run.files:
+        click.echo(f"report: {run.files.html}\njson:   {run.files.json}")
+    if run.run_id:
+        click.echo(f"MLflow run {run.run_id} in {uri} (browse: mlflow ui --backend-store-uri {uri})")
+
+
+def _config(cls, **kwargs):
+    from recsys.errors import ConfigError
+
+    try:
+        return cls(**kwargs)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from exc
 
 
 def _echo_frame(frame: pl.DataFrame) -> None:

@@ -5,14 +5,14 @@ and be small, yet a text-aware recommender must have something to find. Each ite
 one of a dozen topics and its title and description are written from that topic's real
 English vocabulary ("sourdough", "skillet" for cooking; "telescope", "nebula" for astronomy),
 so a pretrained text encoder can tell topics apart with no training. Each user prefers one or
-two topics, and the click probability rises with that affinity. Categories are coarse (two
+two topics, and the click probability rises with that affinity. Categories are coarse (four
 topics share one), so a text-blind model that reads only the category knows less than one that
 reads the text. Items keep being published during the log, so the later windows hold new
 (cold) items that only their text can place.
 
 The generative story, per user session: a slate of items already published is shown (an
 impression, sampled with a popularity tilt), each shown item is clicked with probability
-``sigmoid(-2.6 + 3.2 * affinity + 0.6 * quality)``, and a clicked item is bought with
+``sigmoid(-4.0 + 4.6 * affinity + 0.6 * quality)``, and a clicked item is bought with
 probability ``sigmoid(-1.6 + 1.6 * affinity + 0.3 * quality)``.
 """
 
@@ -28,31 +28,31 @@ from recsys import contract as C
 
 __all__ = ["SyntheticConfig", "TOPICS", "generate_synthetic", "DEMO_CONFIG"]
 
-# topic -> (category, nouns, adjectives). Two topics share each category on purpose.
+# topic -> (category, nouns, adjectives). Four topics share each category on purpose.
 TOPICS: dict[str, tuple[str, tuple[str, ...], tuple[str, ...]]] = {
-    "cooking": ("Home", ("sourdough", "skillet", "pasta", "spices", "baking", "soup", "dessert", "recipes",
+    "cooking": ("Lifestyle", ("sourdough", "skillet", "pasta", "spices", "baking", "soup", "dessert", "recipes",
                          "kitchen", "grilling"), ("delicious", "homemade", "savory", "rustic")),
-    "gardening": ("Home", ("tomatoes", "compost", "roses", "seedlings", "pruning", "herbs", "greenhouse",
+    "gardening": ("Lifestyle", ("tomatoes", "compost", "roses", "seedlings", "pruning", "herbs", "greenhouse",
                            "soil", "orchards", "perennials"), ("blooming", "organic", "green", "seasonal")),
-    "astronomy": ("Science", ("telescope", "galaxy", "nebula", "planets", "comets", "orbit", "stars",
+    "astronomy": ("Science & Tech", ("telescope", "galaxy", "nebula", "planets", "comets", "orbit", "stars",
                               "eclipse", "cosmos", "observatory"), ("cosmic", "stellar", "distant", "celestial")),
-    "biology": ("Science", ("cells", "genetics", "evolution", "microbes", "proteins", "ecosystems", "DNA",
+    "biology": ("Science & Tech", ("cells", "genetics", "evolution", "microbes", "proteins", "ecosystems", "DNA",
                             "species", "fossils", "enzymes"), ("living", "molecular", "wild", "ancient")),
-    "fitness": ("Health", ("running", "strength", "yoga", "marathon", "workout", "stretching", "cycling",
+    "fitness": ("Lifestyle", ("running", "strength", "yoga", "marathon", "workout", "stretching", "cycling",
                            "endurance", "muscles", "training"), ("strong", "athletic", "energetic", "lean")),
-    "nutrition": ("Health", ("vitamins", "protein", "diet", "vegetables", "fiber", "hydration", "meals",
+    "nutrition": ("Lifestyle", ("vitamins", "protein", "diet", "vegetables", "fiber", "hydration", "meals",
                              "metabolism", "supplements", "grains"), ("healthy", "balanced", "wholesome", "fresh")),
-    "finance": ("Money", ("investing", "stocks", "budget", "savings", "retirement", "dividends", "taxes",
+    "finance": ("Arts, Travel & Money", ("investing", "stocks", "budget", "savings", "retirement", "dividends", "taxes",
                           "portfolio", "markets", "bonds"), ("wealthy", "frugal", "financial", "profitable")),
-    "startups": ("Money", ("founders", "venture", "pitch", "product", "growth", "customers", "funding",
+    "startups": ("Science & Tech", ("founders", "venture", "pitch", "product", "growth", "customers", "funding",
                            "marketing", "launch", "scaling"), ("disruptive", "lean", "ambitious", "agile")),
-    "jazz": ("Music", ("saxophone", "trumpet", "swing", "improvisation", "bebop", "piano", "blues", "standards",
+    "jazz": ("Arts, Travel & Money", ("saxophone", "trumpet", "swing", "improvisation", "bebop", "piano", "blues", "standards",
                        "rhythm", "big band"), ("smooth", "soulful", "cool", "syncopated")),
-    "classical": ("Music", ("symphony", "orchestra", "violin", "sonata", "concerto", "opera", "Mozart",
+    "classical": ("Arts, Travel & Money", ("symphony", "orchestra", "violin", "sonata", "concerto", "opera", "Mozart",
                             "Beethoven", "choir", "cello"), ("baroque", "romantic", "timeless", "grand")),
-    "travel": ("Leisure", ("beaches", "mountains", "passport", "islands", "hiking", "cities", "road trip",
+    "travel": ("Arts, Travel & Money", ("beaches", "mountains", "passport", "islands", "hiking", "cities", "road trip",
                            "hostels", "museums", "train journeys"), ("exotic", "scenic", "adventurous", "faraway")),
-    "programming": ("Leisure", ("Python", "algorithms", "databases", "compilers", "debugging", "APIs",
+    "programming": ("Science & Tech", ("Python", "algorithms", "databases", "compilers", "debugging", "APIs",
                                 "open source", "testing", "software", "code"), ("clean", "fast", "elegant", "robust")),
 }
 _TITLE_TEMPLATES = (
@@ -157,7 +157,7 @@ def _sessions(cfg: SyntheticConfig, rng: np.random.Generator, topic: np.ndarray,
             p = exposure[available] / exposure[available].sum()
             shown = rng.choice(available, size=cfg.slate_size, replace=False, p=p)
             affinity = pref[u, topic[shown]]
-            click = rng.random(cfg.slate_size) < _sigmoid(-2.6 + 3.2 * affinity + 0.6 * quality[shown])
+            click = rng.random(cfg.slate_size) < _sigmoid(-4.0 + 4.6 * affinity + 0.6 * quality[shown])
             buy = click & (rng.random(cfg.slate_size) < _sigmoid(-1.6 + 1.6 * affinity + 0.3 * quality[shown]))
             ts = cfg.start + timedelta(seconds=int(t))
             imp = f"u{u:05d}-s{s:03d}"

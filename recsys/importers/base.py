@@ -87,7 +87,7 @@ def write_dataset(data: ImportedDataset, out_dir: str | Path) -> ImportReport:
     out = Path(out_dir)
     items = data.items.select([pl.col(c).cast(t) for c, t in C.ITEM_SCHEMA.items()])
     inter = data.interactions.select([pl.col(c).cast(t) for c, t in C.INTERACTION_SCHEMA.items()]).sort(
-        [C.TS, C.USER_ID, C.ITEM_ID])
+        [C.TS, C.USER_ID, C.ITEM_ID, C.EVENT, C.IMPRESSION_ID], nulls_last=True, maintain_order=True)
     tables = {C.ITEMS_FILE: items, C.INTERACTIONS_FILE: inter}
     if data.users is not None:
         tables[C.USERS_FILE] = data.users

@@ -38,6 +38,7 @@ logger = logging.getLogger(__name__)
 BEHAVIORS_FILE = "behaviors.tsv"
 NEWS_FILE = "news.tsv"
 TIME_FORMAT = "%m/%d/%Y %I:%M:%S %p"
+_WORD = r"[^ ]+"  # a news id in ``history``, an ``N1234-1`` in ``impressions``
 
 # Field names of the published (headerless) files.
 _IMP_ID, _USER, _TIME, _HISTORY, _IMPRESSIONS = "impression_id", "user_id", "time", "history", "impressions"
@@ -46,7 +47,7 @@ _NEWS_ID, _CATEGORY, _SUBCATEGORY, _TITLE, _ABSTRACT = "news_id", "category", "s
 _NEWS_SCHEMA = {name: pl.String() for name in (_NEWS_ID, _CATEGORY, _SUBCATEGORY, _TITLE, _ABSTRACT, "url",
                                                "title_entities", "abstract_entities")}
 
-# Working columns (never written).
+# Working columns (never written); _LABEL is "clicked", null for an unlabelled (test split) item.
 _FILE, _LINE, _TOKEN, _LABEL, _REASON, _USED, _UNLABELLED = (
     "__file", "__line", "__token", "__label", "__reason", "__used", "__unlabelled")
 
@@ -82,8 +83,9 @@ def import_mind(src: str | os.PathLike[str]) -> ImportedDataset:
     Args:
         src: a folder holding ``behaviors.tsv`` and ``news.tsv``, or a folder whose subfolders
             (e.g. ``MINDsmall_train/``, ``MINDsmall_dev/``) each hold both. Splits are then
-            concatenated in name order, news deduplicated by id (first titled copy kept), and impression ids prefixed with the
-            subfolder name (``MINDsmall_dev/1``) because they restart at 1 in every split.
+            concatenated in name order, news deduplicated by id (first titled copy kept), and
+            impression ids prefixed with the subfolder name (``MINDsmall_dev/1``) because they
+            restart at 1 in every split.
 
     Returns:
         Items (``news_id`` -> ``item_id``, abstract -> ``description``, subcategory -> ``tags``)
@@ -257,23 +259,26 @@ def _item_reason(items: pl.DataFrame, untitled: pl.Series) -> pl.Expr:
 
 
 def _words(column: str) -> pl.Expr:
-    return pl.col(column).str.extract_all(r"\S+")
+    # Split on single spaces and drop the empty pieces (faster than extract_all); _WORD counts the same.
+    return pl.col(column).str.split(" ").list.filter(pl.element() != "")
 
 
 def _token_totals(behaviors: pl.LazyFrame) -> pl.LazyFrame:
     """Shown items and history entries per file, counted without exploding (for the count check)."""
     return behaviors.group_by(_FILE).agg(
-        pl.col(_IMPRESSIONS).str.count_matches(r"\S+").sum().alias(_IMPRESSIONS),
-        pl.col(_HISTORY).str.count_matches(r"\S+").sum().alias(_HISTORY))
+        pl.col(_IMPRESSIONS).str.count_matches(_WORD).sum().alias(_IMPRESSIONS),
+        pl.col(_HISTORY).str.count_matches(_WORD).sum().alias(_HISTORY))
 
 
 def _shown_items(behaviors: pl.LazyFrame, item_reason: pl.Expr) -> pl.LazyFrame:
     """One row per shown item (``N1234-1``), with its click label and why it is dropped, if it is."""
+    suffix = pl.col(_TOKEN).str.slice(-2)  # string slicing: ~3x faster than a regex on 80M tokens
+    labelled = suffix.is_in(["-0", "-1"])
     return (
         behaviors.select(_FILE, _LINE, C.USER_ID, C.TS, C.IMPRESSION_ID, _words(_IMPRESSIONS).alias(_TOKEN))
         .explode(_TOKEN)
-        .with_columns(pl.col(_TOKEN).str.extract(r"-([01])$").alias(_LABEL),
-                      pl.col(_TOKEN).str.replace(r"-[01]$", "").alias(C.ITEM_ID))
+        .with_columns(pl.when(labelled).then(suffix == "-1").alias(_LABEL),
+                      pl.when(labelled).then(pl.col(_TOKEN).str.head(-2)).otherwise(_TOKEN).alias(C.ITEM_ID))
         .with_columns(pl.when(pl.col(_LABEL).is_null()).then(pl.lit(NO_LABEL)).otherwise(item_reason)
                       .alias(_REASON))
     )
@@ -312,7 +317,7 @@ def _interactions(shown: pl.LazyFrame, kept_history: pl.LazyFrame) -> pl.LazyFra
     kept = shown.filter(pl.col(_REASON).is_null())
     return pl.concat([
         _as_interactions(kept, C.IMPRESSION, from_history=False),
-        _as_interactions(kept.filter(pl.col(_LABEL) == "1"), C.CLICK, from_history=False),
+        _as_interactions(kept.filter(pl.col(_LABEL)), C.CLICK, from_history=False),
         _as_interactions(kept_history, C.CLICK, from_history=True),
     ])
 

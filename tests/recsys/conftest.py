@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import datetime
 from pathlib import Path
 
 import polars as pl
 import pytest
+from contract_tables import write_table
 
 ITEMS = {
     "item_id": ["a", "b", "c", "d"],
@@ -25,25 +25,6 @@ INTERACTIONS = {
     "event": ["impression", "impression", "click", "click", "purchase", "impression", "impression", "click"],
     "impression_id": ["s1", "s1", "s1", None, None, "s2", "s2", None],
 }
-
-
-def write_table(frame: pl.DataFrame, path: Path) -> Path:
-    """Write ``frame`` in the format its extension names (list columns joined for CSV)."""
-    if path.suffix == ".parquet":
-        frame.write_parquet(path)
-    elif path.suffix == ".jsonl":
-        frame.write_ndjson(path)
-    else:
-        flat = frame.with_columns(pl.col(c).list.join("|") for c, t in frame.schema.items()
-                                  if isinstance(t, pl.List))
-        flat.write_csv(path, separator="\t" if path.suffix == ".tsv" else ",")
-    return path
-
-
-@pytest.fixture(name="write_table")
-def write_table_fixture() -> Callable[[pl.DataFrame, Path], Path]:
-    """The table writer, for tests that write their own variants."""
-    return write_table
 
 
 @pytest.fixture

@@ -9,17 +9,13 @@ from pathlib import Path
 import polars as pl
 import pytest
 from click.testing import CliRunner
+from contract_tables import write_table
 
 from recsys import contract as C
 from recsys.cli import cli
 from recsys.errors import DataContractError
 from recsys.io import DatasetPaths, load_dataset, validate_dataset
 from recsys.validation import ContractPolicy
-
-
-@pytest.fixture(autouse=True)
-def _writer(write_table):
-    globals()["write_table"] = write_table
 
 
 def run_validate(items: Path, interactions: Path, *extra: str):
@@ -134,7 +130,8 @@ BAD_INPUTS = [
     ("unknown event", _files(None, lambda f: _set(f, C.EVENT, 3, "view")), "event",
      r"unknown event name\(s\) 'view'; must be one of impression, click, purchase"),
     ("empty items table", _files(lambda f: f.clear(), None), None, r"items\.csv: the table has no rows"),
-    ("empty interactions", _files(None, lambda f: f.clear(), ".parquet"), None, r"inter\.parquet: the table has no rows"),
+    ("empty interactions", _files(None, lambda f: f.clear(), ".parquet"), None,
+     r"inter\.parquet: the table has no rows"),
     ("impression-only user", _files(None, lambda f: _set(f, C.EVENT, 7, "impression")), "user_id",
      r"1 user\(s\) have only impressions .*'u3'.*--drop-impression-only-users \(3 rows, e\.g\. row 6, 7, 8\)"),
 ]

@@ -1,0 +1,203 @@
+"""Evaluation output: the terminal table, the JSON (BENCHMARKS.md shape) and an HTML report.
+
+The HTML report is one self-contained file (plots embedded as PNG data URIs) so it can be
+mailed, attached to an MLflow run, or opened from a CI artifact with no server.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import json
+import os
+import platform
+from dataclasses import dataclass
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # headless: reports are rendered on servers and in CI
+import matplotlib.pyplot as plt  # noqa: E402
+import polars as pl  # noqa: E402
+
+from recsys.evaluation.runner import EvalResult  # noqa: E402
+
+__all__ = ["HEADLINE", "ReportFiles", "metric_name", "results_rows", "results_json", "render_table",
+           "write_report"]
+
+HEADLINE: tuple[tuple[str, str], ...] = (
+    ("all", "ndcg@10"), ("all", "recall@20"), ("all", "hitrate@10"), ("all", "mrr"),
+    ("cold_items", "recall@20"), ("warm_items", "ndcg@10"), ("all", "coverage@10"),
+)
+"""(slice, metric) pairs shown on the terminal; everything else is in the JSON and report."""
+
+_SLICE_PREFIX = {"all": "", "cold_items": "cold_", "warm_items": "warm_", "impressions": "imp_"}
+
+
+def metric_name(slice_name: str, metric: str) -> str:
+    """``cold_items`` + ``recall@20`` -> ``cold_recall@20`` (the BENCHMARKS.md naming)."""
+    prefix = _SLICE_PREFIX.get(slice_name, f"{slice_name}_")
+    return f"{prefix}{metric}"
+
+
+def results_rows(result: EvalResult) -> list[dict[str, object]]:
+    """Tidy rows (model, metric, value, ci_low, ci_high) of every figure in the run."""
+    rows = []
+    for r in result.table.iter_rows(named=True):
+        row = {"model": r["model"], "metric": metric_name(r["slice"], r["metric"]), "value": r["value"]}
+        if r["ci_low"] is not None:
+            row |= {"ci_low": r["ci_low"], "ci_high": r["ci_high"], "n_users": r["n_users"]}
+        rows.append(row)
+    for m in result.models:
+        rows += [{"model": m.name, "metric": k, "value": v} for k, v in m.seconds.items()]
+    return rows
+
+
+def results_json(result: EvalResult, *, dataset: str, command: str, git_commit: str = "unknown") -> dict:
+    """The run in the one benchmark shape of ``../shared/BENCHMARKS.md`` (plus the paired tests)."""
+    cfg = result.data.config
+    return {
+        "benchmark": "evaluate",
+        "dataset": dataset,
+        "split": cfg.split.describe(),
+        "history": cfg.history,
+        "positives": list(cfg.positives),
+        "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
+        "command": command,
+        "git_commit": git_commit,
+        "settings": {m.name: str(m.setting) for m in result.models},
+        "rows": results_rows(result),
+        "paired": result.paired.to_dicts(),
+    }
+
+
+def render_table(result: EvalResult) -> str:
+    """Models x headline metrics, each as ``value [low, high]``, best first by NDCG@10."""
+    t = result.table
+    out = []
+    for model in t["model"].unique(maintain_order=True):
+        row: dict[str, object] = {"model": model}
+        for slice_name, metric in HEADLINE:
+            hit = t.filter((pl.col("model") == model) & (pl.col("slice") == slice_name) & (pl.col("metric") == metric))
+            if hit.height:
+                v, lo, hi = hit.row(0)[3:6]
+                row[metric_name(slice_name, metric)] = f"{v:.4f}" + (f" [{lo:.3f}, {hi:.3f}]" if lo is not None else "")
+        out.append(row)
+    frame = pl.DataFrame(out).sort(pl.col("ndcg@10").str.slice(0, 6).cast(pl.Float64), descending=True)
+    cfg = result.data.config
+    head = (f"split {cfg.split.describe()}, history at test time: {cfg.history}, positives: "
+            f"{', '.join(cfg.positives)}, {len(result.data.test.users):,} test users, "
+            f"{len(result.data.item_ids):,} items ranked, 95% bootstrap CIs over users ({cfg.n_bootstrap})")
+    with pl.Config(tbl_rows=100, tbl_cols=20, tbl_width_chars=250, tbl_hide_dataframe_shape=True,
+                   tbl_hide_column_data_types=True, fmt_str_lengths=40):
+        return f"{head}\n{frame}"
+
+
+def _png(fig: plt.Figure) -> bytes:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
+    plt.close(fig)
+    return buf.getvalue()
+
+
+def _curves(result: EvalResult) -> bytes:
+    t = result.table.filter(pl.col("slice") == "all")
+    ks = result.data.config.ks
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    for ax, family in zip(axes, ("ndcg", "recall"), strict=True):
+        for model in t["model"].unique(maintain_order=True):
+            values = [t.filter((pl.col("model") == model) & (pl.col("metric") == f"{family}@{k}"))["value"][0]
+                      for k in ks]
+            ax.plot(ks, values, marker="o", label=model)
+        ax.set(xscale="log", xlabel="K", ylabel=f"{family}@K", title=f"{family}@K, whole catalogue ranked")
+        ax.set_xticks(ks, [str(k) for k in ks])
+        ax.grid(alpha=0.3)
+    axes[1].legend(fontsize=8)
+    return _png(fig)
+
+
+def _slice_bars(result: EvalResult, metric: str = "ndcg@10") -> bytes:
+    t = result.table.filter((pl.col("metric") == metric) & (pl.col("slice") != "impressions"))
+    slices = t["slice"].unique(maintain_order=True).to_list()
+    models = t["model"].unique(maintain_order=True).to_list()
+    fig, ax = plt.subplots(figsize=(max(8, 1.3 * len(slices)), 4))
+    width = 0.8 / max(len(models), 1)
+    for i, model in enumerate(models):
+        sub = {r["slice"]: r for r in t.filter(pl.col("model") == model).iter_rows(named=True)}
+        xs = [j + i * width for j, s in enumerate(slices) if s in sub]
+        vals = [sub[s]["value"] for s in slices if s in sub]
+        err = [[sub[s]["value"] - sub[s]["ci_low"] for s in slices if s in sub],
+               [sub[s]["ci_high"] - sub[s]["value"] for s in slices if s in sub]]
+        ax.bar(xs, vals, width, yerr=err, capsize=2, label=model)
+    ax.set_xticks([j + 0.4 - width / 2 for j in range(len(slices))], slices, rotation=20)
+    ax.set(ylabel=metric, title=f"{metric} by slice (95% bootstrap CI)")
+    ax.legend(fontsize=8, ncol=2)
+    return _png(fig)
+
+
+def _scatter(result: EvalResult) -> bytes:
+    t = result.table.filter(pl.col("slice") == "all")
+    fig, ax = plt.subplots(figsize=(6, 4.5))
+    for model in t["model"].unique(maintain_order=True):
+        get = {r["metric"]: r["value"] for r in t.filter(pl.col("model") == model).iter_rows(named=True)}
+        ax.scatter(get["popularity@10"], get["coverage@10"], s=40 + 2000 * get["ndcg@10"])
+        ax.annotate(model, (get["popularity@10"], get["coverage@10"]), fontsize=8, xytext=(4, 4),
+                    textcoords="offset points")
+    ax.set(xscale="symlog", xlabel="mean train popularity of top-10 items", ylabel="catalogue coverage@10",
+           title="coverage vs popularity (marker size ~ NDCG@10)")
+    ax.grid(alpha=0.3)
+    return _png(fig)
+
+
+@dataclass(frozen=True)
+class ReportFiles:
+    """Paths of everything ``write_report`` wrote."""
+
+    json: Path
+    html: Path
+    plots: tuple[Path, ...]
+
+
+def _cell(value: object) -> str:
+    return f"{value:.4f}" if isinstance(value, float) else html.escape("" if value is None else str(value))
+
+
+def _html(result: EvalResult, payload: dict, images: dict[str, bytes]) -> str:
+    table = html.escape(render_table(result))
+    paired = result.paired
+    figs = "".join(
+        f'<figure><img alt="{name}" src="data:image/png;base64,{base64.b64encode(png).decode()}">'
+        f"<figcaption>{name}</figcaption></figure>" for name, png in images.items())
+    rows = "".join("<tr>" + "".join(f"<td>{_cell(r.get(c))}</td>" for c in ("model", "metric", "value", "ci_low",
+                                                                     "ci_high")) + "</tr>"
+                   for r in payload["rows"])
+    paired_html = "" if paired.is_empty() else "<h2>Paired bootstrap vs reference</h2><pre>" + html.escape(
+        str(paired)) + "</pre>"
+    return f"""<!doctype html><html><head><meta charset="utf-8"><title>recsys evaluation</title>
+<style>body{{font-family:sans-serif;margin:2em;max-width:1200px}}pre{{background:#f6f6f6;padding:1em;
+overflow:auto}}img{{max-width:100%}}table{{border-collapse:collapse;font-size:12px}}td{{border:1px solid #ddd;
+padding:2px 6px}}</style></head><body><h1>recsys evaluation: {html.escape(payload['dataset'])}</h1>
+<pre>{table}</pre>{paired_html}<h2>Plots</h2>{figs}<h2>All figures</h2><table><tr><td>model</td><td>metric</td>
+<td>value</td><td>ci_low</td><td>ci_high</td></tr>{rows}</table></body></html>"""
+
+
+def write_report(result: EvalResult, out_dir: str | Path, *, dataset: str, command: str,
+                 git_commit: str = "unknown") -> ReportFiles:
+    """Write ``results.json``, ``report.html`` and the plots (PNG) into ``out_dir`` atomically."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    payload = results_json(result, dataset=dataset, command=command, git_commit=git_commit)
+    images = {"metric_at_k": _curves(result), "slices_ndcg10": _slice_bars(result),
+              "coverage_vs_popularity": _scatter(result)}
+    plots = tuple(_write(out / f"{name}.png", png) for name, png in images.items())
+    json_path = _write(out / "results.json", (json.dumps(payload, indent=2, default=float) + "\n").encode())
+    html_path = _write(out / "report.html", _html(result, payload, images).encode())
+    return ReportFiles(json_path, html_path, plots)
+
+
+def _write(path: Path, data: bytes) -> Path:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
+    return path

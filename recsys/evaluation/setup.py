@@ -1,0 +1,174 @@
+"""From a split dataset to the aligned matrices the evaluation protocol runs on.
+
+Everything is indexed once: users and items get integer indices (the whole catalogue, so
+items nobody touched are still ranked), and the train / valid / test windows become sparse
+user x item matrices. Two histories matter and are kept apart on purpose:
+
+* tuning: models fit on train and are scored on the valid window, train items excluded;
+* testing: models fit on the *history* (``train`` or ``train+valid``, one choice for every
+  model in a run) and are scored on the test window with exactly that history excluded.
+  Scoring with valid history while excluding only train items lets already-seen items fill
+  the lists and makes every refitted model look worse than it is.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Literal
+
+import numpy as np
+import polars as pl
+import scipy.sparse as sp
+
+from features.split import SplitConfig, temporal_split
+from recsys import contract as C
+from recsys.io import Dataset
+from recsys.recommender import FitInput
+
+__all__ = ["EvalConfig", "EvalData", "Window", "build_eval_data", "HISTORY_BUCKETS", "HISTORY_CHOICES"]
+
+HISTORY_CHOICES = ("train", "train+valid")
+HISTORY_BUCKETS: tuple[tuple[str, int, int], ...] = (("0", 0, 0), ("1-4", 1, 4), ("5-19", 5, 19),
+                                                     ("20+", 20, 1 << 30))
+"""User slices by the number of history items: (name, min, max), inclusive."""
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    """How a dataset is evaluated; one config for every model of a run."""
+
+    split: SplitConfig = SplitConfig(mode="per-user", valid=0.1, test=0.2)
+    """The temporal split (per-user 70/10/20 suits small public sets; use global for large logs)."""
+    history: Literal["train", "train+valid"] = "train"
+    """What models fit on and see at test time; exactly these items are excluded from the ranking."""
+    positives: tuple[str, ...] = (C.CLICK, C.PURCHASE)
+    """Events that count as relevant (clicks, purchases, or both)."""
+    event_weights: tuple[tuple[str, float], ...] = tuple(C.DEFAULT_EVENT_WEIGHTS.items())
+    """Weight of each event in the training matrices (the sum over a user's events on an item)."""
+    ks: tuple[int, ...] = (5, 10, 20, 50, 100)
+    """Cut-offs of the ranking metrics."""
+    recent_days: int = 30
+    """Window of the recent-popularity baseline and feature, ending at the last train event."""
+    block_size: int = 1024
+    """Users scored together against the whole catalogue; bounds memory to block x items."""
+    n_bootstrap: int = 1000
+    """Bootstrap resamples over users for confidence intervals."""
+    seed: int = 0
+    """Seed of models, bootstrap and tie-breaking."""
+
+    def __post_init__(self) -> None:
+        if self.history not in HISTORY_CHOICES:
+            raise ValueError(f"Invalid history {self.history!r}. Must be one of {', '.join(HISTORY_CHOICES)}")
+        if not self.positives or C.IMPRESSION in self.positives:
+            raise ValueError(f"positives must be non-empty events other than impressions, got {self.positives}")
+        if not self.ks or min(self.ks) < 1:
+            raise ValueError(f"ks must be positive cut-offs, got {self.ks}")
+        if self.block_size < 1 or self.n_bootstrap < 1 or self.recent_days < 1:
+            raise ValueError("block_size, n_bootstrap and recent_days must be >= 1")
+
+    @property
+    def max_k(self) -> int:
+        return max(self.ks)
+
+
+@dataclass(frozen=True)
+class Window:
+    """What a model is fit on and asked about: fit input, excluded history, relevant items."""
+
+    fit: FitInput
+    history: sp.csr_matrix
+    """float32 [n_users, n_items]: what the model sees at scoring time; excluded from rankings."""
+    truth: sp.csr_matrix
+    """bool [n_users, n_items]: relevant items of the window, minus the history."""
+    cold_items: np.ndarray
+    """bool [n_items]: items with no interaction in the fit window."""
+    users: np.ndarray = field(init=False)
+    """int [n]: users with at least one relevant item (the evaluated users)."""
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "users", np.flatnonzero(np.diff(self.truth.indptr) > 0))
+
+
+@dataclass(frozen=True)
+class EvalData:
+    """A dataset indexed for evaluation: the tuning window (valid) and the test window."""
+
+    user_ids: np.ndarray
+    item_ids: np.ndarray
+    valid: Window
+    test: Window
+    test_events: pl.DataFrame
+    """Test-window rows with ``user_idx``, ``item_idx``, ``event`` (for slices and impressions)."""
+    config: EvalConfig
+
+
+def _index(frame: pl.DataFrame, users: pl.DataFrame, items: pl.DataFrame) -> pl.DataFrame:
+    return frame.join(users, on=C.USER_ID).join(items, on=C.ITEM_ID)
+
+
+def _matrix(rows: pl.DataFrame, shape: tuple[int, int], weight: pl.Expr) -> sp.csr_matrix:
+    agg = rows.group_by("user_idx", "item_idx").agg(weight.sum().alias("w")).filter(pl.col("w") > 0)
+    return sp.csr_matrix((agg["w"].to_numpy().astype(np.float32),
+                          (agg["user_idx"].to_numpy(), agg["item_idx"].to_numpy())), shape=shape)
+
+
+def _item_features(items: pl.DataFrame, index: pl.DataFrame) -> sp.csr_matrix | None:
+    """One-hot category and tags: the text-blind side information of LightFM."""
+    labels = pl.concat([
+        items.select(C.ITEM_ID, pl.concat_str(pl.lit("category="), C.CATEGORY).alias("f")),
+        items.select(C.ITEM_ID, C.TAGS).explode(C.TAGS).select(
+            C.ITEM_ID, pl.concat_str(pl.lit("tag="), C.TAGS).alias("f")),
+    ]).drop_nulls().unique().join(index, on=C.ITEM_ID)
+    if labels.height == 0:
+        return None
+    codes = labels["f"].cast(pl.Categorical).to_physical().to_numpy()
+    _, cols = np.unique(codes, return_inverse=True)
+    return sp.csr_matrix((np.ones(labels.height, np.float32), (labels["item_idx"].to_numpy(), cols)),
+                         shape=(index.height, int(cols.max()) + 1))
+
+
+def _window(fit_rows: pl.DataFrame, target_rows: pl.DataFrame, cfg: EvalConfig, shape: tuple[int, int],
+            features: sp.csr_matrix | None) -> Window:
+    weights = dict(cfg.event_weights)
+    weight = pl.col(C.EVENT).replace_strict(weights, default=0.0, return_dtype=pl.Float32)
+    positive = fit_rows.filter(pl.col(C.EVENT).is_in(list(cfg.positives)))
+    history = _matrix(positive, shape, weight)
+    last = fit_rows[C.TS].max()
+    recent_rows = positive.filter(pl.col(C.TS) > last - timedelta(days=cfg.recent_days)) if last else positive
+    truth = _matrix(target_rows.filter(pl.col(C.EVENT).is_in(list(cfg.positives))), shape, pl.lit(1.0))
+    truth = (truth - truth.multiply(history > 0)).astype(bool).tocsr()
+    truth.eliminate_zeros()
+    seen = np.zeros(shape[1], bool)
+    seen[fit_rows["item_idx"].unique().to_numpy()] = True
+    fit = FitInput(history, _matrix(recent_rows, shape, weight), features, cfg.seed)
+    return Window(fit, history, truth, ~seen)
+
+
+def build_eval_data(data: Dataset, config: EvalConfig = EvalConfig()) -> EvalData:
+    """Split ``data`` in time and index it for the evaluation protocol.
+
+    Args:
+        data: a validated dataset.
+        config: split, history choice, positives and weights.
+
+    Returns:
+        The tuning (valid) and test windows over one user and item index.
+    """
+    split = temporal_split(data.interactions, config.split).collect()
+    users = split.select(pl.col(C.USER_ID).unique().sort()).with_row_index("user_idx")
+    items = data.items.select(pl.col(C.ITEM_ID).sort()).with_row_index("item_idx")
+    indexed = _index(split, users, items).with_columns(pl.col("user_idx", "item_idx").cast(pl.Int64))
+    shape = (users.height, items.height)
+    features = _item_features(data.items, items)
+    train = indexed.filter(pl.col(C.SPLIT) == C.TRAIN)
+    valid = indexed.filter(pl.col(C.SPLIT) == C.VALID)
+    test = indexed.filter(pl.col(C.SPLIT) == C.TEST)
+    fit_rows = train if config.history == "train" else pl.concat([train, valid])
+    return EvalData(
+        user_ids=users[C.USER_ID].to_numpy(), item_ids=items[C.ITEM_ID].to_numpy(),
+        valid=_window(train, valid, config, shape, features),
+        test=_window(fit_rows, test, config, shape, features),
+        test_events=test.select("user_idx", "item_idx", C.EVENT, C.IMPRESSION_ID, C.TS),
+        config=config,
+    )

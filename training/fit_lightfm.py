@@ -1,0 +1,258 @@
+"""LightFM hybrid matrix factorisation on binarised interactions, with optional item features.
+
+Item features are ``[identity | data.item_features]`` with every row normalised to sum to 1,
+as ``lightfm.data.Dataset`` builds them: the identity columns keep one free embedding per item,
+the feature columns let items that share a category or tag share signal, so a cold item
+(no interactions) is still placed by its features.
+
+Choosing the number of epochs on the validation window without refitting from scratch::
+
+    model = LightFMRecommender(LightFMConfig(epochs=50))
+    model.fit_epochs(train, epochs=range(5, 51, 5), on_epoch=lambda n, m: log(n, evaluate(m)))
+
+or, step by step, ``model.partial_fit(train, epochs=5)`` repeatedly. With ``num_threads=1``
+training ``a`` then ``b`` more epochs gives exactly the model of one ``a + b`` epoch fit.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Self
+
+import numpy as np
+import scipy.sparse as sp
+from lightfm import LightFM
+
+from recsys.errors import NotFittedError
+from recsys.recommender import FitInput
+from training.baselines import binarize, check_block
+
+__all__ = ["LOSSES", "LightFMConfig", "LightFMRecommender"]
+
+logger = logging.getLogger(__name__)
+
+LOSSES = ("warp", "bpr", "logistic", "warp-kos")
+"""Losses LightFM implements."""
+
+
+@dataclass(frozen=True)
+class LightFMConfig:
+    """Settings of :class:`LightFMRecommender`."""
+
+    loss: str = "warp"
+    """Training loss, one of :data:`LOSSES`."""
+    no_components: int = 64
+    """Embedding dimension; >= 1."""
+    learning_rate: float = 0.05
+    """Initial adagrad learning rate; > 0."""
+    item_alpha: float = 1e-6
+    """L2 penalty on item feature embeddings; >= 0."""
+    user_alpha: float = 1e-6
+    """L2 penalty on user embeddings; >= 0."""
+    epochs: int = 30
+    """Epochs run by ``fit``; >= 1."""
+    num_threads: int = 1
+    """Hogwild training threads; >= 1. Only 1 is reproducible for a given seed."""
+    use_item_features: bool = True
+    """Add ``FitInput.item_features`` to the identity features (ignored when they are None)."""
+
+    def __post_init__(self) -> None:
+        if self.loss not in LOSSES:
+            raise ValueError(f"LightFMConfig.loss {self.loss!r} is invalid; must be one of {', '.join(LOSSES)}")
+        if self.no_components < 1:
+            raise ValueError(f"LightFMConfig.no_components must be >= 1; got {self.no_components}")
+        if not self.learning_rate > 0:
+            raise ValueError(f"LightFMConfig.learning_rate must be > 0; got {self.learning_rate}")
+        if not self.item_alpha >= 0:
+            raise ValueError(f"LightFMConfig.item_alpha must be >= 0; got {self.item_alpha}")
+        if not self.user_alpha >= 0:
+            raise ValueError(f"LightFMConfig.user_alpha must be >= 0; got {self.user_alpha}")
+        if self.epochs < 1:
+            raise ValueError(f"LightFMConfig.epochs must be >= 1; got {self.epochs}")
+        if self.num_threads < 1:
+            raise ValueError(f"LightFMConfig.num_threads must be >= 1; got {self.num_threads}")
+
+
+class LightFMRecommender:
+    """LightFM on the binarised train matrix; fast block scoring from cached representations.
+
+    ``score(u, i) = <user_emb[u], item_repr[i]> + user_bias[u] + item_bias[i]``, where
+    ``item_repr = item_features @ item_embeddings`` (likewise the biases); exactly
+    ``LightFM.predict``. ``history`` at scoring time is not folded in: users must be the ones
+    seen in ``fit``.
+    """
+
+    name = "lightfm"
+
+    def __init__(self, config: LightFMConfig = LightFMConfig()) -> None:
+        self.config = config
+        self.model_: LightFM | None = None
+        """The underlying ``lightfm.LightFM``, set by ``fit``/``partial_fit``."""
+        self.item_features_: sp.csr_matrix | None = None
+        """float32 [n_items, n_items + n_features] row-normalised features, or None (identity)."""
+        self.epochs_trained_ = 0
+        """Epochs run since the model was (re)initialised."""
+        self._item_biases: np.ndarray | None = None
+        self._item_embeddings: np.ndarray | None = None
+
+    def fit(self, data: FitInput) -> Self:
+        """Train a fresh model for ``config.epochs`` epochs.
+
+        Args:
+            data: ``interactions`` float32 [n_users, n_items] (binarised here), optional
+                ``item_features`` float32 [n_items, n_features], ``seed``.
+
+        Returns:
+            self.
+        """
+        self._reset()
+        return self.partial_fit(data, epochs=self.config.epochs)
+
+    def partial_fit(self, data: FitInput, epochs: int = 1) -> Self:
+        """Continue training for ``epochs`` more epochs (starts a fresh model if none exists).
+
+        Pass the same ``data`` on every call: the feature layout must not change.
+
+        Args:
+            data: as for :meth:`fit`.
+            epochs: number of additional epochs; >= 1.
+
+        Returns:
+            self.
+
+        Raises:
+            ValueError: ``epochs`` < 1, or the number of feature columns changed since the
+                model was initialised.
+        """
+        if epochs < 1:
+            raise ValueError(f"epochs must be >= 1; got {epochs}")
+        interactions = binarize(data.interactions).tocoo()
+        features = self._build_item_features(data)
+        if self.model_ is None:
+            self.model_ = LightFM(
+                no_components=self.config.no_components,
+                loss=self.config.loss,
+                learning_rate=self.config.learning_rate,
+                item_alpha=self.config.item_alpha,
+                user_alpha=self.config.user_alpha,
+                random_state=np.random.RandomState(data.seed),
+            )
+        elif (features.shape[1] if features is not None else data.n_items) != self.model_.item_embeddings.shape[0]:
+            raise ValueError(
+                "the item feature columns differ from the ones the model was initialised with; "
+                "pass the same FitInput to every partial_fit call, or call fit() to start over"
+            )
+        self.item_features_ = features
+        self.model_.fit_partial(
+            interactions, item_features=features, epochs=epochs, num_threads=self.config.num_threads
+        )
+        self.epochs_trained_ += epochs
+        self._item_biases, self._item_embeddings = self.model_.get_item_representations(features)
+        logger.debug("lightfm: %d epochs trained", self.epochs_trained_)
+        return self
+
+    def fit_epochs(self, data: FitInput, epochs: Iterable[int], on_epoch: Callable[[int, Self], None]) -> Self:
+        """Train a fresh model once, calling ``on_epoch`` at each requested epoch count.
+
+        ``fit_epochs(data, [5, 10, 20], cb)`` trains 20 epochs in total and calls ``cb(5, self)``,
+        ``cb(10, self)``, ``cb(20, self)`` with the model scoring as it is at that point, so the
+        callback can evaluate on the validation window and keep the best epoch count.
+
+        Args:
+            data: as for :meth:`fit`.
+            epochs: strictly increasing epoch counts, each >= 1.
+            on_epoch: called with (epochs trained so far, self).
+
+        Returns:
+            self, trained to the last epoch count.
+
+        Raises:
+            ValueError: ``epochs`` is empty, not strictly increasing, or starts below 1.
+        """
+        checkpoints = [int(e) for e in epochs]
+        if not checkpoints or checkpoints[0] < 1 or (np.diff(checkpoints) <= 0).any():
+            raise ValueError(
+                f"epochs must be a non-empty, strictly increasing sequence of counts >= 1; got {checkpoints}"
+            )
+        self._reset()
+        for checkpoint in checkpoints:
+            self.partial_fit(data, epochs=checkpoint - self.epochs_trained_)
+            on_epoch(checkpoint, self)
+        return self
+
+    def score(self, users: np.ndarray, history: sp.csr_matrix) -> np.ndarray:
+        """Scores of a block of users, from cached representations (one matrix product).
+
+        Args:
+            users: int [b] user indices seen in ``fit``.
+            history: float32 [b, n_items] interactions; unused beyond the shape check.
+
+        Returns:
+            float32 [b, n_items], equal to :meth:`predict_loop` up to float rounding.
+
+        Raises:
+            NotFittedError: before ``fit``.
+        """
+        model = self._fitted()
+        user_biases, user_embeddings = model.get_user_representations()
+        users = check_block(users, history, self._item_embeddings.shape[0], user_embeddings.shape[0])
+        scores = user_embeddings[users] @ self._item_embeddings.T
+        scores += user_biases[users][:, None]
+        scores += self._item_biases[None, :]
+        return scores.astype(np.float32, copy=False)
+
+    def predict_loop(self, users: np.ndarray) -> np.ndarray:
+        """Slow reference: ``LightFM.predict(user, all_items)`` once per user.
+
+        Only for benchmarks and tests that check :meth:`score` against LightFM itself; it
+        loops over users in Python.
+
+        Args:
+            users: int [b] user indices seen in ``fit``.
+
+        Returns:
+            float32 [b, n_items].
+
+        Raises:
+            NotFittedError: before ``fit``.
+        """
+        model = self._fitted()
+        n_items = self._item_embeddings.shape[0]
+        items = np.arange(n_items, dtype=np.int32)
+        out = np.empty((len(users), n_items), dtype=np.float32)
+        for row, user in enumerate(np.asarray(users)):
+            out[row] = model.predict(
+                np.full(n_items, user, dtype=np.int32),
+                items,
+                item_features=self.item_features_,
+                num_threads=self.config.num_threads,
+            )
+        return out
+
+    def _reset(self) -> None:
+        self.model_ = None
+        self.epochs_trained_ = 0
+
+    def _fitted(self) -> LightFM:
+        if self.model_ is None or self._item_embeddings is None:
+            raise NotFittedError(f"{type(self).__name__} is not fitted; call fit() first")
+        return self.model_
+
+    def _build_item_features(self, data: FitInput) -> sp.csr_matrix | None:
+        """``[identity | item_features]`` with rows summing to 1, or None for identity only."""
+        if not self.config.use_item_features or data.item_features is None:
+            return None
+        if data.item_features.shape[0] != data.n_items:
+            raise ValueError(
+                f"item_features has {data.item_features.shape[0]} rows; expected one per item ({data.n_items})"
+            )
+        features = sp.hstack(
+            [sp.identity(data.n_items, dtype=np.float32, format="csr"), data.item_features],
+            format="csr",
+            dtype=np.float32,
+        )
+        # l1 row normalisation, as lightfm.data.Dataset(normalize=True); the identity makes every norm >= 1.
+        row_norms = np.asarray(abs(features).sum(axis=1)).ravel()
+        return sp.csr_matrix(sp.diags(1.0 / row_norms, format="csr") @ features, dtype=np.float32)
