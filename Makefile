@@ -30,6 +30,10 @@ lint: setup
 
 bench: setup
 	$(BIN)/python benchmarks/import_speed.py
+	$(BIN)/python benchmarks/baselines.py
+	$(BIN)/recsys data import movielens ../shared/data/movielens --out data/movielens
+	$(BIN)/recsys evaluate --data data/movielens --baselines --report reports/movielens
+	$(BIN)/python benchmarks/render_report.py reports/movielens/report.html
 
 clean:
-	rm -rf $(VENV) demo_data .pytest_cache
+	rm -rf $(VENV) demo_data data reports .pytest_cache

@@ -210,6 +210,7 @@ def _csv(text: str, cast=str) -> tuple:
 def evaluate_cmd(data_dir, baselines, models, ks, split_mode, valid, test, history, positives, n_bootstrap, seed,
                  report_dir, tracking_uri, no_mlflow) -> None:
     """Rank the whole catalogue for every test user and compare models with bootstrap CIs."""
+    from recsys.errors import ConfigError
     from recsys.evaluation.run import evaluate_run
     from recsys.evaluation.setup import EvalConfig
     from recsys.evaluation.tracking import local_tracking_uri
@@ -218,6 +219,9 @@ def evaluate_cmd(data_dir, baselines, models, ks, split_mode, valid, test, histo
     names = _csv(models) if models else (BASELINES if baselines else ())
     if not names:
         raise click.UsageError("nothing to evaluate: pass --baselines or --models a,b")
+    for name in names:
+        if name not in BASELINES:
+            raise ConfigError(f"--models: {name!r} is not a baseline; must be among {', '.join(BASELINES)}")
     config = _config(EvalConfig, split=_split_config(split_mode, valid, test), history=history,
                      positives=_csv(positives), ks=_csv(ks, int), n_bootstrap=n_bootstrap, seed=seed)
     uri = None if no_mlflow else (tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or local_tracking_uri())

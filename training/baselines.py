@@ -37,8 +37,8 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-# Dense working blocks hold at most this many entries (float32: 32 MiB), so item-kNN's
-# similarity pass and EASE's symmetrisation stay memory-flat on large catalogues.
+# Row blocks span at most this many [rows x n_items] entries, so item-kNN's co-occurrence pass
+# and EASE's symmetrisation stay memory-flat on large catalogues.
 _BLOCK_ENTRIES = 1 << 23
 
 
@@ -244,7 +244,7 @@ class ItemKNNRecommender:
         """float32 [n_items, n_items]: ``[i, j]`` = similarity of neighbour i to target j, set by ``fit``."""
 
     def fit(self, data: FitInput) -> Self:
-        """Compute the pruned item-item similarity matrix, a block of items at a time.
+        """Compute the pruned item-item similarity matrix, a block of target items at a time.
 
         Args:
             data: ``interactions`` float32 [n_users, n_items] (binarised here).
@@ -256,21 +256,13 @@ class ItemKNNRecommender:
         xt = x.T.tocsr()
         n_items = x.shape[1]
         norms = np.sqrt(np.diff(xt.indptr).astype(np.float32))
-        k = min(self.config.neighbours, max(n_items - 1, 1))
         step = max(1, _BLOCK_ENTRIES // max(n_items, 1))
-        rows, cols, vals = [], [], []
+        rows, cols, vals = [np.empty(0, np.int64)], [np.empty(0, np.int32)], [np.empty(0, np.float32)]
         for start in range(0, n_items, step):
-            stop = min(n_items, start + step)
-            co = (xt[start:stop] @ x).toarray()
-            denom = norms[start:stop, None] * norms[None, :] + np.float32(self.config.shrink)
-            sim = np.divide(co, denom, out=np.zeros_like(co), where=denom > 0)
-            sim[np.arange(stop - start), np.arange(start, stop)] = 0.0
-            top = np.argpartition(sim, n_items - k, axis=1)[:, n_items - k :] if k < n_items else None
-            top_sim = sim if top is None else np.take_along_axis(sim, top, axis=1)
-            r, c = np.nonzero(top_sim > 0)
-            rows.append(r + start)
-            cols.append(c if top is None else top[r, c])
-            vals.append(top_sim[r, c])
+            r, c, v = self._top_neighbours(xt[start : start + step] @ x, start, norms)
+            rows.append(r)
+            cols.append(c)
+            vals.append(v)
         # Rows of `targets` are target items; transposing puts them in columns so score = h @ S.
         targets = sp.csr_matrix(
             (np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))),
@@ -298,6 +290,36 @@ class ItemKNNRecommender:
             raise _not_fitted(self)
         check_block(users, history, self.similarity_.shape[0])
         return (binarize(history) @ self.similarity_).toarray().astype(np.float32, copy=False)
+
+    def _top_neighbours(
+        self, co: sp.csr_matrix, start: int, norms: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Shrunk cosine of a block of co-occurrence rows, pruned to the top neighbours per row.
+
+        Works on the stored co-occurrences only (no dense block, no argpartition over zeros).
+        Ties keep the lower item index, so the result is deterministic.
+
+        Args:
+            co: float32 [blk, n_items] co-occurrence counts of items ``start .. start + blk``.
+            start: index of the block's first item.
+            norms: float32 [n_items] sqrt of each item's user count.
+
+        Returns:
+            (target item, neighbour item, similarity) triplets, each [m].
+        """
+        co = co.tocsr()
+        co.sort_indices()
+        row = np.repeat(np.arange(co.shape[0]), np.diff(co.indptr)) + start
+        col = co.indices
+        sim = co.data / (norms[row] * norms[col] + np.float32(self.config.shrink))
+        off_diag = col != row
+        row, col, sim = row[off_diag], col[off_diag], sim[off_diag]
+        order = np.lexsort((-sim, row))  # by target, then by descending similarity (stable)
+        row, col, sim = row[order], col[order], sim[order]
+        counts = np.bincount(row - start, minlength=co.shape[0])
+        rank = np.arange(row.shape[0]) - np.repeat(np.cumsum(counts) - counts, counts)
+        keep = rank < self.config.neighbours
+        return row[keep], col[keep], sim[keep].astype(np.float32)
 
 
 @dataclass(frozen=True)

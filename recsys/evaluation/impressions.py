@@ -27,8 +27,8 @@ def impression_metrics(scores: np.ndarray, labels: np.ndarray, groups: np.ndarra
     binary labels ``y_r`` and ``P = sum_r y_r`` clicks:
 
     * ``mrr = sum_r y_r / r / P`` (MIND's ``mrr_score``: the mean reciprocal rank of all clicks)
-    * ``dcg@k = sum_{r<=k} (2^y_r - 1) / log2(r + 1)``; ``ndcg@k = dcg@k / dcg@k(labels sorted
-      descending) `` and the ideal DCG is that of ``min(k, P)`` clicks at the top
+    * ``dcg@k = sum_{r<=k} (2^y_r - 1) / log2(r + 1)``; ``ndcg@k = dcg@k / ideal_dcg@k``, the ideal
+      being the items ordered by label (MIND's ``dcg_score(y_true, y_true)``): ``min(k, P)`` clicks on top
     * ``auc = (sum of ascending average ranks of the clicks - P (P + 1) / 2) / (P * N)`` with ``N``
       non-clicks: ROC AUC, ties counting one half.
 
@@ -99,10 +99,15 @@ def _tie_blocks(scores: np.ndarray, labels: np.ndarray, g: np.ndarray,
     Returns per block: its impression, the number of items ranked above it (0-based offset),
     its width, and its number of clicks.
     """
-    order = np.lexsort((-scores, g))
-    g_s, s_s = g[order], scores[order]
+    # One int64 sort key (impression, dense descending-score rank) sorts ~2x faster than np.lexsort;
+    # the order inside a tie is irrelevant because blocks are only summed.
+    _, score_rank = np.unique(-scores, return_inverse=True)
+    key = g.astype(np.int64) * (score_rank.max(initial=0) + 1) + score_rank
+    order = np.argsort(key)
+    key = key[order]
+    g_s = g[order]
     new = np.ones(order.size, dtype=bool)
-    new[1:] = (g_s[1:] != g_s[:-1]) | (s_s[1:] != s_s[:-1])
+    new[1:] = key[1:] != key[:-1]
     first = np.flatnonzero(new)
     width = np.diff(np.append(first, order.size))
     pos = np.add.reduceat(labels[order], first) if first.size else np.zeros(0)

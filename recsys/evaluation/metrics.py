@@ -107,7 +107,7 @@ def ranking_metrics(topk: np.ndarray, truth: sp.csr_matrix, ks: Sequence[int] = 
     _check_topk(topk, truth.shape[1])
     hits = _hits(topk, truth)
     n_rel = np.diff(truth.indptr).astype(np.float64)
-    out = {"mrr": _mrr(hits)}
+    out: dict[str, np.ndarray] = {}
     width = max(ks)
     # Ranks past K are misses; pad or cut so every cut-off indexes a real column.
     cut = np.zeros((hits.shape[0], width))
@@ -128,6 +128,7 @@ def ranking_metrics(topk: np.ndarray, truth: sp.csr_matrix, ks: Sequence[int] = 
             out[f"ndcg@{k}"] = dcg[:, j] / ideal[m.astype(np.int64)]
             out[f"hitrate@{k}"] = (h > 0).astype(np.float64)
             out[f"map@{k}"] = ap[:, j] / m
+    out["mrr"] = _mrr(hits)
     empty = n_rel == 0
     for values in out.values():
         values[empty] = np.nan

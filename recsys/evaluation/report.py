@@ -113,7 +113,7 @@ def _curves(result: EvalResult) -> bytes:
         ax.set(xscale="log", xlabel="K", ylabel=f"{family}@K", title=f"{family}@K, whole catalogue ranked")
         ax.set_xticks(ks, [str(k) for k in ks])
         ax.grid(alpha=0.3)
-    axes[1].legend(fontsize=8)
+    axes[1].legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     return _png(fig)
 
 
@@ -132,7 +132,7 @@ def _slice_bars(result: EvalResult, metric: str = "ndcg@10") -> bytes:
         ax.bar(xs, vals, width, yerr=err, capsize=2, label=model)
     ax.set_xticks([j + 0.4 - width / 2 for j in range(len(slices))], slices, rotation=20)
     ax.set(ylabel=metric, title=f"{metric} by slice (95% bootstrap CI)")
-    ax.legend(fontsize=8, ncol=2)
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     return _png(fig)
 
 
@@ -159,6 +159,12 @@ class ReportFiles:
     plots: tuple[Path, ...]
 
 
+def _table_html(frame: pl.DataFrame) -> str:
+    head = "".join(f"<th>{html.escape(c)}</th>" for c in frame.columns)
+    body = "".join("<tr>" + "".join(f"<td>{_cell(v)}</td>" for v in row) + "</tr>" for row in frame.iter_rows())
+    return f"<table><tr>{head}</tr>{body}</table>"
+
+
 def _cell(value: object) -> str:
     return f"{value:.4f}" if isinstance(value, float) else html.escape("" if value is None else str(value))
 
@@ -172,11 +178,11 @@ def _html(result: EvalResult, payload: dict, images: dict[str, bytes]) -> str:
     rows = "".join("<tr>" + "".join(f"<td>{_cell(r.get(c))}</td>" for c in ("model", "metric", "value", "ci_low",
                                                                      "ci_high")) + "</tr>"
                    for r in payload["rows"])
-    paired_html = "" if paired.is_empty() else "<h2>Paired bootstrap vs reference</h2><pre>" + html.escape(
-        str(paired)) + "</pre>"
+    paired_html = "" if paired.is_empty() else (
+        "<h2>Paired bootstrap: model minus reference (95% CI over users)</h2>" + _table_html(paired))
     return f"""<!doctype html><html><head><meta charset="utf-8"><title>recsys evaluation</title>
 <style>body{{font-family:sans-serif;margin:2em;max-width:1200px}}pre{{background:#f6f6f6;padding:1em;
-overflow:auto}}img{{max-width:100%}}table{{border-collapse:collapse;font-size:12px}}td{{border:1px solid #ddd;
+overflow:auto}}img{{max-width:100%}}table{{border-collapse:collapse;font-size:12px}}td,th{{border:1px solid #ddd;
 padding:2px 6px}}</style></head><body><h1>recsys evaluation: {html.escape(payload['dataset'])}</h1>
 <pre>{table}</pre>{paired_html}<h2>Plots</h2>{figs}<h2>All figures</h2><table><tr><td>model</td><td>metric</td>
 <td>value</td><td>ci_low</td><td>ci_high</td></tr>{rows}</table></body></html>"""

@@ -100,6 +100,9 @@ def _tune(spec: ModelSpec, data: EvalData, show_progress: bool) -> tuple[Any, di
     best, best_score = spec.grid[0], -np.inf
     if len(spec.grid) == 1:
         return best, scores
+    if len(window.users) == 0:
+        logger.warning("%s: the valid window has no relevant items; using the first setting %s", spec.name, best)
+        return best, scores
     for setting in spec.grid:
         model = spec.build(setting).fit(window.fit)
         topk = score_top_k(model, window, window.users, 10, block_size=data.config.block_size,

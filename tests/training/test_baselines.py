@@ -8,6 +8,7 @@ import scipy.sparse as sp
 
 from recsys.errors import NotFittedError
 from recsys.recommender import FitInput, Recommender
+from training import baselines
 from training.baselines import (
     EASEConfig,
     EASERecommender,
@@ -173,6 +174,24 @@ def test_itemknn_keeps_the_top_neighbours_of_each_target_item():
     s01 = 2 / (np.sqrt(6) + 1)
     # Column j holds item j's single nearest neighbour: 0 -> 1, 1 -> 0, 2 -> 1.
     expected = np.array([[0, s01, 0], [s01, 0, 0.5], [0, 0, 0]])
+    np.testing.assert_allclose(model.similarity_.toarray(), expected, rtol=1e-6)
+
+
+def test_itemknn_matches_a_dense_reference_across_blocks(monkeypatch):
+    # Blocks of 3 target items, so the block bookkeeping is exercised; integer counts give many ties.
+    monkeypatch.setattr(baselines, "_BLOCK_ENTRIES", 3 * 40)
+    rng = np.random.default_rng(0)
+    x = (rng.random((30, 40)) < 0.2).astype(np.float32)
+    train = sp.csr_matrix(x)
+    model = ItemKNNRecommender(ItemKNNConfig(neighbours=5, shrink=2.0)).fit(FitInput(train, train))
+    co = x.T @ x
+    norms = np.sqrt(np.diag(co))
+    sim = co / (norms[:, None] * norms[None, :] + 2.0)
+    np.fill_diagonal(sim, 0.0)
+    expected = np.zeros_like(sim)
+    for j in range(40):  # slow reference: per target column, the 5 largest, ties to the lower index
+        top = np.argsort(-sim[:, j], kind="stable")[:5]
+        expected[top, j] = sim[top, j]
     np.testing.assert_allclose(model.similarity_.toarray(), expected, rtol=1e-6)
 
 

@@ -1,0 +1,189 @@
+"""The evaluation protocol end to end: windows, exclusion of history, oracles, slices, report, MLflow, CLI."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime, timedelta
+
+import numpy as np
+import polars as pl
+import pytest
+import scipy.sparse as sp
+from click.testing import CliRunner
+
+from features.split import SplitConfig
+from recsys import contract as C
+from recsys.cli import cli
+from recsys.datasets import write_synthetic
+from recsys.evaluation.report import write_report
+from recsys.evaluation.runner import ModelSpec, evaluate_models, score_top_k
+from recsys.evaluation.setup import EvalConfig, build_eval_data
+from recsys.evaluation.tracking import log_evaluation, mlflow_metric_key
+from recsys.io import Dataset, DatasetPaths, load_dataset
+from recsys.recommender import FitInput
+from recsys.synthetic import SyntheticConfig
+
+T0 = datetime(2024, 1, 1)
+
+
+def _dataset() -> Dataset:
+    """3 users x 6 items; per-user 50/0/50-ish windows are worked out in the tests."""
+    rows = [  # user, item, hour, event
+        ("u1", "a", 0, "click"), ("u1", "b", 1, "click"), ("u1", "c", 2, "purchase"), ("u1", "d", 3, "click"),
+        ("u2", "a", 0, "click"), ("u2", "c", 1, "click"), ("u2", "e", 2, "click"), ("u2", "a", 3, "click"),
+        ("u3", "b", 0, "click"), ("u3", "f", 5, "click"),
+    ]
+    inter = pl.DataFrame(rows, schema=[C.USER_ID, C.ITEM_ID, "h", C.EVENT], orient="row").select(
+        C.USER_ID, C.ITEM_ID, (pl.lit(T0) + pl.duration(hours=pl.col("h"))).cast(C.DATETIME).alias(C.TS), C.EVENT,
+        pl.lit(None, pl.String).alias(C.IMPRESSION_ID), pl.lit(None, pl.Float64).alias(C.RATING),
+        pl.lit(False).alias(C.FROM_HISTORY))
+    items = pl.DataFrame({C.ITEM_ID: list("abcdef"), C.TITLE: list("ABCDEF")}).with_columns(
+        pl.lit(None, pl.String).alias(C.DESCRIPTION), pl.Series(C.CATEGORY, ["x", "x", "y", "y", "y", None]),
+        pl.lit([], pl.List(pl.String)).alias(C.TAGS), pl.lit(None, C.DATETIME).alias(C.PUBLISHED_AT))
+    return Dataset(items, inter)
+
+
+CFG = EvalConfig(split=SplitConfig(mode="per-user", valid=0.25, test=0.25), n_bootstrap=50, ks=(1, 2, 5))
+
+
+class Oracle:
+    """Scores the test truth highest: a perfect ranker. ``seen_first`` instead loves the history."""
+
+    def __init__(self, truth: sp.csr_matrix, seen_first: bool = False) -> None:
+        self.name, self.truth, self.seen_first = ("seen" if seen_first else "oracle"), truth, seen_first
+
+    def fit(self, data: FitInput) -> Oracle:
+        return self
+
+    def score(self, users: np.ndarray, history: sp.csr_matrix) -> np.ndarray:
+        base = (history if self.seen_first else self.truth[users]).toarray().astype(np.float32)
+        return base * 10 + np.linspace(0, 1, base.shape[1], dtype=np.float32)  # deterministic tie-break
+
+
+def test_windows_split_per_user_and_truth_excludes_history():
+    data = build_eval_data(_dataset(), CFG)
+    items = list(data.item_ids)
+    # u1: 4 units -> 1 test (d), 1 valid (c), train a, b. u2: test a (seen in train -> not relevant), valid e,
+    # train a, c. u3: 2 units -> floor(0.5) = 0 test and valid: all train (b, f). Train items: a, b, c, f.
+    train = data.test.history.toarray()
+    assert train[0].nonzero()[0].tolist() == [items.index("a"), items.index("b")]
+    assert data.test.truth.toarray()[0].nonzero()[0].tolist() == [items.index("d")]
+    assert data.test.truth.toarray()[1].sum() == 0  # u2 re-clicked a: already in history
+    assert data.valid.truth.toarray()[0].nonzero()[0].tolist() == [items.index("c")]
+    assert data.test.users.tolist() == [0]  # only u1 has a relevant unseen test item
+    assert data.test.cold_items.tolist() == [False, False, False, True, True, False]
+    # purchases weigh 2, clicks 1 in the fit matrices
+    full = build_eval_data(_dataset(), EvalConfig(split=CFG.split, history="train+valid"))
+    assert full.test.fit.interactions.toarray()[0, items.index("c")] == 2.0
+    assert full.test.cold_items.tolist() == [False, False, False, True, False, False]
+
+
+def test_item_features_are_one_hot_categories():
+    features = build_eval_data(_dataset(), CFG).test.fit.item_features
+    assert features.shape == (6, 2) and features.sum(axis=1).A1.tolist() == [1, 1, 1, 1, 1, 0]
+
+
+@pytest.fixture(scope="module")
+def synthetic_data(tmp_path_factory) -> tuple[Dataset, object]:
+    folder = tmp_path_factory.mktemp("synth")
+    write_synthetic(folder, SyntheticConfig(n_users=60, n_items=50, sessions_per_user=6, slate_size=6, seed=1))
+    data = load_dataset(DatasetPaths.from_dir(folder))
+    return folder, build_eval_data(data, EvalConfig(n_bootstrap=100))
+
+
+def test_seen_items_never_appear_and_a_perfect_ranker_scores_one(synthetic_data):
+    _, data = synthetic_data
+    truth = data.test.truth
+    result = evaluate_models(data, [ModelSpec("oracle", lambda _: Oracle(truth)),
+                                    ModelSpec("seen", lambda _: Oracle(truth, seen_first=True))], reference="oracle")
+    oracle, seen = result.models
+    for metric in ("ndcg@10", "hitrate@5", "mrr", "map@100", "recall@100"):
+        assert np.allclose(oracle.per_user[metric], 1.0), metric
+    history = data.test.history[data.test.users].toarray() > 0
+    rows = np.arange(len(data.test.users))[:, None]
+    ranked = seen.topk >= 0  # -1 pads lists longer than the unseen catalogue
+    assert ranked.sum() > 0 and not history[rows, np.where(ranked, seen.topk, 0)][ranked].any()
+    table = result.table.filter((pl.col("model") == "oracle") & (pl.col("slice") == "all"))
+    assert table.filter(pl.col("metric") == "ndcg@10")["ci_low"][0] == pytest.approx(1.0)
+    # Impression protocol: an oracle of every test click (history re-clicks included) ranks each
+    # impression's clicks first, unless the same item was clicked in one impression and only
+    # shown in another of the same user.
+    ev = data.test_events.filter(pl.col(C.EVENT) != C.IMPRESSION)
+    clicks = sp.csr_matrix((np.ones(ev.height), (ev["user_idx"].to_numpy(), ev["item_idx"].to_numpy())),
+                           shape=data.test.truth.shape)
+    click_oracle = evaluate_models(data, [ModelSpec("oracle", lambda _: Oracle(clicks))]).models[0]
+    auc = click_oracle.impressions["auc"]
+    assert np.nanmean(auc) > 0.95 and np.nanmedian(auc) == 1.0 and np.isfinite(auc).sum() >= 20
+    assert result.paired["mean_diff"][0] < 0  # "seen" minus "oracle"
+
+
+def test_blocked_scoring_equals_one_big_block(synthetic_data):
+    _, data = synthetic_data
+    model = Oracle(data.test.truth, seen_first=False)
+    users = data.test.users
+    one = score_top_k(model, data.test, users, 20, block_size=len(users))
+    small = score_top_k(model, data.test, users, 20, block_size=7)
+    assert np.array_equal(one, small)
+
+
+def test_slices_cover_cold_warm_history_and_events(synthetic_data):
+    _, data = synthetic_data
+    result = evaluate_models(data, [ModelSpec("oracle", lambda _: Oracle(data.test.truth))], reference="none")
+    slices = set(result.table["slice"])
+    assert {"all", "warm_items", "history_5-19", "event_click", "event_purchase", "impressions"} <= slices
+    n_users = dict(result.table.filter(pl.col("metric") == "ndcg@10").select("slice", "n_users").iter_rows())
+    history_buckets = [v for k, v in n_users.items() if k.startswith("history_")]
+    assert sum(history_buckets) == n_users["all"]  # the buckets partition the users
+    cold = data.test.truth[data.test.users][:, data.test.cold_items].getnnz(axis=1) > 0
+    assert n_users.get("cold_items", 0) == cold.sum()
+
+
+def test_report_json_html_plots_and_mlflow(synthetic_data, tmp_path):
+    _, data = synthetic_data
+    from training.baseline_specs import baseline_specs
+
+    result = evaluate_models(data, baseline_specs(["random", "popularity"]))
+    files = write_report(result, tmp_path / "report", dataset="synth", command="test")
+    payload = json.loads(files.json.read_text())
+    assert payload["benchmark"] == "evaluate" and payload["split"]["mode"] == "per-user"
+    row = next(r for r in payload["rows"] if r["model"] == "popularity" and r["metric"] == "ndcg@10")
+    assert row["ci_low"] <= row["value"] <= row["ci_high"]
+    assert any(r["metric"] == "imp_auc" for r in payload["rows"])
+    page = files.html.read_text()
+    assert page.count("data:image/png;base64,") == 3 and "popularity" in page
+    assert all(p.stat().st_size > 5_000 for p in files.plots)
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    run_id = log_evaluation(result, files, tracking_uri=uri, dataset="synth")
+    from mlflow.tracking import MlflowClient
+
+    run = MlflowClient(uri).get_run(run_id)
+    assert run.data.metrics[mlflow_metric_key("popularity", "all", "ndcg@10")] == pytest.approx(row["value"])
+    assert run.data.params["split.mode"] == "per-user" and run.data.params["history"] == "train"
+    artifacts = {a.path for a in MlflowClient(uri).list_artifacts(run_id)}
+    assert {"report.html", "results.json", "metric_at_k.png"} <= artifacts
+
+
+def test_cli_evaluate(synthetic_data, tmp_path):
+    folder, _ = synthetic_data
+    uri = f"sqlite:///{tmp_path / 'm.db'}"
+    result = CliRunner().invoke(cli, ["evaluate", "--data", str(folder), "--models", "random,popularity", "--report",
+                                      str(tmp_path / "r"), "--tracking-uri", uri, "--bootstrap", "50"])
+    assert result.exit_code == 0, result.output
+    assert "history at test time: train" in result.output and "popularity" in result.output
+    assert (tmp_path / "r" / "report.html").exists() and "MLflow run" in result.output
+    none = CliRunner().invoke(cli, ["evaluate", "--data", str(folder)])
+    assert none.exit_code == 2 and "pass --baselines" in none.output
+    bad = CliRunner().invoke(cli, ["evaluate", "--data", str(folder), "--models", "popularity", "--valid", "0.9",
+                                   "--no-mlflow"])
+    assert bad.exit_code == 1 and "valid + test < 1" in bad.output and "Traceback" not in bad.output
+    unknown = CliRunner().invoke(cli, ["evaluate", "--data", str(folder), "--models", "magic", "--no-mlflow"])
+    assert unknown.exit_code == 1
+    assert "--models: 'magic' is not a baseline; must be among random, popularity" in unknown.output
+
+
+def test_config_errors():
+    with pytest.raises(ValueError, match="Must be one of train, train\\+valid"):
+        EvalConfig(history="valid")
+    with pytest.raises(ValueError, match="other than impressions"):
+        EvalConfig(positives=("impression",))
+    assert timedelta(days=EvalConfig().recent_days) == timedelta(days=30)
