@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import scipy.sparse as sp
+from cluster_data import CLUSTER_OF_ITEM, CLUSTER_OF_USER, TWO_CLUSTERS
 
 from recsys.errors import NotFittedError
 from recsys.recommender import FitInput, Recommender
@@ -21,29 +22,6 @@ from training.baselines import (
     check_block,
 )
 
-# Two taste clusters: users 0-5 use items 0-4, users 6-11 use items 5-9. Weights > 1 are repeat
-# events; they must count once wherever a model binarises.
-TWO_CLUSTERS = sp.csr_matrix(
-    np.array(
-        [
-            [3, 1, 1, 0, 0, 0, 0, 0, 0, 0],
-            [0, 1, 2, 1, 0, 0, 0, 0, 0, 0],
-            [0, 0, 1, 1, 1, 0, 0, 0, 0, 0],
-            [1, 0, 0, 1, 1, 0, 0, 0, 0, 0],
-            [1, 1, 0, 0, 1, 0, 0, 0, 0, 0],
-            [1, 0, 1, 0, 1, 0, 0, 0, 0, 0],
-            [0, 0, 0, 0, 0, 1, 1, 1, 0, 0],
-            [0, 0, 0, 0, 0, 0, 1, 1, 1, 0],
-            [0, 0, 0, 0, 0, 0, 0, 1, 1, 1],
-            [0, 0, 0, 0, 0, 1, 0, 0, 1, 1],
-            [0, 0, 0, 0, 0, 1, 1, 0, 0, 1],
-            [0, 0, 0, 0, 0, 1, 0, 1, 0, 2],
-        ],
-        dtype=np.float32,
-    )
-)
-CLUSTER_OF_USER = np.repeat([0, 1], 6)
-CLUSTER_OF_ITEM = np.repeat([0, 1], 5)
 # Recent window: users 0, 1 used item 1 lately, user 6 used item 9 twice.
 RECENT = sp.csr_matrix(([1.0, 1.0, 2.0], ([0, 1, 6], [1, 1, 9])), shape=(12, 10), dtype=np.float32)
 DATA = FitInput(interactions=TWO_CLUSTERS, recent=RECENT, seed=7)

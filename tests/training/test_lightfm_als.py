@@ -6,34 +6,13 @@ import implicit.utils
 import numpy as np
 import pytest
 import scipy.sparse as sp
+from cluster_data import CLUSTER_OF_ITEM, CLUSTER_OF_USER, TWO_CLUSTERS
 
 from recsys.errors import NotFittedError
 from recsys.recommender import FitInput, Recommender
 from training.fit_als import ALSConfig, ALSRecommender
 from training.fit_lightfm import LightFMConfig, LightFMRecommender
 
-# Two taste clusters: users 0-5 use items 0-4, users 6-11 use items 5-9.
-TWO_CLUSTERS = sp.csr_matrix(
-    np.array(
-        [
-            [3, 1, 1, 0, 0, 0, 0, 0, 0, 0],
-            [0, 1, 2, 1, 0, 0, 0, 0, 0, 0],
-            [0, 0, 1, 1, 1, 0, 0, 0, 0, 0],
-            [1, 0, 0, 1, 1, 0, 0, 0, 0, 0],
-            [1, 1, 0, 0, 1, 0, 0, 0, 0, 0],
-            [1, 0, 1, 0, 1, 0, 0, 0, 0, 0],
-            [0, 0, 0, 0, 0, 1, 1, 1, 0, 0],
-            [0, 0, 0, 0, 0, 0, 1, 1, 1, 0],
-            [0, 0, 0, 0, 0, 0, 0, 1, 1, 1],
-            [0, 0, 0, 0, 0, 1, 0, 0, 1, 1],
-            [0, 0, 0, 0, 0, 1, 1, 0, 0, 1],
-            [0, 0, 0, 0, 0, 1, 0, 1, 0, 2],
-        ],
-        dtype=np.float32,
-    )
-)
-CLUSTER_OF_USER = np.repeat([0, 1], 6)
-CLUSTER_OF_ITEM = np.repeat([0, 1], 5)
 # One-hot cluster feature per item: [A, B].
 CLUSTER_FEATURES = sp.csr_matrix(np.repeat(np.eye(2, dtype=np.float32), 5, axis=0))
 DATA = FitInput(interactions=TWO_CLUSTERS, recent=TWO_CLUSTERS, item_features=CLUSTER_FEATURES, seed=3)
