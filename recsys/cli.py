@@ -174,16 +174,35 @@ def synth_cmd(out, n_users, n_items, seed) -> None:
 
 @cli.command("demo")
 @click.option("--out", type=_PATH, default=Path("demo_data"), show_default=True, help="Where the demo data goes.")
-def demo_cmd(out) -> None:
+@click.option("--tracking-uri", help="MLflow store (default: $MLFLOW_TRACKING_URI, else ./mlflow/mlflow.db).")
+@click.option("--no-mlflow", is_flag=True, help="Do not log the evaluation to MLflow.")
+def demo_cmd(out, tracking_uri, no_mlflow) -> None:
     """Run the main job end to end on the bundled demo data."""
     from recsys.demo import PENDING_STAGES, run_demo
 
-    result = run_demo(out)
+    uri = _tracking_uri(tracking_uri, no_mlflow)
+    result = run_demo(out, tracking_uri=uri)
     click.echo(f"demo data: {result.data_dir}\n\n{result.summary.render()}\n\nsplit (global 80/10/10):")
     _echo_frame(result.split)
-    click.echo(f"labelled interactions: {result.split_file}")
+    click.echo(f"labelled interactions: {result.split_file}\n\nbaselines on the test window:")
+    _echo_evaluation(result.evaluation, uri)
     click.echo("timings: " + ", ".join(f"{k} {v:.2f}s" for k, v in result.seconds.items()))
     click.echo("not in this build yet: " + "; ".join(PENDING_STAGES))
+
+
+def _tracking_uri(flag: str | None, disabled: bool) -> str | None:
+    """Flag beats $MLFLOW_TRACKING_URI beats the local store under ./mlflow/."""
+    from recsys.evaluation.tracking import local_tracking_uri
+
+    return None if disabled else (flag or os.environ.get("MLFLOW_TRACKING_URI") or local_tracking_uri())
+
+
+def _echo_evaluation(run, uri: str | None) -> None:
+    click.echo(run.table)
+    if run.files:
+        click.echo(f"report: {run.files.html}\njson:   {run.files.json}")
+    if run.run_id:
+        click.echo(f"MLflow run {run.run_id} in {uri}; browse with: mlflow ui --backend-store-uri {uri}")
 
 
 def _csv(text: str, cast=str) -> tuple:
@@ -213,7 +232,6 @@ def evaluate_cmd(data_dir, baselines, models, ks, split_mode, valid, test, histo
     from recsys.errors import ConfigError
     from recsys.evaluation.run import evaluate_run
     from recsys.evaluation.setup import EvalConfig
-    from recsys.evaluation.tracking import local_tracking_uri
     from training.baseline_specs import BASELINES
 
     names = _csv(models) if models else (BASELINES if baselines else ())
@@ -224,14 +242,10 @@ def evaluate_cmd(data_dir, baselines, models, ks, split_mode, valid, test, histo
             raise ConfigError(f"--models: {name!r} is not a baseline; must be among {', '.join(BASELINES)}")
     config = _config(EvalConfig, split=_split_config(split_mode, valid, test), history=history,
                      positives=_csv(positives), ks=_csv(ks, int), n_bootstrap=n_bootstrap, seed=seed)
-    uri = None if no_mlflow else (tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or local_tracking_uri())
+    uri = _tracking_uri(tracking_uri, no_mlflow)
     run = evaluate_run(data_dir, config, baselines=names, report_dir=report_dir, tracking_uri=uri,
                        show_progress=True, command="recsys " + " ".join(sys.argv[1:]))
-    click.echo(run.table)
-    if run.files:
-        click.echo(f"report: {run.files.html}\njson:   {run.files.json}")
-    if run.run_id:
-        click.echo(f"MLflow run {run.run_id} in {uri} (browse: mlflow ui --backend-store-uri {uri})")
+    _echo_evaluation(run, uri)
 
 
 def _config(cls, **kwargs):

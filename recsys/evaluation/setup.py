@@ -108,9 +108,14 @@ def _index(frame: pl.DataFrame, users: pl.DataFrame, items: pl.DataFrame) -> pl.
 
 
 def _matrix(rows: pl.DataFrame, shape: tuple[int, int], weight: pl.Expr) -> sp.csr_matrix:
-    agg = rows.group_by("user_idx", "item_idx").agg(weight.sum().alias("w")).filter(pl.col("w") > 0)
-    return sp.csr_matrix((agg["w"].to_numpy().astype(np.float32),
-                          (agg["user_idx"].to_numpy(), agg["item_idx"].to_numpy())), shape=shape)
+    # Sorted, because group_by order varies between runs and SGD models (LightFM) visit
+    # interactions in matrix order: an unsorted matrix would make them irreproducible.
+    agg = (rows.group_by("user_idx", "item_idx").agg(weight.sum().alias("w")).filter(pl.col("w") > 0)
+           .sort("user_idx", "item_idx"))
+    matrix = sp.csr_matrix((agg["w"].to_numpy().astype(np.float32),
+                            (agg["user_idx"].to_numpy(), agg["item_idx"].to_numpy())), shape=shape)
+    matrix.sort_indices()
+    return matrix
 
 
 def _item_features(items: pl.DataFrame, index: pl.DataFrame) -> sp.csr_matrix | None:
@@ -119,11 +124,10 @@ def _item_features(items: pl.DataFrame, index: pl.DataFrame) -> sp.csr_matrix | 
         items.select(C.ITEM_ID, pl.concat_str(pl.lit("category="), C.CATEGORY).alias("f")),
         items.select(C.ITEM_ID, C.TAGS).explode(C.TAGS).select(
             C.ITEM_ID, pl.concat_str(pl.lit("tag="), C.TAGS).alias("f")),
-    ]).drop_nulls().unique().join(index, on=C.ITEM_ID)
+    ]).drop_nulls().unique().join(index, on=C.ITEM_ID).sort("item_idx", "f")  # stable across runs
     if labels.height == 0:
         return None
-    codes = labels["f"].cast(pl.Categorical).to_physical().to_numpy()
-    _, cols = np.unique(codes, return_inverse=True)
+    _, cols = np.unique(labels["f"].to_numpy(), return_inverse=True)
     return sp.csr_matrix((np.ones(labels.height, np.float32), (labels["item_idx"].to_numpy(), cols)),
                          shape=(index.height, int(cols.max()) + 1))
 

@@ -6,6 +6,7 @@ then check the files written and the numbers printed against the data itself.
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 
@@ -54,9 +55,10 @@ def _table_rows(output: str) -> dict[str, int]:
 
 def test_demo_writes_the_data_and_prints_summary_split_and_pending_stages(tmp_path):
     out = tmp_path / "demo"
-    result = _invoke("demo", "--out", str(out))
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    result = _invoke("demo", "--out", str(out), "--tracking-uri", uri)
     assert result.exit_code == 0, result.output
-    for name in (C.ITEMS_FILE, C.INTERACTIONS_FILE, SPLIT_FILE):
+    for name in (C.ITEMS_FILE, C.INTERACTIONS_FILE, SPLIT_FILE, "report/report.html", "report/results.json"):
         assert (out / name).is_file(), name
 
     items = pl.read_parquet(out / C.ITEMS_FILE)
@@ -73,6 +75,11 @@ def test_demo_writes_the_data_and_prints_summary_split_and_pending_stages(tmp_pa
     assert set(counts) == {C.TRAIN, C.VALID, C.TEST}
     assert split.height == inter.height
     assert f"labelled interactions: {out / SPLIT_FILE}" in result.output
+    # the baselines were evaluated on the test window and logged to MLflow
+    payload = json.loads((out / "report" / "results.json").read_text())
+    assert {r["model"] for r in payload["rows"]} >= {"random", "popularity", "ease", "lightfm", "als", "itemknn"}
+    assert f"browse with: mlflow ui --backend-store-uri {uri}" in result.output
+    assert re.search(r"│ ease\s+┆ 0\.\d{4} \[", result.output)
     assert "not in this build yet: " + "; ".join(PENDING_STAGES) in result.output.splitlines()
     assert "Traceback" not in result.output
 

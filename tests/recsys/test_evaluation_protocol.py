@@ -187,3 +187,14 @@ def test_config_errors():
     with pytest.raises(ValueError, match="other than impressions"):
         EvalConfig(positives=("impression",))
     assert timedelta(days=EvalConfig().recent_days) == timedelta(days=30)
+
+
+def test_indexing_does_not_depend_on_row_order():
+    """LightFM visits interactions in matrix order: shuffled input must give identical matrices."""
+    data = _dataset()
+    shuffled = Dataset(data.items.sample(fraction=1.0, shuffle=True, seed=3),
+                       data.interactions.sample(fraction=1.0, shuffle=True, seed=4))
+    a, b = build_eval_data(data, CFG).test.fit, build_eval_data(shuffled, CFG).test.fit
+    for left, right in ((a.interactions, b.interactions), (a.item_features, b.item_features)):
+        assert np.array_equal(left.indptr, right.indptr) and np.array_equal(left.indices, right.indices)
+        assert np.array_equal(left.data, right.data)
