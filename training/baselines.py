@@ -19,6 +19,7 @@ import scipy.linalg
 import scipy.sparse as sp
 from scipy.linalg import lapack
 
+from recsys.config import check_above, check_at_least
 from recsys.errors import NotFittedError
 from recsys.recommender import FitInput
 
@@ -222,13 +223,37 @@ class ItemKNNConfig:
     """Added to the norm product in the cosine denominator, damping rare-item similarities; >= 0."""
 
     def __post_init__(self) -> None:
-        if self.neighbours < 1:
-            raise ValueError(f"ItemKNNConfig.neighbours must be >= 1; got {self.neighbours}")
-        if not self.shrink >= 0:
-            raise ValueError(f"ItemKNNConfig.shrink must be >= 0; got {self.shrink}")
+        check_at_least(self, neighbours=1, shrink=0)
 
 
-class ItemKNNRecommender:
+class _ItemToItem:
+    """Models that score by ``binarised history @ an item x item matrix`` (item-kNN, EASE)."""
+
+    def _item_item(self) -> np.ndarray | sp.csr_matrix | None:
+        raise NotImplementedError
+
+    def score(self, users: np.ndarray, history: sp.csr_matrix) -> np.ndarray:
+        """Sum, over each user's history items, of their item-to-item weights to every item.
+
+        Args:
+            users: int [b] user indices; unused beyond the shape check.
+            history: float32 [b, n_items] interactions (binarised here).
+
+        Returns:
+            float32 [b, n_items].
+
+        Raises:
+            NotFittedError: before ``fit``.
+        """
+        matrix = self._item_item()
+        if matrix is None:
+            raise _not_fitted(self)
+        check_block(users, history, matrix.shape[0])
+        out = binarize(history) @ matrix
+        return (out.toarray() if sp.issparse(out) else np.asarray(out)).astype(np.float32, copy=False)
+
+
+class ItemKNNRecommender(_ItemToItem):
     """Item-based kNN with shrunk cosine similarity on binarised co-occurrence.
 
     ``sim(i, j) = c_ij / (sqrt(c_ii) * sqrt(c_jj) + shrink)`` with ``C = X^T X`` and ``X`` the
@@ -273,23 +298,8 @@ class ItemKNNRecommender:
         logger.debug("item-kNN: %d similarities kept for %d items", self.similarity_.nnz, n_items)
         return self
 
-    def score(self, users: np.ndarray, history: sp.csr_matrix) -> np.ndarray:
-        """Sum of similarities from each history item to every item.
-
-        Args:
-            users: int [b] user indices; unused beyond the shape check.
-            history: float32 [b, n_items] interactions (binarised here).
-
-        Returns:
-            float32 [b, n_items].
-
-        Raises:
-            NotFittedError: before ``fit``.
-        """
-        if self.similarity_ is None:
-            raise _not_fitted(self)
-        check_block(users, history, self.similarity_.shape[0])
-        return (binarize(history) @ self.similarity_).toarray().astype(np.float32, copy=False)
+    def _item_item(self) -> sp.csr_matrix | None:
+        return self.similarity_
 
     def _top_neighbours(
         self, co: sp.csr_matrix, start: int, norms: np.ndarray
@@ -332,13 +342,11 @@ class EASEConfig:
     """Refuse catalogues larger than this: fitting holds a dense float64 [n_items, n_items]; >= 1."""
 
     def __post_init__(self) -> None:
-        if not self.l2 > 0:
-            raise ValueError(f"EASEConfig.l2 must be > 0; got {self.l2}")
-        if self.max_items < 1:
-            raise ValueError(f"EASEConfig.max_items must be >= 1; got {self.max_items}")
+        check_above(self, l2=0)
+        check_at_least(self, max_items=1)
 
 
-class EASERecommender:
+class EASERecommender(_ItemToItem):
     """EASE (Steck 2019): a closed-form item-item linear autoencoder with zero diagonal.
 
     ``G = X^T X + l2 * I``, ``P = G^-1``, ``B = -P / diag(P)`` (column-wise), ``diag(B) = 0``,
@@ -378,23 +386,8 @@ class EASERecommender:
         self.weights_ = np.asarray(p, dtype=np.float32, order="C")
         return self
 
-    def score(self, users: np.ndarray, history: sp.csr_matrix) -> np.ndarray:
-        """Reconstruct every item from the user's history.
-
-        Args:
-            users: int [b] user indices; unused beyond the shape check.
-            history: float32 [b, n_items] interactions (binarised here).
-
-        Returns:
-            float32 [b, n_items].
-
-        Raises:
-            NotFittedError: before ``fit``.
-        """
-        if self.weights_ is None:
-            raise _not_fitted(self)
-        check_block(users, history, self.weights_.shape[0])
-        return np.asarray(binarize(history) @ self.weights_, dtype=np.float32)
+    def _item_item(self) -> np.ndarray | None:
+        return self.weights_
 
 
 def _ridge_gram_inverse(x: sp.csr_matrix, l2: float) -> np.ndarray:

@@ -16,6 +16,7 @@ import numpy as np
 import scipy.sparse as sp
 from threadpoolctl import threadpool_limits
 
+from recsys.config import check_at_least
 from recsys.errors import NotFittedError
 from recsys.recommender import FitInput
 from training.baselines import check_block
@@ -41,16 +42,8 @@ class ALSConfig:
     """Worker threads of implicit's solver; 0 = all cores. Results are bit-reproducible only with 1."""
 
     def __post_init__(self) -> None:
-        if self.factors < 1:
-            raise ValueError(f"ALSConfig.factors must be >= 1; got {self.factors}")
-        if not self.regularization >= 0:
-            raise ValueError(f"ALSConfig.regularization must be >= 0; got {self.regularization}")
-        if not self.alpha >= 0:
-            raise ValueError(f"ALSConfig.alpha must be >= 0; got {self.alpha}")
-        if self.iterations < 1:
-            raise ValueError(f"ALSConfig.iterations must be >= 1; got {self.iterations}")
-        if self.num_threads < 0:
-            raise ValueError(f"ALSConfig.num_threads must be >= 0 (0 = all cores); got {self.num_threads}")
+        # num_threads 0 means all cores.
+        check_at_least(self, factors=1, regularization=0, alpha=0, iterations=1, num_threads=0)
 
 
 class ALSRecommender:

@@ -25,6 +25,7 @@ import numpy as np
 import scipy.sparse as sp
 from lightfm import LightFM
 
+from recsys.config import check_above, check_at_least
 from recsys.errors import NotFittedError
 from recsys.recommender import FitInput
 from training.baselines import binarize, check_block
@@ -61,18 +62,8 @@ class LightFMConfig:
     def __post_init__(self) -> None:
         if self.loss not in LOSSES:
             raise ValueError(f"LightFMConfig.loss {self.loss!r} is invalid; must be one of {', '.join(LOSSES)}")
-        if self.no_components < 1:
-            raise ValueError(f"LightFMConfig.no_components must be >= 1; got {self.no_components}")
-        if not self.learning_rate > 0:
-            raise ValueError(f"LightFMConfig.learning_rate must be > 0; got {self.learning_rate}")
-        if not self.item_alpha >= 0:
-            raise ValueError(f"LightFMConfig.item_alpha must be >= 0; got {self.item_alpha}")
-        if not self.user_alpha >= 0:
-            raise ValueError(f"LightFMConfig.user_alpha must be >= 0; got {self.user_alpha}")
-        if self.epochs < 1:
-            raise ValueError(f"LightFMConfig.epochs must be >= 1; got {self.epochs}")
-        if self.num_threads < 1:
-            raise ValueError(f"LightFMConfig.num_threads must be >= 1; got {self.num_threads}")
+        check_at_least(self, no_components=1, item_alpha=0, user_alpha=0, epochs=1, num_threads=1)
+        check_above(self, learning_rate=0)
 
 
 class LightFMRecommender:
