@@ -205,6 +205,30 @@ def _echo_evaluation(run, uri: str | None) -> None:
         click.echo(f"MLflow run {run.run_id} in {uri}; browse with: mlflow ui --backend-store-uri {uri}")
 
 
+@cli.command("train")
+@click.option("--config", "config_file", type=_PATH, help="YAML file mirroring training.pipeline.TrainConfig.")
+@click.option("--set", "overrides", multiple=True, help="Override one key, e.g. --set text.max_epochs=2.")
+@click.option("--stage", type=click.Choice(["text"]), help="Stage to run (this build: the text tower).")
+@click.option("--data", "data_dir", type=_PATH, help="Dataset folder (overrides the config's data).")
+@click.option("--tracking-uri", help="MLflow store (default: $MLFLOW_TRACKING_URI, else ./mlflow/mlflow.db).")
+@click.option("--no-mlflow", is_flag=True, help="Do not track the run in MLflow.")
+def train_cmd(config_file, overrides, stage, data_dir, tracking_uri, no_mlflow) -> None:
+    """Fine-tune the text tower, compare it with zero-shot and baselines, track it in MLflow."""
+    from recsys.config import load_config
+    from training.pipeline import TrainConfig, train
+
+    extra = ([f"stage={stage}"] if stage else []) + ([f"data={data_dir}"] if data_dir else [])
+    config = load_config(TrainConfig, str(config_file) if config_file else None, (*overrides, *extra))
+    uri = _tracking_uri(tracking_uri, no_mlflow)
+    result = train(config, tracking_uri=uri, show_progress=True, config_file=str(config_file) if config_file else None)
+    click.echo(result.table)
+    click.echo(f"report: {result.files.html}")
+    for name, stats in result.stats.items():
+        click.echo(f"{name}: " + ", ".join(f"{k}={v:.4g}" for k, v in stats.items()))
+    if result.run_id:
+        click.echo(f"MLflow run {result.run_id} in {uri}; browse with: mlflow ui --backend-store-uri {uri}")
+
+
 def _csv(text: str, cast=str) -> tuple:
     return tuple(cast(v.strip()) for v in text.split(",") if v.strip())
 

@@ -6,7 +6,9 @@ Every config validates itself in ``__post_init__``; these helpers keep the messa
 
 from __future__ import annotations
 
-__all__ = ["check_at_least", "check_above"]
+from recsys.errors import ConfigError
+
+__all__ = ["check_at_least", "check_above", "load_config", "flatten"]
 
 
 def check_at_least(config: object, **bounds: float) -> None:
@@ -23,3 +25,93 @@ def check_above(config: object, **bounds: float) -> None:
         value = getattr(config, name)
         if not value > low:
             raise ValueError(f"{type(config).__name__}.{name} must be > {low}; got {value!r}")
+
+
+def _field_types(cls: type) -> dict[str, object]:
+    import typing
+
+    return typing.get_type_hints(cls)
+
+
+def _build(cls: type, values: dict, path: str) -> object:
+    """Instantiate dataclass ``cls`` from a nested mapping, naming any unknown key with its path."""
+    import dataclasses
+
+    if not isinstance(values, dict):
+        raise ConfigError(f"{path or 'config'}: expected a mapping of {cls.__name__} fields, got {values!r}")
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    hints = _field_types(cls)
+    kwargs = {}
+    for key, value in values.items():
+        where = f"{path}.{key}" if path else key
+        if key not in fields:
+            raise ConfigError(f"unknown config key '{where}'; valid keys here: {', '.join(fields)}")
+        kind = hints[key]
+        if dataclasses.is_dataclass(kind):
+            kwargs[key] = _build(kind, value, where)
+        elif isinstance(value, list):
+            kwargs[key] = tuple(value)
+        else:
+            kwargs[key] = _coerce(value, kind, where)
+    try:
+        return cls(**kwargs)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"{path or 'config'}: {exc}") from exc
+
+
+def _coerce(value: object, kind: object, where: str) -> object:
+    """YAML reads ``1e-4`` as a string; numbers are converted by the field's declared type."""
+    if isinstance(value, str) and kind in (float, int, float | None, int | None):
+        try:
+            return float(value) if float in getattr(kind, "__args__", (kind,)) else int(value)
+        except ValueError:
+            raise ConfigError(f"config key '{where}': {value!r} is not a number") from None
+    return value
+
+
+def _set_path(tree: dict, dotted: str, raw: str) -> None:
+    import yaml
+
+    keys = dotted.split(".")
+    node = tree
+    for key in keys[:-1]:
+        node = node.setdefault(key, {})
+        if not isinstance(node, dict):
+            raise ConfigError(f"--set {dotted}: '{key}' is not a section")
+    node[keys[-1]] = yaml.safe_load(raw)
+
+
+def load_config(cls: type, path: str | None = None, overrides: tuple[str, ...] = ()) -> object:
+    """Build config dataclass ``cls`` from an optional YAML file plus ``key.sub=value`` overrides.
+
+    Flag beats file beats the dataclass defaults. Values are parsed as YAML (``3``, ``1e-4``,
+    ``true``, ``[a, b]``). Unknown keys and invalid values raise ``ConfigError`` naming the key.
+    """
+    import yaml
+
+    tree: dict = {}
+    if path is not None:
+        try:
+            loaded = yaml.safe_load(open(path, encoding="utf-8"))  # noqa: SIM115 - tiny file
+        except OSError as exc:
+            raise ConfigError(f"{path}: cannot read the config file ({exc.strerror})") from exc
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{path}: not valid YAML ({exc})") from exc
+        tree = loaded or {}
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"--set {item!r}: expected key=value, e.g. text.max_epochs=2")
+        key, raw = item.split("=", 1)
+        _set_path(tree, key.strip(), raw)
+    return _build(cls, tree, "")
+
+
+def flatten(tree: dict, prefix: str = "") -> dict[str, object]:
+    """``{"a": {"b": 1}}`` -> ``{"a.b": 1}``: nested config dicts as MLflow params."""
+    out: dict[str, object] = {}
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            out |= flatten(value, f"{prefix}{key}.")
+        else:
+            out[f"{prefix}{key}"] = value
+    return out

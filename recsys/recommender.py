@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Protocol, Self, runtime_checkable
 
 import numpy as np
+import polars as pl
 import scipy.sparse as sp
 
 __all__ = ["FitInput", "Recommender"]
@@ -33,6 +34,11 @@ class FitInput:
     """float32 [n_items, n_features]: one-hot category and tags (no identity columns), or None."""
     seed: int = 0
     """Seed for any randomness in fitting or scoring."""
+    events: pl.DataFrame | None = None
+    """The fit window's rows (all events, impressions included) with ``user_idx``, ``item_idx``,
+    ``event``, ``impression_id``, ``timestamp``: for models that need order or impressions."""
+    items: pl.DataFrame | None = None
+    """The catalogue in item-index order (contract columns): for models that read item text."""
 
     @property
     def n_users(self) -> int:

@@ -133,7 +133,7 @@ def _item_features(items: pl.DataFrame, index: pl.DataFrame) -> sp.csr_matrix | 
 
 
 def _window(fit_rows: pl.DataFrame, target_rows: pl.DataFrame, cfg: EvalConfig, shape: tuple[int, int],
-            features: sp.csr_matrix | None) -> Window:
+            features: sp.csr_matrix | None, items: pl.DataFrame) -> Window:
     weights = dict(cfg.event_weights)
     weight = pl.col(C.EVENT).replace_strict(weights, default=0.0, return_dtype=pl.Float32)
     positive = fit_rows.filter(pl.col(C.EVENT).is_in(list(cfg.positives)))
@@ -145,7 +145,8 @@ def _window(fit_rows: pl.DataFrame, target_rows: pl.DataFrame, cfg: EvalConfig, 
     truth.eliminate_zeros()
     seen = np.zeros(shape[1], bool)
     seen[fit_rows["item_idx"].unique().to_numpy()] = True
-    fit = FitInput(history, _matrix(recent_rows, shape, weight), features, cfg.seed)
+    events = fit_rows.select("user_idx", "item_idx", C.EVENT, C.IMPRESSION_ID, C.TS).sort(C.TS, "user_idx", "item_idx")
+    fit = FitInput(history, _matrix(recent_rows, shape, weight), features, cfg.seed, events=events, items=items)
     return Window(fit, history, truth, ~seen)
 
 
@@ -165,14 +166,15 @@ def build_eval_data(data: Dataset, config: EvalConfig = EvalConfig()) -> EvalDat
     indexed = _index(split, users, items).with_columns(pl.col("user_idx", "item_idx").cast(pl.Int64))
     shape = (users.height, items.height)
     features = _item_features(data.items, items)
+    catalogue = items.join(data.items, on=C.ITEM_ID).sort("item_idx")
     train = indexed.filter(pl.col(C.SPLIT) == C.TRAIN)
     valid = indexed.filter(pl.col(C.SPLIT) == C.VALID)
     test = indexed.filter(pl.col(C.SPLIT) == C.TEST)
     fit_rows = train if config.history == "train" else pl.concat([train, valid])
     return EvalData(
         user_ids=users[C.USER_ID].to_numpy(), item_ids=items[C.ITEM_ID].to_numpy(),
-        valid=_window(train, valid, config, shape, features),
-        test=_window(fit_rows, test, config, shape, features),
+        valid=_window(train, valid, config, shape, features, catalogue),
+        test=_window(fit_rows, test, config, shape, features, catalogue),
         test_events=test.select("user_idx", "item_idx", C.EVENT, C.IMPRESSION_ID, C.TS),
         config=config,
     )

@@ -14,7 +14,7 @@ from pathlib import Path
 from recsys.evaluation.report import ReportFiles, metric_name
 from recsys.evaluation.runner import EvalResult
 
-__all__ = ["local_tracking_uri", "log_evaluation", "mlflow_metric_key", "EXPERIMENT"]
+__all__ = ["local_tracking_uri", "log_evaluation", "mlflow_metric_key", "experiment_id", "EXPERIMENT"]
 
 logger = logging.getLogger(__name__)
 
@@ -33,7 +33,8 @@ def mlflow_metric_key(model: str, slice_name: str, metric: str) -> str:
     return re.sub(r"[^A-Za-z0-9_\-. :/]", "_", f"{model}/{metric_name(slice_name, metric)}".replace("@", "_at_"))
 
 
-def _experiment_id(mlflow, name: str, tracking_uri: str) -> str:
+def experiment_id(mlflow, name: str, tracking_uri: str) -> str:
+    """The id of experiment ``name``, created (artifacts beside a local SQLite store) if missing."""
     found = mlflow.get_experiment_by_name(name)
     if found is not None:
         return found.experiment_id
@@ -45,8 +46,8 @@ def _experiment_id(mlflow, name: str, tracking_uri: str) -> str:
 
 
 def log_evaluation(result: EvalResult, files: ReportFiles, *, tracking_uri: str, experiment: str = EXPERIMENT,
-                   run_name: str | None = None, dataset: str = "") -> str:
-    """Log one evaluation as an MLflow run; returns the run id.
+                   run_name: str | None = None, dataset: str = "", run_id: str | None = None) -> str:
+    """Log one evaluation as an MLflow run (a new one, or ``run_id`` resumed); returns the run id.
 
     Params: the resolved evaluation config and each model's chosen setting. Metrics: every
     (model, slice, metric) value and CI bound. Artifacts: the JSON, the HTML report, the plots.
@@ -69,7 +70,9 @@ def log_evaluation(result: EvalResult, files: ReportFiles, *, tracking_uri: str,
                 metrics[f"{key}.ci_low"], metrics[f"{key}.ci_high"] = r["ci_low"], r["ci_high"]
     for m in result.models:
         metrics |= {f"{m.name}/{k}": v for k, v in m.seconds.items()}
-    with mlflow.start_run(experiment_id=_experiment_id(mlflow, experiment, tracking_uri), run_name=run_name) as run:
+    where = {"run_id": run_id} if run_id else {"experiment_id": experiment_id(mlflow, experiment, tracking_uri),
+                                               "run_name": run_name}
+    with mlflow.start_run(**where) as run:
         mlflow.log_params({k: str(v)[:500] for k, v in params.items()})
         mlflow.log_metrics(metrics)
         for path in (files.json, files.html, *files.plots):

@@ -1,0 +1,116 @@
+"""The scoring half of the two-tower text model: user pooling and the match score.
+
+Item vectors come from the text encoder (``recsys.text_encoder`` / ``training.encoder_modes``).
+A user is the attention-pooled vectors of their most recent history items, with a learned
+query, and the match is a cosine with a learned temperature (or a scaled dot product),
+mapped by a sigmoid to a click probability. Training lives in ``training/text_tower.py``;
+this module holds what serving needs, so batch export and the pyfunc score the same way.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Literal
+
+import numpy as np
+import torch
+from torch import nn
+
+__all__ = ["AttentionPooling", "TowerHead", "history_windows", "PAD"]
+
+PAD = -1
+"""Item index that pads history windows."""
+
+
+class AttentionPooling(nn.Module):
+    """Softmax attention over history item vectors with one learned query.
+
+    With the query at zero (its initial value) every history item weighs the same, so an
+    untrained head is exactly the mean of the history: the zero-shot user vector.
+    """
+
+    def __init__(self, dim: int) -> None:
+        super().__init__()
+        self.query = nn.Parameter(torch.zeros(dim))
+        self.key = nn.Linear(dim, dim, bias=False)
+        nn.init.eye_(self.key.weight)
+
+    def forward(self, vectors: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """Pool history vectors.
+
+        Args:
+            vectors: float [b, L, d] history item vectors (padding rows arbitrary).
+            mask: bool [b, L], True for real history items.
+
+        Returns:
+            float [b, d]; a user without history gets the zero vector.
+        """
+        logits = self.key(vectors) @ self.query / math.sqrt(vectors.shape[-1])
+        logits = logits.masked_fill(~mask, float("-inf"))
+        weights = torch.nan_to_num(torch.softmax(logits, dim=-1), nan=0.0)  # all-padding rows
+        return (weights.unsqueeze(-1) * vectors).sum(dim=1)
+
+
+class TowerHead(nn.Module):
+    """User pooling plus the match score: ``temperature * cos(u, v)`` or ``(u . v) / sqrt(d)``."""
+
+    def __init__(self, dim: int, similarity: Literal["cosine", "dot"] = "cosine", temperature: float = 10.0) -> None:
+        super().__init__()
+        self.pool = AttentionPooling(dim)
+        self.similarity = similarity
+        self.log_temperature = nn.Parameter(torch.tensor(math.log(temperature)))
+        # A global offset calibrates click probabilities (most shown items are not clicked)
+        # without bending the similarity space; it does not change any ranking. It starts at
+        # -temperature (cos = 1 means even odds): pretrained encoders put most pairs near
+        # cos 0.8-0.9, and a zero start would begin every fit by predicting "click" everywhere.
+        self.bias = nn.Parameter(torch.tensor(-float(temperature) if similarity == "cosine" else 0.0))
+
+    def users(self, history_vectors: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """User vectors [b, d] from history item vectors [b, L, d] and their mask [b, L]."""
+        return self.pool(history_vectors, mask)
+
+    def logits(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
+        """Match logits of every user against every item: [b, d] x [n, d] -> [b, n]."""
+        if self.similarity == "cosine":
+            users = nn.functional.normalize(users, dim=-1)
+            items = nn.functional.normalize(items, dim=-1)
+            return self.log_temperature.exp() * users @ items.T
+        return users @ items.T / math.sqrt(users.shape[-1])
+
+    def pair_logits(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
+        """Click logits of aligned pairs, offset by the learned bias: [b, d] x [b, d] -> [b]."""
+        if self.similarity == "cosine":
+            users = nn.functional.normalize(users, dim=-1)
+            items = nn.functional.normalize(items, dim=-1)
+            return self.log_temperature.exp() * (users * items).sum(-1) + self.bias
+        return (users * items).sum(-1) / math.sqrt(users.shape[-1]) + self.bias
+
+
+def history_windows(user_sorted: np.ndarray, item_sorted: np.ndarray, time_sorted: np.ndarray,
+                    query_users: np.ndarray, query_times: np.ndarray, length: int) -> np.ndarray:
+    """The last ``length`` history items of each query strictly before its time (vectorised).
+
+    Args:
+        user_sorted, item_sorted, time_sorted: int64 [m] positive events sorted by (user, time).
+        query_users, query_times: int64 [q] whose history is wanted; time as int64 (e.g. us).
+        length: window length L.
+
+    Returns:
+        int64 [q, L] item indices, most recent last, left-padded with ``PAD``.
+    """
+    if len(item_sorted) == 0:
+        return np.full((len(query_users), length), PAD, dtype=np.int64)
+    big = np.int64(1) << np.int64(62)
+    # user-major keys: searchsorted finds, per query, the end of its user's earlier events.
+    span = max(int(time_sorted.max(initial=0)) - int(time_sorted.min(initial=0)) + 2, 2)
+    base = int(time_sorted.min(initial=0))
+    if (int(user_sorted.max(initial=0)) + 1) * span >= big or (int(query_users.max(initial=0)) + 1) * span >= big:
+        raise ValueError("history_windows: user x time key overflows int64; rebase the timestamps")
+    keys = user_sorted * span + (time_sorted - base)
+    qkeys = query_users * span + np.clip(query_times - base, 0, span - 1)
+    end = np.searchsorted(keys, qkeys, side="left")
+    start = np.searchsorted(keys, query_users * span, side="left")
+    offsets = np.arange(-length, 0)
+    pos = end[:, None] + offsets[None, :]
+    valid = pos >= start[:, None]
+    return np.where(valid, item_sorted[np.clip(pos, 0, max(len(item_sorted) - 1, 0))], PAD).astype(np.int64)

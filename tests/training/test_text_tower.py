@@ -1,0 +1,133 @@
+"""The text tower end to end on synthetic data with a tiny BERT: learning, modes, resume, seeds."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import numpy as np
+import polars as pl
+import pytest
+import torch
+from pytorch_lightning.loggers import CSVLogger
+
+from features.split import SplitConfig
+from recsys.errors import NotFittedError
+from recsys.evaluation.runner import ModelSpec, evaluate_models
+from recsys.evaluation.setup import EvalConfig, build_eval_data
+from recsys.io import Dataset
+from recsys.synthetic import SyntheticConfig, generate_synthetic
+from recsys.text_tower import PAD, history_windows
+from training.baseline_specs import baseline_specs
+from training.encoder_modes import FineTuneConfig
+from training.fit_text import TextTowerRecommender, with_mode
+from training.text_data import build_examples
+from training.text_tower import TextTowerConfig, tower_name
+
+
+@pytest.fixture(scope="module")
+def data():
+    items, inter = generate_synthetic(SyntheticConfig(n_users=80, n_items=80, sessions_per_user=8, slate_size=6,
+                                                      seed=1))
+    return build_eval_data(Dataset(items, inter), EvalConfig(split=SplitConfig("global", 0.1, 0.2), n_bootstrap=200))
+
+
+def _config(model_dir, mode="full", **kw) -> TextTowerConfig:
+    base = dict(model=str(model_dir), finetune=FineTuneConfig(mode=mode), max_epochs=3, lr=3e-4, batch_size=32,
+                patience=10)
+    return TextTowerConfig(**(base | kw))
+
+
+def test_history_windows_take_only_earlier_positives():
+    users = np.array([0, 0, 0, 1, 1])
+    items = np.array([10, 11, 12, 20, 21])
+    times = np.array([1, 2, 3, 5, 6])
+    out = history_windows(users, items, times, np.array([0, 0, 1, 2]), np.array([3, 9, 5, 9]), 2)
+    assert out.tolist() == [[10, 11], [11, 12], [PAD, PAD], [PAD, PAD]]  # strictly before; user 2 has none
+
+
+def test_examples_from_impressions_label_shown_items(data):
+    ex = build_examples(data.test.fit.events, positives=("click", "purchase"), history_length=5, use_impressions=True)
+    shown = data.test.fit.events.filter(pl.col("event") == "impression").unique(["impression_id", "item_idx"])
+    assert len(ex) == shown.height and 0 < ex.labels.mean() < 0.5
+    assert set(np.unique(ex.labels)) == {0.0, 1.0}
+    # every history item of an example is one of the user's positives before it
+    pos = data.test.fit.events.filter(pl.col("event") != "impression")
+    first = pos.group_by("user_idx", "item_idx").agg(pl.col("timestamp").min().dt.epoch("us"))
+    earliest = {(u, i): t for u, i, t in first.iter_rows()}
+    for row in range(0, len(ex), 97):
+        for item in ex.history[row][ex.history[row] >= 0]:
+            assert earliest[(int(ex.users[row]), int(item))] < ex.times[row]
+
+
+def test_fine_tuned_beats_zero_shot_and_a_text_blind_baseline(data, tiny_bert_dir):
+    specs = [ModelSpec("zero_shot", lambda _: TextTowerRecommender(_config(tiny_bert_dir, "zero-shot"))),
+             ModelSpec("text_full", lambda _: TextTowerRecommender(_config(tiny_bert_dir, max_epochs=12))),
+             *baseline_specs(["popularity"])]
+    result = evaluate_models(data, specs)
+    # The impression protocol: rank each test impression's shown items (clicked vs not).
+    auc = {m.name: float(np.nanmean(m.impressions["auc"])) for m in result.models}
+    assert auc["text_full"] > auc["zero_shot"] + 0.02, auc
+    assert auc["text_full"] > auc["popularity"] + 0.05, auc
+
+
+def test_loss_falls_and_metrics_are_logged(data, tiny_bert_dir, tmp_path):
+    logger = CSVLogger(tmp_path, name="tower")
+    model = TextTowerRecommender(_config(tiny_bert_dir, max_epochs=4), logger_=logger).fit(data.test.fit)
+    metrics = pl.read_csv(tmp_path / "tower" / "version_0" / "metrics.csv")
+    per_epoch = metrics.filter(pl.col("train/loss_epoch").is_not_null())["train/loss_epoch"].to_list()
+    assert len(per_epoch) == 4 and per_epoch[-1] < per_epoch[0]
+    assert metrics["valid/auc"].drop_nulls().len() == 4
+    assert model.stats_["trainable_params"] == model.stats_["total_params"] > 0
+    assert model.stats_["examples_per_s"] > 0 and 0.5 < model.stats_["best_valid_auc"] <= 1.0
+
+
+@pytest.mark.parametrize("mode", ["bitfit", "lora", "freeze:1"])
+def test_each_mode_changes_only_its_parameters(data, tiny_bert_dir, mode):
+    model = TextTowerRecommender(_config(tiny_bert_dir, mode, max_epochs=1)).fit(data.test.fit)
+    fresh = TextTowerRecommender(_config(tiny_bert_dir, "zero-shot")).fit(data.test.fit)
+    trained = dict(model.module_.encoder.named_parameters())
+    base = {name.split("base_model.model.")[-1]: p for name, p in fresh.module_.encoder.named_parameters()}
+    changed, frozen_changed = 0, []
+    for name, param in trained.items():
+        key = name.split("base_model.model.")[-1].replace(".base_layer", "")
+        if key in base and param.shape == base[key].shape:
+            moved = not torch.equal(param, base[key])
+            changed += moved
+            if moved and not param.requires_grad:
+                frozen_changed.append(name)
+    assert frozen_changed == [] and (changed > 0 or mode == "lora")
+    assert 0 < model.stats_["trainable_params"] < model.stats_["total_params"]
+
+
+def test_same_seed_same_metrics(data, tiny_bert_dir):
+    a = TextTowerRecommender(_config(tiny_bert_dir, max_epochs=2)).fit(data.test.fit)
+    b = TextTowerRecommender(_config(tiny_bert_dir, max_epochs=2)).fit(data.test.fit)
+    assert a.stats_["best_valid_auc"] == b.stats_["best_valid_auc"]
+    assert torch.equal(a.item_vectors_, b.item_vectors_)
+
+
+def test_resume_continues_from_the_last_checkpoint(data, tiny_bert_dir, tmp_path):
+    cfg = _config(tiny_bert_dir, max_epochs=1, checkpoint_dir=str(tmp_path))
+    first = TextTowerRecommender(cfg).fit(data.test.fit)
+    assert (tmp_path / "last.ckpt").exists() and first.stats_["epochs"] == 1
+    step_after_one = torch.load(tmp_path / "last.ckpt", weights_only=False)["global_step"]
+    resumed = TextTowerRecommender(replace(cfg, max_epochs=2, resume=True)).fit(data.test.fit)
+    assert resumed.stats_["epochs"] == 2
+    assert torch.load(tmp_path / "last.ckpt", weights_only=False)["global_step"] == 2 * step_after_one
+
+
+def test_scoring_before_fit_and_names(data, tiny_bert_dir):
+    model = TextTowerRecommender(_config(tiny_bert_dir, "zero-shot"))
+    with pytest.raises(NotFittedError, match="call fit"):
+        model.score(np.arange(2), data.test.history[:2])
+    assert tower_name(_config(tiny_bert_dir, "freeze:4")) == "text_freeze4" and model.name == "zero_shot"
+    assert with_mode(_config(tiny_bert_dir, "lora"), "zero-shot").finetune.mode == "zero-shot"
+    with pytest.raises(ValueError, match="Must be one of cosine, dot"):
+        _config(tiny_bert_dir, similarity="euclid")
+
+
+def test_positives_only_data_trains_with_sampled_negatives(data, tiny_bert_dir):
+    model = TextTowerRecommender(_config(tiny_bert_dir, max_epochs=2, impressions="no")).fit(data.test.fit)
+    assert model.stats_["train_examples"] > 0 and model.stats_["best_valid_auc"] > 0.5
+    scores = model.score(np.arange(4), data.test.history[:4])
+    assert scores.shape == (4, len(data.item_ids)) and np.isfinite(scores).all()

@@ -1,0 +1,163 @@
+"""The text tower as a ``Recommender``: fit (Lightning fine-tuning, or none for zero-shot), then score.
+
+After fitting, the whole catalogue is encoded once under ``torch.inference_mode`` and each
+user's most recent history window is kept, so scoring a block of users is one pooling and
+one matrix product, like every other model of the evaluation protocol.
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+import time
+from dataclasses import replace
+from pathlib import Path
+from typing import Self
+
+import numpy as np
+import pytorch_lightning as L
+import scipy.sparse as sp
+import torch
+from pytorch_lightning.callbacks import EarlyStopping, ModelCheckpoint
+from transformers import AutoTokenizer
+
+from recsys import contract as C
+from recsys.errors import ConfigError, NotFittedError
+from recsys.recommender import FitInput
+from recsys.text_encoder import render_item_texts, resolve_model_path
+from recsys.text_tower import history_windows
+from training.encoder_modes import build_encoder, count_parameters
+from training.text_data import Examples, ItemTokens, TextDataModule, build_examples, split_holdout
+from training.text_tower import TextTowerConfig, TextTowerModule, encode_items, tower_name
+
+__all__ = ["TextTowerRecommender", "VAL_NEGATIVES"]
+
+logger = logging.getLogger(__name__)
+
+VAL_NEGATIVES = 20
+"""Fixed sampled negatives per holdout positive (positives-only data) for the holdout AUC."""
+
+
+class TextTowerRecommender:
+    """Two-tower text model behind the ``Recommender`` protocol.
+
+    Attributes set by ``fit``: ``item_vectors_`` float32 [n_items, d], ``user_history_`` int64
+    [n_users, L] (most recent last, -1 padded), ``stats_`` (trainable parameters, examples,
+    wall time, epochs, best holdout AUC).
+    """
+
+    def __init__(self, config: TextTowerConfig = TextTowerConfig(), *, logger_: L.pytorch.loggers.Logger | None = None
+                 ) -> None:
+        self.config = config
+        self.name = tower_name(config)
+        self.logger = logger_
+        self.module_: TextTowerModule | None = None
+        self.item_vectors_: torch.Tensor | None = None
+        self.user_history_: np.ndarray | None = None
+        self.stats_: dict[str, float] = {}
+
+    def _prepare(self, data: FitInput) -> tuple[ItemTokens, Examples, bool]:
+        if data.items is None or data.events is None:
+            raise ConfigError("the text tower needs FitInput.items and FitInput.events (build_eval_data sets them)")
+        tokenizer = AutoTokenizer.from_pretrained(resolve_model_path(self.config.model), local_files_only=True)
+        tokens = ItemTokens(render_item_texts(data.items, self.config.template), tokenizer, self.config.max_length)
+        has_impressions = bool((data.events[C.EVENT] == C.IMPRESSION).any())
+        use_impressions = {"auto": has_impressions, "yes": True, "no": False}[self.config.impressions]
+        examples = build_examples(data.events, positives=self.config.positives,
+                                  history_length=self.config.history_length, use_impressions=use_impressions)
+        return tokens, examples, use_impressions
+
+    def fit(self, data: FitInput) -> Self:
+        """Fine-tune on ``data.events`` (or nothing, zero-shot), then encode the catalogue.
+
+        Args:
+            data: the fit window, with ``items`` (texts) and ``events`` (order, impressions).
+        """
+        start = time.perf_counter()
+        L.seed_everything(self.config.seed, workers=True, verbose=False)
+        tokens, examples, use_impressions = self._prepare(data)
+        encoder = build_encoder(self.config.model, self.config.finetune)
+        trainable, total = count_parameters(encoder)
+        module = self._module(encoder, tokens, examples, data, use_impressions)
+        if self.config.finetune.mode != "zero-shot" and len(examples):
+            self._train(module, examples, tokens, trainable)
+        self.stats_ |= {"trainable_params": trainable, "total_params": total, "fit_wall_s": time.perf_counter() - start}
+        self._finish(module, tokens, data)
+        return self
+
+    def _module(self, encoder, tokens: ItemTokens, examples: Examples, data: FitInput,
+                use_impressions: bool) -> TextTowerModule:
+        counts = np.bincount(examples.items[examples.labels > 0], minlength=data.n_items).astype(np.float64) + 1.0
+        log_q = np.log(counts / counts.sum())
+        history_items = np.unique(examples.history[examples.history >= 0])
+        n_val = max(1, int(len(examples) * self.config.holdout))
+        rng = np.random.default_rng(self.config.seed)
+        val_negatives = rng.integers(data.n_items, size=(n_val + len(examples), VAL_NEGATIVES))
+        steps = self.config.max_steps if self.config.max_steps > 0 else max(
+            1, self.config.max_epochs * -(-len(examples) // self.config.batch_size))
+        return TextTowerModule(self.config, encoder, tokens, log_q, use_impressions, history_items, steps,
+                               val_negatives)
+
+    def _train(self, module: TextTowerModule, examples: Examples, tokens: ItemTokens, trainable: int) -> None:
+        cfg = self.config
+        if cfg.max_train_examples is not None and len(examples) > cfg.max_train_examples:
+            keep = np.sort(np.random.default_rng(cfg.seed).choice(len(examples), cfg.max_train_examples, replace=False))
+            examples = examples.take(keep)
+        train, holdout = split_holdout(examples, cfg.holdout)
+        datamodule = TextDataModule(train, holdout, tokens.lengths, batch_size=cfg.batch_size, seed=cfg.seed)
+        with tempfile.TemporaryDirectory() as scratch:
+            folder = Path(cfg.checkpoint_dir or scratch)
+            best = ModelCheckpoint(dirpath=folder, filename="best", monitor="valid/auc", mode="max", save_last=True)
+            trainer = L.Trainer(accelerator="cpu", devices=1, max_epochs=cfg.max_epochs, max_steps=cfg.max_steps,
+                                gradient_clip_val=cfg.grad_clip, num_sanity_val_steps=0, logger=self.logger or False,
+                                enable_progress_bar=cfg.show_progress, enable_model_summary=False,
+                                log_every_n_steps=10, deterministic=True,
+                                callbacks=[best, EarlyStopping("valid/auc", mode="max", patience=cfg.patience)])
+            if self.logger is not None:
+                self.logger.log_metrics({"trainable_params": trainable, "train_examples": len(train)})
+            last = folder / "last.ckpt"
+            start = time.perf_counter()
+            trainer.fit(module, datamodule=datamodule, ckpt_path=last if cfg.resume and last.exists() else None)
+            elapsed = time.perf_counter() - start
+            if best.best_model_path:
+                module.load_state_dict(torch.load(best.best_model_path, weights_only=False)["state_dict"])
+        score = best.best_model_score
+        self.stats_ |= {"train_examples": len(train), "holdout_examples": len(holdout),
+                        "epochs": trainer.current_epoch, "train_wall_s": elapsed,
+                        "examples_per_s": trainer.global_step * cfg.batch_size / max(elapsed, 1e-9),
+                        "best_valid_auc": float(score) if score is not None else float("nan")}
+
+    def _finish(self, module: TextTowerModule, tokens: ItemTokens, data: FitInput) -> None:
+        module.eval()
+        self.module_ = module
+        with torch.inference_mode():
+            self.item_vectors_ = encode_items(module.encoder, tokens, np.arange(data.n_items),
+                                              self.config.encode_batch_size)
+        pos = data.events.filter(data.events[C.EVENT].is_in(list(self.config.positives))).sort("user_idx", C.TS)
+        times = pos[C.TS].dt.epoch("us").to_numpy().astype(np.int64)
+        end = np.full(data.n_users, np.iinfo(np.int64).max // 4, dtype=np.int64)
+        self.user_history_ = history_windows(pos["user_idx"].to_numpy().astype(np.int64),
+                                             pos["item_idx"].to_numpy().astype(np.int64), times,
+                                             np.arange(data.n_users, dtype=np.int64), end, self.config.history_length)
+
+    def score(self, users: np.ndarray, history: sp.csr_matrix) -> np.ndarray:
+        """Match scores of a block of users against the whole catalogue.
+
+        The user vector pools the user's most recent fit-window positives (``history`` holds the
+        same items; only its shape is checked).
+        """
+        if self.module_ is None or self.item_vectors_ is None or self.user_history_ is None:
+            raise NotFittedError(f"{type(self).__name__} is not fitted; call fit() first")
+        if history.shape[1] != self.item_vectors_.shape[0]:
+            raise ValueError(f"history has {history.shape[1]} items; the model was fit on "
+                             f"{self.item_vectors_.shape[0]}")
+        window = torch.from_numpy(self.user_history_[np.asarray(users)])
+        with torch.inference_mode():
+            head = self.module_.head
+            vectors = head.users(self.item_vectors_[window.clamp(min=0)], window >= 0)
+            return head.logits(vectors, self.item_vectors_).numpy().astype(np.float32, copy=False)
+
+
+def with_mode(config: TextTowerConfig, mode: str) -> TextTowerConfig:
+    """The same config with another fine-tuning mode (e.g. the zero-shot twin of a fine-tuned run)."""
+    return replace(config, finetune=replace(config.finetune, mode=mode))

@@ -1,0 +1,155 @@
+"""``recsys train``: the training pipeline, tracked in MLflow (one parent run, a child per fit).
+
+This build has the text stage: the zero-shot encoder and the fine-tuned text tower are fit on
+the same split and evaluated side by side on the test window (with any baselines asked for),
+so every run answers "did fine-tuning help, and by how much".
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import yaml
+
+from features.split import SplitConfig
+from recsys.config import flatten
+from recsys.evaluation.report import ReportFiles, render_table, write_report
+from recsys.evaluation.run import git_commit
+from recsys.evaluation.runner import EvalResult, ModelSpec, evaluate_models
+from recsys.evaluation.setup import EvalConfig, build_eval_data
+from recsys.io import DatasetPaths, load_dataset
+from training.baseline_specs import baseline_specs
+from training.fit_text import TextTowerRecommender, with_mode
+from training.text_tower import TextTowerConfig, tower_name
+
+__all__ = ["TrainConfig", "TrainResult", "train", "STAGES"]
+
+logger = logging.getLogger(__name__)
+
+STAGES = ("text",)
+EXPERIMENT = "recsys-train"
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """One training run: data, split, the text tower, and what it is compared with."""
+
+    data: str = "demo_data"
+    """Dataset folder (``items.parquet``, ``interactions.parquet``)."""
+    stage: Literal["text"] = "text"
+    """Stages to run; this build has the text tower."""
+    split: SplitConfig = field(default_factory=lambda: SplitConfig(mode="per-user", valid=0.1, test=0.2))
+    """Temporal split of the interactions."""
+    history: Literal["train", "train+valid"] = "train"
+    """What models fit on and see at test time."""
+    text: TextTowerConfig = field(default_factory=TextTowerConfig)
+    """The text tower (its ``finetune.mode`` is the fine-tuned model; zero-shot runs beside it)."""
+    compare_zero_shot: bool = True
+    """Also fit and evaluate the zero-shot encoder (the before of "before and after fine-tuning")."""
+    baselines: tuple[str, ...] = ("popularity",)
+    """Baselines evaluated in the same run (see ``training.baseline_specs.BASELINES``)."""
+    n_bootstrap: int = 1000
+    """Bootstrap resamples for the CIs."""
+    report_dir: str | None = None
+    """Where the report goes; None = ``DATA/reports/train``."""
+
+    def __post_init__(self) -> None:
+        if self.stage not in STAGES:
+            raise ValueError(f"Invalid stage {self.stage!r}. Must be one of {', '.join(STAGES)}")
+
+
+@dataclass
+class TrainResult:
+    """The evaluation of the run, its terminal table, report files and MLflow ids."""
+
+    result: EvalResult
+    table: str
+    files: ReportFiles
+    run_id: str | None
+    stats: dict[str, dict[str, float]]
+
+
+def _specs(config: TrainConfig, towers: dict[str, TextTowerRecommender], tracking: dict) -> list[ModelSpec]:
+    def build(text_config: TextTowerConfig):
+        def make(_):
+            model = TextTowerRecommender(text_config, logger_=tracking.get(tower_name(text_config)))
+            towers[model.name] = model
+            return model
+        return make
+
+    configs = [with_mode(config.text, "zero-shot")] if config.compare_zero_shot else []
+    if config.text.finetune.mode != "zero-shot":
+        configs.append(config.text)
+    return [ModelSpec(tower_name(c), build(c)) for c in configs] + baseline_specs(config.baselines)
+
+
+def _child_logger(mlflow, parent, name: str, tracking_uri: str):
+    from pytorch_lightning.loggers import MLFlowLogger
+
+    child = mlflow.start_run(experiment_id=parent.info.experiment_id, run_name=name, nested=True,
+                             parent_run_id=parent.info.run_id)
+    mlflow.end_run()
+    return MLFlowLogger(tracking_uri=tracking_uri, run_id=child.info.run_id)
+
+
+def train(config: TrainConfig, *, tracking_uri: str | None = None, show_progress: bool = False,
+          config_file: str | None = None) -> TrainResult:
+    """Fit the text tower (and its zero-shot twin), evaluate them with the baselines, track it all.
+
+    Args:
+        config: the run.
+        tracking_uri: MLflow store; None = not tracked.
+        show_progress: progress bars.
+        config_file: the YAML file the config came from, saved as an artifact.
+    """
+    start = time.perf_counter()
+    data = build_eval_data(load_dataset(DatasetPaths.from_dir(config.data)),
+                           EvalConfig(split=config.split, history=config.history, n_bootstrap=config.n_bootstrap))
+    report_dir = Path(config.report_dir or Path(config.data) / "reports" / "train")
+    towers: dict[str, TextTowerRecommender] = {}
+    tracking: dict = {}
+    run_id = None
+    mlflow = None
+    if tracking_uri is not None:
+        import mlflow
+        from recsys.evaluation.tracking import experiment_id
+
+        mlflow.set_tracking_uri(tracking_uri)
+        parent = mlflow.start_run(experiment_id=experiment_id(mlflow, EXPERIMENT, tracking_uri),
+                                  run_name=f"train-{config.stage}-{config.text.finetune.mode}")
+        run_id = parent.info.run_id
+        mlflow.log_params({f"train.{k}": str(v)[:500] for k, v in flatten(asdict(config)).items()})
+        mlflow.set_tags({"git_commit": git_commit(), "stage": config.stage})
+        mlflow.log_text(yaml.safe_dump(_plain(asdict(config)), sort_keys=False), "config.yaml")
+        mlflow.end_run()
+        if config.text.finetune.mode != "zero-shot":  # zero-shot has no training curves to track
+            name = tower_name(config.text)
+            tracking[name] = _child_logger(mlflow, parent, name, tracking_uri)
+    result = evaluate_models(data, _specs(config, towers, tracking), reference="zero_shot",
+                             show_progress=show_progress)
+    files = write_report(result, report_dir, dataset=Path(config.data).name, command="recsys train",
+                         git_commit=git_commit())
+    stats = {name: model.stats_ for name, model in towers.items()}
+    if mlflow is not None and run_id is not None:
+        from recsys.evaluation.tracking import log_evaluation
+
+        log_evaluation(result, files, tracking_uri=tracking_uri, run_id=run_id)
+        with mlflow.start_run(run_id=run_id):
+            mlflow.log_metrics({f"{n}/{k}": float(v) for n, s in stats.items() for k, v in s.items()}
+                               | {"wall_s": time.perf_counter() - start})
+            if config_file:
+                mlflow.log_artifact(config_file)
+    return TrainResult(result, render_table(result), files, run_id, stats)
+
+
+def _plain(value):
+    """Tuples -> lists, recursively, so the resolved config dumps as plain YAML."""
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    return value

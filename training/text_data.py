@@ -1,0 +1,174 @@
+"""Training examples of the text tower, tokenised items, length-bucketed batches, the DataModule.
+
+Two kinds of examples, chosen by the data:
+
+* impressions (MIND-like logs): every shown item of a train impression is an example, label 1
+  if it was clicked or bought, else 0 (an explicit negative); trained with binary cross-entropy.
+* positives only (MovieLens-like logs): every positive event is an example; negatives are the
+  other items of the batch plus sampled ones, with a logQ popularity correction.
+
+Every example carries the user's last ``history_length`` positive items strictly before it,
+so nothing from the future leaks into the user vector. The newest ``holdout`` share of the
+examples (by time) is kept aside for early stopping.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import numpy as np
+import polars as pl
+import pytorch_lightning as L
+import torch
+from torch.utils.data import DataLoader, Sampler
+
+from recsys import contract as C
+from recsys.text_tower import history_windows
+
+__all__ = ["Examples", "ItemTokens", "build_examples", "split_holdout", "LengthBucketSampler", "TextDataModule"]
+
+
+@dataclass
+class Examples:
+    """Aligned example arrays; ``group`` ties the items ranked together (an impression, or a
+    positive and its sampled negatives in validation)."""
+
+    users: np.ndarray
+    items: np.ndarray
+    labels: np.ndarray
+    history: np.ndarray
+    times: np.ndarray
+    group: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.users)
+
+    def take(self, index: np.ndarray) -> Examples:
+        return Examples(*(getattr(self, f)[index] for f in ("users", "items", "labels", "history", "times", "group")))
+
+
+def _micros(column: pl.Series) -> np.ndarray:
+    return column.dt.epoch("us").to_numpy().astype(np.int64)
+
+
+def build_examples(events: pl.DataFrame, *, positives: tuple[str, ...], history_length: int,
+                   use_impressions: bool) -> Examples:
+    """Examples from a fit window's events (``FitInput.events``).
+
+    Args:
+        events: ``user_idx, item_idx, event, impression_id, timestamp`` rows.
+        positives: events that count as relevant.
+        history_length: L, the history window of each example.
+        use_impressions: shown items as labelled examples (True) or positives only (False).
+    """
+    pos = events.filter(pl.col(C.EVENT).is_in(list(positives))).sort("user_idx", C.TS, "item_idx")
+    if use_impressions:
+        shown = events.filter((pl.col(C.EVENT) == C.IMPRESSION) & pl.col(C.IMPRESSION_ID).is_not_null())
+        clicked = pos.filter(pl.col(C.IMPRESSION_ID).is_not_null()).select(
+            C.IMPRESSION_ID, "item_idx").unique().with_columns(pl.lit(1.0).alias("label"))
+        rows = shown.unique([C.IMPRESSION_ID, "item_idx"], keep="first").join(
+            clicked, on=[C.IMPRESSION_ID, "item_idx"], how="left").with_columns(pl.col("label").fill_null(0.0))
+        group = rows[C.IMPRESSION_ID].cast(pl.Categorical).to_physical().to_numpy().astype(np.int64)
+    else:
+        rows = pos.unique(["user_idx", "item_idx", C.TS], keep="first").with_columns(pl.lit(1.0).alias("label"))
+        group = np.arange(rows.height, dtype=np.int64)
+    rows = rows.with_columns(pl.Series("_group", group)).sort(C.TS, "user_idx", "item_idx")
+    times = _micros(rows[C.TS])
+    history = history_windows(pos["user_idx"].to_numpy().astype(np.int64), pos["item_idx"].to_numpy().astype(np.int64),
+                              _micros(pos[C.TS]), rows["user_idx"].to_numpy().astype(np.int64), times, history_length)
+    return Examples(rows["user_idx"].to_numpy().astype(np.int64), rows["item_idx"].to_numpy().astype(np.int64),
+                    rows["label"].to_numpy().astype(np.float32), history, times, rows["_group"].to_numpy())
+
+
+def split_holdout(examples: Examples, share: float) -> tuple[Examples, Examples]:
+    """The newest ``share`` of examples (by time; whole groups) for early stopping, the rest to train."""
+    if not 0 < share < 1:
+        raise ValueError(f"holdout share must be in (0, 1), got {share}")
+    group_time = pl.DataFrame({"g": examples.group, "t": examples.times}).group_by("g").agg(pl.col("t").min())
+    cut = group_time["t"].quantile(1 - share, interpolation="higher")
+    late = set(group_time.filter(pl.col("t") >= cut)["g"].to_list())
+    is_late = np.isin(examples.group, np.fromiter(late, dtype=np.int64, count=len(late)))
+    return examples.take(np.flatnonzero(~is_late)), examples.take(np.flatnonzero(is_late))
+
+
+class ItemTokens:
+    """Every catalogue item tokenised once (truncated, unpadded); batches are padded on demand."""
+
+    def __init__(self, texts: list[str], tokenizer, max_length: int) -> None:
+        encoded = tokenizer(texts, truncation=True, max_length=max_length, padding=False)["input_ids"]
+        self.ids = [np.asarray(ids, dtype=np.int64) for ids in encoded]
+        self.lengths = np.array([len(ids) for ids in self.ids], dtype=np.int64)
+        self.pad_id = tokenizer.pad_token_id or 0
+
+    def batch(self, items: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+        """input_ids and attention_mask [len(items), longest], dynamically padded."""
+        width = int(self.lengths[items].max()) if len(items) else 1
+        ids = np.full((len(items), width), self.pad_id, dtype=np.int64)
+        mask = np.zeros((len(items), width), dtype=np.int64)
+        for row, item in enumerate(items):
+            n = self.lengths[item]
+            ids[row, :n] = self.ids[item]
+            mask[row, :n] = 1
+        return torch.from_numpy(ids), torch.from_numpy(mask)
+
+
+class LengthBucketSampler(Sampler[list[int]]):
+    """Batches of examples whose items have similar token lengths (little padding), in random order.
+
+    Shuffles, cuts the order into chunks of ``chunk`` batches, sorts each chunk by length, slices
+    batches and shuffles the batches; seeded per epoch so runs repeat.
+    """
+
+    def __init__(self, lengths: np.ndarray, batch_size: int, *, seed: int = 0, chunk: int = 50) -> None:
+        self.lengths, self.batch_size, self.seed, self.chunk, self.epoch = lengths, batch_size, seed, chunk, 0
+
+    def __iter__(self) -> Iterator[list[int]]:
+        rng = np.random.default_rng((self.seed, self.epoch))
+        self.epoch += 1
+        order = rng.permutation(len(self.lengths))
+        size = self.batch_size * self.chunk
+        batches = []
+        for start in range(0, len(order), size):
+            part = order[start:start + size]
+            part = part[np.argsort(self.lengths[part], kind="stable")]
+            batches += [part[i:i + self.batch_size].tolist() for i in range(0, len(part), self.batch_size)]
+        for b in rng.permutation(len(batches)):
+            yield batches[b]
+
+    def __len__(self) -> int:
+        return -(-len(self.lengths) // self.batch_size)
+
+
+def _collate(examples: Examples):
+    def collate(index: list[int]) -> dict[str, torch.Tensor]:
+        idx = np.asarray(index)
+        return {"users": torch.from_numpy(examples.users[idx]), "items": torch.from_numpy(examples.items[idx]),
+                "labels": torch.from_numpy(examples.labels[idx]), "history": torch.from_numpy(examples.history[idx]),
+                "group": torch.from_numpy(examples.group[idx]), "index": torch.from_numpy(idx)}
+    return collate
+
+
+class TextDataModule(L.LightningDataModule):
+    """Train and holdout loaders over prepared examples (tokenisation lives in ``ItemTokens``)."""
+
+    def __init__(self, train: Examples, holdout: Examples, item_lengths: np.ndarray, *, batch_size: int,
+                 seed: int = 0) -> None:
+        super().__init__()
+        self.train, self.holdout = train, holdout
+        self.item_lengths, self.batch_size, self.seed = item_lengths, batch_size, seed
+
+    def train_dataloader(self) -> DataLoader:
+        sampler = LengthBucketSampler(self.item_lengths[self.train.items], self.batch_size, seed=self.seed)
+        return DataLoader(range(len(self.train)), batch_sampler=sampler, collate_fn=_flat(_collate(self.train)))
+
+    def val_dataloader(self) -> DataLoader:
+        order = np.argsort(self.item_lengths[self.holdout.items], kind="stable")
+        batches = [order[i:i + 4 * self.batch_size].tolist() for i in range(0, len(order), 4 * self.batch_size)]
+        return DataLoader(range(len(self.holdout)), batch_sampler=batches, collate_fn=_flat(_collate(self.holdout)))
+
+
+def _flat(collate):
+    # DataLoader with a batch_sampler hands the collate the dataset items (here the indices themselves).
+    return lambda items: collate(list(items))
+
