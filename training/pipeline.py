@@ -23,6 +23,8 @@ from recsys.evaluation.runner import EvalResult, ModelSpec, evaluate_models
 from recsys.evaluation.setup import EvalConfig, build_eval_data
 from recsys.io import DatasetPaths, load_dataset
 from training.baseline_specs import baseline_specs
+from training.baselines import EASEConfig, EASERecommender
+from training.blend import BlendRecommender, FitOnce
 from training.fit_text import TextTowerRecommender, with_mode
 from training.text_tower import TextTowerConfig, tower_name
 
@@ -52,6 +54,10 @@ class TrainConfig:
     """Also fit and evaluate the zero-shot encoder (the before of "before and after fine-tuning")."""
     baselines: tuple[str, ...] = ("popularity",)
     """Baselines evaluated in the same run (see ``training.baseline_specs.BASELINES``)."""
+    blend_with_ease: bool = False
+    """Also evaluate ``text_ease_blend``: the fine-tuned tower and EASE, blend weight chosen on valid."""
+    blend_weights: tuple[float, ...] = (0.1, 0.2, 0.3, 0.5)
+    """Text weights tried on the valid window for the blend."""
     n_bootstrap: int = 1000
     """Bootstrap resamples for the CIs."""
     report_dir: str | None = None
@@ -74,17 +80,29 @@ class TrainResult:
 
 
 def _specs(config: TrainConfig, towers: dict[str, TextTowerRecommender], tracking: dict) -> list[ModelSpec]:
-    def build(text_config: TextTowerConfig):
-        def make(_):
-            model = TextTowerRecommender(text_config, logger_=tracking.get(tower_name(text_config)))
-            towers[model.name] = model
+    """Zero-shot and fine-tuned towers, the baselines, and optionally the EASE blend.
+
+    The fine-tuned tower is shared (``FitOnce``) with the blend, so it fits once per window.
+    """
+    def tower(text_config: TextTowerConfig) -> FitOnce:
+        def make() -> TextTowerRecommender:
+            model = TextTowerRecommender(text_config, logger_=tracking.pop(tower_name(text_config), None))
+            towers.setdefault(model.name, model)  # the first fit is the test window's
             return model
-        return make
+        return FitOnce(make, tower_name(text_config))
 
     configs = [with_mode(config.text, "zero-shot")] if config.compare_zero_shot else []
     if config.text.finetune.mode != "zero-shot":
         configs.append(config.text)
-    return [ModelSpec(tower_name(c), build(c)) for c in configs] + baseline_specs(config.baselines)
+    shared = {tower_name(c): tower(c) for c in configs}
+    specs = [ModelSpec(name, lambda _, m=model: m) for name, model in shared.items()]
+    specs += baseline_specs(config.baselines)
+    if config.blend_with_ease:
+        text = shared.get(tower_name(config.text)) or tower(config.text)
+        ease = FitOnce(lambda: EASERecommender(EASEConfig(l2=500.0)), "ease")
+        specs.append(ModelSpec("text_ease_blend", lambda w: BlendRecommender(text, ease, w, "text_ease_blend"),
+                               config.blend_weights))
+    return specs
 
 
 def _child_logger(mlflow, parent, name: str, tracking_uri: str):

@@ -28,11 +28,12 @@ __all__ = ["HEADLINE", "ReportFiles", "metric_name", "results_rows", "results_js
 
 HEADLINE: tuple[tuple[str, str], ...] = (
     ("all", "ndcg@10"), ("all", "recall@20"), ("all", "hitrate@10"), ("all", "mrr"),
-    ("cold_items", "recall@20"), ("warm_items", "ndcg@10"), ("all", "coverage@10"),
+    ("cold_items", "recall@20"), ("cold_only", "recall@20"), ("warm_items", "ndcg@10"), ("all", "coverage@10"),
 )
 """(slice, metric) pairs shown on the terminal; everything else is in the JSON and report."""
 
-_SLICE_PREFIX = {"all": "", "cold_items": "cold_", "warm_items": "warm_", "impressions": "imp_"}
+_SLICE_PREFIX = {"all": "", "cold_items": "cold_", "cold_only": "cold_only_", "warm_items": "warm_",
+                 "impressions": "imp_"}
 
 
 def metric_name(slice_name: str, metric: str) -> str:
@@ -118,7 +119,7 @@ def _curves(result: EvalResult) -> bytes:
 
 
 def _slice_bars(result: EvalResult, metric: str = "ndcg@10") -> bytes:
-    t = result.table.filter((pl.col("metric") == metric) & (pl.col("slice") != "impressions"))
+    t = result.table.filter((pl.col("metric") == metric) & ~pl.col("slice").is_in(["impressions", "cold_only"]))
     slices = t["slice"].unique(maintain_order=True).to_list()
     models = t["model"].unique(maintain_order=True).to_list()
     fig, ax = plt.subplots(figsize=(max(8, 1.3 * len(slices)), 4))

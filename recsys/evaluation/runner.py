@@ -58,6 +58,8 @@ class ModelResult:
     """str(setting) -> valid NDCG@10."""
     seconds: dict[str, float]
     impressions: dict[str, np.ndarray] | None = None
+    cold_only: dict[str, np.ndarray] | None = None
+    """Per-user metrics when only the cold items are ranked (users with a cold positive)."""
 
 
 @dataclass
@@ -72,7 +74,7 @@ class EvalResult:
 
 
 def score_top_k(model: Recommender, window: Window, users: np.ndarray, k: int, *, block_size: int = 1024,
-                show_progress: bool = False, desc: str = "scoring") -> np.ndarray:
+                show_progress: bool = False, desc: str = "scoring", only: np.ndarray | None = None) -> np.ndarray:
     """Top-``k`` items of each user over the whole catalogue, the window's history excluded.
 
     Args:
@@ -81,6 +83,7 @@ def score_top_k(model: Recommender, window: Window, users: np.ndarray, k: int, *
         users: int [n] user indices.
         k: list length.
         block_size: users scored together (memory ~ block_size x n_items floats).
+        only: bool [n_items]; when given, only these items are ranked (e.g. the cold items).
 
     Returns:
         int [n, k] item indices, best first, -1 padded.
@@ -90,7 +93,10 @@ def score_top_k(model: Recommender, window: Window, users: np.ndarray, k: int, *
     for start in tqdm(starts, desc=desc, unit="block", disable=not show_progress, leave=False):
         block = users[start:start + block_size]
         history = window.history[block]
-        out[start:start + len(block)] = top_k(model.score(block, history), k, exclude=history)
+        scores = model.score(block, history)
+        if only is not None:
+            scores = np.where(only[None, :], scores, -np.inf)
+        out[start:start + len(block)] = top_k(scores, k, exclude=history)
     return out
 
 
@@ -154,7 +160,22 @@ def _evaluate(spec: ModelSpec, data: EvalData, show_progress: bool) -> ModelResu
     seconds["score_s"] = time.perf_counter() - start
     seconds["users_per_s"] = len(window.users) / max(seconds["score_s"], 1e-9)
     per_user = ranking_metrics(topk, window.truth[window.users], data.config.ks)
-    return ModelResult(spec.name, setting, topk, per_user, tuning, seconds, _impressions(model, data))
+    result = ModelResult(spec.name, setting, topk, per_user, tuning, seconds, _impressions(model, data))
+    result.cold_only = _cold_only(model, data, show_progress)
+    return result
+
+
+def _cold_only(model: Recommender, data: EvalData, show_progress: bool) -> dict[str, np.ndarray] | None:
+    """Rank only the cold items for users with a cold positive: how well new items are placed."""
+    window = data.test
+    truth = window.truth[window.users][:, window.cold_items]
+    users = window.users[np.diff(truth.tocsr().indptr) > 0]
+    if len(users) == 0:
+        return None
+    topk = score_top_k(model, window, users, data.config.max_k, block_size=data.config.block_size,
+                       show_progress=show_progress, desc=f"{model.name} cold", only=window.cold_items)
+    cold_truth = window.truth[users].multiply(window.cold_items[None, :].astype(np.float32)).tocsr()
+    return ranking_metrics(topk, cold_truth, data.config.ks)
 
 
 def _slices(data: EvalData) -> dict[str, tuple[np.ndarray, sp.csr_matrix]]:
@@ -199,6 +220,12 @@ def _rows(result: ModelResult, data: EvalData, slices: dict[str, tuple[np.ndarra
                               ("popularity", mean_popularity(result.topk, popularity, k)),
                               ("gini", gini(result.topk, n_items, k))):
             rows.append({"model": result.name, "slice": "all", "metric": f"{metric}@{k}", "value": value})
+    if result.cold_only is not None:
+        n = len(next(iter(result.cold_only.values())))
+        for metric, (value, low, high) in bootstrap_many(result.cold_only, n_resamples=cfg.n_bootstrap,
+                                                         seed=cfg.seed).items():
+            rows.append({"model": result.name, "slice": "cold_only", "metric": metric, "value": value,
+                         "ci_low": low, "ci_high": high, "n_users": n})
     if result.impressions is not None:
         imp = {k: v for k, v in result.impressions.items() if k != "group"}
         for metric, (value, low, high) in bootstrap_many(imp, n_resamples=cfg.n_bootstrap, seed=cfg.seed).items():

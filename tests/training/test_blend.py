@@ -1,0 +1,59 @@
+"""Blends: per-user standardised score mixing, and components that fit once per window."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+from cluster_data import TWO_CLUSTERS
+
+from recsys.errors import NotFittedError
+from recsys.recommender import FitInput
+from training.baselines import EASERecommender, PopularityRecommender
+from training.blend import BlendRecommender, FitOnce
+
+DATA = FitInput(interactions=TWO_CLUSTERS, recent=TWO_CLUSTERS)
+OTHER = FitInput(interactions=TWO_CLUSTERS, recent=TWO_CLUSTERS)
+USERS = np.arange(12)
+
+
+class Counting(PopularityRecommender):
+    fits = 0
+
+    def fit(self, data):
+        Counting.fits += 1
+        return super().fit(data)
+
+
+def test_fit_once_per_window():
+    Counting.fits = 0
+    shared = FitOnce(Counting, "popularity")
+    for weight in (0.1, 0.5, 0.9):
+        BlendRecommender(shared, FitOnce(EASERecommender, "ease"), weight).fit(DATA)
+    assert Counting.fits == 1
+    shared.fit(OTHER)
+    shared.fit(DATA)
+    assert Counting.fits == 2  # one per window, never again
+
+
+def test_blend_is_the_weighted_sum_of_standardised_scores():
+    pop, ease = PopularityRecommender().fit(DATA), EASERecommender().fit(DATA)
+    blend = BlendRecommender(FitOnce(PopularityRecommender, "p"), FitOnce(EASERecommender, "e"), 0.3).fit(DATA)
+    history = sp.csr_matrix(TWO_CLUSTERS)
+
+    def z(x):
+        return (x - x.mean(1, keepdims=True)) / x.std(1, keepdims=True)
+
+    expected = 0.3 * z(pop.score(USERS, history).astype(np.float64)) + 0.7 * z(ease.score(USERS, history))
+    assert np.allclose(blend.score(USERS, history), expected, atol=1e-5)
+    weight_one = BlendRecommender(FitOnce(PopularityRecommender, "p"), FitOnce(EASERecommender, "e"), 1.0).fit(DATA)
+    assert np.array_equal(np.argsort(-weight_one.score(USERS, history)[0], kind="stable"),
+                          np.argsort(-pop.score(USERS, history)[0], kind="stable"))
+
+
+def test_blend_errors():
+    with pytest.raises(ValueError, match=r"blend weight must be in \[0, 1\]"):
+        BlendRecommender(FitOnce(PopularityRecommender, "p"), FitOnce(EASERecommender, "e"), 1.5)
+    with pytest.raises(NotFittedError, match="call fit"):
+        BlendRecommender(FitOnce(PopularityRecommender, "p"), FitOnce(EASERecommender, "e"), 0.5).score(
+            USERS, sp.csr_matrix(TWO_CLUSTERS))
