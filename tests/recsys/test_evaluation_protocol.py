@@ -127,7 +127,9 @@ def test_blocked_scoring_equals_one_big_block(synthetic_data):
 
 
 def test_slices_cover_cold_warm_history_and_events(synthetic_data):
-    _, data = synthetic_data
+    folder, _ = synthetic_data  # a global split: items published late are cold in the test window
+    data = build_eval_data(load_dataset(DatasetPaths.from_dir(folder)),
+                           EvalConfig(split=SplitConfig("global", 0.1, 0.2), n_bootstrap=50))
     result = evaluate_models(data, [ModelSpec("oracle", lambda _: Oracle(data.test.truth))], reference="none")
     slices = set(result.table["slice"])
     assert {"all", "warm_items", "history_5-19", "event_click", "event_purchase", "impressions"} <= slices
