@@ -96,9 +96,14 @@ def time_interleaved(methods: dict[str, Method], texts: list[str], repeats: int,
 
 
 def _without_onednn(fn: Method) -> Method:
+    """``fn`` with oneDNN off, so ``encode_texts`` keeps PyTorch's default (MKL) ``F.linear``."""
+
     def run(texts: list[str]) -> np.ndarray:
-        with torch.backends.mkldnn.flags(enabled=False):
+        torch.backends.mkldnn.enabled = False
+        try:
             return fn(texts)
+        finally:
+            torch.backends.mkldnn.enabled = True
     return run
 
 

@@ -24,7 +24,7 @@ from transformers import AutoTokenizer
 from recsys import contract as C
 from recsys.errors import ConfigError, NotFittedError
 from recsys.recommender import FitInput
-from recsys.text_encoder import render_item_texts, resolve_model_path
+from recsys.text_encoder import quantize_int8, render_item_texts, resolve_model_path
 from recsys.text_tower import history_windows
 from training.encoder_modes import build_encoder, count_parameters
 from training.text_data import Examples, ItemTokens, TextDataModule, build_examples, split_holdout
@@ -55,6 +55,7 @@ class TextTowerRecommender:
         self.item_vectors_: torch.Tensor | None = None
         self.user_history_: np.ndarray | None = None
         self.stats_: dict[str, float] = {}
+        self._tokens: ItemTokens | None = None
 
     def _prepare(self, data: FitInput) -> tuple[ItemTokens, Examples, bool]:
         if data.items is None or data.events is None:
@@ -127,12 +128,35 @@ class TextTowerRecommender:
                         "examples_per_s": trainer.global_step * cfg.batch_size / max(elapsed, 1e-9),
                         "best_valid_auc": float(score) if score is not None else float("nan")}
 
+    def quantized(self) -> TextTowerRecommender:
+        """A copy whose catalogue vectors come from the int8 (dynamically quantised) encoder.
+
+        The cheap CPU inference path; compare its metrics with this model's to see the cost.
+        """
+        if self.module_ is None or self._tokens is None:
+            raise NotFittedError(f"{type(self).__name__} is not fitted; call fit() first")
+        copy = TextTowerRecommender(self.config)
+        copy.name, copy.module_, copy.user_history_, copy.stats_ = (f"{self.name}_int8", self.module_,
+                                                                    self.user_history_, dict(self.stats_))
+        encoder = quantize_int8(self.module_.encoder)
+        if hasattr(encoder, "clear_cache"):
+            encoder.clear_cache()  # freeze:N cached fp32 lower-layer outputs; int8 must recompute them
+        start = time.perf_counter()
+        with torch.inference_mode():
+            copy.item_vectors_ = encode_items(encoder, self._tokens, np.arange(len(self._tokens.lengths)),
+                                              self.config.encode_batch_size)
+        copy.stats_["encode_wall_s"] = time.perf_counter() - start
+        return copy
+
     def _finish(self, module: TextTowerModule, tokens: ItemTokens, data: FitInput) -> None:
         module.eval()
         self.module_ = module
+        self._tokens = tokens
+        start = time.perf_counter()
         with torch.inference_mode():
             self.item_vectors_ = encode_items(module.encoder, tokens, np.arange(data.n_items),
                                               self.config.encode_batch_size)
+        self.stats_["encode_wall_s"] = time.perf_counter() - start
         pos = data.events.filter(data.events[C.EVENT].is_in(list(self.config.positives))).sort("user_idx", C.TS)
         times = pos[C.TS].dt.epoch("us").to_numpy().astype(np.int64)
         end = np.full(data.n_users, np.iinfo(np.int64).max // 4, dtype=np.int64)

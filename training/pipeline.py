@@ -58,6 +58,8 @@ class TrainConfig:
     """Also evaluate ``text_ease_blend``: the fine-tuned tower and EASE, blend weight chosen on valid."""
     blend_weights: tuple[float, ...] = (0.1, 0.2, 0.3, 0.5)
     """Text weights tried on the valid window for the blend."""
+    compare_int8: bool = False
+    """Also evaluate the fine-tuned tower with int8 catalogue encoding (``<name>_int8``): its quality cost."""
     n_bootstrap: int = 1000
     """Bootstrap resamples for the CIs."""
     report_dir: str | None = None
@@ -97,12 +99,30 @@ def _specs(config: TrainConfig, towers: dict[str, TextTowerRecommender], trackin
     shared = {tower_name(c): tower(c) for c in configs}
     specs = [ModelSpec(name, lambda _, m=model: m) for name, model in shared.items()]
     specs += baseline_specs(config.baselines)
+    if config.compare_int8:
+        name = tower_name(config.text)
+        fine = shared.get(name) or tower(config.text)
+        specs.append(ModelSpec(f"{name}_int8", lambda _: Int8View(fine)))
     if config.blend_with_ease:
         text = shared.get(tower_name(config.text)) or tower(config.text)
         ease = FitOnce(lambda: EASERecommender(EASEConfig(l2=500.0)), "ease")
         specs.append(ModelSpec("text_ease_blend", lambda w: BlendRecommender(text, ease, w, "text_ease_blend"),
                                config.blend_weights))
     return specs
+
+
+class Int8View:
+    """The shared fine-tuned tower, scored through its int8 catalogue vectors (no refit)."""
+
+    def __init__(self, tower: FitOnce) -> None:
+        self.tower, self.name, self.model = tower, f"{tower.name}_int8", None
+
+    def fit(self, data):
+        self.model = self.tower.fit(data).model.quantized()
+        return self
+
+    def score(self, users, history):
+        return self.model.score(users, history)
 
 
 def _child_logger(mlflow, parent, name: str, tracking_uri: str):

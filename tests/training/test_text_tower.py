@@ -131,3 +131,16 @@ def test_positives_only_data_trains_with_sampled_negatives(data, tiny_bert_dir):
     assert model.stats_["train_examples"] > 0 and model.stats_["best_valid_auc"] > 0.5
     scores = model.score(np.arange(4), data.test.history[:4])
     assert scores.shape == (4, len(data.item_ids)) and np.isfinite(scores).all()
+
+
+def test_int8_catalogue_encoding_stays_close_to_fp32(data, tiny_bert_dir):
+    model = TextTowerRecommender(_config(tiny_bert_dir, max_epochs=1)).fit(data.test.fit)
+    int8 = model.quantized()
+    assert int8.name == "text_full_int8" and int8.item_vectors_.shape == model.item_vectors_.shape
+    cosine = torch.nn.functional.cosine_similarity(int8.item_vectors_, model.item_vectors_, dim=1)
+    assert cosine.min() > 0.9 and not torch.equal(int8.item_vectors_, model.item_vectors_)
+    users, history = np.arange(10), data.test.history[:10]
+    top = lambda s: np.argsort(-s, axis=1)[:, :10]  # noqa: E731
+    overlap = np.mean([len(set(a) & set(b)) / 10 for a, b in zip(top(model.score(users, history)),
+                                                                   top(int8.score(users, history)), strict=True)])
+    assert overlap > 0.6

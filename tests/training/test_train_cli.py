@@ -45,9 +45,10 @@ def test_train_text_stage_end_to_end(tmp_path, tiny_bert_dir):
     result = CliRunner().invoke(cli, [
         "train", "--stage", "text", "--data", str(data), "--tracking-uri", uri,
         "--set", f"text.model={tiny_bert_dir}", "--set", "text.finetune.mode=bitfit", "--set", "text.max_epochs=2",
-        "--set", "split.mode=global", "--set", "n_bootstrap=50", "--set", "baselines=[popularity]"])
+        "--set", "split.mode=global", "--set", "n_bootstrap=50", "--set", "baselines=[popularity]",
+        "--set", "compare_int8=true"])
     assert result.exit_code == 0, result.output
-    for name in ("zero_shot", "text_bitfit", "popularity"):
+    for name in ("zero_shot", "text_bitfit", "text_bitfit_int8", "popularity"):
         assert f"│ {name}" in result.output
     assert (data / "reports" / "train" / "report.html").exists()
     client = MlflowClient(uri)
