@@ -175,17 +175,18 @@ def synth_cmd(out, n_users, n_items, seed) -> None:
 @cli.command("demo")
 @click.option("--out", type=_PATH, default=Path("demo_data"), show_default=True, help="Where the demo data goes.")
 @click.option("--tracking-uri", help="MLflow store (default: $MLFLOW_TRACKING_URI, else ./mlflow/mlflow.db).")
-@click.option("--no-mlflow", is_flag=True, help="Do not log the evaluation to MLflow.")
-def demo_cmd(out, tracking_uri, no_mlflow) -> None:
+@click.option("--no-mlflow", is_flag=True, help="Do not log the run to MLflow.")
+@click.option("--text-model", help="Local Hugging Face model folder (default: all-MiniLM-L6-v2, bundled).")
+def demo_cmd(out, tracking_uri, no_mlflow, text_model) -> None:
     """Run the main job end to end on the bundled demo data."""
     from recsys.demo import PENDING_STAGES, run_demo
 
     uri = _tracking_uri(tracking_uri, no_mlflow)
-    result = run_demo(out, tracking_uri=uri)
+    result = run_demo(out, tracking_uri=uri, text_model=text_model)
     click.echo(f"demo data: {result.data_dir}\n\n{result.summary.render()}\n\nsplit (global 80/10/10):")
     _echo_frame(result.split)
-    click.echo(f"labelled interactions: {result.split_file}\n\nbaselines on the test window:")
-    _echo_evaluation(result.evaluation, uri)
+    click.echo(f"labelled interactions: {result.split_file}\n\ntext tower vs zero-shot and baselines, test window:")
+    _echo_evaluation(result.training, uri)
     click.echo("timings: " + ", ".join(f"{k} {v:.2f}s" for k, v in result.seconds.items()))
     click.echo("not in this build yet: " + "; ".join(PENDING_STAGES))
 
@@ -221,12 +222,9 @@ def train_cmd(config_file, overrides, stage, data_dir, tracking_uri, no_mlflow) 
     config = load_config(TrainConfig, str(config_file) if config_file else None, (*overrides, *extra))
     uri = _tracking_uri(tracking_uri, no_mlflow)
     result = train(config, tracking_uri=uri, show_progress=True, config_file=str(config_file) if config_file else None)
-    click.echo(result.table)
-    click.echo(f"report: {result.files.html}")
+    _echo_evaluation(result, uri)
     for name, stats in result.stats.items():
         click.echo(f"{name}: " + ", ".join(f"{k}={v:.4g}" for k, v in stats.items()))
-    if result.run_id:
-        click.echo(f"MLflow run {result.run_id} in {uri}; browse with: mlflow ui --backend-store-uri {uri}")
 
 
 def _csv(text: str, cast=str) -> tuple:

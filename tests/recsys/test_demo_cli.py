@@ -53,10 +53,10 @@ def _table_rows(output: str) -> dict[str, int]:
     return {m.group(1): int(m.group(2)) for m in re.finditer(r"│ (train|valid|test)\s+┆\s+(\d+)\s+┆", output)}
 
 
-def test_demo_writes_the_data_and_prints_summary_split_and_pending_stages(tmp_path):
+def test_demo_writes_the_data_and_prints_summary_split_and_pending_stages(tmp_path, tiny_bert_dir):
     out = tmp_path / "demo"
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    result = _invoke("demo", "--out", str(out), "--tracking-uri", uri)
+    result = _invoke("demo", "--out", str(out), "--tracking-uri", uri, "--text-model", str(tiny_bert_dir))
     assert result.exit_code == 0, result.output
     for name in (C.ITEMS_FILE, C.INTERACTIONS_FILE, SPLIT_FILE, "report/report.html", "report/results.json"):
         assert (out / name).is_file(), name
@@ -75,9 +75,10 @@ def test_demo_writes_the_data_and_prints_summary_split_and_pending_stages(tmp_pa
     assert set(counts) == {C.TRAIN, C.VALID, C.TEST}
     assert split.height == inter.height
     assert f"labelled interactions: {out / SPLIT_FILE}" in result.output
-    # the baselines were evaluated on the test window and logged to MLflow
+    # the text tower was fine-tuned and evaluated beside zero-shot and every baseline, logged to MLflow
     payload = json.loads((out / "report" / "results.json").read_text())
-    assert {r["model"] for r in payload["rows"]} >= {"random", "popularity", "ease", "lightfm", "als", "itemknn"}
+    assert {r["model"] for r in payload["rows"]} >= {"zero_shot", "text_lora", "random", "popularity", "ease",
+                                                     "lightfm", "als", "itemknn"}
     assert f"browse with: mlflow ui --backend-store-uri {uri}" in result.output
     assert re.search(r"│ ease\s+┆ 0\.\d{4} \[", result.output)
     assert "not in this build yet: " + "; ".join(PENDING_STAGES) in result.output.splitlines()
