@@ -35,11 +35,11 @@ if TYPE_CHECKING:
 
 __all__ = [
     "DEFAULT_TEMPLATE", "TEMPLATE_FIELDS", "resolve_model_path", "mean_pool", "render_item_texts",
-    "load_text_model", "encode_texts", "quantize_int8",
+    "load_text_model", "encode_texts", "quantize_int8", "fast_cpu_linears",
 ]
 
 DEFAULT_TEMPLATE = "{title}. {category}. {tags}. {description}"
-"""Item text: most specific first, so that truncation to a short max length cuts the description."""
+"""Item text: short fields first, so that truncation to a short max length cuts only the description."""
 TEMPLATE_FIELDS: dict[str, str] = {"title": C.TITLE, "description": C.DESCRIPTION,
                                    "category": C.CATEGORY, "tags": C.TAGS}
 """Placeholder name -> items column it is filled from."""
@@ -154,6 +154,8 @@ def render_item_texts(items: pl.DataFrame, template: str = DEFAULT_TEMPLATE) -> 
     MovieLens movie without an overview as ``"Heat (1995). Action. Crime, Thriller"``. Tags equal
     to the category are left out when the template shows both. A value's trailing punctuation is
     dropped before a literal that starts with punctuation (no ``"..."`` from a title ending in ".").
+    Literals are read as separators and labels (``"Genre: "``); a literal that closes a wrapped field,
+    as in ``"({category})"``, is not kept apart from the rest when that field is missing.
 
     Args:
         items: item rows with ``C.TITLE`` and any of ``C.DESCRIPTION``, ``C.CATEGORY``, ``C.TAGS``
@@ -230,7 +232,7 @@ def _packed_weight(layer: torch.nn.Linear) -> torch.Tensor:
 
 
 @contextmanager
-def _onednn_linears(model: torch.nn.Module) -> Iterator[int]:
+def fast_cpu_linears(model: torch.nn.Module) -> Iterator[int]:
     """Run the model's float32 CPU ``nn.Linear`` layers through oneDNN while the block lasts.
 
     Why: PyTorch's CPU ``F.linear`` calls MKL's sgemm and then adds the bias in a second pass
@@ -305,7 +307,7 @@ def encode_texts(model: torch.nn.Module, tokenizer: PreTrainedTokenizerBase, tex
     batch pads only to its own longest text, and results are put back in input order. Runs under
     ``torch.inference_mode`` on the model's device, in eval mode (the model's own train/eval
     flags are restored afterwards). On CPU, float32 ``nn.Linear`` layers run through oneDNN for
-    the duration of the call (see ``_onednn_linears``): same numbers, about twice the speed where
+    the duration of the call (see ``fast_cpu_linears``): same numbers, about twice the speed where
     MKL is slow.
 
     Args:
@@ -334,7 +336,7 @@ def encode_texts(model: torch.nn.Module, tokenizer: PreTrainedTokenizerBase, tex
     lengths = np.fromiter((len(x) for x in ids), dtype=np.int64, count=len(ids))
     device = next(model.parameters()).device
     out = torch.empty((len(ids), dim), dtype=torch.float32)
-    with torch.inference_mode(), _eval_mode(model), _onednn_linears(model):
+    with torch.inference_mode(), _eval_mode(model), fast_cpu_linears(model):
         for rows in tqdm(_length_batches(lengths, batch_size), desc="encode", unit="batch",
                          disable=not show_progress):
             input_ids, mask = _pad(ids, rows, tokenizer.pad_token_id)
@@ -359,17 +361,23 @@ def quantize_int8(model: torch.nn.Module, *, keep_down_proj_fp32: bool = True) -
     that one int8 range per batch cannot hold. On all-MiniLM-L6-v2 / MovieLens texts the mean
     cosine to the fp32 vectors was 0.942 with per-tensor weights (torch's default), 0.974
     per-channel, 0.987 per-channel with the down-projections kept (the default here), at the same
-    speed: those layers then take ``encode_texts``'s fast float32 path. Expected trade-off: about
-    1.1-1.3x the speed of our float32 path (which is already ~2x PyTorch's default on AMD CPUs) and
-    most of each item's top-20 neighbours kept; ``benchmarks/text_encoding.py`` measures both.
-    Because activation ranges are per batch, an item's int8 vector depends slightly on which
-    texts share its batch. For scoring only: the copy cannot be fine-tuned.
+    speed: those layers then take ``encode_texts``'s fast float32 path.
 
-    Uses ``torch.ao.quantization.quantize_dynamic``, deprecated since torch 2.10 in favour of
-    torchao's ``quantize_(model, Int8DynamicActivationInt8WeightConfig())``. The replacement is
-    not used because in eager mode on CPU it ran ~5x slower than float32 here (it needs
-    ``torch.compile``) and torchao is not a dependency; the deprecated API still ships in torch
-    2.13 and its warnings are silenced here.
+    Expected trade-off, measured by ``benchmarks/text_encoding.py`` (all-MiniLM-L6-v2, 2,000
+    MovieLens items, 2 threads on a shared AMD EPYC): about the speed of our float32 path (1.0x by
+    median under load, up to ~1.3x in quiet best-of runs; both ~1.7-2x sentence-transformers),
+    linear weights 4x smaller, mean cosine 0.988 (min 0.95) to the float32 vectors, and 82% of each
+    item's top-20 neighbours kept. Worth it for memory, or on CPUs where float32 GEMMs are slow
+    and int8 ones are not; otherwise prefer float32. Because activation ranges are per batch, an
+    item's int8 vector depends slightly on which texts share its batch. For scoring only: the copy
+    cannot be fine-tuned.
+
+    Uses ``torch.ao.quantization.quantize_dynamic``, which warns that it is deprecated (removal
+    announced for torch 2.10, yet still shipped and working in 2.13) in favour of torchao's
+    ``quantize_(model, Int8DynamicActivationInt8WeightConfig())``. The replacement is not used:
+    in eager mode on CPU it ran ~5x slower than float32 here (it needs ``torch.compile``), and
+    torchao is not a dependency. The deprecation warnings are silenced here; when torch drops the
+    API, this function is the one place to port.
 
     Args:
         model: a float32 encoder; left unchanged.

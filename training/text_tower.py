@@ -21,7 +21,7 @@ from torch import nn
 from recsys import contract as C
 from recsys.config import check_above, check_at_least, flatten
 from recsys.evaluation.impressions import impression_metrics
-from recsys.text_encoder import DEFAULT_TEMPLATE
+from recsys.text_encoder import DEFAULT_TEMPLATE, fast_cpu_linears
 from recsys.text_tower import TowerHead
 from training.encoder_modes import FineTuneConfig, ItemEncoder
 from training.text_data import ItemTokens
@@ -112,7 +112,7 @@ def encode_items(encoder: ItemEncoder, tokens: ItemTokens, items: np.ndarray, ba
     order = np.argsort(tokens.lengths[items], kind="stable")
     was_training = encoder.training
     encoder.eval()
-    with torch.no_grad():
+    with torch.no_grad(), fast_cpu_linears(encoder):  # oneDNN linears: ~2x faster catalogue encoding
         for start in range(0, len(order), batch_size):
             rows = order[start:start + batch_size]
             ids, mask = tokens.batch(items[rows])

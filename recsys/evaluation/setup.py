@@ -133,7 +133,7 @@ def _item_features(items: pl.DataFrame, index: pl.DataFrame) -> sp.csr_matrix | 
 
 
 def _window(fit_rows: pl.DataFrame, target_rows: pl.DataFrame, cfg: EvalConfig, shape: tuple[int, int],
-            features: sp.csr_matrix | None, items: pl.DataFrame) -> Window:
+            features: sp.csr_matrix | None, items: pl.DataFrame, same_fit_as: Window | None = None) -> Window:
     weights = dict(cfg.event_weights)
     weight = pl.col(C.EVENT).replace_strict(weights, default=0.0, return_dtype=pl.Float32)
     positive = fit_rows.filter(pl.col(C.EVENT).is_in(list(cfg.positives)))
@@ -145,8 +145,12 @@ def _window(fit_rows: pl.DataFrame, target_rows: pl.DataFrame, cfg: EvalConfig, 
     truth.eliminate_zeros()
     seen = np.zeros(shape[1], bool)
     seen[fit_rows["item_idx"].unique().to_numpy()] = True
-    events = fit_rows.select("user_idx", "item_idx", C.EVENT, C.IMPRESSION_ID, C.TS).sort(C.TS, "user_idx", "item_idx")
-    fit = FitInput(history, _matrix(recent_rows, shape, weight), features, cfg.seed, events=events, items=items)
+    if same_fit_as is not None:  # one FitInput object: models cached per window (FitOnce) fit only once
+        fit = same_fit_as.fit
+    else:
+        events = fit_rows.select("user_idx", "item_idx", C.EVENT, C.IMPRESSION_ID, C.TS).sort(
+            C.TS, "user_idx", "item_idx")
+        fit = FitInput(history, _matrix(recent_rows, shape, weight), features, cfg.seed, events=events, items=items)
     return Window(fit, history, truth, ~seen)
 
 
@@ -171,10 +175,12 @@ def build_eval_data(data: Dataset, config: EvalConfig = EvalConfig()) -> EvalDat
     valid = indexed.filter(pl.col(C.SPLIT) == C.VALID)
     test = indexed.filter(pl.col(C.SPLIT) == C.TEST)
     fit_rows = train if config.history == "train" else pl.concat([train, valid])
+    tuning = _window(train, valid, config, shape, features, catalogue)
     return EvalData(
         user_ids=users[C.USER_ID].to_numpy(), item_ids=items[C.ITEM_ID].to_numpy(),
-        valid=_window(train, valid, config, shape, features, catalogue),
-        test=_window(fit_rows, test, config, shape, features, catalogue),
+        valid=tuning,
+        test=_window(fit_rows, test, config, shape, features, catalogue,
+                     same_fit_as=tuning if config.history == "train" else None),
         test_events=test.select("user_idx", "item_idx", C.EVENT, C.IMPRESSION_ID, C.TS),
         config=config,
     )
