@@ -34,6 +34,9 @@ bench: setup
 	$(BIN)/recsys data import movielens ../shared/data/movielens --out data/movielens
 	$(BIN)/recsys evaluate --data data/movielens --baselines --report reports/movielens
 	$(BIN)/python benchmarks/render_report.py reports/movielens/report.html
+	$(BIN)/python benchmarks/text_training.py
+	$(BIN)/python benchmarks/text_encoding.py --data ../shared/data/movielens
+	$(BIN)/recsys train --config training/configs/movielens_text.yaml
 
 clean:
 	rm -rf $(VENV) demo_data data reports .pytest_cache

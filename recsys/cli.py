@@ -177,12 +177,13 @@ def synth_cmd(out, n_users, n_items, seed) -> None:
 @click.option("--tracking-uri", help="MLflow store (default: $MLFLOW_TRACKING_URI, else ./mlflow/mlflow.db).")
 @click.option("--no-mlflow", is_flag=True, help="Do not log the run to MLflow.")
 @click.option("--text-model", help="Local Hugging Face model folder (default: all-MiniLM-L6-v2, bundled).")
-def demo_cmd(out, tracking_uri, no_mlflow, text_model) -> None:
+@click.option("--text-mode", default="freeze:5", show_default=True, help="Fine-tuning mode of the text tower.")
+def demo_cmd(out, tracking_uri, no_mlflow, text_model, text_mode) -> None:
     """Run the main job end to end on the bundled demo data."""
     from recsys.demo import PENDING_STAGES, run_demo
 
     uri = _tracking_uri(tracking_uri, no_mlflow)
-    result = run_demo(out, tracking_uri=uri, text_model=text_model)
+    result = run_demo(out, tracking_uri=uri, text_model=text_model, text_mode=text_mode)
     click.echo(f"demo data: {result.data_dir}\n\n{result.summary.render()}\n\nsplit (global 80/10/10):")
     _echo_frame(result.split)
     click.echo(f"labelled interactions: {result.split_file}\n\ntext tower vs zero-shot and baselines, test window:")

@@ -56,7 +56,8 @@ def _table_rows(output: str) -> dict[str, int]:
 def test_demo_writes_the_data_and_prints_summary_split_and_pending_stages(tmp_path, tiny_bert_dir):
     out = tmp_path / "demo"
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    result = _invoke("demo", "--out", str(out), "--tracking-uri", uri, "--text-model", str(tiny_bert_dir))
+    result = _invoke("demo", "--out", str(out), "--tracking-uri", uri, "--text-model", str(tiny_bert_dir),
+                     "--text-mode", "lora")
     assert result.exit_code == 0, result.output
     for name in (C.ITEMS_FILE, C.INTERACTIONS_FILE, SPLIT_FILE, "report/report.html", "report/results.json"):
         assert (out / name).is_file(), name
