@@ -186,7 +186,8 @@ def demo_cmd(out, tracking_uri, no_mlflow, text_model, text_mode) -> None:
     result = run_demo(out, tracking_uri=uri, text_model=text_model, text_mode=text_mode)
     click.echo(f"demo data: {result.data_dir}\n\n{result.summary.render()}\n\nsplit (global 80/10/10):")
     _echo_frame(result.split)
-    click.echo(f"labelled interactions: {result.split_file}\n\ntext tower vs zero-shot and baselines, test window:")
+    click.echo(f"labelled interactions: {result.split_file}\n\n"
+               "ranked pipeline vs its ablations, the towers alone and the baselines, test window:")
     _echo_evaluation(result.training, uri)
     click.echo("timings: " + ", ".join(f"{k} {v:.2f}s" for k, v in result.seconds.items()))
     click.echo("not in this build yet: " + "; ".join(PENDING_STAGES))
@@ -210,12 +211,13 @@ def _echo_evaluation(run, uri: str | None) -> None:
 @cli.command("train")
 @click.option("--config", "config_file", type=_PATH, help="YAML file mirroring training.pipeline.TrainConfig.")
 @click.option("--set", "overrides", multiple=True, help="Override one key, e.g. --set text.max_epochs=2.")
-@click.option("--stage", type=click.Choice(["text"]), help="Stage to run (this build: the text tower).")
+@click.option("--stage", type=click.Choice(["all", "text"]),
+              help="all (default): the ranked pipeline and its ablations; text: the text tower alone.")
 @click.option("--data", "data_dir", type=_PATH, help="Dataset folder (overrides the config's data).")
 @click.option("--tracking-uri", help="MLflow store (default: $MLFLOW_TRACKING_URI, else ./mlflow/mlflow.db).")
 @click.option("--no-mlflow", is_flag=True, help="Do not track the run in MLflow.")
 def train_cmd(config_file, overrides, stage, data_dir, tracking_uri, no_mlflow) -> None:
-    """Fine-tune the text tower, compare it with zero-shot and baselines, track it in MLflow."""
+    """Train every stage (text tower, LightFM, candidates, features, ranker), evaluate, track in MLflow."""
     from recsys.config import load_config
     from training.pipeline import TrainConfig, train
 
@@ -224,6 +226,9 @@ def train_cmd(config_file, overrides, stage, data_dir, tracking_uri, no_mlflow) 
     uri = _tracking_uri(tracking_uri, no_mlflow)
     result = train(config, tracking_uri=uri, show_progress=True, config_file=str(config_file) if config_file else None)
     _echo_evaluation(result, uri)
+    if result.cold_curve is not None:
+        click.echo("cold exposure (slots: new items guaranteed in the first page; 0 = the ranker's own order):")
+        _echo_frame(result.cold_curve)
     for name, stats in result.stats.items():
         click.echo(f"{name}: " + ", ".join(f"{k}={v:.4g}" for k, v in stats.items()))
 

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Self
 
 import numpy as np
+import polars as pl
 import pytorch_lightning as L
 import scipy.sparse as sp
 import torch
@@ -157,12 +158,30 @@ class TextTowerRecommender:
             self.item_vectors_ = encode_items(module.encoder, tokens, np.arange(data.n_items),
                                               self.config.encode_batch_size)
         self.stats_["encode_wall_s"] = time.perf_counter() - start
-        pos = data.events.filter(data.events[C.EVENT].is_in(list(self.config.positives))).sort("user_idx", C.TS)
+        self.user_history_ = self._user_history(data.events, data.n_users)
+
+    def _user_history(self, events: pl.DataFrame, n_users: int) -> np.ndarray:
+        pos = events.filter(events[C.EVENT].is_in(list(self.config.positives))).sort("user_idx", C.TS)
         times = pos[C.TS].dt.epoch("us").to_numpy().astype(np.int64)
-        end = np.full(data.n_users, np.iinfo(np.int64).max // 4, dtype=np.int64)
-        self.user_history_ = history_windows(pos["user_idx"].to_numpy().astype(np.int64),
-                                             pos["item_idx"].to_numpy().astype(np.int64), times,
-                                             np.arange(data.n_users, dtype=np.int64), end, self.config.history_length)
+        end = np.full(n_users, np.iinfo(np.int64).max // 4, dtype=np.int64)
+        return history_windows(pos["user_idx"].to_numpy().astype(np.int64), pos["item_idx"].to_numpy().astype(np.int64),
+                               times, np.arange(n_users, dtype=np.int64), end, self.config.history_length)
+
+    def with_history(self, data: FitInput) -> TextTowerRecommender:
+        """A copy that pools users' histories from ``data.events``, without refitting.
+
+        The tower is inductive: item vectors come from text and user vectors from recent items,
+        so a model fit on an earlier window scores a later history as it is. The ranking
+        pipeline uses this to score test users from train + valid without a second fine-tuning.
+        """
+        if self.module_ is None or self.item_vectors_ is None:
+            raise NotFittedError(f"{type(self).__name__} is not fitted; call fit() first")
+        copy = TextTowerRecommender(self.config)
+        copy.name, copy.module_, copy.item_vectors_, copy._tokens = self.name, self.module_, self.item_vectors_, \
+            self._tokens
+        copy.stats_ = dict(self.stats_)
+        copy.user_history_ = self._user_history(data.events, data.n_users)
+        return copy
 
     def score(self, users: np.ndarray, history: sp.csr_matrix) -> np.ndarray:
         """Match scores of a block of users against the whole catalogue.

@@ -1,8 +1,10 @@
-"""``recsys train``: the training pipeline, tracked in MLflow (one parent run, a child per fit).
+"""``recsys train``: the training pipeline, tracked in MLflow (one parent run, a child per stage).
 
-This build has the text stage: the zero-shot encoder and the fine-tuned text tower are fit on
-the same split and evaluated side by side on the test window (with any baselines asked for),
-so every run answers "did fine-tuning help, and by how much".
+Stage ``all`` (the default) is the product: text tower, LightFM and EASE, candidates, polars
+features and the LightGBM ranker (``training.fit_pipeline``), evaluated on the test window
+against its ablations (no text, no CF, each tower alone), popularity and any baselines, with
+the cold-exposure trade-off curve. Stage ``text`` fits the text tower alone beside its
+zero-shot twin, so a run answers "did fine-tuning help, and by how much".
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Literal
 
+import polars as pl
 import yaml
 
 from features.split import SplitConfig
@@ -25,31 +28,42 @@ from recsys.io import DatasetPaths, load_dataset
 from training.baseline_specs import baseline_specs
 from training.baselines import EASEConfig, EASERecommender
 from training.blend import BlendRecommender, FitOnce
+from training.fit_pipeline import VARIANTS, ColdExposureView, PipelineConfig, PipelineRecommender, StageOne, StageView
 from training.fit_text import TextTowerRecommender, with_mode
+from training.stage_logging import (
+    cold_tradeoff,
+    data_fingerprint,
+    log_stages,
+    metric_dict,
+    plot_cold_tradeoff,
+    window_candidate_recall,
+)
 from training.text_tower import TextTowerConfig, tower_name
 
 __all__ = ["TrainConfig", "TrainResult", "train", "STAGES"]
 
 logger = logging.getLogger(__name__)
 
-STAGES = ("text",)
+STAGES = ("all", "text")
 EXPERIMENT = "recsys-train"
 
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """One training run: data, split, the text tower, and what it is compared with."""
+    """One training run: data, split, the models, and what they are compared with."""
 
     data: str = "demo_data"
     """Dataset folder (``items.parquet``, ``interactions.parquet``)."""
-    stage: Literal["text"] = "text"
-    """Stages to run; this build has the text tower."""
+    stage: Literal["all", "text"] = "all"
+    """``all``: the ranked pipeline (text tower, LightFM, candidates, features, ranker); ``text``: the tower alone."""
     split: SplitConfig = field(default_factory=lambda: SplitConfig(mode="per-user", valid=0.1, test=0.2))
     """Temporal split of the interactions."""
     history: Literal["train", "train+valid"] = "train"
     """What models fit on and see at test time."""
     text: TextTowerConfig = field(default_factory=TextTowerConfig)
     """The text tower (its ``finetune.mode`` is the fine-tuned model; zero-shot runs beside it)."""
+    pipeline: PipelineConfig = field(default_factory=PipelineConfig)
+    """LightFM, candidates, features and the ranker (stage ``all``)."""
     compare_zero_shot: bool = True
     """Also fit and evaluate the zero-shot encoder (the before of "before and after fine-tuning")."""
     baselines: tuple[str, ...] = ("popularity",)
@@ -79,6 +93,8 @@ class TrainResult:
     files: ReportFiles
     run_id: str | None
     stats: dict[str, dict[str, float]]
+    cold_curve: pl.DataFrame | None = None
+    """Stage ``all``: NDCG@10 and new-item Recall@20 per cold-exposure setting (0 = off)."""
 
 
 def _specs(config: TrainConfig, towers: dict[str, TextTowerRecommender], tracking: dict) -> list[ModelSpec]:
@@ -134,9 +150,35 @@ def _child_logger(mlflow, parent, name: str, tracking_uri: str):
     return MLFlowLogger(tracking_uri=tracking_uri, run_id=child.info.run_id)
 
 
+def _pipeline_specs(config: TrainConfig, eval_config: EvalConfig, tracking: dict, show_progress: bool
+                    ) -> tuple[list[ModelSpec], StageOne, PipelineRecommender]:
+    """The ranked pipeline, its ablations and cold-exposure settings, the zero-shot tower and the baselines.
+
+    Every variant shares one :class:`StageOne`, so the text tower fine-tunes once per run.
+    """
+    cfg = config.pipeline
+    stage = StageOne(cfg, config.text, eval_config=eval_config, text_logger=tracking.pop("text_tower", None),
+                     show_progress=show_progress)
+    main = PipelineRecommender(stage, name="pipeline", cold=cfg.cold)
+    specs = [ModelSpec("pipeline", lambda _: main)]
+    if cfg.ablations:
+        for name, without in VARIANTS.items():
+            if name != "pipeline":
+                specs.append(ModelSpec(name, lambda _, n=name, w=without: PipelineRecommender(stage, name=n,
+                                                                                              without=w)))
+        specs += [ModelSpec(f"{m}_alone", lambda _, m=m: StageView(stage, m)) for m in ("text", "lightfm")
+                  if m in cfg.sources]
+    if config.compare_zero_shot:
+        zero = with_mode(config.text, "zero-shot")
+        specs.append(ModelSpec(tower_name(zero), lambda _: TextTowerRecommender(zero)))
+    specs += baseline_specs(config.baselines)
+    specs += [ModelSpec(f"pipeline_{c.label}", lambda _, c=c: ColdExposureView(main, c)) for c in cfg.cold_curve()]
+    return specs, stage, main
+
+
 def train(config: TrainConfig, *, tracking_uri: str | None = None, show_progress: bool = False,
           config_file: str | None = None) -> TrainResult:
-    """Fit the text tower (and its zero-shot twin), evaluate them with the baselines, track it all.
+    """Fit the stage's models, evaluate them on the test window beside their baselines, track it all.
 
     Args:
         config: the run.
@@ -145,13 +187,14 @@ def train(config: TrainConfig, *, tracking_uri: str | None = None, show_progress
         config_file: the YAML file the config came from, saved as an artifact.
     """
     start = time.perf_counter()
-    data = build_eval_data(load_dataset(DatasetPaths.from_dir(config.data)),
-                           EvalConfig(split=config.split, history=config.history, n_bootstrap=config.n_bootstrap))
+    paths = DatasetPaths.from_dir(config.data)
+    eval_config = EvalConfig(split=config.split, history=config.history, n_bootstrap=config.n_bootstrap)
+    data = build_eval_data(load_dataset(paths), eval_config)
+    split_s = time.perf_counter() - start
     report_dir = Path(config.report_dir or Path(config.data) / "reports" / "train")
     towers: dict[str, TextTowerRecommender] = {}
     tracking: dict = {}
-    run_id = None
-    mlflow = None
+    run_id = parent = mlflow = None
     if tracking_uri is not None:
         import mlflow
         from recsys.evaluation.tracking import experiment_id
@@ -163,25 +206,61 @@ def train(config: TrainConfig, *, tracking_uri: str | None = None, show_progress
         mlflow.log_params({f"train.{k}": str(v)[:500] for k, v in flatten(asdict(config)).items()})
         mlflow.set_tags({"git_commit": git_commit(), "stage": config.stage})
         mlflow.log_text(yaml.safe_dump(_plain(asdict(config)), sort_keys=False), "config.yaml")
+        mlflow.log_dict(data_fingerprint(paths), "data_fingerprint.json")
         mlflow.end_run()
         if config.text.finetune.mode != "zero-shot":  # zero-shot has no training curves to track
-            name = tower_name(config.text)
-            tracking[name] = _child_logger(mlflow, parent, name, tracking_uri)
-    result = evaluate_models(data, _specs(config, towers, tracking), reference="zero_shot",
-                             show_progress=show_progress)
+            key = "text_tower" if config.stage == "all" else tower_name(config.text)
+            tracking[key] = _child_logger(mlflow, parent, "text_tower" if config.stage == "all" else key,
+                                          tracking_uri)
+    if config.stage == "all":
+        specs, stage_one, main = _pipeline_specs(config, eval_config, tracking, show_progress)
+        reference = "pipeline"
+    else:
+        specs, stage_one, main, reference = _specs(config, towers, tracking), None, None, "zero_shot"
+    result = evaluate_models(data, specs, reference=reference, show_progress=show_progress)
     files = write_report(result, report_dir, dataset=Path(config.data).name, command="recsys train",
                          git_commit=git_commit())
     stats = {name: model.stats_ for name, model in towers.items()}
+    curve = None
+    if main is not None:
+        stats |= {name: dict(values) for name, values in stage_one.stats.items()}
+        stats["ranker"] = dict(main.stats_)
+        stats["candidates"] = window_candidate_recall(main, result)
+        curve = cold_tradeoff(result)
+        _save_figure(plot_cold_tradeoff(curve, _reference_ndcg(result)), report_dir / "cold_tradeoff.png")
+    stats["run"] = {"split_s": split_s, "wall_s": time.perf_counter() - start}
     if mlflow is not None and run_id is not None:
         from recsys.evaluation.tracking import log_evaluation
 
         log_evaluation(result, files, tracking_uri=tracking_uri, run_id=run_id)
+        if main is not None:
+            log_stages(mlflow, parent, stage_one, main, stats["candidates"], split_s)
         with mlflow.start_run(run_id=run_id):
-            mlflow.log_metrics({f"{n}/{k}": float(v) for n, s in stats.items() for k, v in s.items()}
-                               | {"wall_s": time.perf_counter() - start})
+            mlflow.log_metrics(metric_dict({f"{n}/{k}": v for n, s in stats.items() for k, v in s.items()}))
+            if curve is not None:
+                mlflow.log_artifact(str(report_dir / "cold_tradeoff.png"))
+                mlflow.log_text(curve.write_csv(), "cold_tradeoff.csv")
             if config_file:
                 mlflow.log_artifact(config_file)
-    return TrainResult(result, render_table(result), files, run_id, stats)
+    return TrainResult(result, render_table(result), files, run_id, stats, curve)
+
+
+def _reference_ndcg(result: EvalResult) -> dict[str, float]:
+    """NDCG@10 of the towers alone and the best baseline: the marks on the trade-off plot."""
+    rows = result.table.filter((pl.col("slice") == "all") & (pl.col("metric") == "ndcg@10")
+                               & pl.col("model").is_in(["text_alone", "lightfm_alone", "ease", "popularity"]))
+    return dict(zip(rows["model"].to_list(), rows["value"].to_list(), strict=True))
+
+
+def _save_figure(figure, path: Path) -> None:
+    """PNG written beside the report, atomically (temp file, then rename)."""
+    import matplotlib.pyplot as plt
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    figure.savefig(tmp, format="png", dpi=110)
+    plt.close(figure)
+    tmp.replace(path)
 
 
 def _plain(value):

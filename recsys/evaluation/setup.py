@@ -26,7 +26,7 @@ from recsys import contract as C
 from recsys.io import Dataset
 from recsys.recommender import FitInput
 
-__all__ = ["EvalConfig", "EvalData", "Window", "build_eval_data", "HISTORY_BUCKETS", "HISTORY_CHOICES"]
+__all__ = ["EvalConfig", "EvalData", "Window", "build_eval_data", "fit_input", "HISTORY_BUCKETS", "HISTORY_CHOICES"]
 
 HISTORY_CHOICES = ("train", "train+valid")
 HISTORY_BUCKETS: tuple[tuple[str, int, int], ...] = (("0", 0, 0), ("1-4", 1, 4), ("5-19", 5, 19),
@@ -132,25 +132,32 @@ def _item_features(items: pl.DataFrame, index: pl.DataFrame) -> sp.csr_matrix | 
                          shape=(index.height, int(cols.max()) + 1))
 
 
-def _window(fit_rows: pl.DataFrame, target_rows: pl.DataFrame, cfg: EvalConfig, shape: tuple[int, int],
-            features: sp.csr_matrix | None, items: pl.DataFrame, same_fit_as: Window | None = None) -> Window:
-    weights = dict(cfg.event_weights)
-    weight = pl.col(C.EVENT).replace_strict(weights, default=0.0, return_dtype=pl.Float32)
+def fit_input(fit_rows: pl.DataFrame, shape: tuple[int, int], cfg: EvalConfig, features: sp.csr_matrix | None,
+              items: pl.DataFrame | None) -> FitInput:
+    """What a model learns from, built from indexed event rows (``user_idx``, ``item_idx``, contract columns).
+
+    The evaluation's windows and the ranking pipeline's inner label split both build their
+    fit inputs here, so weights, positives and the recent window mean the same everywhere.
+    """
+    weight = pl.col(C.EVENT).replace_strict(dict(cfg.event_weights), default=0.0, return_dtype=pl.Float32)
     positive = fit_rows.filter(pl.col(C.EVENT).is_in(list(cfg.positives)))
-    history = _matrix(positive, shape, weight)
     last = fit_rows[C.TS].max()
     recent_rows = positive.filter(pl.col(C.TS) > last - timedelta(days=cfg.recent_days)) if last else positive
+    events = fit_rows.select("user_idx", "item_idx", C.EVENT, C.IMPRESSION_ID, C.TS).sort(C.TS, "user_idx", "item_idx")
+    return FitInput(_matrix(positive, shape, weight), _matrix(recent_rows, shape, weight), features, cfg.seed,
+                    events=events, items=items)
+
+
+def _window(fit_rows: pl.DataFrame, target_rows: pl.DataFrame, cfg: EvalConfig, shape: tuple[int, int],
+            features: sp.csr_matrix | None, items: pl.DataFrame, same_fit_as: Window | None = None) -> Window:
+    # one FitInput object when the fit rows are the same: models cached per window (FitOnce) fit only once
+    fit = same_fit_as.fit if same_fit_as is not None else fit_input(fit_rows, shape, cfg, features, items)
+    history = fit.interactions
     truth = _matrix(target_rows.filter(pl.col(C.EVENT).is_in(list(cfg.positives))), shape, pl.lit(1.0))
     truth = (truth - truth.multiply(history > 0)).astype(bool).tocsr()
     truth.eliminate_zeros()
     seen = np.zeros(shape[1], bool)
     seen[fit_rows["item_idx"].unique().to_numpy()] = True
-    if same_fit_as is not None:  # one FitInput object: models cached per window (FitOnce) fit only once
-        fit = same_fit_as.fit
-    else:
-        events = fit_rows.select("user_idx", "item_idx", C.EVENT, C.IMPRESSION_ID, C.TS).sort(
-            C.TS, "user_idx", "item_idx")
-        fit = FitInput(history, _matrix(recent_rows, shape, weight), features, cfg.seed, events=events, items=items)
     return Window(fit, history, truth, ~seen)
 
 

@@ -76,9 +76,10 @@ def test_demo_writes_the_data_and_prints_summary_split_and_pending_stages(tmp_pa
     assert set(counts) == {C.TRAIN, C.VALID, C.TEST}
     assert split.height == inter.height
     assert f"labelled interactions: {out / SPLIT_FILE}" in result.output
-    # the text tower was fine-tuned and evaluated beside zero-shot and every baseline, logged to MLflow
+    # the ranked pipeline was trained and evaluated beside its ablations, zero-shot and every baseline
     payload = json.loads((out / "report" / "results.json").read_text())
-    assert {r["model"] for r in payload["rows"]} >= {"zero_shot", "text_lora", "random", "popularity", "ease",
+    assert {r["model"] for r in payload["rows"]} >= {"pipeline", "pipeline_no_text", "pipeline_no_cf", "text_alone",
+                                                     "lightfm_alone", "zero_shot", "random", "popularity", "ease",
                                                      "lightfm", "als", "itemknn"}
     assert f"browse with: mlflow ui --backend-store-uri {uri}" in result.output
     assert re.search(r"│ ease\s+┆ 0\.\d{4} \[", result.output)

@@ -1,0 +1,120 @@
+"""Candidate generation: the union of each source's top-N, flagged by source, scored by every model.
+
+The ranker can only reorder what this stage hands it, so its recall@N is measured and logged
+(``candidate_recall``). Every candidate carries the score of *every* stage-one model, not
+only of the source that proposed it, standardised per user over the whole catalogue
+(``score_<model>``): a z-score is comparable between users, which a raw LightFM or cosine
+score is not, and it is the "text score calibrated against warm scores" a new item needs to
+compete. A ``cold`` source adds the best new items by one model (the text tower: new items
+have text but no history), so they reach the ranker at all.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import polars as pl
+import scipy.sparse as sp
+
+from recsys.config import check_at_least
+from recsys.evaluation.metrics import top_k
+
+__all__ = ["CandidateConfig", "generate_candidates", "candidate_recall", "COLD_SOURCE"]
+
+COLD_SOURCE = "cold"
+"""Name of the source that proposes new (no-interaction) items."""
+
+
+@dataclass(frozen=True)
+class CandidateConfig:
+    """How many candidates each source proposes per user."""
+
+    n_per_source: int = 100
+    """Top-N of each source model (LightFM, text tower, EASE, recent popularity); >= 1."""
+    n_cold: int = 20
+    """Top-N among the new items (no interaction before the cut) by ``cold_by``; 0 turns it off."""
+    cold_by: str = "text"
+    """Model whose scores choose the new-item candidates."""
+
+    def __post_init__(self) -> None:
+        check_at_least(self, n_per_source=1, n_cold=0)
+
+
+def _standardise(scores: np.ndarray) -> np.ndarray:
+    scores = scores.astype(np.float64, copy=False)
+    mean = scores.mean(axis=1, keepdims=True)
+    std = scores.std(axis=1, keepdims=True)
+    return ((scores - mean) / np.where(std > 0, std, 1.0)).astype(np.float32)
+
+
+def generate_candidates(scores: Mapping[str, np.ndarray], users: np.ndarray, exclude: sp.csr_matrix, *,
+                        sources: Sequence[str], config: CandidateConfig = CandidateConfig(),
+                        cold: np.ndarray | None = None) -> pl.DataFrame:
+    """Candidates of a block of users, one row per (user, item), with source flags and every score.
+
+    Args:
+        scores: model name -> float [b, n_items] scores of the block (rows aligned with ``users``).
+        users: int [b] user indices.
+        exclude: [b, n_items] sparse history; its items are never candidates.
+        sources: models (keys of ``scores``) whose top ``config.n_per_source`` become candidates.
+        config: list sizes and the new-item source.
+        cold: bool [n_items], True for new items; with ``config.n_cold`` > 0 the top new items by
+            ``config.cold_by`` are added (flag ``src_cold``).
+
+    Returns:
+        ``user_idx`` Int64, ``item_idx`` Int64, ``src_<source>`` Int8 (0/1) per source, and
+        ``score_<model>`` Float32 per model of ``scores`` (per-user z-score over the catalogue),
+        sorted by user then item.
+
+    Raises:
+        ValueError: a source or ``cold_by`` that is not a key of ``scores``.
+    """
+    missing = [s for s in [*sources, *([config.cold_by] if cold is not None and config.n_cold else [])]
+               if s not in scores]
+    if missing:
+        raise ValueError(f"candidate source(s) {missing} have no scores; models scored: {sorted(scores)}")
+    users = np.asarray(users, dtype=np.int64)
+    n_items = exclude.shape[1]
+    picks: dict[str, np.ndarray] = {s: top_k(scores[s], config.n_per_source, exclude=exclude) for s in sources}
+    if cold is not None and config.n_cold and cold.any():
+        only_cold = np.where(cold[None, :], scores[config.cold_by], -np.inf)
+        picks[COLD_SOURCE] = top_k(only_cold, config.n_cold, exclude=exclude)
+    keys_by_source = {}
+    for source, top in picks.items():
+        rows = np.repeat(np.arange(len(users)), top.shape[1])
+        flat = top.ravel()
+        keep = flat >= 0
+        keys_by_source[source] = rows[keep] * n_items + flat[keep]
+    keys = np.unique(np.concatenate(list(keys_by_source.values()))) if keys_by_source else np.empty(0, np.int64)
+    rows, items = np.divmod(keys, n_items)
+    columns: dict[str, np.ndarray] = {"user_idx": users[rows], "item_idx": items}
+    for source, source_keys in keys_by_source.items():
+        columns[f"src_{source}"] = np.isin(keys, source_keys).astype(np.int8)
+    for name, matrix in scores.items():
+        columns[f"score_{name}"] = _standardise(matrix)[rows, items]
+    return pl.DataFrame(columns)
+
+
+def candidate_recall(candidates: pl.DataFrame, truth: pl.DataFrame) -> dict[str, float]:
+    """Share of relevant (user, item) pairs the candidates contain: what the ranker can reach at most.
+
+    Args:
+        candidates: ``user_idx``, ``item_idx`` and ``src_*`` flags (``generate_candidates``).
+        truth: relevant pairs ``user_idx``, ``item_idx`` (unique) of the evaluated users.
+
+    Returns:
+        ``recall`` over all sources, ``recall_<source>`` per source, ``per_user`` (mean over
+        users of each user's recall) and ``candidates_per_user``.
+    """
+    if truth.height == 0:
+        return {}
+    hits = truth.join(candidates, on=["user_idx", "item_idx"], how="left")
+    flags = [c for c in candidates.columns if c.startswith("src_")]
+    found = hits.with_columns(pl.any_horizontal([pl.col(f).fill_null(0) > 0 for f in flags]).alias("_hit"))
+    out = {"recall": float(found["_hit"].mean())}
+    out |= {f"recall_{f.removeprefix('src_')}": float((hits[f].fill_null(0) > 0).mean()) for f in flags}
+    out["per_user"] = float(found.group_by("user_idx").agg(pl.col("_hit").mean())["_hit"].mean())
+    out["candidates_per_user"] = float(candidates.height / max(candidates["user_idx"].n_unique(), 1))
+    return out

@@ -1,0 +1,65 @@
+"""Candidate generation: union of top-N per source, flags, per-user z-scores, history excluded, new items."""
+
+from __future__ import annotations
+
+import numpy as np
+import polars as pl
+import pytest
+import scipy.sparse as sp
+
+from recsys.candidates import CandidateConfig, candidate_recall, generate_candidates
+
+# two users x six items; user 0 has seen item 0
+CF = np.array([[9, 8, 7, 1, 0, 2], [0, 1, 2, 3, 4, 5]], dtype=np.float32)
+TEXT = np.array([[0, 1, 9, 8, 0, 7], [5, 4, 3, 2, 1, 0]], dtype=np.float32)
+HISTORY = sp.csr_matrix(np.array([[1, 0, 0, 0, 0, 0], [0, 0, 0, 0, 0, 0]], dtype=np.float32))
+USERS = np.array([7, 3])
+
+
+def _candidates(**config) -> pl.DataFrame:
+    return generate_candidates({"cf": CF, "text": TEXT}, USERS, HISTORY, sources=("cf", "text"),
+                               config=CandidateConfig(**config), cold=np.array([0, 0, 0, 0, 1, 1], bool))
+
+
+def test_union_of_top_n_with_source_flags_and_history_excluded():
+    got = _candidates(n_per_source=2, n_cold=0)
+    user7 = got.filter(pl.col("user_idx") == 7)
+    # cf top-2 without item 0: items 1, 2; text top-2: items 2, 3
+    assert user7["item_idx"].to_list() == [1, 2, 3]
+    assert user7["src_cf"].to_list() == [1, 1, 0]
+    assert user7["src_text"].to_list() == [0, 1, 1]
+    user3 = got.filter(pl.col("user_idx") == 3)
+    assert user3["item_idx"].to_list() == [0, 1, 4, 5]
+    assert "src_cold" not in got.columns
+
+
+def test_every_candidate_carries_every_models_per_user_z_score():
+    got = _candidates(n_per_source=2, n_cold=0)
+    row = got.filter((pl.col("user_idx") == 3) & (pl.col("item_idx") == 5))
+    z = (CF[1] - CF[1].mean()) / CF[1].std()
+    assert row["score_cf"].item() == pytest.approx(z[5], rel=1e-5)
+    assert row["score_text"].item() == pytest.approx(((TEXT[1] - TEXT[1].mean()) / TEXT[1].std())[5], rel=1e-5)
+
+
+def test_new_items_come_in_through_the_cold_source():
+    got = _candidates(n_per_source=1, n_cold=1, cold_by="text")
+    user7 = got.filter(pl.col("user_idx") == 7)
+    # best new item by text for user 7 is item 5 (7 > 0)
+    assert user7.filter(pl.col("src_cold") == 1)["item_idx"].to_list() == [5]
+    assert got.filter(pl.col("src_cold") == 1).height == 2
+
+
+def test_unknown_source_is_an_error_naming_it():
+    with pytest.raises(ValueError, match="lightfm"):
+        generate_candidates({"cf": CF}, USERS, HISTORY, sources=("lightfm",))
+
+
+def test_candidate_recall_counts_pairs_and_sources():
+    got = _candidates(n_per_source=2, n_cold=0)
+    truth = pl.DataFrame({"user_idx": [7, 7, 3], "item_idx": [3, 4, 5]})
+    recall = candidate_recall(got, truth)
+    assert recall["recall"] == pytest.approx(2 / 3)
+    assert recall["recall_text"] == pytest.approx(1 / 3)
+    assert recall["recall_cf"] == pytest.approx(1 / 3)
+    assert recall["per_user"] == pytest.approx((0.5 + 1.0) / 2)
+    assert recall["candidates_per_user"] == pytest.approx(7 / 2)

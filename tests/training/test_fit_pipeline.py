@@ -1,0 +1,135 @@
+"""Fitting the ranked pipeline: the label window, leak-free training features, quota ordering, errors."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+import numpy as np
+import polars as pl
+import pytest
+
+from features.split import SplitConfig
+from recsys import contract as C
+from recsys.evaluation.metrics import top_k
+from recsys.evaluation.setup import EvalConfig, build_eval_data
+from recsys.io import Dataset
+from recsys.pipeline import ColdExposure, _positions
+from recsys.synthetic import SyntheticConfig, generate_synthetic
+from training.fit_pipeline import ColdExposureView, PipelineConfig, PipelineRecommender, StageOne, label_split
+from training.fit_ranker import RankerConfig
+from training.text_tower import TextTowerConfig
+
+T0 = datetime(2024, 1, 1)
+
+
+def _events(rows: list[tuple[int, int, int, str]]) -> pl.DataFrame:
+    return pl.DataFrame({"user_idx": [r[0] for r in rows], "item_idx": [r[1] for r in rows],
+                         C.TS: [T0 + timedelta(days=r[2]) for r in rows], C.EVENT: [r[3] for r in rows]},
+                        schema_overrides={C.TS: C.DATETIME})
+
+
+def test_label_split_takes_each_users_latest_positives_and_keeps_a_history():
+    events = _events([(0, i, i, C.CLICK) for i in range(8)] + [(1, 0, 0, C.CLICK), (1, 1, 1, C.PURCHASE)]
+                     + [(2, 0, 3, C.CLICK)] + [(0, 9, 7, C.IMPRESSION)])
+    earlier, cuts = label_split(events, 0.25, (C.CLICK, C.PURCHASE))
+    assert cuts["user_idx"].to_list() == [0, 1]  # user 2 has one positive: no label window
+    assert cuts["cut"].to_list() == [T0 + timedelta(days=6), T0 + timedelta(days=1)]
+    assert sorted(earlier.filter(pl.col("user_idx") == 0)["item_idx"].to_list()) == [0, 1, 2, 3, 4, 5]
+    assert earlier.filter(pl.col("user_idx") == 1)["item_idx"].to_list() == [0]
+    assert earlier.filter(pl.col("user_idx") == 2).height == 1
+
+
+def _order(ranked: pl.DataFrame, cold: ColdExposure) -> list[int]:
+    return _positions(ranked, cold).sort("user_idx", "position")["item_idx"].to_list()
+
+
+def test_quota_reserves_page_positions_for_the_best_new_items():
+    # ranker order 0..7; items 5, 6, 7 are new
+    ranked = pl.DataFrame({"user_idx": [0] * 8, "item_idx": list(range(8)), "s": [8.0, 7, 6, 5, 4, 3, 2, 1],
+                           "cold": [False] * 5 + [True] * 3})
+    assert _order(ranked, ColdExposure()) == list(range(8))
+    assert ColdExposure(2, 6, "spread").reserved().tolist() == [3, 6]
+    assert _order(ranked, ColdExposure(2, 6, "spread")) == [0, 1, 5, 2, 3, 6, 4, 7]
+    assert _order(ranked, ColdExposure(2, 6, "end")) == [0, 1, 2, 3, 5, 6, 4, 7]
+    # more slots than new candidates: the warm order fills the unused ones; past the page, the ranker's order
+    assert _order(ranked, ColdExposure(4, 4, "end")) == [5, 6, 7, 0, 1, 2, 3, 4]
+    assert _order(ranked, ColdExposure(3, 4, "spread")) == [0, 5, 6, 7, 1, 2, 3, 4]
+    other = ranked.with_columns(pl.lit(1, pl.Int64).alias("user_idx"), pl.lit(False).alias("cold"))
+    two_users = pl.concat([ranked, other])
+    assert _order(two_users, ColdExposure(2, 6, "end"))[8:] == list(range(8))  # a user with no new item
+
+
+def test_cold_exposure_settings_are_checked():
+    with pytest.raises(ValueError, match="slots <= page"):
+        ColdExposure(slots=30, page=20)
+    with pytest.raises(ValueError, match="place"):
+        ColdExposure(slots=2, place="middle")
+
+
+@pytest.fixture(scope="module")
+def fitted():
+    items, interactions = generate_synthetic(SyntheticConfig(n_users=80, n_items=60, sessions_per_user=8, seed=2))
+    data = build_eval_data(Dataset(items, interactions),
+                           EvalConfig(split=SplitConfig(mode="global", valid=0.1, test=0.1), history="train+valid"))
+    config = PipelineConfig(sources=("lightfm", "ease", "popularity_recent"), lightfm_epochs=(2, 4),
+                            ranker=RankerConfig(n_estimators=30, min_data_in_leaf=5))
+    stage = StageOne(config, TextTowerConfig())
+    model = PipelineRecommender(stage).fit(data.test.fit)
+    return data, stage, model
+
+
+def test_training_features_only_read_events_before_each_users_cut(fitted):
+    """Recount pop_all and hist_n_events by brute force: events strictly before the user's label cut.
+
+    The features read the stage-one fit data (the window before every user's label cut), as at
+    scoring time they read the history they are given; the label events never enter.
+    """
+    data, stage, model = fitted
+    table = model.train_table_
+    events = stage.inner_data.events.filter(pl.col(C.EVENT).is_in([C.CLICK, C.PURCHASE]))
+    sample = table.sample(n=min(200, table.height), seed=0)
+    cuts = dict(zip(stage.cuts["user_idx"].to_list(), stage.cuts["cut"].to_list(), strict=True))
+    for row in sample.iter_rows(named=True):
+        before = events.filter(pl.col(C.TS) < cuts[row["user_idx"]])
+        assert row["pop_all"] == before.filter(pl.col("item_idx") == row["item_idx"]).height
+        assert row["hist_n_events"] == before.filter(pl.col("user_idx") == row["user_idx"]).height
+    # and the label window itself is after the cut: every labelled pair's event is at or after it
+    window = data.test.fit.events.filter(pl.col(C.EVENT).is_in([C.CLICK, C.PURCHASE]))
+    labelled = table.filter(pl.col("label") > 0).join(stage.cuts, on="user_idx")
+    later = window.join(labelled.select("user_idx", "item_idx", "cut"), on=["user_idx", "item_idx"])
+    assert later.height > 0 and (later[C.TS] >= later["cut"]).all()
+    assert events.join(labelled.select("user_idx", "item_idx"), on=["user_idx", "item_idx"]).height == 0
+
+
+def test_scoring_puts_the_ranked_candidates_first_and_never_the_history(fitted):
+    data, _, model = fitted
+    window = data.test
+    users = window.users[:10]
+    scores = model.score(users, window.history[users])
+    assert scores.shape == (len(users), len(data.item_ids)) and np.isfinite(scores).all()
+    top = top_k(scores, 5, exclude=window.history[users])
+    assert (top >= 0).all()
+    assert not np.asarray(window.history[users][np.arange(len(users))[:, None], top].todense()).any()
+
+
+def test_quota_view_shares_the_fit_and_lifts_new_items(fitted):
+    data, _, model = fitted
+    view = ColdExposureView(model, ColdExposure(5, 10, "spread")).fit(data.test.fit)
+    assert view.pipeline is model and view.view.state is model.pipeline_.state  # nothing refit
+    window = data.test
+    users = window.users
+    cold = model.pipeline_.state.cold
+    plain = top_k(model.score(users, window.history[users]), 10, exclude=window.history[users])
+    quota = top_k(view.score(users, window.history[users]), 10, exclude=window.history[users])
+    assert cold[quota[quota >= 0]].mean() > cold[plain[plain >= 0]].mean()
+
+
+def test_config_errors_name_the_field():
+    with pytest.raises(ValueError, match="label_fraction"):
+        PipelineConfig(label_fraction=1.0)
+    with pytest.raises(ValueError, match="lightfm_epochs"):
+        PipelineConfig(lightfm_epochs=(10, 5))
+    with pytest.raises(ValueError, match="sources"):
+        PipelineConfig(sources=("lightfm", "bert"))
+    with pytest.raises(ValueError, match="cold_curve_slots"):
+        PipelineConfig(cold_curve_slots=(40,))

@@ -1,0 +1,387 @@
+"""Fitting the ranked pipeline: stage-one models, a label window, and the LightGBM ranker on top.
+
+``fit(data)`` sees one window (train, or train + valid) and holds out the latest
+``label_fraction`` of each user's positive events inside it: stage-one models (text tower,
+LightFM, EASE, recent popularity) fit on the rest, candidates and features are built as of
+each user's cut, and the held-out events label the ranker. Then the collaborative models
+refit on the whole window and the text tower re-reads the users' histories (it is inductive:
+no second fine-tuning), so at scoring time every feature means what it meant in training.
+With ``history = train+valid`` and the default fraction, the label window is about the
+valid window: the ranker learns from the valid window's labels with features from before it.
+
+Ablations share one :class:`StageOne` per window: each variant only trains its own ranker.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+from typing import Self
+
+import numpy as np
+import polars as pl
+import scipy.sparse as sp
+from tqdm.auto import tqdm
+
+from features.table import FeatureConfig, feature_columns
+from recsys import contract as C
+from recsys.candidates import CandidateConfig, candidate_recall
+from recsys.config import check_above, check_at_least
+from recsys.errors import NotFittedError
+from recsys.evaluation.metrics import ranking_metrics, top_k
+from recsys.evaluation.setup import EvalConfig, fit_input
+from recsys.pipeline import ColdExposure, PipelineState, RankingPipeline
+from recsys.recommender import FitInput, Recommender
+from training.baselines import EASEConfig, EASERecommender, PopularityConfig, PopularityRecommender
+from training.fit_lightfm import LightFMConfig, LightFMRecommender
+from training.fit_ranker import RankerConfig, RankerReport, fit_ranker
+from training.fit_text import TextTowerRecommender
+from training.text_tower import TextTowerConfig
+
+__all__ = ["PipelineConfig", "StageOne", "PipelineRecommender", "StageView", "ColdExposureView", "label_split",
+           "VARIANTS"]
+
+logger = logging.getLogger(__name__)
+
+CF_MODELS = ("lightfm", "ease")
+VARIANTS = {"pipeline": (), "pipeline_no_text": ("text",), "pipeline_no_cf": CF_MODELS, "pipeline_no_ease": ("ease",)}
+"""Ablations: name -> stage-one models left out (their candidates and their features)."""
+
+
+@dataclass(frozen=True)
+class PipelineConfig:
+    """The ranked pipeline's stages after the text tower (whose config is ``TrainConfig.text``)."""
+
+    label_fraction: float = 0.125
+    """Latest share of each user's positives that labels the ranker (1/8 of train+valid = the valid window)."""
+    lightfm: LightFMConfig = field(default_factory=LightFMConfig)
+    """LightFM, the collaborative model (its ``epochs`` is replaced by the best of ``lightfm_epochs``)."""
+    lightfm_epochs: tuple[int, ...] = (10, 20, 40, 80)
+    """Epoch counts tried on the label window (NDCG@10); strictly increasing."""
+    ease_l2: float = 500.0
+    """L2 of EASE, a second collaborative source and feature; 0 leaves EASE out."""
+    sources: tuple[str, ...] = ("lightfm", "text", "ease", "popularity_recent")
+    """Stage-one models whose top-N become candidates."""
+    candidates: CandidateConfig = field(default_factory=CandidateConfig)
+    features: FeatureConfig = field(default_factory=FeatureConfig)
+    ranker: RankerConfig = field(default_factory=RankerConfig)
+    ranker_base: bool = True
+    """Also fit a ranker that starts from the stage-one score ranking the label window best (LightGBM
+    ``init_score``: the trees learn corrections of it), and keep whichever ranks the held-out fold
+    users better. On a small label window the base wins (the trees alone cannot even match it);
+    on a large one boosting from zero usually does."""
+    max_label_users: int = 20000
+    """Users sampled (seeded) to train the ranker; bounds the feature table on large logs."""
+    block_size: int = 512
+    """Users per candidate/feature block."""
+    ablations: bool = True
+    """Also evaluate the pipeline without text, without CF, and each tower alone."""
+    cold: ColdExposure = field(default_factory=ColdExposure)
+    """Cold exposure of the pipeline itself: new-item slots in the first page (default none)."""
+    cold_curve_slots: tuple[int, ...] = (2, 4, 6, 10)
+    """Slot counts evaluated for the trade-off curve (NDCG@10 vs new-item Recall@20), at ``cold.page``."""
+    cold_curve_places: tuple[str, ...] = ("spread", "end")
+    """Placements evaluated for the curve (see ``ColdExposure.place``)."""
+
+    def __post_init__(self) -> None:
+        check_above(self, label_fraction=0)
+        check_at_least(self, ease_l2=0, max_label_users=1, block_size=1)
+        try:
+            _cold_curve(self)
+        except ValueError as error:
+            raise ValueError(f"PipelineConfig.cold_curve_slots / cold_curve_places: {error}") from None
+        if self.label_fraction >= 1:
+            raise ValueError(f"PipelineConfig.label_fraction must be < 1; got {self.label_fraction}")
+        epochs = list(self.lightfm_epochs)
+        if not epochs or epochs[0] < 1 or any(b <= a for a, b in zip(epochs, epochs[1:], strict=False)):
+            raise ValueError(f"PipelineConfig.lightfm_epochs must be strictly increasing counts >= 1; got {epochs}")
+        known = {"lightfm", "text", "ease", "popularity_recent"}
+        if unknown := [s for s in self.sources if s not in known]:
+            raise ValueError(f"Invalid PipelineConfig.sources {unknown}. Must be among {', '.join(sorted(known))}")
+
+    def cold_curve(self) -> list[ColdExposure]:
+        """The cold-exposure settings of the trade-off curve."""
+        return _cold_curve(self)
+
+
+def _cold_curve(config: PipelineConfig) -> list[ColdExposure]:
+    return [ColdExposure(n, config.cold.page, place) for place in config.cold_curve_places
+            for n in config.cold_curve_slots]
+
+
+def label_split(events: pl.DataFrame, fraction: float, positives: Sequence[str]) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """Each user's latest ``fraction`` of positives (and anything at or after the first of them) -> labels.
+
+    Every user with at least two positives gets at least one label event and keeps at least one
+    earlier one (``ceil(n * fraction)``, at most ``n - 1``).
+
+    Returns:
+        (earlier events, cuts): ``cuts`` has ``user_idx`` and ``cut`` (the first label event's time)
+        for users with a label window; users with one positive keep everything.
+    """
+    pos = events.filter(pl.col(C.EVENT).is_in(list(positives))).sort("user_idx", C.TS, "item_idx")
+    n = pl.len().over("user_idx")
+    # at least one label for every user with two positives, never all of them: each keeps a history
+    n_label = pl.min_horizontal((n * fraction).ceil().cast(pl.Int64), n - 1)
+    order = pl.int_range(pl.len()).over("user_idx")
+    cuts = (pos.filter(order >= n - n_label)
+            .group_by("user_idx").agg(pl.col(C.TS).min().alias("cut")).sort("user_idx"))
+    earlier = events.join(cuts, on="user_idx", how="left").filter(
+        pl.col("cut").is_null() | (pl.col(C.TS) < pl.col("cut"))).drop("cut")
+    return earlier, cuts
+
+
+def _labels(events: pl.DataFrame, cuts: pl.DataFrame, positives: Sequence[str], seen: sp.csr_matrix) -> pl.DataFrame:
+    """Graded labels of the label window: purchase 2, other positives 1; items seen before the cut dropped."""
+    later = events.join(cuts, on="user_idx").filter(pl.col(C.TS) >= pl.col("cut"))
+    labels = (later.filter(pl.col(C.EVENT).is_in(list(positives)))
+              .group_by("user_idx", "item_idx")
+              .agg(pl.when(pl.col(C.EVENT) == C.PURCHASE).then(2).otherwise(1).max().cast(pl.Int32).alias("label")))
+    users, items = labels["user_idx"].to_numpy(), labels["item_idx"].to_numpy()
+    fresh = np.asarray(seen[users, items]).ravel() == 0
+    return labels.filter(pl.Series(fresh)).sort("user_idx", "item_idx")
+
+
+def _truth(labels: pl.DataFrame, users: np.ndarray, n_items: int) -> sp.csr_matrix:
+    row = {u: i for i, u in enumerate(users)}
+    rows = np.array([row[u] for u in labels["user_idx"].to_numpy()], dtype=np.int64)
+    return sp.csr_matrix((np.ones(len(rows), bool), (rows, labels["item_idx"].to_numpy())),
+                         shape=(len(users), n_items))
+
+
+def candidate_ndcg(table: pl.DataFrame, column: str, k: int = 10) -> float:
+    """Mean NDCG@k (binary relevance: ``label`` > 0) of ordering each user's candidates by ``column``.
+
+    Users without a positive candidate are left out: no order can help them.
+    """
+    ranked = table.select("user_idx", (pl.col("label") > 0).cast(pl.Float64).alias("rel"),
+                          pl.col(column).fill_nan(None).fill_null(float("-inf")).alias("s"))
+    gain = pl.col("rel") / (pl.col("_r") + 1).log(2)
+    dcg = ranked.with_columns(pl.col("s").rank("ordinal", descending=True).over("user_idx").alias("_r"))
+    ideal = ranked.with_columns(pl.col("rel").rank("ordinal", descending=True).over("user_idx").alias("_r"))
+    per_user = (dcg.filter(pl.col("_r") <= k).group_by("user_idx").agg(gain.sum().alias("dcg"))
+                .join(ideal.filter(pl.col("_r") <= k).group_by("user_idx").agg(gain.sum().alias("idcg")), on="user_idx")
+                .filter(pl.col("idcg") > 0))
+    return float((per_user["dcg"] / per_user["idcg"]).mean()) if per_user.height else 0.0
+
+
+class StageOne:
+    """The stage-one models of a window, fit once and shared by the pipeline and its ablations.
+
+    After ``fit``: ``inner`` (models fit before the label cut), ``full`` (the same models for the
+    whole window), ``labels``, ``cuts``, ``inner_data`` and ``stats`` (timings, choices, metrics).
+    """
+
+    def __init__(self, config: PipelineConfig, text: TextTowerConfig, *, eval_config: EvalConfig = EvalConfig(),
+                 text_logger=None, show_progress: bool = False) -> None:
+        self.config, self.text_config, self.eval_config = config, text, eval_config
+        self.text_logger, self.show_progress = text_logger, show_progress
+        self._data: FitInput | None = None
+        self.inner: dict[str, Recommender] = {}
+        self.full: dict[str, Recommender] = {}
+        self.stats: dict[str, dict[str, float]] = {}
+        self.lightfm_curve: dict[int, float] = {}
+
+    def fit(self, data: FitInput) -> Self:
+        """Split off the label window, fit every stage-one model; a second call with the same data is free."""
+        if self._data is data:
+            return self
+        if data.events is None or data.items is None:
+            raise ValueError("the ranked pipeline needs FitInput.events and FitInput.items (build_eval_data sets them)")
+        cfg = self.config
+        start = time.perf_counter()
+        positives = self.eval_config.positives
+        earlier, self.cuts = label_split(data.events, cfg.label_fraction, positives)
+        self.inner_data = fit_input(earlier, (data.n_users, data.n_items), self.eval_config, data.item_features,
+                                    data.items)
+        self.labels = _labels(data.events, self.cuts, positives, self.inner_data.interactions)
+        self.label_users = np.unique(self.labels["user_idx"].to_numpy())
+        if len(self.label_users) == 0:
+            raise ValueError("the label window has no positives: too little history per user for the ranker "
+                             f"(label_fraction={cfg.label_fraction}); raise it or use more data")
+        self.stats["split"] = {"seconds": time.perf_counter() - start, "label_users": len(self.label_users),
+                               "label_pairs": self.labels.height, "inner_events": earlier.height,
+                               "window_events": data.events.height}
+        self._fit_text(data)
+        self._fit_cf(data)
+        self._data = data
+        return self
+
+    def _fit_text(self, data: FitInput) -> None:
+        if "text" not in self.config.sources:
+            return
+        start = time.perf_counter()
+        tower = TextTowerRecommender(self.text_config, logger_=self.text_logger).fit(self.inner_data)
+        self.inner["text"], self.full["text"] = tower, tower.with_history(data)
+        self.stats["text_tower"] = {"seconds": time.perf_counter() - start} | tower.stats_
+
+    def _fit_cf(self, data: FitInput) -> None:
+        cfg, inner = self.config, self.inner_data
+        start = time.perf_counter()
+        users = self.label_users
+        truth, history = _truth(self.labels, users, data.n_items), inner.interactions[users]
+
+        def ndcg(n_epochs: int, model: LightFMRecommender) -> None:
+            top = top_k(model.score(users, history), 10, exclude=history)
+            self.lightfm_curve[n_epochs] = float(np.nanmean(ranking_metrics(top, truth, (10,))["ndcg@10"]))
+
+        lightfm = LightFMRecommender(cfg.lightfm).fit_epochs(inner, cfg.lightfm_epochs, ndcg)
+        best = max(self.lightfm_curve, key=self.lightfm_curve.get)
+        if best != cfg.lightfm_epochs[-1]:
+            lightfm = LightFMRecommender(_with_epochs(cfg.lightfm, best)).fit(inner)
+        self.inner["lightfm"] = lightfm
+        self.full["lightfm"] = LightFMRecommender(_with_epochs(cfg.lightfm, best)).fit(data)
+        self.stats["lightfm"] = {"seconds": time.perf_counter() - start, "best_epochs": best,
+                                 "label_ndcg@10": self.lightfm_curve[best]}
+        start = time.perf_counter()
+        if cfg.ease_l2 > 0:
+            self.inner["ease"] = EASERecommender(EASEConfig(l2=cfg.ease_l2)).fit(inner)
+            self.full["ease"] = EASERecommender(EASEConfig(l2=cfg.ease_l2)).fit(data)
+        self.inner["popularity_recent"] = PopularityRecommender(PopularityConfig("recent")).fit(inner)
+        self.full["popularity_recent"] = PopularityRecommender(PopularityConfig("recent")).fit(data)
+        self.stats["cf_other"] = {"seconds": time.perf_counter() - start}
+
+
+def _with_epochs(config: LightFMConfig, epochs: int) -> LightFMConfig:
+    return replace(config, epochs=epochs)
+
+
+def _positive_events(data: FitInput, positives: Sequence[str]) -> pl.DataFrame:
+    return data.events.filter(pl.col(C.EVENT).is_in(list(positives))).select("user_idx", "item_idx", C.TS)
+
+
+def _catalogue(items: pl.DataFrame) -> pl.DataFrame:
+    keep = [c for c in (C.CATEGORY, C.PUBLISHED_AT, C.DESCRIPTION) if c in items.columns]
+    indexed = items if "item_idx" in items.columns else items.with_row_index("item_idx")  # catalogue order
+    return indexed.with_columns(pl.col("item_idx").cast(pl.Int64)).select("item_idx", *keep)
+
+
+def _normalised_vectors(models: dict[str, Recommender]) -> np.ndarray | None:
+    tower = models.get("text")
+    if tower is None:
+        return None
+    vectors = np.asarray(tower.item_vectors_, dtype=np.float32)
+    return vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
+
+
+class PipelineRecommender:
+    """The ranked pipeline (or one ablation of it) behind the ``Recommender`` protocol.
+
+    Args:
+        stage_one: shared stage-one models (fit once per window for all variants).
+        name: result name; ``without`` names the stage-one models this variant leaves out.
+    """
+
+    def __init__(self, stage_one: StageOne, *, name: str = "pipeline", without: Sequence[str] = (),
+                 cold: ColdExposure = ColdExposure()) -> None:
+        self.stage_one, self.name, self.without, self.cold = stage_one, name, tuple(without), cold
+        self.pipeline_: RankingPipeline | None = None
+        self.report_: RankerReport | None = None
+        self.stats_: dict[str, float] = {}
+        self.train_table_: pl.DataFrame | None = None
+        """The ranker's training table (features and labels of the label window)."""
+        self.base_: str | None = None
+        """The score column the kept ranker started from (None: boosting from zero)."""
+        self._data: FitInput | None = None
+
+    def _state(self, models: dict[str, Recommender], data: FitInput, ranker) -> PipelineState:
+        """The parts of one pipeline: ``models`` fit on ``data``, whose positive events the features read.
+
+        In training that is the window before the label cuts, not the whole window: at scoring
+        time the features read the history they are given (train + valid), which lacks other
+        users' later events too, and the ranker must learn on features made the same way
+        (measured on MovieLens: reading the whole window as of each cut cost 0.01 NDCG@10).
+        """
+        cfg = self.stage_one.config
+        kept = {k: m for k, m in models.items() if k not in self.without}
+        sources = tuple(s for s in cfg.sources if s in kept)
+        candidates = cfg.candidates
+        if candidates.cold_by not in kept:  # no text tower: new items come in by LightFM's feature embeddings
+            candidates = replace(candidates, cold_by="lightfm" if "lightfm" in kept else sources[0])
+        events = _positive_events(data, self.stage_one.eval_config.positives)
+        cold = np.ones(data.n_items, bool)
+        cold[events["item_idx"].unique().to_numpy()] = False
+        return PipelineState(kept, sources, ranker, events, _catalogue(data.items), cold, candidates,
+                             cfg.features, _normalised_vectors(kept))
+
+    def fit(self, data: FitInput) -> Self:
+        """Fit (or reuse) the stage-one models, train the ranker on the label window, then switch to the full window."""
+        if self._data is data:
+            return self
+        stage = self.stage_one.fit(data)
+        cfg = stage.config
+        start = time.perf_counter()
+        inner = RankingPipeline(self._state(stage.inner, stage.inner_data, ranker=None))
+        users = stage.label_users
+        if len(users) > cfg.max_label_users:
+            users = np.sort(np.random.default_rng(data.seed).choice(users, cfg.max_label_users, replace=False))
+        blocks = []
+        for lo in tqdm(range(0, len(users), cfg.block_size), desc=f"{self.name} features", unit="block",
+                       disable=not stage.show_progress, leave=False):
+            block = users[lo:lo + cfg.block_size]
+            cuts = stage.cuts.filter(pl.col("user_idx").is_in(block.tolist()))
+            blocks.append(inner.candidate_table(block, stage.inner_data.interactions[block], cuts=cuts))
+        table = pl.concat(blocks).join(stage.labels, on=["user_idx", "item_idx"], how="left").with_columns(
+            pl.col("label").fill_null(0))
+        features_s = time.perf_counter() - start
+        truth = stage.labels.filter(pl.col("user_idx").is_in(users.tolist()))
+        recall = candidate_recall(table, truth.select("user_idx", "item_idx"))
+        bases = {c: candidate_ndcg(table, c) for c in table.columns if c.removeprefix("score_") in inner.state.models}
+        tried = [None, max(bases, key=bases.get)] if cfg.ranker_base and bases else [None]
+        fits = {base: fit_ranker(table, feature_columns(table), config=cfg.ranker, base=base,
+                                 show_progress=stage.show_progress) for base in tried}
+        # the same folds of users early-stop both: keep the start that ranks its held-out users better
+        base = max(fits, key=lambda b: fits[b][1].mean_best_ndcg)
+        ranker, self.report_ = fits[base]
+        self.train_table_ = table
+        self.pipeline_ = RankingPipeline(self._state(stage.full, data, ranker), name=self.name,
+                                         cold=self.cold)
+        self.stats_ = {"features_s": features_s, "train_rows": table.height, "train_users": len(users),
+                       "n_features": len(ranker.features), "ranker_s": time.perf_counter() - start - features_s}
+        self.stats_ |= {f"label_candidate_{k}": v for k, v in recall.items()}
+        self.stats_ |= {f"label_ndcg@10_{c.removeprefix('score_')}": v for c, v in bases.items()}
+        self.stats_ |= {f"ranker_fold_ndcg_base_{b or 'none'}": f[1].mean_best_ndcg for b, f in fits.items()}
+        self.base_ = base
+        self._data = data
+        return self
+
+    def score(self, users: np.ndarray, history: sp.csr_matrix) -> np.ndarray:
+        if self.pipeline_ is None:
+            raise NotFittedError(f"{self.name} is not fitted; call fit() first")
+        return self.pipeline_.score(users, history)
+
+
+class StageView:
+    """One stage-one model of a shared :class:`StageOne`, scored alone (the "tower alone" ablations)."""
+
+    def __init__(self, stage_one: StageOne, model: str, name: str | None = None) -> None:
+        self.stage_one, self.model, self.name = stage_one, model, name or f"{model}_alone"
+
+    def fit(self, data: FitInput) -> Self:
+        self.stage_one.fit(data)
+        return self
+
+    def score(self, users: np.ndarray, history: sp.csr_matrix) -> np.ndarray:
+        if self.model not in self.stage_one.full:
+            raise NotFittedError(f"{self.name}: stage one has no fitted {self.model!r}; call fit() first")
+        return self.stage_one.full[self.model].score(users, history)
+
+
+class ColdExposureView:
+    """A fitted pipeline under another cold-exposure setting (nothing refits)."""
+
+    def __init__(self, pipeline: PipelineRecommender, cold: ColdExposure) -> None:
+        self.pipeline, self.cold, self.name = pipeline, cold, f"{pipeline.name}_{cold.label}"
+        self.view: RankingPipeline | None = None
+
+    def fit(self, data: FitInput) -> Self:
+        self.pipeline.fit(data)
+        self.view = self.pipeline.pipeline_.with_cold(self.cold, self.name)
+        return self
+
+    def score(self, users: np.ndarray, history: sp.csr_matrix) -> np.ndarray:
+        if self.view is None:
+            raise NotFittedError(f"{self.name} is not fitted; call fit() first")
+        return self.view.score(users, history)

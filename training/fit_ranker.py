@@ -1,0 +1,347 @@
+"""Fit the learning-to-rank stage: LightGBM lambdarank grouped by user, one booster per fold.
+
+Users (groups) are shuffled with the seed and split into ``n_folds`` folds; booster ``k`` trains
+on the other folds' users and early-stops on fold ``k``'s users, so no user is in both the
+training and the early-stopping set of a booster. The boosters are then averaged by
+:class:`recsys.ranker.RankerEnsemble` rather than refitted on everyone: the mean of the fold
+models is more stable than one model (a prototype gained from it) and needs no guess of the
+number of trees for a refit. With ``n_folds=1`` a single booster early-stops on a random
+``valid_fraction`` of the users.
+
+Groups whose labels are all zero carry no ranking signal (every order has the same NDCG, and
+LightGBM scores them NDCG 1, which would inflate the early-stopping metric); they are dropped
+from training and early stopping and counted in the report.
+
+Learning curves and importance plots: ``training.ranker_plots``.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import lightgbm as lgb
+import numpy as np
+import polars as pl
+
+from recsys.config import check_above, check_at_least
+from recsys.ranker import RankerEnsemble, base_scores, feature_matrix
+
+__all__ = ["MAX_LABEL", "RankerConfig", "FoldReport", "RankerReport", "fit_ranker"]
+
+logger = logging.getLogger(__name__)
+
+MAX_LABEL = 30
+"""Largest relevance grade LightGBM's default ``label_gain`` (``2**label - 1``) covers."""
+
+_FOLD = "fold"
+_KEY = "_ranker_order"
+
+
+@dataclass(frozen=True)
+class RankerConfig:
+    """Settings of :func:`fit_ranker`."""
+
+    n_folds: int = 3
+    """Cross-validation folds over users, one booster each; >= 1. With 1, one booster
+    early-stops on ``valid_fraction`` of the users."""
+    valid_fraction: float = 0.2
+    """Share of users held out for early stopping when ``n_folds`` is 1; in (0, 1)."""
+    learning_rate: float = 0.05
+    """Shrinkage per tree; > 0."""
+    num_leaves: int = 31
+    """Maximum leaves per tree; >= 2."""
+    min_data_in_leaf: int = 50
+    """Minimum rows per leaf; >= 1."""
+    feature_fraction: float = 0.9
+    """Share of features sampled for each tree; in (0, 1]."""
+    lambda_l2: float = 1.0
+    """L2 penalty on leaf values; >= 0."""
+    n_estimators: int = 1000
+    """Maximum boosting rounds per booster; >= 1."""
+    early_stopping_rounds: int = 50
+    """Stop a booster after this many rounds without a better validation NDCG; >= 1."""
+    eval_at: int = 10
+    """Cut-off ``k`` of the NDCG@k used for early stopping; >= 1."""
+    truncation_level: int = 20
+    """LightGBM ``lambdarank_truncation_level``: pairs are formed only with the top this many
+    rows of each group's current ranking; >= 1."""
+    num_threads: int = 1
+    """LightGBM threads; >= 1. Runs with the same seed and thread count give identical models."""
+    seed: int = 0
+    """Seeds the user shuffle, the row order within groups and LightGBM; >= 0."""
+
+    def __post_init__(self) -> None:
+        check_at_least(
+            self, n_folds=1, num_leaves=2, min_data_in_leaf=1, lambda_l2=0, n_estimators=1, early_stopping_rounds=1,
+            eval_at=1, truncation_level=1, num_threads=1, seed=0,
+        )
+        check_above(self, valid_fraction=0, learning_rate=0, feature_fraction=0)
+        if not self.valid_fraction < 1:
+            raise ValueError(f"RankerConfig.valid_fraction must be < 1; got {self.valid_fraction!r}")
+        if not self.feature_fraction <= 1:
+            raise ValueError(f"RankerConfig.feature_fraction must be <= 1; got {self.feature_fraction!r}")
+
+    def lgb_params(self) -> dict[str, object]:
+        """The LightGBM parameters of every fold booster."""
+        return {
+            "objective": "lambdarank",
+            "metric": "ndcg",
+            "eval_at": [self.eval_at],
+            "lambdarank_truncation_level": self.truncation_level,
+            "learning_rate": self.learning_rate,
+            "num_leaves": self.num_leaves,
+            "min_data_in_leaf": self.min_data_in_leaf,
+            "feature_fraction": self.feature_fraction,
+            "lambda_l2": self.lambda_l2,
+            "num_threads": self.num_threads,
+            "seed": self.seed,
+            "deterministic": True,
+            "force_col_wise": True,
+            "verbosity": -1,
+        }
+
+
+@dataclass
+class FoldReport:
+    """How one fold booster trained."""
+
+    fold: int
+    """Index of the fold (and booster)."""
+    best_iteration: int
+    """Trees kept: the round with the best validation NDCG."""
+    best_ndcg: float
+    """Validation NDCG@eval_at at ``best_iteration``."""
+    valid_ndcg: list[float]
+    """Validation NDCG@eval_at after each round (1-based round ``i`` at index ``i - 1``)."""
+    train_ndcg: list[float]
+    """Training NDCG@eval_at after each round."""
+    n_train_groups: int
+    """Groups (users) the booster trained on."""
+    n_valid_groups: int
+    """Groups it early-stopped on."""
+    n_train_rows: int
+    """Rows it trained on."""
+    n_valid_rows: int
+    """Rows it early-stopped on."""
+
+
+@dataclass
+class RankerReport:
+    """What :func:`fit_ranker` did: per-fold curves, the fold assignment and the data used."""
+
+    folds: list[FoldReport]
+    """One entry per booster."""
+    assignment: pl.DataFrame
+    """One row per used group: the group column and ``fold`` (Int64), the booster that
+    early-stopped on it; null for groups only ever trained on (``n_folds`` 1). Booster ``k``
+    trained on exactly the groups whose ``fold`` is not ``k``."""
+    metric: str
+    """Name of the validation metric, e.g. ``ndcg@10``."""
+    n_groups_used: int
+    """Groups with at least one positive label."""
+    n_groups_dropped: int
+    """Groups whose labels were all zero, left out of training and early stopping."""
+    n_rows: int
+    """Rows of the input table."""
+    n_rows_used: int
+    """Rows of the used groups."""
+    fit_seconds: float
+    """Wall time of :func:`fit_ranker`."""
+    features: list[str] = field(default_factory=list)
+    """Feature names, in model order."""
+
+    @property
+    def best_iterations(self) -> list[int]:
+        """``best_iteration`` of each fold."""
+        return [f.best_iteration for f in self.folds]
+
+    @property
+    def mean_best_ndcg(self) -> float:
+        """Mean over folds of the best validation NDCG."""
+        return float(np.mean([f.best_ndcg for f in self.folds]))
+
+
+def fit_ranker(
+    table: pl.DataFrame,
+    features: Sequence[str],
+    *,
+    label: str = "label",
+    group: str = "user_idx",
+    config: RankerConfig = RankerConfig(),
+    show_progress: bool = False,
+    base: str | None = None,
+) -> tuple[RankerEnsemble, RankerReport]:
+    """Train one lambdarank booster per user fold and return their ensemble.
+
+    Deterministic for a fixed ``config.seed``, whatever the order of the input rows: rows are
+    put in a canonical order before the seeded shuffles.
+
+    Args:
+        table: one row per (user, candidate item), in any order, with columns ``group`` (any
+            non-null type; the user), ``label`` (non-negative integer relevance grade <=
+            :data:`MAX_LABEL`, e.g. 0 none, 1 click, 2 purchase; integer-valued floats are
+            accepted) and every column in ``features`` (numeric or boolean; null = missing).
+        features: feature column names; the model's feature order.
+        label: name of the label column.
+        group: name of the group (user) column.
+        config: hyperparameters and folds.
+        show_progress: show a tqdm bar over the folds.
+        base: a column (e.g. the best first-stage score) every booster starts from as its
+            ``init_score``: the trees then learn corrections of that ranking, so a small label
+            window cannot make the ranker much worse than it; None = start from zero.
+
+    Returns:
+        ``(ensemble, report)``: the fold boosters averaged by :class:`RankerEnsemble`, and a
+        :class:`RankerReport`.
+
+    Raises:
+        ValueError: a column is missing, the labels are null, negative, non-integer or above
+            :data:`MAX_LABEL`, ``features`` is empty or holds ``label``/``group``, no group has a
+            positive label, or there are too few such groups for the folds.
+    """
+    start = time.perf_counter()
+    features = list(features)
+    _check_inputs(table, [*features, *([base] if base is not None and base not in features else [])], label, group)
+    has_positive = table.group_by(group).agg((pl.col(label) > 0).any().alias("_pos"))
+    used_groups = has_positive.filter(pl.col("_pos")).get_column(group)
+    n_dropped = has_positive.height - used_groups.len()
+    if used_groups.len() == 0:
+        raise ValueError(
+            f"no group ({group}) has a positive {label!r}: the label window has no positives; "
+            "widen the label window or check the join of labels onto candidates"
+        )
+    assignment = _assign_folds(used_groups, group, config)
+    data = _canonical_order(table.join(assignment, on=group, how="inner"), features, label, group, config.seed)
+    logger.info("fit_ranker: %d groups used, %d all-zero groups dropped, %d rows", used_groups.len(), n_dropped,
+                data.height)
+
+    folds = range(config.n_folds)
+    if show_progress:
+        from tqdm.auto import tqdm
+
+        folds = tqdm(folds, desc="ranker folds", unit="fold")
+    boosters, reports = [], []
+    for k in folds:
+        booster, report = _fit_fold(data, k, features, label, group, config, base)
+        boosters.append(booster)
+        reports.append(report)
+        logger.info("fit_ranker: fold %d best iteration %d, ndcg@%d %.4f", k, report.best_iteration, config.eval_at,
+                    report.best_ndcg)
+    ensemble = RankerEnsemble(boosters, features, [r.best_iteration for r in reports], base)
+    report = RankerReport(
+        folds=reports, assignment=assignment, metric=f"ndcg@{config.eval_at}", n_groups_used=used_groups.len(),
+        n_groups_dropped=n_dropped, n_rows=table.height, n_rows_used=data.height,
+        fit_seconds=time.perf_counter() - start, features=features,
+    )
+    return ensemble, report
+
+
+def _check_inputs(table: pl.DataFrame, features: list[str], label: str, group: str) -> None:
+    missing = [name for name in (group, label, *features) if name not in table.columns]
+    if missing:
+        raise ValueError(f"the ranker table lacks column(s) {', '.join(missing)}; it has {', '.join(table.columns)}")
+    if not features:
+        raise ValueError("features is empty; pass the feature column names to train on")
+    if len(set(features)) != len(features):
+        raise ValueError(f"features holds duplicate names: {features}")
+    for reserved in (label, group):
+        if reserved in features:
+            raise ValueError(f"features must not include the {reserved!r} column")
+    if table.get_column(group).null_count():
+        raise ValueError(f"group column {group!r} has nulls; every row must belong to a user")
+    _check_labels(table.get_column(label))
+    feature_matrix(table.head(0), features)  # dtype check only: names non-numeric columns
+
+
+def _check_labels(labels: pl.Series) -> None:
+    name = labels.name
+    if labels.null_count():
+        raise ValueError(f"label column {name!r} has {labels.null_count()} null(s); use 0 for no interaction")
+    if labels.dtype.is_float():
+        if not (labels.is_finite() & (labels == labels.floor())).all():
+            raise ValueError(
+                f"label column {name!r} has non-integer values; lambdarank needs integer relevance grades "
+                "(0 none, 1 click, 2 purchase...)"
+            )
+    elif not labels.dtype.is_integer():
+        raise ValueError(f"label column {name!r} has dtype {labels.dtype}; expected non-negative integers")
+    if labels.len() and labels.min() < 0:
+        raise ValueError(f"label column {name!r} has negative values (min {labels.min()}); grades must be >= 0")
+    if labels.len() and labels.max() > MAX_LABEL:
+        raise ValueError(
+            f"label column {name!r} has grades up to {labels.max()}; "
+            f"lambdarank's default label_gain covers 0..{MAX_LABEL}"
+        )
+
+
+def _assign_folds(used_groups: pl.Series, group: str, config: RankerConfig) -> pl.DataFrame:
+    """Seeded shuffle of the sorted groups, cut into folds (or one held-out share)."""
+    groups = used_groups.sort()
+    n = groups.len()
+    order = np.random.default_rng(config.seed).permutation(n)
+    if config.n_folds == 1:
+        n_valid = int(round(config.valid_fraction * n))
+        if n < 2:
+            raise ValueError(f"only {n} group(s) with a positive label; early stopping needs at least 2")
+        n_valid = min(max(n_valid, 1), n - 1)
+        fold = np.full(n, None, dtype=object)
+        fold[order[:n_valid]] = 0
+    else:
+        if n < config.n_folds:
+            raise ValueError(
+                f"only {n} group(s) with a positive label for RankerConfig.n_folds={config.n_folds}; "
+                "lower n_folds or provide more users"
+            )
+        fold = np.empty(n, dtype=np.int64)
+        for k, members in enumerate(np.array_split(order, config.n_folds)):
+            fold[members] = k
+    return pl.DataFrame({group: groups, _FOLD: pl.Series(_FOLD, list(fold), dtype=pl.Int64)})
+
+
+def _canonical_order(data: pl.DataFrame, features: list[str], label: str, group: str, seed: int) -> pl.DataFrame:
+    """Rows grouped contiguously, in an order independent of the input order.
+
+    LightGBM needs each group's rows contiguous, and its lambdarank breaks score ties by row
+    position, so the input order would leak into the model. Sorting on every column makes the
+    order canonical (identical rows are interchangeable); a seeded shuffle within each group
+    then keeps that order from correlating with any feature or the label.
+    """
+    data = data.sort(group, *features, label, nulls_last=True)
+    key = np.random.default_rng(seed).permutation(data.height)
+    return data.with_columns(pl.Series(_KEY, key)).sort(group, _KEY).drop(_KEY)
+
+
+def _lgb_dataset(rows: pl.DataFrame, features: list[str], label: str, group: str,
+                 reference: lgb.Dataset | None = None, base: str | None = None) -> lgb.Dataset:
+    sizes = rows.group_by(group, maintain_order=True).len().get_column("len").to_numpy()
+    return lgb.Dataset(
+        feature_matrix(rows, features), label=rows.get_column(label).cast(pl.Float64).to_numpy(), group=sizes,
+        feature_name=features, reference=reference, free_raw_data=True,
+        init_score=base_scores(rows, base) if base is not None else None,
+    )
+
+
+def _fit_fold(data: pl.DataFrame, k: int, features: list[str], label: str, group: str,
+              config: RankerConfig, base: str | None = None) -> tuple[lgb.Booster, FoldReport]:
+    in_valid = pl.col(_FOLD).eq(k).fill_null(False)
+    train_rows, valid_rows = data.filter(~in_valid), data.filter(in_valid)
+    train_set = _lgb_dataset(train_rows, features, label, group, base=base)
+    valid_set = _lgb_dataset(valid_rows, features, label, group, reference=train_set, base=base)
+    curves: dict[str, dict[str, list[float]]] = {}
+    booster = lgb.train(
+        config.lgb_params(), train_set, num_boost_round=config.n_estimators,
+        valid_sets=[train_set, valid_set], valid_names=["train", "valid"],
+        callbacks=[lgb.early_stopping(config.early_stopping_rounds, verbose=False), lgb.record_evaluation(curves)],
+    )
+    metric = f"ndcg@{config.eval_at}"
+    best = booster.best_iteration if booster.best_iteration > 0 else booster.current_iteration()
+    valid_curve = [float(v) for v in curves["valid"][metric]]
+    return booster, FoldReport(
+        fold=k, best_iteration=best, best_ndcg=valid_curve[best - 1], valid_ndcg=valid_curve,
+        train_ndcg=[float(v) for v in curves["train"][metric]],
+        n_train_groups=train_rows.get_column(group).n_unique(), n_valid_groups=valid_rows.get_column(group).n_unique(),
+        n_train_rows=train_rows.height, n_valid_rows=valid_rows.height,
+    )

@@ -1,0 +1,158 @@
+"""MLflow child runs of ``recsys train``'s stages, the data fingerprint, and the test-window candidate recall.
+
+One child run per stage (split, lightfm, candidates, features, ranker; the text tower logs
+its own through Lightning), each with its metrics, timing and plots, under the parent run
+that holds the config, the fingerprint and the evaluation report.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import asdict
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # headless: runs on servers and in CI
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import polars as pl  # noqa: E402
+
+from recsys.candidates import candidate_recall  # noqa: E402
+from recsys.evaluation.runner import EvalResult  # noqa: E402
+from recsys.io import DatasetPaths  # noqa: E402
+from training.fit_pipeline import PipelineRecommender, StageOne  # noqa: E402
+from training.ranker_plots import plot_importance, plot_learning_curves  # noqa: E402
+
+__all__ = ["data_fingerprint", "window_candidate_recall", "log_stages", "metric_dict", "cold_tradeoff",
+           "plot_cold_tradeoff"]
+
+
+def data_fingerprint(paths: DatasetPaths) -> dict[str, dict[str, object]]:
+    """Row count, size and SHA-256 of each input file: which data a run saw, to the byte."""
+    out: dict[str, dict[str, object]] = {}
+    for name, path in (("items", paths.items), ("interactions", paths.interactions), ("users", paths.users)):
+        if path is None or not Path(path).exists():
+            continue
+        digest = hashlib.sha256()
+        with open(path, "rb") as handle:
+            for chunk in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(chunk)
+        rows = pl.scan_parquet(path).select(pl.len()).collect().item() if str(path).endswith(".parquet") else None
+        out[name] = {"path": str(path), "bytes": Path(path).stat().st_size, "sha256": digest.hexdigest(), "rows": rows}
+    return out
+
+
+def window_candidate_recall(main: PipelineRecommender, result: EvalResult) -> dict[str, float]:
+    """Recall of the candidate stage on the test window: the ceiling of the ranked pipeline."""
+    window = result.data.test
+    users = window.users
+    blocks = []
+    size = main.stage_one.config.block_size
+    for lo in range(0, len(users), size):
+        block = users[lo:lo + size]
+        blocks.append(main.pipeline_.candidate_table(block, window.history[block]))
+    truth = window.truth[users].tocoo()
+    pairs = pl.DataFrame({"user_idx": users[truth.row].astype(np.int64), "item_idx": truth.col.astype(np.int64)})
+    return candidate_recall(pl.concat(blocks), pairs)
+
+
+def _child(mlflow, parent, name: str, metrics: dict[str, float], figures: dict[str, plt.Figure] | None = None,
+           texts: dict[str, str] | None = None, params: dict[str, object] | None = None) -> None:
+    with mlflow.start_run(experiment_id=parent.info.experiment_id, run_name=name, nested=True,
+                          parent_run_id=parent.info.run_id):
+        mlflow.log_params({k: str(v) for k, v in (params or {}).items()})
+        mlflow.log_metrics(metric_dict(metrics))
+        for file, figure in (figures or {}).items():
+            mlflow.log_figure(figure, file)
+            plt.close(figure)
+        for file, text in (texts or {}).items():
+            mlflow.log_text(text, file)
+
+
+def metric_dict(metrics: dict[str, float]) -> dict[str, float]:
+    """Finite metrics under MLflow-safe keys (``ndcg@10`` -> ``ndcg_at_10``)."""
+    return {re.sub(r"[^A-Za-z0-9_\-. :/]", "_", k.replace("@", "_at_")): float(v) for k, v in metrics.items()
+            if v is not None and np.isfinite(float(v))}
+
+
+def cold_tradeoff(result: EvalResult) -> pl.DataFrame:
+    """The cold-exposure curve: NDCG@10 and new-item Recall@20 (whole catalogue ranked) per setting.
+
+    One row per ``pipeline`` model: ``slots`` (0 = the ranker's own order) and ``place`` of its
+    new-item quota (``pipeline_cold<slots>of<page>_<place>``).
+    """
+    table = result.table.filter(((pl.col("slice") == "all") & (pl.col("metric") == "ndcg@10"))
+                                | ((pl.col("slice") == "cold_items") & (pl.col("metric") == "recall@20")))
+    wide = table.with_columns(pl.when(pl.col("slice") == "all").then(pl.lit("ndcg@10"))
+                              .otherwise(pl.lit("cold_recall@20")).alias("what")).pivot(
+        "what", index="model", values="value", aggregate_function="first")
+    for column in ("ndcg@10", "cold_recall@20"):
+        if column not in wide.columns:
+            wide = wide.with_columns(pl.lit(0.0).alias(column))
+    pattern = r"^pipeline_cold(\d+)of\d+_(spread|end)$"
+    curve = wide.filter((pl.col("model") == "pipeline") | pl.col("model").str.contains(pattern)).with_columns(
+        pl.col("model").str.extract(pattern, 1).cast(pl.Int64).fill_null(0).alias("slots"),
+        pl.col("model").str.extract(pattern, 2).fill_null("-").alias("place"))
+    return curve.select("slots", "place", "model", "ndcg@10", "cold_recall@20").sort("place", "slots")
+
+
+def plot_cold_tradeoff(curve: pl.DataFrame, reference: dict[str, float] | None = None) -> plt.Figure:
+    """NDCG@10 against new-item Recall@20 over the cold-exposure settings (reference models as lines)."""
+    fig, ax = plt.subplots(figsize=(6.5, 4.2))
+    origin = curve.filter(pl.col("slots") == 0)
+    for place in sorted(set(curve["place"].to_list()) - {"-"}):
+        line = pl.concat([origin, curve.filter(pl.col("place") == place)]).sort("slots")
+        ax.plot(line["cold_recall@20"], line["ndcg@10"], marker="o", label=f"new-item slots, {place}")
+        for row in line.iter_rows(named=True):
+            ax.annotate(str(row["slots"]), (row["cold_recall@20"], row["ndcg@10"]), textcoords="offset points",
+                        xytext=(4, 4), fontsize=8)
+    for name, value in (reference or {}).items():
+        ax.axhline(value, linestyle=":", linewidth=1, color="grey")
+        ax.annotate(name, (0, value), fontsize=8, color="grey", textcoords="offset points", xytext=(2, 2))
+    ax.set(xlabel="new-item Recall@20 (whole catalogue ranked)", ylabel="NDCG@10",
+           title="Cold exposure: new-item slots in the first page")
+    ax.legend(loc="best", fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def _lightfm_figure(curve: dict[int, float]) -> plt.Figure:
+    fig, ax = plt.subplots(figsize=(5, 3.5))
+    epochs = sorted(curve)
+    ax.plot(epochs, [curve[e] for e in epochs], marker="o")
+    ax.set(xlabel="epochs", ylabel="NDCG@10 (label window)", title="LightFM: epochs chosen on the label window")
+    fig.tight_layout()
+    return fig
+
+
+def log_stages(mlflow, parent, stage_one: StageOne, main: PipelineRecommender, recall: dict[str, float],
+               split_s: float) -> None:
+    """Log a child run per stage under ``parent`` (``recall``: the test window's candidate recall)."""
+    stats = stage_one.stats
+    _child(mlflow, parent, "split", {"seconds": split_s, **stats["split"]})
+    lightfm = stats["lightfm"] | {f"label_ndcg@10_epochs_{e}": v for e, v in stage_one.lightfm_curve.items()}
+    _child(mlflow, parent, "lightfm", lightfm, {"lightfm_epochs.png": _lightfm_figure(stage_one.lightfm_curve)},
+           params={f"lightfm.{k}": v for k, v in asdict(stage_one.config.lightfm).items()}
+           | {"epochs_tried": list(stage_one.config.lightfm_epochs)})
+    label = {k.removeprefix("label_candidate_"): v for k, v in main.stats_.items() if k.startswith("label_candidate_")}
+    _child(mlflow, parent, "candidates", {f"label_{k}": v for k, v in label.items()}
+           | {f"test_{k}": v for k, v in recall.items()},
+           params={"sources": ",".join(main.pipeline_.state.sources)} | asdict(main.pipeline_.state.candidates))
+    table = main.train_table_
+    _child(mlflow, parent, "features", {"seconds": main.stats_["features_s"], "rows": table.height,
+                                        "n_features": main.stats_["n_features"]},
+           texts={"features.txt": "\n".join(main.pipeline_.state.ranker.features),
+                  "feature_summary.txt": str(table.describe())})
+    report = main.report_
+    ranker_metrics = {"seconds": main.stats_["ranker_s"], "mean_best_ndcg": report.mean_best_ndcg,
+                      "groups_used": report.n_groups_used, "groups_dropped": report.n_groups_dropped}
+    ranker_metrics |= {f"fold{f.fold}_best_iteration": f.best_iteration for f in report.folds}
+    importance = main.pipeline_.state.ranker.importance()
+    _child(mlflow, parent, "ranker", ranker_metrics,
+           {"ranker_learning_curves.png": plot_learning_curves(report), "ranker_importance.png":
+            plot_importance(main.pipeline_.state.ranker)},
+           {"ranker_importance.csv": importance.write_csv()},
+           {"base": main.base_, "features": len(main.pipeline_.state.ranker.features)}
+           | {f"ranker.{k}": v for k, v in asdict(stage_one.config.ranker).items()})
