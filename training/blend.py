@@ -1,8 +1,12 @@
 """Blending a text model with a collaborative one, with the blend weight chosen on the valid window.
 
-``score = w * z(text) + (1 - w) * z(cf)``, where ``z`` standardises each user's scores over the
-catalogue so the two scales are comparable. Components are wrapped in :class:`FitOnce`, so a
-grid of weights refits nothing: each component fits once per window.
+``score = w * z(text) + (1 - w) * z(cf)``, where ``z`` standardises each user's scores so the
+two scales are comparable: by the mean and spread of the user's top ``top`` scores of that
+model, or over the whole catalogue (``top=None``). The top is where the blend decides anything;
+whole-catalogue statistics are set by the long tail, and on MovieLens they left the blend at
+EASE's level (+0.0003 NDCG@10) where top-20 statistics gave +0.0036 (weights chosen on valid).
+Components are wrapped in :class:`FitOnce`, so a grid of weights refits nothing: each
+component fits once per window.
 """
 
 from __future__ import annotations
@@ -45,19 +49,24 @@ class FitOnce:
         return self.model.score(users, history)
 
 
-def _standardise(scores: np.ndarray) -> np.ndarray:
-    mean = scores.mean(axis=1, keepdims=True)
-    std = scores.std(axis=1, keepdims=True)
+def _standardise(scores: np.ndarray, top: int | None = None) -> np.ndarray:
+    """Per-row z-scores, with the mean and std of the row's ``top`` highest scores (all when None)."""
+    basis = scores if top is None or top >= scores.shape[1] else -np.partition(-scores, top - 1, axis=1)[:, :top]
+    mean = basis.mean(axis=1, keepdims=True)
+    std = basis.std(axis=1, keepdims=True)
     return (scores - mean) / np.where(std > 0, std, 1.0)
 
 
 class BlendRecommender:
     """Weighted sum of two models' per-user standardised scores."""
 
-    def __init__(self, text: Recommender, cf: Recommender, weight: float, name: str | None = None) -> None:
+    def __init__(self, text: Recommender, cf: Recommender, weight: float, name: str | None = None,
+                 top: int | None = None) -> None:
         if not 0 <= weight <= 1:
             raise ValueError(f"blend weight must be in [0, 1], got {weight}")
-        self.text, self.cf, self.weight = text, cf, weight
+        if top is not None and top < 2:
+            raise ValueError(f"blend top must be None (whole catalogue) or >= 2, got {top}")
+        self.text, self.cf, self.weight, self.top = text, cf, weight, top
         self.name = name or f"{text.name}_{cf.name}_blend"
         self._fitted = False
 
@@ -71,6 +80,6 @@ class BlendRecommender:
         """float32 [b, n_items]: ``w * z(text) + (1 - w) * z(cf)``."""
         if not self._fitted:
             raise NotFittedError("BlendRecommender is not fitted; call fit() first")
-        text = _standardise(self.text.score(users, history).astype(np.float64))
-        cf = _standardise(self.cf.score(users, history).astype(np.float64))
+        text = _standardise(self.text.score(users, history).astype(np.float64), self.top)
+        cf = _standardise(self.cf.score(users, history).astype(np.float64), self.top)
         return (self.weight * text + (1 - self.weight) * cf).astype(np.float32)

@@ -72,6 +72,8 @@ class TrainConfig:
     """Also evaluate ``text_ease_blend``: the fine-tuned tower and EASE, blend weight chosen on valid."""
     blend_weights: tuple[float, ...] = (0.1, 0.2, 0.3, 0.5)
     """Text weights tried on the valid window for the blend."""
+    blend_top: int | None = 20
+    """The blend standardises each model by its top-N scores per user (None: the whole catalogue)."""
     compare_int8: bool = False
     """Also evaluate the fine-tuned tower with int8 catalogue encoding (``<name>_int8``): its quality cost."""
     n_bootstrap: int = 1000
@@ -122,7 +124,8 @@ def _specs(config: TrainConfig, towers: dict[str, TextTowerRecommender], trackin
     if config.blend_with_ease:
         text = shared.get(tower_name(config.text)) or tower(config.text)
         ease = FitOnce(lambda: EASERecommender(EASEConfig(l2=500.0)), "ease")
-        specs.append(ModelSpec("text_ease_blend", lambda w: BlendRecommender(text, ease, w, "text_ease_blend"),
+        specs.append(ModelSpec("text_ease_blend", lambda w: BlendRecommender(text, ease, w, "text_ease_blend",
+                                                                             config.blend_top),
                                config.blend_weights))
     return specs
 

@@ -57,3 +57,24 @@ def test_blend_errors():
     with pytest.raises(NotFittedError, match="call fit"):
         BlendRecommender(FitOnce(PopularityRecommender, "p"), FitOnce(EASERecommender, "e"), 0.5).score(
             USERS, sp.csr_matrix(TWO_CLUSTERS))
+
+
+def test_top_n_standardisation_uses_each_users_highest_scores():
+    """With ``top``, each model is standardised by the mean and std of the user's top-N scores."""
+    pop, ease = PopularityRecommender().fit(DATA), EASERecommender().fit(DATA)
+    blend = BlendRecommender(FitOnce(PopularityRecommender, "p"), FitOnce(EASERecommender, "e"), 0.4,
+                             top=3).fit(DATA)
+    history = sp.csr_matrix(TWO_CLUSTERS)
+
+    def z_top(x, n=3):
+        best = np.sort(x, axis=1)[:, ::-1][:, :n]
+        std = best.std(1, keepdims=True)
+        return (x - best.mean(1, keepdims=True)) / np.where(std > 0, std, 1.0)
+
+    expected = 0.4 * z_top(pop.score(USERS, history).astype(np.float64)) + 0.6 * z_top(
+        ease.score(USERS, history).astype(np.float64))
+    assert np.allclose(blend.score(USERS, history), expected, atol=1e-5)
+    assert not np.allclose(blend.score(USERS, history), BlendRecommender(
+        FitOnce(PopularityRecommender, "p"), FitOnce(EASERecommender, "e"), 0.4).fit(DATA).score(USERS, history))
+    with pytest.raises(ValueError, match="top"):
+        BlendRecommender(pop, ease, 0.5, top=1)
