@@ -58,6 +58,10 @@ class LightFMConfig:
     """Hogwild training threads; >= 1. Only 1 is reproducible for a given seed."""
     use_item_features: bool = True
     """Add ``FitInput.item_features`` to the identity features (ignored when they are None)."""
+    use_weights: bool = False
+    """Weight each (user, item) by its event-weight sum in ``FitInput.interactions`` (click 1,
+    purchase 2 by default; the run's ``event_weights``) through LightFM's ``sample_weight``,
+    instead of counting every positive once."""
 
     def __post_init__(self) -> None:
         if self.loss not in LOSSES:
@@ -120,6 +124,7 @@ class LightFMRecommender:
         if epochs < 1:
             raise ValueError(f"epochs must be >= 1; got {epochs}")
         interactions = binarize(data.interactions).tocoo()
+        weights = self._sample_weight(data) if self.config.use_weights else None
         features = self._build_item_features(data)
         if self.model_ is None:
             self.model_ = LightFM(
@@ -137,7 +142,8 @@ class LightFMRecommender:
             )
         self.item_features_ = features
         self.model_.fit_partial(
-            interactions, item_features=features, epochs=epochs, num_threads=self.config.num_threads
+            interactions, item_features=features, sample_weight=weights, epochs=epochs,
+            num_threads=self.config.num_threads,
         )
         self.epochs_trained_ += epochs
         self._item_biases, self._item_embeddings = self.model_.get_item_representations(features)
@@ -230,6 +236,15 @@ class LightFMRecommender:
         if self.model_ is None or self._item_embeddings is None:
             raise NotFittedError(f"{type(self).__name__} is not fitted; call fit() first")
         return self.model_
+
+    @staticmethod
+    def _sample_weight(data: FitInput) -> sp.coo_matrix:
+        """float32 COO with the event-weight sums, entry for entry where ``binarize`` puts a 1."""
+        weights = sp.csr_matrix(data.interactions, dtype=np.float32, copy=True)
+        weights.sum_duplicates()
+        weights.data[weights.data <= 0] = 0
+        weights.eliminate_zeros()
+        return weights.tocoo()
 
     def _build_item_features(self, data: FitInput) -> sp.csr_matrix | None:
         """``[identity | item_features]`` with rows summing to 1, or None for identity only."""

@@ -19,6 +19,7 @@ import polars as pl
 import yaml
 
 from features.split import SplitConfig
+from recsys import contract as C
 from recsys.config import flatten
 from recsys.evaluation.report import ReportFiles, render_table, write_report
 from recsys.evaluation.run import git_commit
@@ -60,6 +61,9 @@ class TrainConfig:
     """Temporal split of the interactions."""
     history: Literal["train", "train+valid"] = "train"
     """What models fit on and see at test time."""
+    event_weights: tuple[tuple[str, float], ...] = tuple(C.DEFAULT_EVENT_WEIGHTS.items())
+    """Weight of each event in the interaction matrices (summed per user and item): what EASE,
+    item-kNN and ALS fit on, and LightFM too with ``pipeline.lightfm.use_weights``."""
     text: TextTowerConfig = field(default_factory=TextTowerConfig)
     """The text tower (its ``finetune.mode`` is the fine-tuned model; zero-shot runs beside it)."""
     pipeline: PipelineConfig = field(default_factory=PipelineConfig)
@@ -191,7 +195,8 @@ def train(config: TrainConfig, *, tracking_uri: str | None = None, show_progress
     """
     start = time.perf_counter()
     paths = DatasetPaths.from_dir(config.data)
-    eval_config = EvalConfig(split=config.split, history=config.history, n_bootstrap=config.n_bootstrap)
+    eval_config = EvalConfig(split=config.split, history=config.history, n_bootstrap=config.n_bootstrap,
+                             event_weights=tuple((str(e), float(w)) for e, w in config.event_weights))
     data = build_eval_data(load_dataset(paths), eval_config)
     split_s = time.perf_counter() - start
     report_dir = Path(config.report_dir or Path(config.data) / "reports" / "train")

@@ -167,3 +167,21 @@ def test_lightfm_partial_fit_rejects_a_changed_feature_layout():
     no_features = FitInput(TWO_CLUSTERS, TWO_CLUSTERS, None, seed=3)
     with pytest.raises(ValueError, match=r"pass the same FitInput to every partial_fit call"):
         model.partial_fit(no_features, epochs=1)
+
+
+def test_lightfm_event_weights_go_in_as_sample_weights():
+    """``use_weights``: LightFM sees the event-weight sums (repeat and purchase events count more)."""
+    from dataclasses import replace
+
+    weighted = LightFMRecommender(replace(LFM_SMALL, use_weights=True))
+    weights = weighted._sample_weight(DATA)
+    binary = sp.csr_matrix(TWO_CLUSTERS, copy=True)  # a copy: the shared matrix must keep its weights
+    binary.data[:] = 1.0
+    np.testing.assert_array_equal(weights.row, binary.tocoo().row)
+    np.testing.assert_array_equal(weights.col, binary.tocoo().col)
+    assert sorted(set(weights.data.tolist())) == [1.0, 2.0, 3.0]
+    scores_weighted = weighted.fit(DATA).score(USERS, TWO_CLUSTERS)
+    assert not np.allclose(scores_weighted, LightFMRecommender(LFM_SMALL).fit(DATA).score(USERS, TWO_CLUSTERS))
+    ones = FitInput(interactions=binary, recent=binary, item_features=CLUSTER_FEATURES, seed=3)
+    np.testing.assert_allclose(LightFMRecommender(replace(LFM_SMALL, use_weights=True)).fit(ones).score(USERS, binary),
+                               LightFMRecommender(LFM_SMALL).fit(ones).score(USERS, binary), rtol=1e-5)
