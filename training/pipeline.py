@@ -73,13 +73,13 @@ class TrainConfig:
     baselines: tuple[str, ...] = ("popularity",)
     """Baselines evaluated in the same run (see ``training.baseline_specs.BASELINES``)."""
     blend_with_ease: bool = False
-    """Also evaluate ``text_ease_blend``: the fine-tuned tower and EASE, blend weight chosen on valid."""
+    """Stage ``text``: also evaluate ``text_ease_blend`` (the tower and EASE, weight chosen on valid)."""
     blend_weights: tuple[float, ...] = (0.1, 0.2, 0.3, 0.5)
     """Text weights tried on the valid window for the blend."""
     blend_top: int | None = 20
     """The blend standardises each model by its top-N scores per user (None: the whole catalogue)."""
     compare_int8: bool = False
-    """Also evaluate the fine-tuned tower with int8 catalogue encoding (``<name>_int8``): its quality cost."""
+    """Stage ``text``: also evaluate the tower with int8 catalogue encoding (``<name>_int8``): its quality cost."""
     n_bootstrap: int = 1000
     """Bootstrap resamples for the CIs."""
     report_dir: str | None = None
