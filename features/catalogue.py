@@ -15,13 +15,9 @@ from __future__ import annotations
 import polars as pl
 
 from recsys import contract as C
+from recsys.contract import CUT, ITEM_IDX
 
-__all__ = ["USER_IDX", "ITEM_IDX", "CUT", "LABEL", "add_item_attributes", "days_between"]
-
-USER_IDX = "user_idx"
-ITEM_IDX = "item_idx"
-CUT = "cut"
-LABEL = "label"
+__all__ = ["add_item_attributes", "days_between"]
 
 
 def days_between(start: pl.Expr, end: pl.Expr) -> pl.Expr:

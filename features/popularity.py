@@ -15,8 +15,9 @@ from datetime import timedelta
 
 import polars as pl
 
-from features.catalogue import CUT, ITEM_IDX, USER_IDX, days_between
+from features.catalogue import days_between
 from recsys import contract as C
+from recsys.contract import CUT, ITEM_IDX, USER_IDX
 
 __all__ = ["add_item_popularity", "check_windows_days"]
 

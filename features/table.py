@@ -14,9 +14,10 @@ from dataclasses import dataclass
 
 import polars as pl
 
-from features.catalogue import CUT, ITEM_IDX, LABEL, USER_IDX, add_item_attributes
+from features.catalogue import add_item_attributes
 from features.history import add_user_history
 from features.popularity import add_item_popularity, check_windows_days
+from recsys.contract import CUT, ITEM_IDX, LABEL, USER_IDX
 
 __all__ = ["FeatureConfig", "build_ranking_table", "feature_columns", "SCORE_PREFIX", "RANK_PREFIX"]
 

@@ -28,6 +28,7 @@ __all__ = [
     "TITLE", "DESCRIPTION", "CATEGORY", "TAGS", "PUBLISHED_AT", "TAG",
     "IMPRESSION", "CLICK", "PURCHASE", "DEFAULT_EVENT_WEIGHTS",
     "SPLIT", "TRAIN", "VALID", "TEST", "IS_COLD_ITEM", "IS_COLD_USER",
+    "USER_IDX", "ITEM_IDX", "CUT", "LABEL",
     "DATETIME", "ITEM_SCHEMA", "INTERACTION_SCHEMA", "USER_TAG_SCHEMA",
     "ITEM_REQUIRED", "ITEM_OPTIONAL", "INTERACTION_REQUIRED", "INTERACTION_OPTIONAL",
     "ITEMS_FILE", "INTERACTIONS_FILE", "USERS_FILE", "USER_TAGS_FILE",
@@ -57,6 +58,13 @@ IMPRESSION = "impression"
 CLICK = "click"
 PURCHASE = "purchase"
 DEFAULT_EVENT_WEIGHTS: dict[str, float] = {IMPRESSION: 0.0, CLICK: 1.0, PURCHASE: 2.0}
+
+# Index columns of the evaluation and the ranking stage (rows and columns of its matrices), the
+# per-user cut that features are computed as of, and the ranker's graded label.
+USER_IDX = "user_idx"
+ITEM_IDX = "item_idx"
+CUT = "cut"
+LABEL = "label"
 
 # Columns added by the temporal split (features/split.py).
 SPLIT = "split"
