@@ -21,7 +21,7 @@ import scipy.sparse as sp
 from recsys.config import check_at_least
 from recsys.evaluation.metrics import top_k
 
-__all__ = ["CandidateConfig", "generate_candidates", "candidate_recall", "COLD_SOURCE"]
+__all__ = ["CandidateConfig", "generate_candidates", "candidate_recall", "standardise_rows", "COLD_SOURCE"]
 
 COLD_SOURCE = "cold"
 """Name of the source that proposes new (no-interaction) items."""
@@ -42,11 +42,17 @@ class CandidateConfig:
         check_at_least(self, n_per_source=1, n_cold=0)
 
 
-def _standardise(scores: np.ndarray) -> np.ndarray:
-    scores = scores.astype(np.float64, copy=False)
-    mean = scores.mean(axis=1, keepdims=True)
-    std = scores.std(axis=1, keepdims=True)
-    return ((scores - mean) / np.where(std > 0, std, 1.0)).astype(np.float32)
+def standardise_rows(scores: np.ndarray, top: int | None = None) -> np.ndarray:
+    """float64 per-row z-scores, with the mean and std of each row's ``top`` highest scores (all when None).
+
+    One user's scores of one model, made comparable across users and models; the blend of
+    ``training/blend.py`` standardises by the top of each list, the candidate features by all of it.
+    """
+    scores = np.asarray(scores, dtype=np.float64)
+    basis = scores if top is None or top >= scores.shape[1] else -np.partition(-scores, top - 1, axis=1)[:, :top]
+    mean = basis.mean(axis=1, keepdims=True)
+    std = basis.std(axis=1, keepdims=True)
+    return (scores - mean) / np.where(std > 0, std, 1.0)
 
 
 def generate_candidates(scores: Mapping[str, np.ndarray], users: np.ndarray, exclude: sp.csr_matrix, *,
@@ -93,7 +99,7 @@ def generate_candidates(scores: Mapping[str, np.ndarray], users: np.ndarray, exc
     for source, source_keys in keys_by_source.items():
         columns[f"src_{source}"] = np.isin(keys, source_keys).astype(np.int8)
     for name, matrix in scores.items():
-        columns[f"score_{name}"] = _standardise(matrix)[rows, items]
+        columns[f"score_{name}"] = standardise_rows(matrix)[rows, items].astype(np.float32)
     return pl.DataFrame(columns)
 
 

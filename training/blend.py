@@ -17,6 +17,7 @@ from typing import Self
 import numpy as np
 import scipy.sparse as sp
 
+from recsys.candidates import standardise_rows
 from recsys.errors import NotFittedError
 from recsys.recommender import FitInput, Recommender
 
@@ -49,14 +50,6 @@ class FitOnce:
         return self.model.score(users, history)
 
 
-def _standardise(scores: np.ndarray, top: int | None = None) -> np.ndarray:
-    """Per-row z-scores, with the mean and std of the row's ``top`` highest scores (all when None)."""
-    basis = scores if top is None or top >= scores.shape[1] else -np.partition(-scores, top - 1, axis=1)[:, :top]
-    mean = basis.mean(axis=1, keepdims=True)
-    std = basis.std(axis=1, keepdims=True)
-    return (scores - mean) / np.where(std > 0, std, 1.0)
-
-
 class BlendRecommender:
     """Weighted sum of two models' per-user standardised scores."""
 
@@ -80,6 +73,6 @@ class BlendRecommender:
         """float32 [b, n_items]: ``w * z(text) + (1 - w) * z(cf)``."""
         if not self._fitted:
             raise NotFittedError("BlendRecommender is not fitted; call fit() first")
-        text = _standardise(self.text.score(users, history).astype(np.float64), self.top)
-        cf = _standardise(self.cf.score(users, history).astype(np.float64), self.top)
+        text = standardise_rows(self.text.score(users, history), self.top)
+        cf = standardise_rows(self.cf.score(users, history), self.top)
         return (self.weight * text + (1 - self.weight) * cf).astype(np.float32)

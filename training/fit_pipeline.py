@@ -145,8 +145,7 @@ def _labels(events: pl.DataFrame, cuts: pl.DataFrame, positives: Sequence[str], 
 
 
 def _truth(labels: pl.DataFrame, users: np.ndarray, n_items: int) -> sp.csr_matrix:
-    row = {u: i for i, u in enumerate(users)}
-    rows = np.array([row[u] for u in labels["user_idx"].to_numpy()], dtype=np.int64)
+    rows = np.searchsorted(users, labels["user_idx"].to_numpy())  # users: sorted, unique, a superset
     return sp.csr_matrix((np.ones(len(rows), bool), (rows, labels["item_idx"].to_numpy())),
                          shape=(len(users), n_items))
 
@@ -230,9 +229,9 @@ class StageOne:
         lightfm = LightFMRecommender(cfg.lightfm).fit_epochs(inner, cfg.lightfm_epochs, ndcg)
         best = max(self.lightfm_curve, key=self.lightfm_curve.get)
         if best != cfg.lightfm_epochs[-1]:
-            lightfm = LightFMRecommender(_with_epochs(cfg.lightfm, best)).fit(inner)
+            lightfm = LightFMRecommender(replace(cfg.lightfm, epochs=best)).fit(inner)
         self.inner["lightfm"] = lightfm
-        self.full["lightfm"] = LightFMRecommender(_with_epochs(cfg.lightfm, best)).fit(data)
+        self.full["lightfm"] = LightFMRecommender(replace(cfg.lightfm, epochs=best)).fit(data)
         self.stats["lightfm"] = {"seconds": time.perf_counter() - start, "best_epochs": best,
                                  "label_ndcg@10": self.lightfm_curve[best]}
         start = time.perf_counter()
@@ -242,10 +241,6 @@ class StageOne:
         self.inner["popularity_recent"] = PopularityRecommender(PopularityConfig("recent")).fit(inner)
         self.full["popularity_recent"] = PopularityRecommender(PopularityConfig("recent")).fit(data)
         self.stats["cf_other"] = {"seconds": time.perf_counter() - start}
-
-
-def _with_epochs(config: LightFMConfig, epochs: int) -> LightFMConfig:
-    return replace(config, epochs=epochs)
 
 
 def _positive_events(data: FitInput, positives: Sequence[str]) -> pl.DataFrame:
