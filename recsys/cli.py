@@ -189,6 +189,17 @@ def demo_cmd(out, tracking_uri, no_mlflow, text_model, text_mode) -> None:
     click.echo(f"labelled interactions: {result.split_file}\n\n"
                "ranked pipeline vs its ablations, the towers alone and the baselines, test window:")
     _echo_evaluation(result.training, uri)
+    _echo_registration(result.training)
+    if result.export is not None:
+        click.echo(f"batch export of the champion: {result.export.render()}")
+        recs = pl.read_parquet(result.export.out)
+        first = recs["user_id"][0]
+        click.echo(f"top 5 of user {first}:")
+        _echo_frame(recs.filter(pl.col("user_id") == first).head(5))
+        click.echo(f"serve it: MLFLOW_TRACKING_URI={uri} mlflow models serve -m models:/recsys@champion "
+                   "--env-manager local")
+    else:
+        click.echo("batch export skipped: it reads the model from the MLflow registry (run without --no-mlflow)")
     click.echo("timings: " + ", ".join(f"{k} {v:.2f}s" for k, v in result.seconds.items()))
     click.echo("not in this build yet: " + "; ".join(PENDING_STAGES))
 
@@ -216,21 +227,32 @@ def _echo_evaluation(run, uri: str | None) -> None:
 @click.option("--data", "data_dir", type=_PATH, help="Dataset folder (overrides the config's data).")
 @click.option("--tracking-uri", help="MLflow store (default: $MLFLOW_TRACKING_URI, else ./mlflow/mlflow.db).")
 @click.option("--no-mlflow", is_flag=True, help="Do not track the run in MLflow.")
-def train_cmd(config_file, overrides, stage, data_dir, tracking_uri, no_mlflow) -> None:
-    """Train every stage (text tower, LightFM, candidates, features, ranker), evaluate, track in MLflow."""
+@click.option("--force", "force_promote", is_flag=True,
+              help="Make the new version the champion even if the promotion gate says no.")
+def train_cmd(config_file, overrides, stage, data_dir, tracking_uri, no_mlflow, force_promote) -> None:
+    """Train every stage (text tower, LightFM, candidates, features, ranker), evaluate, track, register."""
     from recsys.config import load_config
     from training.pipeline import TrainConfig, train
 
     extra = ([f"stage={stage}"] if stage else []) + ([f"data={data_dir}"] if data_dir else [])
     config = load_config(TrainConfig, str(config_file) if config_file else None, (*overrides, *extra))
     uri = _tracking_uri(tracking_uri, no_mlflow)
-    result = train(config, tracking_uri=uri, show_progress=True, config_file=str(config_file) if config_file else None)
+    result = train(config, tracking_uri=uri, show_progress=True, config_file=str(config_file) if config_file else None,
+                   force_promote=force_promote)
     _echo_evaluation(result, uri)
     if result.cold_curve is not None:
         click.echo("cold exposure (slots: new items guaranteed in the first page; 0 = the ranker's own order):")
         _echo_frame(result.cold_curve)
     for name, stats in result.stats.items():
         click.echo(f"{name}: " + ", ".join(f"{k}={v:.4g}" for k, v in stats.items()))
+    _echo_registration(result)
+
+
+def _echo_registration(result) -> None:
+    if result.registration is not None:
+        reg = result.registration
+        click.echo(f"registered models:/{reg.name}/{reg.version} (alias challenger) from {reg.model_uri}")
+        click.echo(reg.gate.render())
 
 
 def _csv(text: str, cast=str) -> tuple:
@@ -274,6 +296,164 @@ def evaluate_cmd(data_dir, baselines, models, ks, split_mode, valid, test, histo
     run = evaluate_run(data_dir, config, baselines=names, report_dir=report_dir, tracking_uri=uri,
                        show_progress=True, command="recsys " + " ".join(sys.argv[1:]))
     _echo_evaluation(run, uri)
+
+
+@cli.command("recommend")
+@click.option("--model", "model_uri", required=True, help="Model URI, e.g. models:/recsys@champion.")
+@click.option("--data", "data_dir", type=_PATH, required=True,
+              help="Dataset folder: whose users get lists, and the histories they are built from.")
+@click.option("--k", type=int, default=100, show_default=True, help="Items per user.")
+@click.option("--out", type=_PATH, required=True, help="Output Parquet file (user_id, item_id, score, rank, fallback).")
+@click.option("--users", "users_file", type=_PATH, help="Only these users: a table with user_id, or one id per line.")
+@click.option("--new-items", type=_PATH, help="Items that arrived after training (contract item table): encoded now.")
+@click.option("--resume", is_flag=True, help="Continue an interrupted export from its last finished block.")
+@click.option("--include-seen", is_flag=True, help="Do not exclude the items a user has already interacted with.")
+@click.option("--block-size", type=int, default=1024, show_default=True, help="Users scored together.")
+@click.option("--cold-slots", type=int,
+              help="New-item slots at the end of the first 20 positions (default: the model's setting).")
+@click.option("--engine", type=click.Choice(["local", "spark"]), default="local", show_default=True,
+              help="local: this machine, streaming blocks; spark: Apache Spark (mapInPandas).")
+@click.option("--tracking-uri", help="MLflow store (default: $MLFLOW_TRACKING_URI, else ./mlflow/mlflow.db).")
+def recommend_cmd(model_uri, data_dir, k, out, users_file, new_items, resume, include_seen, block_size, cold_slots,
+                  engine, tracking_uri) -> None:
+    """Batch top-k export for every user of --data (or the --users), from a registered model."""
+    from recsys.export import ExportConfig, recommend_to_file
+
+    uri = _tracking_uri(tracking_uri, False)
+    config = _config(ExportConfig, k=k, block_size=block_size, exclude_seen=not include_seen, cold_slots=cold_slots)
+    if engine == "spark":
+        from recsys.spark_export import spark_recommend_to_file
+
+        summary = spark_recommend_to_file(model_uri, data_dir, out, config, users_file=users_file,
+                                          new_items=new_items, tracking_uri=uri)
+    else:
+        summary = recommend_to_file(model_uri, data_dir, out, config, users_file=users_file, new_items=new_items,
+                                    resume=resume, tracking_uri=uri)
+    click.echo(summary.render())
+
+
+@cli.command("explain")
+@click.option("--model", "model_uri", required=True, help="Model URI, e.g. models:/recsys@champion.")
+@click.option("--user", "user_ids", required=True, multiple=True, help="User to explain (repeatable).")
+@click.option("--item", "item_ids", multiple=True,
+              help="Explain only this item (repeatable), even if it is not in the top k.")
+@click.option("--k", type=int, default=10, show_default=True, help="Items per user.")
+@click.option("--data", "data_dir", type=_PATH,
+              help="Dataset folder whose histories the lists are built from (default: the model's own).")
+@click.option("--include-seen", is_flag=True, help="Do not exclude the items a user has already interacted with.")
+@click.option("--tracking-uri", help="MLflow store (default: $MLFLOW_TRACKING_URI, else ./mlflow/mlflow.db).")
+def explain_cmd(model_uri, user_ids, item_ids, k, data_dir, include_seen, tracking_uri) -> None:
+    """Why each of a user's top-k items (or the --item) is recommended: sources, similar history item, ranker."""
+    from recsys.explain import explain
+    from recsys.export import prepare_bundle
+    from recsys.pyfunc_model import check_k, load_registered
+
+    check_k(k)
+    bundle = load_registered(model_uri, _tracking_uri(tracking_uri, False))
+    if data_dir is not None:
+        bundle, _ = prepare_bundle(bundle, data_dir)
+    frame = explain(bundle, list(user_ids), k, items=list(item_ids) or None, exclude_seen=not include_seen)
+    _echo_explained(frame.select("user_id", "rank", "item_id", "title", "score", "sources", "because_title",
+                                 "reason"))
+
+
+@cli.command("inspect")
+@click.option("--model", "model_uri", required=True, help="Model URI, e.g. models:/recsys@champion.")
+@click.option("--data", "data_dir", type=_PATH, required=True,
+              help="Dataset folder: the user's history, and the histories the lists are built from.")
+@click.option("--user", "user_id", required=True, help="The user to inspect.")
+@click.option("--k", type=int, default=10, show_default=True, help="Items in the list.")
+@click.option("--history", "n_history", type=int, default=20, show_default=True,
+              help="How many of the user's latest clicks and purchases to show.")
+@click.option("--html", "html_file", type=_PATH, help="Also write the inspection as a self-contained HTML page.")
+@click.option("--tracking-uri", help="MLflow store (default: $MLFLOW_TRACKING_URI, else ./mlflow/mlflow.db).")
+def inspect_cmd(model_uri, data_dir, user_id, k, n_history, html_file, tracking_uri) -> None:
+    """One user's recent history and their explained top-k (text, and optionally an HTML page)."""
+    from recsys.inspect_page import inspect_user, write_page
+    from recsys.pyfunc_model import check_k, load_registered
+
+    check_k(k)
+    if n_history < 0:
+        raise RecsysError(f"--history must be >= 0; got {n_history}")
+    bundle = load_registered(model_uri, _tracking_uri(tracking_uri, False))
+    found = inspect_user(bundle, data_dir, user_id, k=k, history=n_history, model=model_uri)
+    click.echo(found.note)
+    click.echo(f"\nrecent history ({found.history.height} latest clicks and purchases of {found.n_events} events):")
+    _echo_frame(found.history.select(pl.col("timestamp").dt.strftime("%Y-%m-%d %H:%M").alias("when"), "event",
+                                     "item_id", "title"))
+    click.echo(f"\ntop {found.recommendations.height}:")
+    _echo_explained(found.recommendations.select("rank", "item_id", "title", "score", "sources", "reason"))
+    if html_file is not None:
+        click.echo(f"wrote {write_page(found, html_file)}")
+
+
+def _echo_explained(frame: pl.DataFrame) -> None:
+    """A table whose long text cells (reasons) wrap instead of being cut."""
+    with pl.Config(tbl_rows=-1, tbl_cols=-1, tbl_width_chars=200, fmt_str_lengths=1000, tbl_hide_dataframe_shape=True,
+                   tbl_hide_column_data_types=True, float_precision=4):
+        click.echo(str(frame))
+
+
+@cli.command("drift")
+@click.option("--model", "model_uri", required=True, help="Model URI, e.g. models:/recsys@champion.")
+@click.option("--data", "data_dir", type=_PATH, required=True,
+              help="Newer dataset folder (contract items and interactions) to compare with the model's training data.")
+@click.option("--k", type=int, default=10, show_default=True, help="Quality on the newer data: NDCG@k and Recall@2k.")
+@click.option("--tracking-uri", help="MLflow store (default: $MLFLOW_TRACKING_URI, else ./mlflow/mlflow.db).")
+@click.option("--no-mlflow", is_flag=True,
+              help="Do not log the report to MLflow (the model is still read from the registry).")
+def drift_cmd(model_uri, data_dir, k, tracking_uri, no_mlflow) -> None:
+    """Compare newer data with the model's training window: new items/users, popularity, topics, quality; verdict."""
+    from recsys.drift import EXPERIMENT, run_drift
+
+    uri = _tracking_uri(tracking_uri, False)
+    report, run_id = run_drift(model_uri, data_dir, tracking_uri=uri, k=k, log=not no_mlflow)
+    click.echo(report.render())
+    if run_id:
+        click.echo(f"MLflow run {run_id} (experiment {EXPERIMENT}) in {uri}")
+
+
+@cli.group(cls=_Group)
+@click.option("--tracking-uri", help="MLflow store (default: $MLFLOW_TRACKING_URI, else ./mlflow/mlflow.db).")
+@click.pass_context
+def registry(ctx: click.Context, tracking_uri: str | None) -> None:
+    """Registered models: versions, aliases, promotion."""
+    ctx.obj["tracking_uri"] = _tracking_uri(tracking_uri, False)
+
+
+@registry.command("list")
+@click.pass_context
+def registry_list(ctx: click.Context) -> None:
+    """Every registered model with its versions and aliases."""
+    from recsys.registry import list_models
+
+    _echo_frame(list_models(ctx.obj["tracking_uri"]))
+
+
+@registry.command("show")
+@click.argument("name")
+@click.pass_context
+def registry_show(ctx: click.Context, name: str) -> None:
+    """The versions of one model: aliases, test metric, git commit, data fingerprint, run."""
+    from recsys.registry import show_model
+
+    _echo_frame(show_model(name, ctx.obj["tracking_uri"]))
+
+
+@registry.command("promote")
+@click.argument("name")
+@click.argument("version")
+@click.argument("alias")
+@click.option("--force", is_flag=True, help="champion: skip the promotion gate.")
+@click.pass_context
+def registry_promote(ctx: click.Context, name: str, version: str, alias: str, force: bool) -> None:
+    """Point ALIAS at VERSION; champion only when the version beats the champion (paired bootstrap)."""
+    from recsys.registry import promote
+
+    result = promote(name, version, alias, force=force, tracking_uri=ctx.obj["tracking_uri"])
+    click.echo(result.render() if result is not None else f"{name}: alias {alias} -> version {version}")
+    if result is not None and not result.promoted and result.reason != "already the champion;":
+        ctx.exit(3)
 
 
 def _config(cls, **kwargs):

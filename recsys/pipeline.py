@@ -22,6 +22,7 @@ from features.table import FeatureConfig, build_ranking_table
 from recsys import contract as C
 from recsys.candidates import CandidateConfig, generate_candidates
 from recsys.errors import NotFittedError
+from recsys.evaluation.metrics import top_k
 from recsys.ranker import RankerEnsemble
 from recsys.recommender import FitInput, Recommender
 
@@ -141,7 +142,7 @@ class RankingPipeline:
         return scores
 
     def candidate_table(self, users: np.ndarray, history: sp.csr_matrix, cuts: pl.DataFrame | None = None,
-                        scores: dict[str, np.ndarray] | None = None) -> pl.DataFrame:
+                        scores: dict[str, np.ndarray] | None = None, exclude_seen: bool = True) -> pl.DataFrame:
         """The (user, candidate) feature table of a block: what the ranker reads.
 
         Args:
@@ -150,20 +151,43 @@ class RankingPipeline:
             cuts: ``user_idx``, ``cut``: features read only events before each user's cut;
                 None = just after the user's last event (scoring time).
             scores: precomputed :meth:`stage_scores` of the block.
+            exclude_seen: False lets the items in ``history`` be candidates too (re-recommending).
         """
         state = self._state()
         scores = self.stage_scores(users, history) if scores is None else scores
-        candidates = generate_candidates(scores, users, history, sources=state.sources, config=state.candidates,
+        exclude = history if exclude_seen else sp.csr_matrix(history.shape, dtype=np.float32)
+        candidates = generate_candidates(scores, users, exclude, sources=state.sources, config=state.candidates,
                                          cold=state.cold)
         cuts = user_cuts(state.events, users) if cuts is None else cuts
         return build_ranking_table(candidates, state.events, state.items, cuts, config=state.features)
 
     def score(self, users: np.ndarray, history: sp.csr_matrix) -> np.ndarray:
         """float32 [b, n_items]: the ranked candidates on top, the fallback order below them elsewhere."""
+        return self._dense(users, history)[0]
+
+    def recommend(self, users: np.ndarray, history: sp.csr_matrix, k: int, exclude: sp.csr_matrix | None = None
+                  ) -> tuple[np.ndarray, np.ndarray]:
+        """Each user's top ``k`` (the list order of :meth:`score`) and the ranker's score of each.
+
+        Items past the candidates carry a score below every candidate's (the ``cold_by`` model's
+        order), so a list longer than the candidates still reads best first.
+
+        Returns:
+            int64 [b, k] item indices (-1 padded when fewer than ``k`` are left after ``exclude``)
+            and float64 [b, k] scores (NaN on the padding).
+        """
+        order, value = self._dense(users, history, ranker_values=True, exclude_seen=exclude is not None)
+        top = top_k(order, k, exclude=exclude)
+        scores = np.take_along_axis(value, np.maximum(top, 0), axis=1).astype(np.float64)
+        return top, np.where(top >= 0, scores, np.nan)
+
+    def _dense(self, users: np.ndarray, history: sp.csr_matrix, ranker_values: bool = False,
+               exclude_seen: bool = True) -> tuple[np.ndarray, np.ndarray | None]:
+        """The list order as dense scores (candidates ``-position``), and optionally the ranker's scores."""
         state = self._state()
         users = np.asarray(users, dtype=np.int64)
         scores = self.stage_scores(users, history)
-        table = self.candidate_table(users, history, scores=scores)
+        table = self.candidate_table(users, history, scores=scores, exclude_seen=exclude_seen)
         ranked = table.select("user_idx", "item_idx", pl.Series("s", state.ranker.predict(table)))
         items = ranked["item_idx"].to_numpy()
         ranked = ranked.with_columns(pl.Series("cold", state.cold[items])).pipe(_positions, self.cold)
@@ -172,11 +196,18 @@ class RankingPipeline:
         rows = row_of[ranked["user_idx"].to_numpy()]
         fallback = np.asarray(scores.get(state.candidates.cold_by, next(iter(scores.values()))), dtype=np.float64)
         span = np.ptp(fallback, axis=1, keepdims=True)
+        below = (fallback - fallback.min(axis=1, keepdims=True)) / np.where(span > 0, span, 1.0) - 2.0  # [-2, -1]
         top = -ranked["position"].to_numpy().astype(np.float64)
-        floor = top.min() if len(top) else 0.0
-        out = floor - 2.0 + (fallback - fallback.min(axis=1, keepdims=True)) / np.where(span > 0, span, 1.0)
-        out[rows, ranked["item_idx"].to_numpy()] = top
-        return out.astype(np.float32)
+        order = (top.min() if len(top) else 0.0) + below
+        order[rows, items] = top
+        if not ranker_values:
+            return order.astype(np.float32), None
+        lowest = np.full(len(users), np.inf)
+        np.minimum.at(lowest, rows, ranked["s"].to_numpy())  # each user's lowest candidate score
+        lowest[np.isinf(lowest)] = 0.0
+        value = lowest[:, None] + below
+        value[rows, items] = ranked["s"].to_numpy()
+        return order.astype(np.float32), value
 
 
 def _positions(ranked: pl.DataFrame, cold: ColdExposure) -> pl.DataFrame:

@@ -108,9 +108,37 @@ class RankerEnsemble:
             return np.zeros(0, dtype=np.float64)
         total = np.zeros(matrix.shape[0], dtype=np.float64)
         for booster, best in zip(self.boosters, self.best_iterations, strict=True):
-            total += booster.predict(matrix, num_iteration=best, raw_score=True)
+            # trained single-threaded for reproducibility; scoring may use every core (same result)
+            total += booster.predict(matrix, num_iteration=best, raw_score=True, num_threads=os.cpu_count() or 1)
         total /= len(self.boosters)
         return total + base_scores(table, self.base) if self.base is not None else total
+
+    def contributions(self, table: pl.DataFrame) -> np.ndarray:
+        """Per-row feature contributions (SHAP values, LightGBM ``pred_contrib``) averaged over the boosters.
+
+        Each booster's contributions are taken up to its best iteration, like :meth:`predict`.
+        A row's contributions plus its bias add up to the boosters' mean raw score, so
+        ``contributions(t).sum(axis=1)`` equals ``predict(t)`` when :attr:`base` is None, and
+        ``predict(t) - base_scores(t, base)`` otherwise (the base column is not a tree input:
+        it is added outside the boosters).
+
+        Args:
+            table: candidate rows, as for :meth:`predict`.
+
+        Returns:
+            float64 [n_rows, len(features) + 1]: one column per feature of :attr:`features`, in
+            that order, then the bias (the boosters' mean expected value) last.
+
+        Raises:
+            ValueError: as :meth:`predict`.
+        """
+        matrix = feature_matrix(table, self.features)
+        total = np.zeros((matrix.shape[0], len(self.features) + 1), dtype=np.float64)
+        if matrix.shape[0] == 0:
+            return total
+        for booster, best in self._pairs():
+            total += np.asarray(booster.predict(matrix, num_iteration=best, pred_contrib=True), dtype=np.float64)
+        return total / len(self.boosters)
 
     def importance(self) -> pl.DataFrame:
         """Feature importance averaged over the boosters (each up to its best iteration).

@@ -248,7 +248,8 @@ def _positive_events(data: FitInput, positives: Sequence[str]) -> pl.DataFrame:
 
 
 def _catalogue(items: pl.DataFrame) -> pl.DataFrame:
-    keep = [c for c in (C.CATEGORY, C.PUBLISHED_AT, C.DESCRIPTION) if c in items.columns]
+    # the title is for explanations and the user inspector; no feature reads it
+    keep = [c for c in (C.TITLE, C.CATEGORY, C.PUBLISHED_AT, C.DESCRIPTION) if c in items.columns]
     indexed = items if "item_idx" in items.columns else items.with_row_index("item_idx")  # catalogue order
     return indexed.with_columns(pl.col("item_idx").cast(pl.Int64)).select("item_idx", *keep)
 

@@ -26,7 +26,7 @@ from recsys import contract as C
 from recsys.errors import ConfigError, NotFittedError
 from recsys.recommender import FitInput
 from recsys.text_encoder import quantize_int8, render_item_texts, resolve_model_path
-from recsys.text_tower import history_windows
+from recsys.text_scorer import TextScorer, user_windows
 from training.encoder_modes import build_encoder, count_parameters
 from training.text_data import Examples, ItemTokens, TextDataModule, build_examples, split_holdout
 from training.text_tower import TextTowerConfig, TextTowerModule, encode_items, tower_name
@@ -57,12 +57,14 @@ class TextTowerRecommender:
         self.user_history_: np.ndarray | None = None
         self.stats_: dict[str, float] = {}
         self._tokens: ItemTokens | None = None
+        self._tokenizer = None
 
     def _prepare(self, data: FitInput) -> tuple[ItemTokens, Examples, bool]:
         if data.items is None or data.events is None:
             raise ConfigError("the text tower needs FitInput.items and FitInput.events (build_eval_data sets them)")
         tokenizer = AutoTokenizer.from_pretrained(resolve_model_path(self.config.model), local_files_only=True)
         tokens = ItemTokens(render_item_texts(data.items, self.config.template), tokenizer, self.config.max_length)
+        self._tokenizer = tokenizer
         has_impressions = bool((data.events[C.EVENT] == C.IMPRESSION).any())
         use_impressions = {"auto": has_impressions, "yes": True, "no": False}[self.config.impressions]
         examples = build_examples(data.events, positives=self.config.positives,
@@ -161,11 +163,21 @@ class TextTowerRecommender:
         self.user_history_ = self._user_history(data.events, data.n_users)
 
     def _user_history(self, events: pl.DataFrame, n_users: int) -> np.ndarray:
-        pos = events.filter(events[C.EVENT].is_in(list(self.config.positives))).sort("user_idx", C.TS)
-        times = pos[C.TS].dt.epoch("us").to_numpy().astype(np.int64)
-        end = np.full(n_users, np.iinfo(np.int64).max // 4, dtype=np.int64)
-        return history_windows(pos["user_idx"].to_numpy().astype(np.int64), pos["item_idx"].to_numpy().astype(np.int64),
-                               times, np.arange(n_users, dtype=np.int64), end, self.config.history_length)
+        return user_windows(events, n_users, tuple(self.config.positives), self.config.history_length)
+
+    def scorer(self) -> TextScorer:
+        """The serving form (what the registered model carries): encoder, head, vectors, user windows.
+
+        The freeze:N activation cache is dropped (it only speeds up training epochs).
+        """
+        if self.module_ is None or self.item_vectors_ is None or self.user_history_ is None:
+            raise NotFittedError(f"{type(self).__name__} is not fitted; call fit() first")
+        encoder = self.module_.encoder
+        if hasattr(encoder, "clear_cache"):
+            encoder.clear_cache()
+        return TextScorer(self.name, encoder.eval(), self.module_.head.eval(), self._tokenizer, self.item_vectors_,
+                          self.user_history_, self.config.template, self.config.max_length,
+                          tuple(self.config.positives), self.config.encode_batch_size)
 
     def with_history(self, data: FitInput) -> TextTowerRecommender:
         """A copy that pools users' histories from ``data.events``, without refitting.
@@ -179,6 +191,7 @@ class TextTowerRecommender:
         copy = TextTowerRecommender(self.config)
         copy.name, copy.module_, copy.item_vectors_, copy._tokens = self.name, self.module_, self.item_vectors_, \
             self._tokens
+        copy._tokenizer = self._tokenizer
         copy.stats_ = dict(self.stats_)
         copy.user_history_ = self._user_history(data.events, data.n_users)
         return copy

@@ -31,6 +31,7 @@ from training.baselines import EASEConfig, EASERecommender
 from training.blend import BlendRecommender, FitOnce
 from training.fit_pipeline import VARIANTS, ColdExposureView, PipelineConfig, PipelineRecommender, StageOne, StageView
 from training.fit_text import TextTowerRecommender, with_mode
+from training.package import Registration, log_and_register, package_pipeline
 from training.stage_logging import (
     cold_tradeoff,
     data_fingerprint,
@@ -84,6 +85,9 @@ class TrainConfig:
     """Bootstrap resamples for the CIs."""
     report_dir: str | None = None
     """Where the report goes; None = ``DATA/reports/train``."""
+    register: str | None = "recsys"
+    """Stage ``all`` with tracking: register the pipeline under this name (alias ``challenger``), then run
+    the promotion gate to ``champion``; None = do not package or register."""
 
     def __post_init__(self) -> None:
         if self.stage not in STAGES:
@@ -101,6 +105,8 @@ class TrainResult:
     stats: dict[str, dict[str, float]]
     cold_curve: pl.DataFrame | None = None
     """Stage ``all``: NDCG@10 and new-item Recall@20 per cold-exposure setting (0 = off)."""
+    registration: Registration | None = None
+    """Stage ``all`` with tracking and ``register``: the registry version and the gate's decision."""
 
 
 def _specs(config: TrainConfig, towers: dict[str, TextTowerRecommender], tracking: dict) -> list[ModelSpec]:
@@ -184,7 +190,7 @@ def _pipeline_specs(config: TrainConfig, eval_config: EvalConfig, tracking: dict
 
 
 def train(config: TrainConfig, *, tracking_uri: str | None = None, show_progress: bool = False,
-          config_file: str | None = None) -> TrainResult:
+          config_file: str | None = None, force_promote: bool = False) -> TrainResult:
     """Fit the stage's models, evaluate them on the test window beside their baselines, track it all.
 
     Args:
@@ -192,19 +198,22 @@ def train(config: TrainConfig, *, tracking_uri: str | None = None, show_progress
         tracking_uri: MLflow store; None = not tracked.
         show_progress: progress bars.
         config_file: the YAML file the config came from, saved as an artifact.
+        force_promote: move ``champion`` to the new version even if the gate says no.
     """
     start = time.perf_counter()
     paths = DatasetPaths.from_dir(config.data)
     eval_config = EvalConfig(split=config.split, history=config.history, n_bootstrap=config.n_bootstrap,
                              event_weights=tuple((str(e), float(w)) for e, w in config.event_weights))
-    data = build_eval_data(load_dataset(paths), eval_config)
+    dataset = load_dataset(paths)
+    data = build_eval_data(dataset, eval_config)
     split_s = time.perf_counter() - start
     report_dir = Path(config.report_dir or Path(config.data) / "reports" / "train")
     towers: dict[str, TextTowerRecommender] = {}
     tracking: dict = {}
-    run_id = parent = mlflow = None
+    run_id = parent = mlflow = registration = None
     if tracking_uri is not None:
         import mlflow
+
         from recsys.evaluation.tracking import experiment_id
 
         mlflow.set_tracking_uri(tracking_uri)
@@ -214,7 +223,8 @@ def train(config: TrainConfig, *, tracking_uri: str | None = None, show_progress
         mlflow.log_params({f"train.{k}": str(v)[:500] for k, v in flatten(asdict(config)).items()})
         mlflow.set_tags({"git_commit": git_commit(), "stage": config.stage})
         mlflow.log_text(yaml.safe_dump(_plain(asdict(config)), sort_keys=False), "config.yaml")
-        mlflow.log_dict(data_fingerprint(paths), "data_fingerprint.json")
+        fingerprint = data_fingerprint(paths)
+        mlflow.log_dict(fingerprint, "data_fingerprint.json")
         mlflow.end_run()
         if config.text.finetune.mode != "zero-shot":  # zero-shot has no training curves to track
             key = "text_tower" if config.stage == "all" else tower_name(config.text)
@@ -250,7 +260,15 @@ def train(config: TrainConfig, *, tracking_uri: str | None = None, show_progress
                 mlflow.log_text(curve.write_csv(), "cold_tradeoff.csv")
             if config_file:
                 mlflow.log_artifact(config_file)
-    return TrainResult(result, render_table(result), files, run_id, stats, curve)
+        if main is not None and config.register:
+            start_package = time.perf_counter()
+            bundle = package_pipeline(main, data, dataset.interactions,
+                                      meta={"run_id": run_id, "data": str(config.data), "git_commit": git_commit()})
+            registration = log_and_register(mlflow, run_id, bundle, result, name=config.register,
+                                            fingerprint=fingerprint, git_commit=git_commit(),
+                                            tracking_uri=tracking_uri, force=force_promote)
+            stats["package"] = {"seconds": time.perf_counter() - start_package}
+    return TrainResult(result, render_table(result), files, run_id, stats, curve, registration)
 
 
 def _reference_ndcg(result: EvalResult) -> dict[str, float]:

@@ -19,7 +19,7 @@ from features.split import SplitConfig, temporal_split
 from recsys import contract as C
 from recsys.cli import cli
 from recsys.datasets import SPLIT_FILE
-from recsys.demo import PENDING_STAGES
+from recsys.demo import DEMO_K, PENDING_STAGES
 
 
 @pytest.fixture(autouse=True)
@@ -84,6 +84,14 @@ def test_demo_writes_the_data_and_prints_summary_split_and_pending_stages(tmp_pa
     assert f"browse with: mlflow ui --backend-store-uri {uri}" in result.output
     assert re.search(r"│ ease\s+┆ 0\.\d{4} \[", result.output)
     assert "not in this build yet: " + "; ".join(PENDING_STAGES) in result.output.splitlines()
+    # the pipeline was registered, promoted (first version) and exported for every user from the registry
+    assert "registered models:/recsys/1 (alias challenger)" in result.output
+    assert "no champion yet; -> champion = version 1" in result.output
+    recs = pl.read_parquet(out / "recs.parquet")
+    assert recs.height == DEMO_K * inter[C.USER_ID].n_unique()
+    assert recs.join(inter.filter(pl.col(C.EVENT) != "impression").select(C.USER_ID, C.ITEM_ID).unique(),
+                     on=[C.USER_ID, C.ITEM_ID]).height == 0  # nothing a user already clicked or bought
+    assert "batch export of the champion: wrote" in result.output and "top 5 of user" in result.output
     assert "Traceback" not in result.output
 
 

@@ -1,0 +1,282 @@
+"""Batch top-k export: every user's list from a registered model, streamed to one Parquet file.
+
+Users are scored in blocks (candidates -> features -> ranker), so memory is bounded by the
+block size, not by users x items. Each finished block is written as its own Parquet part
+(temporary file, then rename) under a hidden ``.OUT.parts`` folder beside the output; at the
+end the parts become the row groups of one file, which is renamed into place only after the
+row counts check out. A killed run therefore leaves no output file, and ``resume`` skips the
+blocks already written.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import shutil
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import pyarrow.parquet as pq
+from tqdm.auto import tqdm
+
+from recsys import contract as C
+from recsys.bundle import FALLBACK, RESULT_SCHEMA, ModelBundle
+from recsys.errors import DataContractError, RecsysError
+from recsys.io import read_table, write_parquet_atomic
+from recsys.pipeline import ColdExposure
+
+__all__ = ["ExportConfig", "ExportSummary", "export_recommendations", "read_user_ids", "read_new_items",
+           "prepare_bundle", "parts_folder", "check_users", "recommend_to_file", "assemble_parts",
+           "load_export_inputs"]
+
+logger = logging.getLogger(__name__)
+
+MANIFEST = "manifest.json"
+COLD_PAGE = 20
+
+
+@dataclass(frozen=True)
+class ExportConfig:
+    """How many items per user, how many users per block, and whether seen items are shown."""
+
+    k: int = 100
+    block_size: int = 1024
+    exclude_seen: bool = True
+    cold_slots: int | None = None
+    """New-item slots at the end of each list's first page (20); None = the model's own setting."""
+
+    def __post_init__(self) -> None:
+        from recsys.pyfunc_model import check_k
+
+        check_k(self.k)
+        if self.block_size < 1:
+            raise RecsysError(f"block size must be >= 1; got {self.block_size}")
+        if self.cold_slots is not None and not 0 <= self.cold_slots <= COLD_PAGE:
+            raise RecsysError(f"cold slots must be between 0 and {COLD_PAGE}; got {self.cold_slots}")
+
+    def applied(self, bundle: ModelBundle) -> ModelBundle:
+        """``bundle`` with this export's cold-exposure setting."""
+        if self.cold_slots is None:
+            return bundle
+        return bundle.with_cold(ColdExposure(self.cold_slots, COLD_PAGE, "end"))
+
+
+@dataclass(frozen=True)
+class ExportSummary:
+    """What was written, and the row-count check."""
+
+    out: Path
+    users: int
+    rows: int
+    fallback_users: int
+    """Users the model does not know (popularity lists)."""
+    short_users: int
+    """Users with fewer than k rows: fewer unseen items left in the catalogue than k."""
+    blocks: int
+    resumed_blocks: int
+    seconds: float
+
+    @property
+    def users_per_s(self) -> float:
+        return self.users / max(self.seconds, 1e-9)
+
+    def render(self) -> str:
+        return (f"wrote {self.out}: {self.rows:,} rows for {self.users:,} users in {self.seconds:.1f}s "
+                f"({self.users_per_s:,.0f} users/s; {self.blocks} blocks, {self.resumed_blocks} resumed); "
+                f"{self.fallback_users:,} unknown users got the popularity fallback; "
+                f"{self.short_users:,} users have fewer than k unseen items left")
+
+
+def parts_folder(out: Path) -> Path:
+    """Where finished blocks wait until the output is assembled (hidden, beside it)."""
+    return out.parent / f".{out.name}.parts"
+
+
+def read_user_ids(path: Path) -> np.ndarray:
+    """User ids from a table with a ``user_id`` column, or a text file with one id per line."""
+    if path.suffix.lower() in (".txt", ".lst", ""):
+        if not path.is_file():
+            raise DataContractError(f"{path}: file not found; check the path")
+        ids = [line.strip() for line in path.read_text().splitlines() if line.strip()]
+    else:
+        frame = read_table(path)
+        if C.USER_ID not in frame.columns:
+            raise DataContractError(f"{path}: needs a {C.USER_ID!r} column; found {', '.join(frame.columns)}")
+        ids = frame[C.USER_ID].cast(pl.String).drop_nulls().to_list()
+    if not ids:
+        raise DataContractError(f"{path}: lists no user ids")
+    return np.asarray(list(dict.fromkeys(ids)), dtype=object)
+
+
+def read_new_items(path: Path) -> pl.DataFrame:
+    """Items that arrived after training, checked against the data contract (errors name file, column, row)."""
+    from recsys.validation import ValidationReport, check_items
+
+    checked = check_items(read_table(path), file=str(path))
+    if checked.frame is None:
+        raise DataContractError(ValidationReport(checked.problems).render())
+    return checked.frame
+
+
+def prepare_bundle(bundle: ModelBundle, data_dir: Path, new_items: Path | None = None
+                   ) -> tuple[ModelBundle, np.ndarray]:
+    """The model with the new items encoded and the histories of ``data_dir``; and the users found there.
+
+    Interactions with items neither the model nor ``new_items`` knows are skipped (counted in the log).
+    """
+    from recsys.io import DatasetPaths, load_dataset
+    from recsys.validation import ContractPolicy
+
+    if new_items is not None:
+        items = read_new_items(new_items)
+        bundle = bundle.with_new_items(items)
+        logger.info("encoded %d new items from %s", items.height, new_items)
+    dataset = load_dataset(DatasetPaths.from_dir(data_dir), ContractPolicy(drop_unknown_items=True))
+    _, unknown_items, unknown_users = bundle.index(dataset.interactions)
+    if unknown_items:
+        logger.warning("%s: %d interactions name items the model does not know (not in its catalogue or "
+                       "--new-items); they are skipped", data_dir, unknown_items)
+    users = np.asarray(dataset.interactions[C.USER_ID].unique().sort().to_list(), dtype=object)
+    if unknown_users:
+        logger.info("%s: users the model does not know get the popularity fallback (%d interactions)", data_dir,
+                    unknown_users)
+    return bundle.with_interactions(dataset.interactions), users
+
+
+def _manifest(users: np.ndarray, config: ExportConfig, model: str) -> dict:
+    digest = hashlib.sha256("\n".join(map(str, users)).encode()).hexdigest()
+    return {"model": model, "users": len(users), "users_sha256": digest} | asdict(config)
+
+
+def _open_parts(out: Path, manifest: dict, resume: bool) -> Path:
+    parts = parts_folder(out)
+    found = parts / MANIFEST
+    if parts.exists() and resume and found.is_file():
+        previous = json.loads(found.read_text())
+        if previous != manifest:
+            changed = sorted(k for k in manifest if previous.get(k) != manifest[k])
+            raise RecsysError(f"--resume: the unfinished export in {parts} was started with other settings "
+                              f"({', '.join(changed)} differ); rerun without --resume to start over")
+        return parts
+    if resume:
+        logger.info("--resume: no unfinished export of %s; starting from the first block", out)
+    shutil.rmtree(parts, ignore_errors=True)
+    parts.mkdir(parents=True)
+    found.write_text(json.dumps(manifest, indent=2))
+    return parts
+
+
+def export_recommendations(bundle: ModelBundle, users: np.ndarray, out: Path, config: ExportConfig = ExportConfig(),
+                           *, resume: bool = False, show_progress: bool = True, model: str = "") -> ExportSummary:
+    """Write the top-k of every user in ``users`` to ``out`` (Parquet, one row group per block).
+
+    Args:
+        bundle: the model, with the histories it should read (:func:`prepare_bundle`).
+        users: user ids, in output order.
+        out: the Parquet file; appears only when complete and checked.
+        resume: keep the blocks an earlier run with the same settings finished.
+        model: the model URI, recorded so ``resume`` never mixes two models.
+    """
+    start = time.perf_counter()
+    out = Path(out)
+    users = np.asarray(users, dtype=object)
+    if len(users) == 0:
+        raise RecsysError("no users to export")
+    parts = _open_parts(out, _manifest(users, config, model), resume)
+    bundle = config.applied(bundle)
+    starts = range(0, len(users), config.block_size)
+    resumed = 0
+    with tqdm(total=len(users), unit="user", desc="recommend", disable=not show_progress, smoothing=0.1) as bar:
+        for block, lo in enumerate(starts):
+            part = parts / f"part-{block:06d}.parquet"
+            chunk = users[lo:lo + config.block_size]
+            if part.exists():
+                resumed += 1
+            else:
+                frame = bundle.recommend(chunk, config.k, exclude_seen=config.exclude_seen,
+                                         block_size=config.block_size)
+                write_parquet_atomic(frame, part)
+            bar.update(len(chunk))
+    rows, fallback_users, short_users = assemble_parts(bundle, users, parts, len(starts), out, config)
+    shutil.rmtree(parts, ignore_errors=True)
+    return ExportSummary(out, len(users), rows, fallback_users, short_users, len(starts), resumed,
+                         time.perf_counter() - start)
+
+
+def assemble_parts(bundle: ModelBundle, users: np.ndarray, parts: Path, n_blocks: int, out: Path,
+              config: ExportConfig) -> tuple[int, int, int]:
+    """Copy the parts into one file (a row group each), check every user's row count, rename into place."""
+    expected = pl.DataFrame({C.USER_ID: users, "expected": bundle.expected_rows(users, config.k, config.exclude_seen)},
+                            schema={C.USER_ID: pl.String, "expected": pl.Int64})
+    tmp = out.parent / f".{out.name}.tmp"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    schema = pl.DataFrame(schema=RESULT_SCHEMA).to_arrow().schema
+    counts, rows, fallback = [], 0, 0
+    try:
+        with pq.ParquetWriter(tmp, schema) as writer:
+            for block in range(n_blocks):
+                table = pq.read_table(parts / f"part-{block:06d}.parquet").cast(schema)
+                writer.write_table(table, row_group_size=max(table.num_rows, 1))
+                frame = pl.from_arrow(table)
+                counts.append(frame.group_by(C.USER_ID).agg(pl.len().alias("rows"), pl.col(FALLBACK).any()))
+                rows += table.num_rows
+        got = pl.concat(counts) if counts else pl.DataFrame(schema={C.USER_ID: pl.String, "rows": pl.UInt32,
+                                                                    FALLBACK: pl.Boolean})
+        check = expected.join(got, on=C.USER_ID, how="left").with_columns(pl.col("rows").fill_null(0))
+        wrong = check.filter(pl.col("rows") != pl.col("expected"))
+        if wrong.height:
+            raise RecsysError(f"row-count check failed for {wrong.height} users (e.g. "
+                              + ", ".join(f"{r[C.USER_ID]}: {r['rows']} rows, expected {r['expected']}"
+                                          for r in wrong.head(5).iter_rows(named=True)) + "); nothing written")
+        fallback = int(check[FALLBACK].fill_null(False).sum())
+        tmp.replace(out)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return rows, fallback, int((check["expected"] < config.k).sum())
+
+
+def check_users(users: np.ndarray, known: np.ndarray, data_users: np.ndarray, path: Path) -> None:
+    """Every listed user must be known to the model or have interactions in the data; else a clear error."""
+    listed = pl.Series(C.USER_ID, users, dtype=pl.String)
+    seen = pl.concat([pl.Series(C.USER_ID, known, dtype=pl.String), pl.Series(C.USER_ID, data_users, dtype=pl.String)])
+    unknown = listed.filter(~listed.is_in(seen.implode()))
+    if unknown.len():
+        raise DataContractError(f"{path}: {unknown.len()} user ids are neither known to the model nor in the data "
+                                f"(e.g. {', '.join(unknown.head(5).to_list())}); check the ids or the --data folder")
+
+
+def load_export_inputs(model_uri: str, data_dir: Path, out: Path, *, users_file: Path | None = None,
+                       new_items: Path | None = None, tracking_uri: str | None = None
+                       ) -> tuple[ModelBundle, np.ndarray]:
+    """The checked inputs of an export (any engine): the model with the data's histories and new items, the users.
+
+    Raises a :class:`RecsysError` naming the bad input (output path, users file, model URI, data,
+    new items) before anything is scored or written.
+    """
+    from recsys.pyfunc_model import load_registered
+
+    if out.exists() and out.is_dir():
+        raise RecsysError(f"--out {out} is a folder; give a file name such as recs.parquet")
+    listed = read_user_ids(users_file) if users_file is not None else None
+    bundle, data_users = prepare_bundle(load_registered(model_uri, tracking_uri), data_dir, new_items)
+    if listed is None:
+        return bundle, data_users
+    check_users(listed, bundle.user_ids, data_users, users_file)
+    return bundle, listed
+
+
+def recommend_to_file(model_uri: str, data_dir: Path, out: Path, config: ExportConfig = ExportConfig(), *,
+                      users_file: Path | None = None, new_items: Path | None = None, resume: bool = False,
+                      tracking_uri: str | None = None, show_progress: bool = True) -> ExportSummary:
+    """``recsys recommend`` on one machine: load the model, read the data and the inputs, export.
+
+    Every input is checked before the first block is scored, so bad input writes nothing.
+    """
+    bundle, users = load_export_inputs(model_uri, data_dir, out, users_file=users_file, new_items=new_items,
+                                       tracking_uri=tracking_uri)
+    return export_recommendations(bundle, users, out, config, resume=resume, show_progress=show_progress,
+                                  model=model_uri)

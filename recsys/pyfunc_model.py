@@ -1,0 +1,189 @@
+"""The whole pipeline as one MLflow pyfunc model with a signature.
+
+Input rows: ``user_id`` (string), optional ``k`` (long, default 10), ``exclude_seen``
+(boolean, default true) and ``explain`` (boolean, default false). Output rows: ``user_id,
+item_id, score, rank, fallback``, k per user, best first; ``fallback`` is true for users the
+model does not know (they get the most popular items). When any row of a request asks for
+``explain``, the output has one more column, ``reason`` (string, :mod:`recsys.explain`): the
+explanation of each row of the users who asked, null for the others; without ``explain`` the
+output has the five columns only (``reason`` is an optional output column of the signature).
+Over REST, give ``explain`` on every row of a request that uses it: MLflow's JSON parsing casts
+a missing boolean to true (in-process ``predict`` reads a missing value as false).
+The same model answers ``mlflow models serve`` requests, batch export (``recsys recommend``)
+and Spark (``recsys.spark_export``).
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import mlflow.pyfunc
+import numpy as np
+import pandas as pd
+import polars as pl
+from mlflow.models import ModelSignature
+from mlflow.types import ColSpec, Schema
+
+from recsys import contract as C
+from recsys.bundle import FALLBACK, RESULT_SCHEMA, ModelBundle
+from recsys.errors import RecsysError
+
+__all__ = ["RecsysModel", "SIGNATURE", "log_bundle", "load_bundle", "load_registered", "check_k", "DEFAULT_K",
+           "MAX_K", "ARTIFACT", "EXPLAIN", "REASON"]
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_K = 10
+MAX_K = 10_000
+"""The longest list one request may ask for (a guard against a typo that would return the catalogue)."""
+ARTIFACT = "bundle"
+"""Name of the bundle folder among the pyfunc's artifacts."""
+EXPLAIN = "explain"
+"""Optional boolean input column: true asks for the row's ``reason``."""
+REASON = "reason"
+"""Optional output column: the explanation of a row (only when a request asks for ``explain``)."""
+
+SIGNATURE = ModelSignature(
+    inputs=Schema([ColSpec("string", C.USER_ID), ColSpec("long", "k", required=False),
+                   ColSpec("boolean", "exclude_seen", required=False), ColSpec("boolean", EXPLAIN, required=False)]),
+    outputs=Schema([ColSpec("string", C.USER_ID), ColSpec("string", C.ITEM_ID), ColSpec("double", "score"),
+                    ColSpec("long", "rank"), ColSpec("boolean", FALLBACK), ColSpec("string", REASON, required=False)]),
+)
+REQUIREMENTS = ("torch", "transformers", "peft", "pytorch-lightning", "polars", "pyarrow", "numpy", "scipy",
+                "scikit-learn", "lightfm-next", "lightgbm", "mlflow", "pandas")
+
+
+def check_k(k: int) -> int:
+    """``k`` as an int, or a clear error when it is not a sensible list length."""
+    if not 1 <= int(k) <= MAX_K:
+        raise RecsysError(f"k must be between 1 and {MAX_K}; got {k}")
+    return int(k)
+
+
+class RecsysModel(mlflow.pyfunc.PythonModel):
+    """MLflow's face of a :class:`ModelBundle`: load it once, answer DataFrames of user ids."""
+
+    bundle: ModelBundle | None = None
+
+    def load_context(self, context) -> None:
+        self.bundle = ModelBundle.load(context.artifacts[ARTIFACT])
+
+    def predict(self, context, model_input: pd.DataFrame, params=None) -> pd.DataFrame:
+        """Top-k rows per input row's user (groups of equal ``k`` and ``exclude_seen`` scored together).
+
+        Bad input raises ``MlflowException(INVALID_PARAMETER_VALUE)``, which the scoring server
+        answers with HTTP 400 and this message (any other error would be a generic one).
+        """
+        from mlflow.exceptions import MlflowException
+        from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
+
+        try:
+            return self._predict(model_input)
+        except RecsysError as exc:
+            raise MlflowException(str(exc), error_code=INVALID_PARAMETER_VALUE) from exc
+
+    def _predict(self, model_input: pd.DataFrame) -> pd.DataFrame:
+        if self.bundle is None:
+            raise RecsysError("the model is not loaded; load it with mlflow.pyfunc.load_model")
+        frame = pd.DataFrame(model_input)
+        if C.USER_ID not in frame.columns:
+            raise RecsysError(f"input needs a {C.USER_ID!r} column; got {', '.join(map(str, frame.columns))}")
+        ks = _column(frame, "k", DEFAULT_K).astype(np.int64)
+        exclude = _column(frame, "exclude_seen", True).astype(bool)
+        for k in np.unique(ks):
+            check_k(k)
+        asked = _column(frame, EXPLAIN, False).astype(bool)
+        users = frame[C.USER_ID].astype(str).to_numpy(dtype=object)
+        parts = []
+        for k, ex in sorted({(int(a), bool(b)) for a, b in zip(ks, exclude, strict=True)}):
+            rows = np.flatnonzero((ks == k) & (exclude == ex))
+            out = self.bundle.recommend(users[rows], k, exclude_seen=ex, keep_row=True)
+            out = out.with_columns(pl.Series("_row", rows[out["_row"].to_numpy()]))
+            if asked.any():
+                out = self._reasons(out, asked, ex)
+            parts.append(out)
+        schema = RESULT_SCHEMA | ({REASON: pl.String} if asked.any() else {})
+        if not parts:
+            return pl.DataFrame(schema=schema).to_pandas()
+        out = pl.concat(parts).sort("_row", "rank").select(list(schema)).to_pandas()
+        if REASON in out.columns:  # None, not NaN: the scoring server writes JSON null, not the non-standard NaN
+            out[REASON] = out[REASON].astype(object).where(out[REASON].notna(), None)
+        return out
+
+    def _reasons(self, out: pl.DataFrame, asked: np.ndarray, exclude_seen: bool) -> pl.DataFrame:
+        """``out`` with ``reason``: explained for the rows whose input row asked, null for the others."""
+        from recsys.explain import explain_recommendations
+
+        wanted = out.filter(pl.Series(asked[out["_row"].to_numpy()]))
+        if wanted.height == 0:
+            return out.with_columns(pl.lit(None, pl.String).alias(REASON))
+        reasons = explain_recommendations(self.bundle, wanted, exclude_seen=exclude_seen).select("_row", "rank",
+                                                                                                 REASON)
+        return out.join(reasons, on=["_row", "rank"], how="left", maintain_order="left")
+
+
+def _column(frame: pd.DataFrame, name: str, default) -> np.ndarray:
+    if name not in frame.columns:
+        return np.full(len(frame), default)
+    return frame[name].where(frame[name].notna(), default).to_numpy()
+
+
+def log_bundle(bundle: ModelBundle, folder: Path, *, name: str = "model", input_users: list[str] | None = None,
+               tags: dict[str, str] | None = None):
+    """Log ``bundle`` as a pyfunc model in the active run; returns MLflow's ``ModelInfo``.
+
+    Args:
+        bundle: the fitted pipeline.
+        folder: scratch folder the bundle is saved to before MLflow copies it.
+        name: the model's name in the run.
+        input_users: user ids of the input example (default: the first two users).
+    """
+    from importlib.metadata import PackageNotFoundError, version
+
+    path = bundle.save(folder)
+    requirements = []
+    for package in REQUIREMENTS:
+        try:
+            requirements.append(f"{package}=={version(package)}")
+        except PackageNotFoundError:
+            continue
+    users = input_users or [str(u) for u in bundle.user_ids[:2]]
+    example = pd.DataFrame({C.USER_ID: users, "k": [DEFAULT_K] * len(users)})
+    return mlflow.pyfunc.log_model(name=name, python_model=RecsysModel(), artifacts={ARTIFACT: str(path)},
+                                   signature=SIGNATURE, input_example=example, pip_requirements=requirements,
+                                   tags=tags)
+
+
+def load_bundle(model_uri: str) -> ModelBundle:
+    """The :class:`ModelBundle` behind a pyfunc model URI (``models:/NAME@ALIAS``, ``runs:/...``, a path)."""
+    model = mlflow.pyfunc.load_model(model_uri)
+    python_model = model.unwrap_python_model()
+    if not isinstance(python_model, RecsysModel) or python_model.bundle is None:
+        raise RecsysError(f"{model_uri} is not a recsys model (its python model is {type(python_model).__name__})")
+    return python_model.bundle
+
+
+def load_registered(model_uri: str, tracking_uri: str | None = None) -> ModelBundle:
+    """:func:`load_bundle` with errors a person can act on: unknown model name, version or alias, bad URI."""
+    import re
+
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    from recsys.registry import resolve_version
+
+    if tracking_uri:
+        mlflow.set_tracking_uri(tracking_uri)
+        mlflow.set_registry_uri(tracking_uri)
+    if not model_uri:
+        raise RecsysError("no model URI given; use models:/NAME@ALIAS (see `recsys registry list`)")
+    found = re.fullmatch(r"models:/([^/@]+)(?:@([^/]+)|/(\d+))", model_uri)
+    if model_uri.startswith("models:/") and not model_uri.startswith("models:/m-"):
+        if found is None:
+            raise RecsysError(f"cannot read model URI {model_uri!r}; use models:/NAME@ALIAS or models:/NAME/VERSION")
+        resolve_version(found.group(1), found.group(2) or found.group(3), tracking_uri)
+    try:
+        return load_bundle(model_uri)
+    except (MlflowException, OSError) as exc:
+        raise RecsysError(f"cannot load model {model_uri!r}: {str(exc).splitlines()[0][:300]}") from exc

@@ -1,0 +1,207 @@
+"""The registered pyfunc model and ``recsys recommend``: lists, fallback, resume, new items, bad input."""
+
+from __future__ import annotations
+
+import mlflow
+import numpy as np
+import pandas as pd
+import polars as pl
+import pyarrow.parquet as pq
+import pytest
+from click.testing import CliRunner
+
+from recsys.bundle import ModelBundle
+from recsys.cli import cli
+from recsys.export import parts_folder
+from recsys.pyfunc_model import SIGNATURE, load_registered
+
+CHAMPION = "models:/recsys@champion"
+
+
+@pytest.fixture(scope="module")
+def model(registered_model):
+    data, uri = registered_model
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)
+    return data, uri, mlflow.pyfunc.load_model(CHAMPION)
+
+
+def _recommend(uri: str, *args: str):
+    return CliRunner().invoke(cli, ["recommend", "--model", CHAMPION, "--tracking-uri", uri, *args])
+
+
+def _seen(data) -> pl.DataFrame:
+    events = pl.read_parquet(data / "interactions.parquet")
+    return events.filter(pl.col("event").is_in(["click", "purchase"])).select("user_id", "item_id").unique()
+
+
+def test_pyfunc_has_a_signature_and_answers_users_with_k_rows(model):
+    data, _, loaded = model
+    assert loaded.metadata.signature == SIGNATURE
+    users = pl.read_parquet(data / "interactions.parquet")["user_id"].unique().sort().head(3).to_list()
+    out = loaded.predict(pd.DataFrame({"user_id": users + ["stranger"], "k": [5, 5, 3, 4]}))
+    assert list(out.columns) == ["user_id", "item_id", "score", "rank", "fallback"]
+    counts = out.groupby("user_id", sort=False).size()
+    assert counts.to_dict() == {users[0]: 5, users[1]: 5, users[2]: 3, "stranger": 4}
+    assert list(out["user_id"].drop_duplicates()) == users + ["stranger"]  # input order kept
+    assert out.loc[out.user_id == "stranger", "fallback"].all() and not out.loc[out.user_id != "stranger",
+                                                                               "fallback"].any()
+    for _, rows in out.groupby("user_id"):
+        assert rows["rank"].tolist() == list(range(1, len(rows) + 1))
+        assert rows["item_id"].is_unique
+
+
+def test_seen_items_are_excluded_unless_asked(model):
+    data, _, loaded = model
+    seen = _seen(data)
+    heavy = seen.group_by("user_id").len().sort("len", descending=True)["user_id"][0]
+    mine = set(seen.filter(pl.col("user_id") == heavy)["item_id"].to_list())
+    fresh = loaded.predict(pd.DataFrame({"user_id": [heavy], "k": [40]}))
+    assert not set(fresh["item_id"]) & mine
+    every = loaded.predict(pd.DataFrame({"user_id": [heavy], "k": [40], "exclude_seen": [False]}))
+    assert set(every["item_id"]) & mine
+
+
+def test_export_writes_every_user_in_row_groups_and_matches_the_pyfunc(model, tmp_path):
+    data, uri, loaded = model
+    out = tmp_path / "recs.parquet"
+    result = _recommend(uri, "--data", str(data), "--k", "7", "--out", str(out), "--block-size", "40")
+    assert result.exit_code == 0, result.output
+    recs = pl.read_parquet(out)
+    users = pl.read_parquet(data / "interactions.parquet")["user_id"].unique()
+    assert set(recs["user_id"]) == set(users) and recs.height == 7 * users.len()
+    assert pq.ParquetFile(out).num_row_groups == -(-users.len() // 40)
+    assert recs.join(_seen(data), on=["user_id", "item_id"]).height == 0
+    assert "users/s" in result.output and not parts_folder(out).exists()
+    sample = recs["user_id"].unique().sort().head(10).to_list()
+    online = pl.from_pandas(loaded.predict(pd.DataFrame({"user_id": sample, "k": [7] * len(sample)})))
+    batch = recs.filter(pl.col("user_id").is_in(sample)).sort("user_id", "rank")
+    assert batch.select("user_id", "item_id", "rank").equals(online.sort("user_id", "rank").select(
+        "user_id", "item_id", "rank"))
+    np.testing.assert_allclose(batch["score"].to_numpy(), online.sort("user_id", "rank")["score"].to_numpy(),
+                               rtol=1e-5)
+
+
+def test_a_crash_leaves_no_output_and_resume_continues(model, tmp_path, monkeypatch):
+    data, uri, _ = model
+    clean = tmp_path / "clean.parquet"
+    assert _recommend(uri, "--data", str(data), "--k", "5", "--out", str(clean), "--block-size", "16").exit_code == 0
+    calls = {"n": 0}
+    original = ModelBundle.recommend
+
+    def crash_on_fourth(self, *args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 4:
+            raise KeyboardInterrupt("killed")
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(ModelBundle, "recommend", crash_on_fourth)
+    out = tmp_path / "recs.parquet"
+    crashed = _recommend(uri, "--data", str(data), "--k", "5", "--out", str(out), "--block-size", "16")
+    assert crashed.exit_code != 0
+    assert not out.exists() and len(list(parts_folder(out).glob("part-*.parquet"))) == 3
+    monkeypatch.setattr(ModelBundle, "recommend", original)
+    resumed = _recommend(uri, "--data", str(data), "--k", "5", "--out", str(out), "--block-size", "16", "--resume")
+    assert resumed.exit_code == 0, resumed.output
+    assert "3 resumed" in resumed.output
+    assert pl.read_parquet(out).equals(pl.read_parquet(clean))
+    changed = _recommend(uri, "--data", str(data), "--k", "6", "--out", str(tmp_path / "other.parquet"))
+    assert changed.exit_code == 0
+
+
+def test_resume_refuses_other_settings(model, tmp_path, monkeypatch):
+    data, uri, _ = model
+    out = tmp_path / "recs.parquet"
+    monkeypatch.setattr(ModelBundle, "recommend", lambda *a, **k: (_ for _ in ()).throw(KeyboardInterrupt()))
+    assert _recommend(uri, "--data", str(data), "--k", "5", "--out", str(out)).exit_code != 0
+    monkeypatch.undo()
+    other = _recommend(uri, "--data", str(data), "--k", "9", "--out", str(out), "--resume")
+    assert other.exit_code == 1 and "k differ" in other.output and not out.exists()
+
+
+def test_row_count_check_catches_a_short_list(model, tmp_path, monkeypatch):
+    data, uri, _ = model
+    original = ModelBundle.recommend
+    monkeypatch.setattr(ModelBundle, "recommend", lambda self, *a, **k: original(self, *a, **k).slice(1))
+    out = tmp_path / "recs.parquet"
+    result = _recommend(uri, "--data", str(data), "--k", "5", "--out", str(out))
+    assert result.exit_code == 1 and "row-count check failed" in result.output
+    assert not out.exists()
+
+
+def test_users_file_limits_the_export(model, tmp_path):
+    data, uri, _ = model
+    users = tmp_path / "users.txt"
+    picked = pl.read_parquet(data / "interactions.parquet")["user_id"].unique().sort().head(4).to_list()
+    users.write_text("\n".join(picked) + "\n")
+    out = tmp_path / "recs.parquet"
+    result = _recommend(uri, "--data", str(data), "--k", "3", "--out", str(out), "--users", str(users))
+    assert result.exit_code == 0, result.output
+    assert pl.read_parquet(out)["user_id"].unique(maintain_order=True).to_list() == picked
+
+
+def _new_items(data, tmp_path, twin_of: str) -> tuple:
+    items = pl.read_parquet(data / "items.parquet")
+    twin = items.filter(pl.col("item_id") == twin_of).with_columns(pl.lit("new-twin").alias("item_id"))
+    fresh = items.head(2).with_columns(pl.Series("item_id", ["new-a", "new-b"]),
+                                       pl.Series("title", ["Quantum gardening notes", "Ancient jazz tomatoes"]))
+    path = tmp_path / "new_items.parquet"
+    pl.concat([twin, fresh]).write_parquet(path)
+    return path, items
+
+
+def test_new_items_are_encoded_and_compete_without_retraining(model, tmp_path):
+    data, uri, _ = model
+    path, items = _new_items(data, tmp_path, twin_of="i0005")
+    bundle = load_registered(CHAMPION, uri)
+    grown = bundle.with_new_items(pl.read_parquet(path))
+    assert grown.n_items == items.height + 3
+    text = grown.state.models["text"]
+    index = {item: i for i, item in enumerate(grown.item_ids)}
+    np.testing.assert_allclose(text.item_vectors_[index["new-twin"]].numpy(),
+                               text.item_vectors_[index["i0005"]].numpy(), atol=1e-5)
+    assert grown.state.cold[-3:].all()
+    out = tmp_path / "recs.parquet"
+    result = _recommend(uri, "--data", str(data), "--k", "20", "--out", str(out), "--new-items", str(path),
+                        "--cold-slots", "4")
+    assert result.exit_code == 0, result.output
+    recs = pl.read_parquet(out)
+    shown = recs.filter(pl.col("item_id").str.starts_with("new-"))
+    assert shown["user_id"].n_unique() > 0 and shown["rank"].min() >= 17  # the quota's end-of-page slots
+    assert recs.group_by("user_id").len()["len"].unique().to_list() == [20]
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["--model", "models:/recsys@nobody"], "has no alias 'nobody'"),
+    (["--model", "models:/unregistered@champion"], "no registered model 'unregistered'"),
+    (["--model", "models:/recsys/42"], "has no version '42'"),
+    (["--model", "not-a-uri://x"], "cannot load model"),
+    (["--k", "0"], "k must be between 1 and 10000"),
+    (["--k", "20000"], "k must be between 1 and 10000"),
+])
+def test_bad_model_or_k_is_a_clear_error_and_writes_nothing(model, tmp_path, args, message):
+    data, uri, _ = model
+    out = tmp_path / "recs.parquet"
+    base = ["recommend", "--model", CHAMPION, "--tracking-uri", uri, "--data", str(data), "--out", str(out), "--k", "5"]
+    result = CliRunner().invoke(cli, base + args)
+    assert result.exit_code == 1, result.output
+    assert message in result.output
+    assert not out.exists() and not parts_folder(out).exists()
+
+
+def test_bad_users_or_new_items_files_are_clear_errors(model, tmp_path):
+    data, uri, _ = model
+    out = tmp_path / "recs.parquet"
+    users = tmp_path / "users.csv"
+    pl.DataFrame({"user_id": ["u0001", "ghost-1", "ghost-2"]}).write_csv(users)
+    result = _recommend(uri, "--data", str(data), "--out", str(out), "--users", str(users))
+    assert result.exit_code == 1 and "2 user ids are neither known" in result.output and "ghost-1" in result.output
+    broken = tmp_path / "new.csv"
+    pl.DataFrame({"item_id": ["n1", "n1"], "title": ["A", "B"]}).write_csv(broken)
+    result = _recommend(uri, "--data", str(data), "--out", str(out), "--new-items", str(broken))
+    assert result.exit_code == 1 and "duplicate item id" in result.output and "new.csv" in result.output
+    clash = tmp_path / "clash.csv"
+    pl.DataFrame({"item_id": ["i0001"], "title": ["Again"]}).write_csv(clash)
+    result = _recommend(uri, "--data", str(data), "--out", str(out), "--new-items", str(clash))
+    assert result.exit_code == 1 and "already in the model's catalogue" in result.output
+    assert not out.exists() and not parts_folder(out).exists()

@@ -1,0 +1,94 @@
+"""Packaging a trained pipeline: the bundle, the pyfunc model in the run, the registry version and the gate.
+
+Called by ``recsys train`` (stage ``all``) after the evaluation: the model registered is the
+one whose test metrics were just measured; its histories are then brought up to the whole
+dataset (every event the run read), so online requests see each user's latest items.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import tempfile
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+
+from recsys import contract as C
+from recsys.bundle import ModelBundle
+from recsys.evaluation.runner import EvalResult
+from recsys.evaluation.setup import EvalData
+from recsys.pipeline import RankingPipeline
+from recsys.registry import GATE_METRIC, METRIC_TAG, PER_USER_ARTIFACT, GateResult, gate, register
+from training.baselines import binarize
+from training.fit_pipeline import PipelineRecommender
+from training.fit_text import TextTowerRecommender
+
+__all__ = ["package_pipeline", "per_user_metrics", "Registration", "log_and_register"]
+
+logger = logging.getLogger(__name__)
+
+
+def package_pipeline(main: PipelineRecommender, data: EvalData, interactions: pl.DataFrame,
+                     meta: dict | None = None) -> ModelBundle:
+    """The fitted pipeline (text tower in its serving form) with the id maps and every user's history.
+
+    Args:
+        main: the evaluated pipeline, fitted on the test window's fit data.
+        data: the run's indexed data (id maps, the fit window).
+        interactions: the whole interaction table the run read: the bundle's histories.
+    """
+    if main.pipeline_ is None:
+        raise ValueError("the pipeline is not fitted; run the evaluation first")
+    state = main.pipeline_.state
+    models = {name: model.scorer() if isinstance(model, TextTowerRecommender) else model
+              for name, model in state.models.items()}
+    pipeline = RankingPipeline(replace(state, models=models), name=main.name, cold=main.cold)
+    fit = data.test.fit
+    config = data.config
+    bundle = ModelBundle(pipeline, data.user_ids.astype(object), data.item_ids.astype(object), fit.interactions,
+                         binarize(fit.interactions).getnnz(axis=0).astype(np.float32), tuple(config.positives),
+                         {str(e): float(w) for e, w in config.event_weights}, meta or {})
+    return bundle.with_interactions(interactions)
+
+
+def per_user_metrics(result: EvalResult, model: str = "pipeline") -> pl.DataFrame:
+    """``user_id`` and every per-user test metric of ``model``: the gate's evidence."""
+    found = next((m for m in result.models if m.name == model), None)
+    if found is None:
+        raise ValueError(f"no model {model!r} in the evaluation")
+    users = result.data.user_ids[result.data.test.users]
+    return pl.DataFrame({C.USER_ID: users.astype(str)} | {k: np.asarray(v, np.float64)
+                                                         for k, v in found.per_user.items()})
+
+
+@dataclass(frozen=True)
+class Registration:
+    """Where the model went: the logged model, its registry version, and the gate's decision."""
+
+    model_uri: str
+    name: str
+    version: str
+    gate: GateResult
+
+
+def log_and_register(mlflow, run_id: str, bundle: ModelBundle, result: EvalResult, *, name: str,
+                     fingerprint: dict, git_commit: str, tracking_uri: str, force: bool = False) -> Registration:
+    """Log the bundle as a pyfunc in run ``run_id``, register it as ``challenger``, run the promotion gate."""
+    from recsys.pyfunc_model import log_bundle
+
+    metrics = per_user_metrics(result)
+    digest = hashlib.sha256(json.dumps(fingerprint, sort_keys=True).encode()).hexdigest()[:16]
+    with tempfile.TemporaryDirectory() as scratch, mlflow.start_run(run_id=run_id):
+        path = Path(scratch) / PER_USER_ARTIFACT
+        metrics.write_parquet(path)
+        mlflow.log_artifact(str(path))
+        info = log_bundle(bundle, Path(scratch) / "bundle")
+    mean = float(np.nanmean(metrics[GATE_METRIC].to_numpy())) if GATE_METRIC in metrics.columns else float("nan")
+    version = register(info.model_uri, name, run_id=run_id, tracking_uri=tracking_uri,
+                       tags={"git_commit": git_commit, "data_fingerprint": digest, METRIC_TAG: f"{mean:.4f}"})
+    decision = gate(name, version, force=force, tracking_uri=tracking_uri)
+    return Registration(info.model_uri, name, version, decision)
