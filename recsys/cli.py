@@ -201,7 +201,8 @@ def demo_cmd(out, tracking_uri, no_mlflow, text_model, text_mode) -> None:
     else:
         click.echo("batch export skipped: it reads the model from the MLflow registry (run without --no-mlflow)")
     click.echo("timings: " + ", ".join(f"{k} {v:.2f}s" for k, v in result.seconds.items()))
-    click.echo("not in this build yet: " + "; ".join(PENDING_STAGES))
+    if PENDING_STAGES:
+        click.echo("not in this build yet: " + "; ".join(PENDING_STAGES))
 
 
 def _tracking_uri(flag: str | None, disabled: bool) -> str | None:
@@ -229,12 +230,15 @@ def _echo_evaluation(run, uri: str | None) -> None:
 @click.option("--no-mlflow", is_flag=True, help="Do not track the run in MLflow.")
 @click.option("--force", "force_promote", is_flag=True,
               help="Make the new version the champion even if the promotion gate says no.")
-def train_cmd(config_file, overrides, stage, data_dir, tracking_uri, no_mlflow, force_promote) -> None:
+@click.option("--from", "from_model", help="Update this registered model (e.g. models:/recsys@champion) on --data: "
+              "warm-started text tower and LightFM; see update.replay and update.l2sp.")
+def train_cmd(config_file, overrides, stage, data_dir, tracking_uri, no_mlflow, force_promote, from_model) -> None:
     """Train every stage (text tower, LightFM, candidates, features, ranker), evaluate, track, register."""
     from recsys.config import load_config
     from training.pipeline import TrainConfig, train
 
-    extra = ([f"stage={stage}"] if stage else []) + ([f"data={data_dir}"] if data_dir else [])
+    extra = ([f"stage={stage}"] if stage else []) + ([f"data={data_dir}"] if data_dir else []) + (
+        [f"from_model={from_model}"] if from_model else [])
     config = load_config(TrainConfig, str(config_file) if config_file else None, (*overrides, *extra))
     uri = _tracking_uri(tracking_uri, no_mlflow)
     result = train(config, tracking_uri=uri, show_progress=True, config_file=str(config_file) if config_file else None,

@@ -22,7 +22,8 @@ from recsys.errors import RecsysError
 from recsys.evaluation.bootstrap import paired_bootstrap
 
 __all__ = ["CHALLENGER", "CHAMPION", "PER_USER_ARTIFACT", "GATE_METRIC", "GateResult", "register", "gate",
-           "promote", "METRIC_TAG", "list_models", "show_model", "resolve_version"]
+           "promote", "METRIC_TAG", "WINDOW_TAG", "PARENT_TAG", "PARENT_PER_USER_ARTIFACT", "list_models",
+           "show_model", "resolve_version"]
 
 logger = logging.getLogger(__name__)
 
@@ -30,6 +31,11 @@ CHALLENGER = "challenger"
 CHAMPION = "champion"
 PER_USER_ARTIFACT = "test_per_user.parquet"
 """Run artifact with ``user_id`` and one column per metric: what the gate compares."""
+PARENT_PER_USER_ARTIFACT = "parent_test_per_user.parquet"
+"""An update run's per-user metrics of the version it grew from, on the same test window."""
+WINDOW_TAG = "test_window"
+"""Version tag: digest of the data fingerprint and split; equal digests mean the same test window."""
+PARENT_TAG = "parent_version"
 GATE_METRIC = "ndcg@10"
 RUN_TAG = "parent_run"
 METRIC_TAG = "test_" + GATE_METRIC.replace("@", "_at_")
@@ -110,16 +116,32 @@ def register(model_uri: str, name: str, *, run_id: str, tags: dict[str, str], tr
     return str(version)
 
 
-def _per_user(client, version) -> pl.DataFrame:
+def _per_user(client, version, artifact: str = PER_USER_ARTIFACT) -> pl.DataFrame:
     run_id = version.tags.get(RUN_TAG) or version.run_id
     if not run_id:
         raise RecsysError(f"version {version.version} names no run; its test metrics cannot be found")
     with tempfile.TemporaryDirectory() as scratch:
         try:
-            path = client.download_artifacts(run_id, PER_USER_ARTIFACT, scratch)
+            path = client.download_artifacts(run_id, artifact, scratch)
         except Exception as exc:  # noqa: BLE001 - any store error means the same thing here
-            raise RecsysError(f"run {run_id} of version {version.version} has no {PER_USER_ARTIFACT}") from exc
+            raise RecsysError(f"run {run_id} of version {version.version} has no {artifact}") from exc
         return pl.read_parquet(Path(path))
+
+
+def _evidence(client, challenger, champion) -> tuple[pl.DataFrame, pl.DataFrame, str] | None:
+    """Per-user metrics of both versions on one test window, and where they come from; None if there are none.
+
+    Same window (same data and split): each version's own test metrics. An update of the champion:
+    the update run also evaluated its parent on its window. Otherwise the tests differ and a
+    paired comparison would compare users on different events.
+    """
+    mine, theirs = challenger.tags.get(WINDOW_TAG), champion.tags.get(WINDOW_TAG)
+    if mine is None or mine == theirs:  # versions from before the window tag: their own tests
+        return _per_user(client, challenger), _per_user(client, champion), "both tested on the same window"
+    if challenger.tags.get(PARENT_TAG) == str(champion.version):
+        return (_per_user(client, challenger), _per_user(client, challenger, PARENT_PER_USER_ARTIFACT),
+                "the champion re-scored on the challenger's window (an update of it)")
+    return None
 
 
 def gate(name: str, version: str, *, force: bool = False, metric: str = GATE_METRIC, n_resamples: int = 1000,
@@ -143,13 +165,19 @@ def gate(name: str, version: str, *, force: bool = False, metric: str = GATE_MET
 
 
 def _compare(client, challenger, champion, metric: str, n_resamples: int, name: str, force: bool) -> GateResult:
-    new, old = _per_user(client, challenger), _per_user(client, champion)
+    base = {"name": name, "version": str(challenger.version), "champion": str(champion.version), "metric": metric}
+    evidence = _evidence(client, challenger, champion)
+    if evidence is None:
+        reason = ("tested on another window than the champion (other data or split): no paired comparison; "
+                  "update from the champion (--from) or retrain on the same data;")
+        return GateResult(**base, promoted=force, reason=("forced; " if force else "") + reason)
+    new, old, source = evidence
+    logger.info("promotion gate: %s", source)
     for frame, who in ((new, challenger), (old, champion)):
         if metric not in frame.columns:
             raise RecsysError(f"version {who.version}: {PER_USER_ARTIFACT} has no {metric!r} column")
     both = new.select(C.USER_ID, pl.col(metric).alias("a")).join(old.select(C.USER_ID, pl.col(metric).alias("b")),
                                                                  on=C.USER_ID).drop_nans()
-    base = {"name": name, "version": str(challenger.version), "champion": str(champion.version), "metric": metric}
     if both.height == 0:
         reason = "no test user in common with the champion: the versions cannot be compared;"
         return GateResult(**base, promoted=force, reason=("forced; " if force else "") + reason)
@@ -204,6 +232,7 @@ def show_model(name: str, tracking_uri: str | None = None) -> pl.DataFrame:
     aliases = _aliases(client, name)
     rows = [{"version": int(v.version), "aliases": ", ".join(sorted(aliases.get(str(v.version), []))),
              METRIC_TAG: v.tags.get(METRIC_TAG, ""), "git_commit": v.tags.get("git_commit", ""),
-             "data_fingerprint": v.tags.get("data_fingerprint", ""), "parent_run": v.tags.get(RUN_TAG, "")}
+             "data_fingerprint": v.tags.get("data_fingerprint", ""), "parent_run": v.tags.get(RUN_TAG, ""),
+             PARENT_TAG: v.tags.get(PARENT_TAG, "")}
             for v in versions]
     return pl.DataFrame(rows).sort("version", descending=True)

@@ -150,6 +150,42 @@ class LightFMRecommender:
         logger.debug("lightfm: %d epochs trained", self.epochs_trained_)
         return self
 
+    def warm_start(self, parent: LightFMRecommender, data: FitInput, user_map: np.ndarray, item_map: np.ndarray
+                   ) -> Self:
+        """Start from ``parent``'s embeddings instead of random ones; then ``partial_fit`` updates them.
+
+        The tables grow for new ids: row ``i`` of this model's users (items) copies the parent's
+        row ``user_map[i]`` (``item_map[i]``), including LightFM's adagrad accumulators, and a
+        ``-1`` gets LightFM's random initialisation. Category/tag feature embeddings start afresh
+        (their columns may differ between the windows); each item's own embedding carries over.
+
+        Args:
+            parent: the fitted model of the previous version.
+            data: this window's fit input (its item features fix the new layout).
+            user_map, item_map: int [n_users] / [n_items] parent index of each new index, or -1.
+        """
+        source = parent._fitted()
+        features = self._build_item_features(data)
+        model = LightFM(no_components=self.config.no_components, loss=self.config.loss,
+                        learning_rate=self.config.learning_rate, item_alpha=self.config.item_alpha,
+                        user_alpha=self.config.user_alpha, random_state=np.random.RandomState(data.seed))
+        if source.no_components != model.no_components:
+            raise ValueError(f"the parent LightFM has {source.no_components} components; this config "
+                             f"{model.no_components}: they must match for a warm start")
+        model._initialize(model.no_components, features.shape[1] if features is not None else data.n_items,
+                          data.n_users)
+        # the parent's item rows start with one identity row per item: row j is item j's own embedding
+        for side, mapping in (("item", item_map), ("user", user_map)):
+            mapping = np.asarray(mapping, dtype=np.int64)
+            rows = np.flatnonzero(mapping >= 0)
+            for suffix in ("embeddings", "embedding_gradients", "embedding_momentum", "biases", "bias_gradients",
+                           "bias_momentum"):
+                target, origin = getattr(model, f"{side}_{suffix}"), getattr(source, f"{side}_{suffix}")
+                target[rows] = origin[mapping[rows]]
+        self.model_, self.item_features_, self.epochs_trained_ = model, features, 0
+        self._item_biases, self._item_embeddings = model.get_item_representations(features)
+        return self
+
     def fit_epochs(self, data: FitInput, epochs: Iterable[int], on_epoch: Callable[[int, Self], None]) -> Self:
         """Train a fresh model once, calling ``on_epoch`` at each requested epoch count.
 

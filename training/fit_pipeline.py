@@ -34,11 +34,13 @@ from recsys.evaluation.metrics import ranking_metrics, top_k
 from recsys.evaluation.setup import EvalConfig, fit_input
 from recsys.pipeline import ColdExposure, PipelineState, RankingPipeline
 from recsys.recommender import FitInput, Recommender
+from recsys.text_scorer import TextScorer
 from training.baselines import EASEConfig, EASERecommender, PopularityConfig, PopularityRecommender
 from training.fit_lightfm import LightFMConfig, LightFMRecommender
 from training.fit_ranker import RankerConfig, RankerReport, fit_ranker
-from training.fit_text import TextTowerRecommender
+from training.fit_text import TextTowerRecommender, WarmText
 from training.text_tower import TextTowerConfig
+from training.warm_start import WarmStart
 
 __all__ = ["PipelineConfig", "StageOne", "PipelineRecommender", "StageView", "ColdExposureView", "label_split",
            "VARIANTS"]
@@ -174,8 +176,10 @@ class StageOne:
     """
 
     def __init__(self, config: PipelineConfig, text: TextTowerConfig, *, eval_config: EvalConfig = EvalConfig(),
-                 text_logger=None, show_progress: bool = False) -> None:
+                 text_logger=None, show_progress: bool = False, warm: WarmStart | None = None) -> None:
         self.config, self.text_config, self.eval_config = config, text, eval_config
+        self.warm = warm
+        """An update: start the text tower and LightFM from this previous version (``recsys train --from``)."""
         self.text_logger, self.show_progress = text_logger, show_progress
         self._data: FitInput | None = None
         self.inner: dict[str, Recommender] = {}
@@ -212,7 +216,11 @@ class StageOne:
         if "text" not in self.config.sources:
             return
         start = time.perf_counter()
-        tower = TextTowerRecommender(self.text_config, logger_=self.text_logger).fit(self.inner_data)
+        warm = None
+        if self.warm is not None and isinstance(self.warm.parent.state.models.get("text"), TextScorer):
+            update = self.warm.config
+            warm = WarmText(self.warm.parent.state.models["text"], update.l2sp, self.warm.replay)
+        tower = TextTowerRecommender(self.text_config, logger_=self.text_logger, warm=warm).fit(self.inner_data)
         self.inner["text"], self.full["text"] = tower, tower.with_history(data)
         self.stats["text_tower"] = {"seconds": time.perf_counter() - start} | tower.stats_
 
@@ -226,12 +234,25 @@ class StageOne:
             top = top_k(model.score(users, history), 10, exclude=history)
             self.lightfm_curve[n_epochs] = float(np.nanmean(ranking_metrics(top, truth, (10,))["ndcg@10"]))
 
-        lightfm = LightFMRecommender(cfg.lightfm).fit_epochs(inner, cfg.lightfm_epochs, ndcg)
-        best = max(self.lightfm_curve, key=self.lightfm_curve.get)
-        if best != cfg.lightfm_epochs[-1]:
-            lightfm = LightFMRecommender(replace(cfg.lightfm, epochs=best)).fit(inner)
-        self.inner["lightfm"] = lightfm
-        self.full["lightfm"] = LightFMRecommender(replace(cfg.lightfm, epochs=best)).fit(data)
+        parent = self.warm.parent.state.models.get("lightfm") if self.warm is not None else None
+        if isinstance(parent, LightFMRecommender):  # update: continue the previous version on the new window
+            best = self.warm.config.lightfm_epochs
+
+            def updated(fit: FitInput) -> LightFMRecommender:
+                fit = self.warm.with_replay(fit)
+                return LightFMRecommender(cfg.lightfm).warm_start(parent, fit, self.warm.user_map,
+                                                                  self.warm.item_map).partial_fit(fit, epochs=best)
+
+            lightfm = updated(inner)
+            ndcg(best, lightfm)
+            self.inner["lightfm"], self.full["lightfm"] = lightfm, updated(data)
+        else:
+            lightfm = LightFMRecommender(cfg.lightfm).fit_epochs(inner, cfg.lightfm_epochs, ndcg)
+            best = max(self.lightfm_curve, key=self.lightfm_curve.get)
+            if best != cfg.lightfm_epochs[-1]:
+                lightfm = LightFMRecommender(replace(cfg.lightfm, epochs=best)).fit(inner)
+            self.inner["lightfm"] = lightfm
+            self.full["lightfm"] = LightFMRecommender(replace(cfg.lightfm, epochs=best)).fit(data)
         self.stats["lightfm"] = {"seconds": time.perf_counter() - start, "best_epochs": best,
                                  "label_ndcg@10": self.lightfm_curve[best]}
         start = time.perf_counter()

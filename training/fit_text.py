@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import tempfile
 import time
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Self
 
@@ -39,6 +39,32 @@ VAL_NEGATIVES = 20
 """Fixed sampled negatives per holdout positive (positives-only data) for the holdout AUC."""
 
 
+@dataclass(frozen=True)
+class WarmText:
+    """Start fine-tuning from a previous version of the tower instead of the pretrained encoder.
+
+    ``replay`` (older positive events in this fit's index: ``user_idx, item_idx, event,
+    impression_id, timestamp``) is mixed into the training examples; ``l2sp`` > 0 pulls the
+    trainable weights toward the previous version's (L2-SP). Both fight forgetting.
+    """
+
+    scorer: TextScorer
+    l2sp: float = 0.0
+    replay: pl.DataFrame | None = None
+
+    def load_into(self, module: TextTowerModule) -> None:
+        """Copy the previous encoder and head weights into ``module`` (same architecture and mode)."""
+        for name, target, source in (("encoder", module.encoder, self.scorer.encoder),
+                                     ("head", module.head, self.scorer.head)):
+            try:
+                target.load_state_dict(source.state_dict())
+            except RuntimeError as exc:
+                raise ConfigError(f"--from: the previous text {name} does not fit this config (another model or "
+                                  f"fine-tuning mode?): {str(exc).splitlines()[0][:200]}") from exc
+        if self.l2sp > 0:
+            module.anchor(self.l2sp)
+
+
 class TextTowerRecommender:
     """Two-tower text model behind the ``Recommender`` protocol.
 
@@ -47,9 +73,10 @@ class TextTowerRecommender:
     wall time, epochs, best holdout AUC).
     """
 
-    def __init__(self, config: TextTowerConfig = TextTowerConfig(), *, logger_: L.pytorch.loggers.Logger | None = None
-                 ) -> None:
+    def __init__(self, config: TextTowerConfig = TextTowerConfig(), *, logger_: L.pytorch.loggers.Logger | None = None,
+                 warm: WarmText | None = None) -> None:
         self.config = config
+        self.warm = warm
         self.name = tower_name(config)
         self.logger = logger_
         self.module_: TextTowerModule | None = None
@@ -67,7 +94,10 @@ class TextTowerRecommender:
         self._tokenizer = tokenizer
         has_impressions = bool((data.events[C.EVENT] == C.IMPRESSION).any())
         use_impressions = {"auto": has_impressions, "yes": True, "no": False}[self.config.impressions]
-        examples = build_examples(data.events, positives=self.config.positives,
+        events = data.events
+        if self.warm is not None and self.warm.replay is not None and self.warm.replay.height:
+            events = pl.concat([self.warm.replay.select(events.columns).cast(events.schema), events]).sort(C.TS)
+        examples = build_examples(events, positives=self.config.positives,
                                   history_length=self.config.history_length, use_impressions=use_impressions)
         return tokens, examples, use_impressions
 
@@ -83,6 +113,8 @@ class TextTowerRecommender:
         encoder = build_encoder(self.config.model, self.config.finetune)
         trainable, total = count_parameters(encoder)
         module = self._module(encoder, tokens, examples, data, use_impressions)
+        if self.warm is not None:
+            self.warm.load_into(module)
         if self.config.finetune.mode != "zero-shot" and len(examples):
             self._train(module, examples, tokens, trainable)
         self.stats_ |= {"trainable_params": trainable, "total_params": total, "fit_wall_s": time.perf_counter() - start}

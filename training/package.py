@@ -22,7 +22,16 @@ from recsys.bundle import ModelBundle
 from recsys.evaluation.runner import EvalResult
 from recsys.evaluation.setup import EvalData
 from recsys.pipeline import RankingPipeline
-from recsys.registry import GATE_METRIC, METRIC_TAG, PER_USER_ARTIFACT, GateResult, gate, register
+from recsys.registry import (
+    GATE_METRIC,
+    METRIC_TAG,
+    PARENT_PER_USER_ARTIFACT,
+    PER_USER_ARTIFACT,
+    WINDOW_TAG,
+    GateResult,
+    gate,
+    register,
+)
 from training.baselines import binarize
 from training.fit_pipeline import PipelineRecommender
 from training.fit_text import TextTowerRecommender
@@ -65,6 +74,11 @@ def per_user_metrics(result: EvalResult, model: str = "pipeline") -> pl.DataFram
                                                          for k, v in found.per_user.items()})
 
 
+def _parent_metrics(result: EvalResult) -> pl.DataFrame | None:
+    """An update run's evaluation of the previous version on the same test window (None otherwise)."""
+    return per_user_metrics(result, "parent") if any(m.name == "parent" for m in result.models) else None
+
+
 @dataclass(frozen=True)
 class Registration:
     """Where the model went: the logged model, its registry version, and the gate's decision."""
@@ -76,19 +90,24 @@ class Registration:
 
 
 def log_and_register(mlflow, run_id: str, bundle: ModelBundle, result: EvalResult, *, name: str,
-                     fingerprint: dict, git_commit: str, tracking_uri: str, force: bool = False) -> Registration:
+                     fingerprint: dict, git_commit: str, tracking_uri: str, force: bool = False,
+                     tags: dict[str, str] | None = None) -> Registration:
     """Log the bundle as a pyfunc in run ``run_id``, register it as ``challenger``, run the promotion gate."""
     from recsys.pyfunc_model import log_bundle
 
     metrics = per_user_metrics(result)
     digest = hashlib.sha256(json.dumps(fingerprint, sort_keys=True).encode()).hexdigest()[:16]
+    split = result.data.config.split.describe() | {"history": result.data.config.history}
+    window = hashlib.sha256(json.dumps([fingerprint, split], sort_keys=True, default=str).encode()).hexdigest()[:16]
     with tempfile.TemporaryDirectory() as scratch, mlflow.start_run(run_id=run_id):
-        path = Path(scratch) / PER_USER_ARTIFACT
-        metrics.write_parquet(path)
-        mlflow.log_artifact(str(path))
+        for frame, artifact in ((metrics, PER_USER_ARTIFACT), (_parent_metrics(result), PARENT_PER_USER_ARTIFACT)):
+            if frame is not None:
+                frame.write_parquet(Path(scratch) / artifact)
+                mlflow.log_artifact(str(Path(scratch) / artifact))
         info = log_bundle(bundle, Path(scratch) / "bundle")
     mean = float(np.nanmean(metrics[GATE_METRIC].to_numpy())) if GATE_METRIC in metrics.columns else float("nan")
     version = register(info.model_uri, name, run_id=run_id, tracking_uri=tracking_uri,
-                       tags={"git_commit": git_commit, "data_fingerprint": digest, METRIC_TAG: f"{mean:.4f}"})
+                       tags={"git_commit": git_commit, "data_fingerprint": digest, WINDOW_TAG: window,
+                             METRIC_TAG: f"{mean:.4f}"} | (tags or {}))
     decision = gate(name, version, force=force, tracking_uri=tracking_uri)
     return Registration(info.model_uri, name, version, decision)

@@ -24,7 +24,7 @@ from recsys.config import flatten
 from recsys.evaluation.report import ReportFiles, render_table, write_report
 from recsys.evaluation.run import git_commit
 from recsys.evaluation.runner import EvalResult, ModelSpec, evaluate_models
-from recsys.evaluation.setup import EvalConfig, build_eval_data
+from recsys.evaluation.setup import EvalConfig, EvalData, build_eval_data
 from recsys.io import DatasetPaths, load_dataset
 from training.baseline_specs import baseline_specs
 from training.baselines import EASEConfig, EASERecommender
@@ -41,6 +41,7 @@ from training.stage_logging import (
     window_candidate_recall,
 )
 from training.text_tower import TextTowerConfig, tower_name
+from training.warm_start import ParentView, UpdateConfig, WarmStart, parent_interactions, warm_start
 
 __all__ = ["TrainConfig", "TrainResult", "train", "STAGES"]
 
@@ -85,6 +86,11 @@ class TrainConfig:
     """Bootstrap resamples for the CIs."""
     report_dir: str | None = None
     """Where the report goes; None = ``DATA/reports/train``."""
+    from_model: str | None = None
+    """Update this registered version (``models:/recsys@champion``) on ``data`` instead of training from
+    scratch: warm-started text tower and LightFM, refit ranker (stage ``all``; see ``update``)."""
+    update: UpdateConfig = field(default_factory=UpdateConfig)
+    """Replay share, L2-SP weight and LightFM epochs of an update (``from_model``)."""
     register: str | None = "recsys"
     """Stage ``all`` with tracking: register the pipeline under this name (alias ``challenger``), then run
     the promotion gate to ``champion``; None = do not package or register."""
@@ -92,6 +98,8 @@ class TrainConfig:
     def __post_init__(self) -> None:
         if self.stage not in STAGES:
             raise ValueError(f"Invalid stage {self.stage!r}. Must be one of {', '.join(STAGES)}")
+        if self.from_model and self.stage != "all":
+            raise ValueError("from_model (an update) needs stage 'all'")
 
 
 @dataclass
@@ -163,7 +171,8 @@ def _child_logger(mlflow, parent, name: str, tracking_uri: str):
     return MLFlowLogger(tracking_uri=tracking_uri, run_id=child.info.run_id)
 
 
-def _pipeline_specs(config: TrainConfig, eval_config: EvalConfig, tracking: dict, show_progress: bool
+def _pipeline_specs(config: TrainConfig, eval_config: EvalConfig, tracking: dict, show_progress: bool,
+                    warm: WarmStart | None = None, data: EvalData | None = None
                     ) -> tuple[list[ModelSpec], StageOne, PipelineRecommender]:
     """The ranked pipeline, its ablations and cold-exposure settings, the zero-shot tower and the baselines.
 
@@ -171,9 +180,11 @@ def _pipeline_specs(config: TrainConfig, eval_config: EvalConfig, tracking: dict
     """
     cfg = config.pipeline
     stage = StageOne(cfg, config.text, eval_config=eval_config, text_logger=tracking.pop("text_tower", None),
-                     show_progress=show_progress)
+                     show_progress=show_progress, warm=warm)
     main = PipelineRecommender(stage, name="pipeline", cold=cfg.cold)
     specs = [ModelSpec("pipeline", lambda _: main)]
+    if warm is not None:  # the previous version as it is: what the update must beat on the new window
+        specs.append(ModelSpec("parent", lambda _: ParentView(warm, data)))
     if cfg.ablations:
         for name, without in VARIANTS.items():
             if name != "pipeline":
@@ -204,8 +215,14 @@ def train(config: TrainConfig, *, tracking_uri: str | None = None, show_progress
     paths = DatasetPaths.from_dir(config.data)
     eval_config = EvalConfig(split=config.split, history=config.history, n_bootstrap=config.n_bootstrap,
                              event_weights=tuple((str(e), float(w)) for e, w in config.event_weights))
+    previous = None
+    if config.from_model:  # before anything is written: an unknown model or alias fails here
+        from recsys.pyfunc_model import load_registered
+
+        previous = load_registered(config.from_model, tracking_uri)
     dataset = load_dataset(paths)
-    data = build_eval_data(dataset, eval_config)
+    data = build_eval_data(dataset, eval_config, extra_users=previous.user_ids.astype(str) if previous else ())
+    warm = warm_start(previous, data, config.update) if previous is not None else None
     split_s = time.perf_counter() - start
     report_dir = Path(config.report_dir or Path(config.data) / "reports" / "train")
     towers: dict[str, TextTowerRecommender] = {}
@@ -221,7 +238,8 @@ def train(config: TrainConfig, *, tracking_uri: str | None = None, show_progress
                                   run_name=f"train-{config.stage}-{config.text.finetune.mode}")
         run_id = parent.info.run_id
         mlflow.log_params({f"train.{k}": str(v)[:500] for k, v in flatten(asdict(config)).items()})
-        mlflow.set_tags({"git_commit": git_commit(), "stage": config.stage})
+        mlflow.set_tags({"git_commit": git_commit(), "stage": config.stage}
+                        | ({"parent_model": config.from_model} if config.from_model else {}))
         mlflow.log_text(yaml.safe_dump(_plain(asdict(config)), sort_keys=False), "config.yaml")
         fingerprint = data_fingerprint(paths)
         mlflow.log_dict(fingerprint, "data_fingerprint.json")
@@ -231,7 +249,7 @@ def train(config: TrainConfig, *, tracking_uri: str | None = None, show_progress
             tracking[key] = _child_logger(mlflow, parent, "text_tower" if config.stage == "all" else key,
                                           tracking_uri)
     if config.stage == "all":
-        specs, stage_one, main = _pipeline_specs(config, eval_config, tracking, show_progress)
+        specs, stage_one, main = _pipeline_specs(config, eval_config, tracking, show_progress, warm, data)
         reference = "pipeline"
     else:
         specs, stage_one, main, reference = _specs(config, towers, tracking), None, None, "zero_shot"
@@ -262,13 +280,32 @@ def train(config: TrainConfig, *, tracking_uri: str | None = None, show_progress
                 mlflow.log_artifact(config_file)
         if main is not None and config.register:
             start_package = time.perf_counter()
-            bundle = package_pipeline(main, data, dataset.interactions,
+            interactions = dataset.interactions.select(C.USER_ID, C.ITEM_ID, C.TS, C.EVENT)
+            if previous is not None:  # users without new events keep the previous version's history
+                interactions = pl.concat([parent_interactions(previous), interactions])
+            bundle = package_pipeline(main, data, interactions,
                                       meta={"run_id": run_id, "data": str(config.data), "git_commit": git_commit()})
             registration = log_and_register(mlflow, run_id, bundle, result, name=config.register,
                                             fingerprint=fingerprint, git_commit=git_commit(),
-                                            tracking_uri=tracking_uri, force=force_promote)
+                                            tracking_uri=tracking_uri, force=force_promote,
+                                            tags=_parent_tags(config.from_model, tracking_uri))
             stats["package"] = {"seconds": time.perf_counter() - start_package}
     return TrainResult(result, render_table(result), files, run_id, stats, curve, registration)
+
+
+def _parent_tags(from_model: str | None, tracking_uri: str) -> dict[str, str]:
+    """``parent_version``: the registered version an update grew from (its number, when the URI names one)."""
+    if not from_model:
+        return {}
+    import re
+
+    from recsys.registry import PARENT_TAG, resolve_version
+
+    found = re.fullmatch(r"models:/([^/@]+)(?:@([^/]+)|/(\d+))", from_model)
+    if found is None:
+        return {"parent_model": from_model}
+    version = resolve_version(found.group(1), found.group(2) or found.group(3), tracking_uri)
+    return {"parent_model": from_model, PARENT_TAG: str(version.version)}
 
 
 def _reference_ndcg(result: EvalResult) -> dict[str, float]:

@@ -136,6 +136,17 @@ class TextTowerModule(L.LightningModule):
         self.val_negatives = torch.as_tensor(val_negatives)
         self.cache: torch.Tensor | None = None
         self._val: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
+        self.l2sp = 0.0
+        self._anchor: list[tuple[torch.nn.Parameter, torch.Tensor]] = []
+
+    def anchor(self, l2sp: float) -> None:
+        """L2-SP: penalise ``l2sp * sum((w - w0)^2)`` over the trainable weights, ``w0`` their values now.
+
+        Called after a warm start loads the previous version's weights, so fine-tuning on new
+        data is pulled toward what the model knew (less forgetting) instead of toward zero.
+        """
+        self.l2sp = float(l2sp)
+        self._anchor = [(p, p.detach().clone()) for p in self.parameters() if p.requires_grad]
 
     def refresh_cache(self) -> None:
         """Re-encode every history item (no gradients): the per-epoch user-side cache."""
@@ -174,7 +185,12 @@ class TextTowerModule(L.LightningModule):
         return loss
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
-        return self._shared_step(batch, "train")
+        loss = self._shared_step(batch, "train")
+        if self.l2sp > 0 and self._anchor:
+            penalty = sum(((p - p0) ** 2).sum() for p, p0 in self._anchor)
+            self.log("train/l2sp", penalty, on_step=True, on_epoch=True, batch_size=len(batch["items"]))
+            loss = loss + self.l2sp * penalty
+        return loss
 
     def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
         users = self._users(batch["history"])

@@ -13,6 +13,7 @@ user x item matrices. Two histories matter and are kept apart on purpose:
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Literal
@@ -161,18 +162,23 @@ def _window(fit_rows: pl.DataFrame, target_rows: pl.DataFrame, cfg: EvalConfig, 
     return Window(fit, history, truth, ~seen)
 
 
-def build_eval_data(data: Dataset, config: EvalConfig = EvalConfig()) -> EvalData:
+def build_eval_data(data: Dataset, config: EvalConfig = EvalConfig(), *, extra_users: Sequence[str] = ()
+                    ) -> EvalData:
     """Split ``data`` in time and index it for the evaluation protocol.
 
     Args:
         data: a validated dataset.
         config: split, history choice, positives and weights.
+        extra_users: user ids indexed even without an event in ``data`` (a warm-started update
+            keeps every user of the model it grows from).
 
     Returns:
         The tuning (valid) and test windows over one user and item index.
     """
     split = temporal_split(data.interactions, config.split).collect()
-    users = split.select(pl.col(C.USER_ID).unique().sort()).with_row_index("user_idx")
+    known = pl.concat([split.select(C.USER_ID), pl.DataFrame({C.USER_ID: list(extra_users)},
+                                                             schema={C.USER_ID: pl.String})])
+    users = known.select(pl.col(C.USER_ID).unique().sort()).with_row_index("user_idx")
     items = data.items.select(pl.col(C.ITEM_ID).sort()).with_row_index("item_idx")
     indexed = _index(split, users, items).with_columns(pl.col("user_idx", "item_idx").cast(pl.Int64))
     shape = (users.height, items.height)
