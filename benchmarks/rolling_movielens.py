@@ -15,7 +15,8 @@ on slice t+1 without refitting (``recsys.evaluation.window.score_window``):
 Gain: NDCG@10 and new-item Recall@20 on slice t+1, reading every event before it. Forgetting:
 NDCG@10 on slice 0's own test window (the last 20% of its global 70/10/20 split) for a seeded
 sample of its users, reading slice 0's earlier events; those users' test events are taken out
-of every training input, so no version (full retrains included) and no replay sample sees them. Cost: the wall time of the update's ``train()``. Every run uses the same affordable
+of every training input, so no version (full retrains included) and no replay sample sees them.
+Cost: the wall time of the update's ``train()``. Every run uses the same affordable
 settings (``DEFAULT_SETS``; extend or override them with ``--set``).
 
     python benchmarks/rolling_movielens.py --data ../shared/data/movielens [--set key=value ...]
