@@ -27,7 +27,7 @@ from recsys.errors import DataContractError, RecsysError
 from recsys.pipeline import ColdExposure, PipelineState, RankingPipeline
 from recsys.text_scorer import TextScorer
 
-__all__ = ["ModelBundle", "PaddedScores", "RESULT_SCHEMA", "BUNDLE_FILE", "META_FILE"]
+__all__ = ["ModelBundle", "PaddedScores", "index_of", "RESULT_SCHEMA", "BUNDLE_FILE", "META_FILE"]
 
 BUNDLE_FILE = "bundle.pkl"
 META_FILE = "bundle.json"
@@ -35,6 +35,14 @@ FALLBACK = "fallback"
 RESULT_SCHEMA = {C.USER_ID: pl.String, C.ITEM_ID: pl.String, "score": pl.Float64, "rank": pl.Int64,
                  FALLBACK: pl.Boolean}
 """Output rows: one per (user, recommended item); ``fallback`` marks users the model does not know."""
+
+
+def index_of(asked, known) -> np.ndarray:
+    """int64 position of each ``asked`` id among ``known`` ids (compared as strings); -1 when absent."""
+    lookup = pl.DataFrame({"id": np.asarray(known).astype(str), "i": np.arange(len(known))},
+                          schema={"id": pl.String, "i": pl.Int64})
+    query = pl.DataFrame({"id": np.asarray(asked, dtype=object).astype(str)}, schema={"id": pl.String})
+    return query.join(lookup, on="id", how="left", maintain_order="left")["i"].fill_null(-1).to_numpy()
 
 
 @dataclass(frozen=True)
@@ -211,10 +219,7 @@ class ModelBundle:
     # ---- recommending ----------------------------------------------------------------------
     def user_index(self, user_ids) -> np.ndarray:
         """int64 index of each id; -1 for users the model does not know."""
-        lookup = pl.DataFrame({C.USER_ID: self.user_ids, "i": np.arange(self.n_users)},
-                              schema={C.USER_ID: pl.String, "i": pl.Int64})
-        asked = pl.DataFrame({C.USER_ID: np.asarray(user_ids, dtype=object)}, schema={C.USER_ID: pl.String})
-        return asked.join(lookup, on=C.USER_ID, how="left", maintain_order="left")["i"].fill_null(-1).to_numpy()
+        return index_of(user_ids, self.user_ids)
 
     def expected_rows(self, user_ids, k: int, exclude_seen: bool = True) -> np.ndarray:
         """int64 per user: the list length :meth:`recommend` must return (k, or the items left to show)."""

@@ -494,14 +494,14 @@ def reference_ndcg(model_uri: str, bundle: ModelBundle, tracking_uri: str | None
 
     Returns ``(nan, "")`` when none has it (the quality rule is then skipped, with a note).
     """
-    from recsys.registry import METRIC_TAG
+    from recsys.registry import METRIC_TAG, parse_model_uri
 
-    found = re.fullmatch(r"models:/([^/@]+)(?:@([^/]+)|/(\d+))", model_uri or "")
+    found = parse_model_uri(model_uri)
     if found is not None:
         try:
             from recsys.registry import resolve_version
 
-            version = resolve_version(found.group(1), found.group(2) or found.group(3), tracking_uri)
+            version = resolve_version(*found, tracking_uri)
             value = _float(version.tags.get(METRIC_TAG))
             if value is not None:
                 return value, f"version {version.version} tag {METRIC_TAG}"

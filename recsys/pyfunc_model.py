@@ -166,23 +166,22 @@ def load_bundle(model_uri: str) -> ModelBundle:
 
 def load_registered(model_uri: str, tracking_uri: str | None = None) -> ModelBundle:
     """:func:`load_bundle` with errors a person can act on: unknown model name, version or alias, bad URI."""
-    import re
 
     import mlflow
     from mlflow.exceptions import MlflowException
 
-    from recsys.registry import resolve_version
+    from recsys.registry import parse_model_uri, resolve_version
 
     if tracking_uri:
         mlflow.set_tracking_uri(tracking_uri)
         mlflow.set_registry_uri(tracking_uri)
     if not model_uri:
         raise RecsysError("no model URI given; use models:/NAME@ALIAS (see `recsys registry list`)")
-    found = re.fullmatch(r"models:/([^/@]+)(?:@([^/]+)|/(\d+))", model_uri)
+    found = parse_model_uri(model_uri)
     if model_uri.startswith("models:/") and not model_uri.startswith("models:/m-"):
         if found is None:
             raise RecsysError(f"cannot read model URI {model_uri!r}; use models:/NAME@ALIAS or models:/NAME/VERSION")
-        resolve_version(found.group(1), found.group(2) or found.group(3), tracking_uri)
+        resolve_version(*found, tracking_uri)
     try:
         return load_bundle(model_uri)
     except (MlflowException, OSError) as exc:

@@ -22,8 +22,8 @@ from recsys.errors import RecsysError
 from recsys.evaluation.bootstrap import paired_bootstrap
 
 __all__ = ["CHALLENGER", "CHAMPION", "PER_USER_ARTIFACT", "GATE_METRIC", "GateResult", "register", "gate",
-           "promote", "METRIC_TAG", "WINDOW_TAG", "PARENT_TAG", "PARENT_PER_USER_ARTIFACT", "list_models",
-           "show_model", "resolve_version"]
+           "promote", "parse_model_uri", "METRIC_TAG", "WINDOW_TAG", "PARENT_TAG", "PARENT_PER_USER_ARTIFACT",
+           "list_models", "show_model", "resolve_version"]
 
 logger = logging.getLogger(__name__)
 
@@ -82,6 +82,19 @@ def _client(tracking_uri: str | None):
 def _missing(exc: Exception) -> bool:
     text = str(exc)
     return "RESOURCE_DOES_NOT_EXIST" in text or "not found" in text.lower() or "does not exist" in text.lower()
+
+
+def parse_model_uri(model_uri: str) -> tuple[str, str] | None:
+    """``(name, version or alias)`` of ``models:/NAME@ALIAS`` or ``models:/NAME/VERSION``; None for any other URI.
+
+    Logged-model URIs (``models:/m-...``) are not registry names and give None too.
+    """
+    import re
+
+    found = re.fullmatch(r"models:/([^/@]+)(?:@([^/]+)|/(\d+))", model_uri or "")
+    if found is None or found.group(1).startswith("m-"):
+        return None
+    return found.group(1), found.group(2) or found.group(3)
 
 
 def resolve_version(name: str, ref: str, tracking_uri: str | None = None):

@@ -101,12 +101,12 @@ def spark_session(tracking_uri: str | None = None, *, show_progress: bool = True
 
 def _pinned(model_uri: str, tracking_uri: str | None) -> str:
     """``models:/NAME@ALIAS`` as ``models:/NAME/VERSION``: every executor loads the version the driver checked."""
-    from recsys.registry import resolve_version
+    from recsys.registry import parse_model_uri, resolve_version
 
-    found = re.fullmatch(r"models:/([^/@]+)@([^/]+)", model_uri)
-    if found is None or model_uri.startswith("models:/m-"):
+    found = parse_model_uri(model_uri)
+    if found is None or found[1].isdigit():  # not a registry name, or already a version
         return model_uri
-    return f"models:/{found.group(1)}/{resolve_version(found.group(1), found.group(2), tracking_uri).version}"
+    return f"models:/{found[0]}/{resolve_version(*found, tracking_uri).version}"
 
 
 def _stamp(data_dir: Path, new_items: Path | None) -> tuple:

@@ -297,14 +297,12 @@ def _parent_tags(from_model: str | None, tracking_uri: str) -> dict[str, str]:
     """``parent_version``: the registered version an update grew from (its number, when the URI names one)."""
     if not from_model:
         return {}
-    import re
+    from recsys.registry import PARENT_TAG, parse_model_uri, resolve_version
 
-    from recsys.registry import PARENT_TAG, resolve_version
-
-    found = re.fullmatch(r"models:/([^/@]+)(?:@([^/]+)|/(\d+))", from_model)
+    found = parse_model_uri(from_model)
     if found is None:
         return {"parent_model": from_model}
-    version = resolve_version(found.group(1), found.group(2) or found.group(3), tracking_uri)
+    version = resolve_version(*found, tracking_uri)
     return {"parent_model": from_model, PARENT_TAG: str(version.version)}
 
 

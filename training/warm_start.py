@@ -18,7 +18,7 @@ import polars as pl
 import scipy.sparse as sp
 
 from recsys import contract as C
-from recsys.bundle import ModelBundle
+from recsys.bundle import ModelBundle, index_of
 from recsys.config import check_at_least
 from recsys.evaluation.setup import EvalData
 from recsys.recommender import FitInput
@@ -65,16 +65,9 @@ class WarmStart:
         return replace(fit, interactions=(fit.interactions + extra).tocsr())
 
 
-def _map(new_ids: np.ndarray, parent_ids: np.ndarray) -> np.ndarray:
-    lookup = pl.DataFrame({"id": parent_ids.astype(str), "p": np.arange(len(parent_ids))},
-                          schema={"id": pl.String, "p": pl.Int64})
-    asked = pl.DataFrame({"id": new_ids.astype(str)}, schema={"id": pl.String})
-    return asked.join(lookup, on="id", how="left", maintain_order="left")["p"].fill_null(-1).to_numpy()
-
-
 def warm_start(parent: ModelBundle, data: EvalData, config: UpdateConfig) -> WarmStart:
     """Index maps between the parent and this run, and the replay sample (seeded)."""
-    user_map, item_map = _map(data.user_ids, parent.user_ids), _map(data.item_ids, parent.item_ids)
+    user_map, item_map = index_of(data.user_ids, parent.user_ids), index_of(data.item_ids, parent.item_ids)
     to_new_user = np.full(parent.n_users, -1, np.int64)
     to_new_user[user_map[user_map >= 0]] = np.flatnonzero(user_map >= 0)
     to_new_item = np.full(parent.n_items, -1, np.int64)
