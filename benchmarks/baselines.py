@@ -31,12 +31,13 @@ sys.path.insert(0, str(ROOT))
 from features.split import SplitConfig  # noqa: E402
 from recsys.evaluation.report import metric_name  # noqa: E402
 from recsys.evaluation.run import git_commit  # noqa: E402
-from recsys.evaluation.runner import evaluate_models, score_top_k  # noqa: E402
-from recsys.evaluation.setup import EvalConfig, EvalData, build_eval_data  # noqa: E402
+from recsys.evaluation.eval_data import EvalConfig, EvalData, build_eval_data  # noqa: E402
 from recsys.importers import import_dataset  # noqa: E402
 from recsys.io import DatasetPaths, load_dataset  # noqa: E402
+from recsys.scoring import rank_users  # noqa: E402
 from training.baseline_specs import BASELINES, baseline_specs  # noqa: E402
 from training.fit_lightfm import LightFMConfig, LightFMRecommender  # noqa: E402
+from training.fit_models import evaluate_specs  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results" / "baselines.json"
 SPLIT = SplitConfig(mode="per-user", valid=0.1, test=0.2)
@@ -45,7 +46,7 @@ REPORTED = (("all", "ndcg@10"), ("all", "recall@20"), ("cold_items", "recall@20"
 
 
 def quality_rows(data: EvalData, history: str) -> tuple[list[dict], dict[str, object]]:
-    result = evaluate_models(data, baseline_specs(BASELINES), show_progress=False)
+    result = evaluate_specs(data, baseline_specs(BASELINES), show_progress=False)
     rows = []
     for slice_name, metric in REPORTED:
         hits = result.table.filter((pl.col("slice") == slice_name) & (pl.col("metric") == metric))
@@ -86,9 +87,12 @@ def speed_rows(data: EvalData, epochs: int) -> list[dict]:
     model = LightFMRecommender(LightFMConfig(epochs=epochs, num_threads=1)).fit(data.test.fit)
     users = data.test.users
     k = data.config.max_k
-    fast_s = _median_seconds(lambda: score_top_k(model, data.test, users, k, block_size=data.config.block_size), 7)
+    def fast_top_k() -> np.ndarray:
+        return rank_users(model, users, data.test.history, k, block_size=data.config.block_size)[0]
+
+    fast_s = _median_seconds(fast_top_k, 7)
     slow_s = _median_seconds(lambda: _loop_top_k(model, data, users, k), 3)
-    fast = score_top_k(model, data.test, users, k, block_size=data.config.block_size)
+    fast = fast_top_k()
     slow = _loop_top_k(model, data, users, k)
     agree = float((fast[:, :10] == slow[:, :10]).mean())
     return [

@@ -55,10 +55,15 @@ def child(model: str, tracking_uri: str, data: Path, block_size: int, k: int) ->
             "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
 
 
-def run_child(args, block_size: int) -> dict:
+def run_child(args, block_size: int, before: bool = False) -> dict:
+    """One export in a fresh process; ``before``: the code at ``--before-code`` and its own store."""
+    uri = args.before_tracking_uri if before else args.tracking_uri
     command = [sys.executable, __file__, "--child", str(block_size), "--model", args.model, "--tracking-uri",
-               args.tracking_uri, "--data", str(args.data), "--k", str(args.k)]
+               uri, "--data", str(args.data), "--k", str(args.k)]
     env = os.environ | {"HF_HUB_OFFLINE": "1"}
+    if before:  # the older checkout's recsys shadows the installed one in that child
+        env["PYTHONPATH"] = str(args.before_code)
+        command[1] = str(Path(args.before_code) / "benchmarks" / "export_movielens.py")
     done = subprocess.run(command, capture_output=True, text=True, check=False, env=env)
     if done.returncode:
         raise SystemExit(f"export child failed:\n{done.stderr[-3000:]}")
@@ -75,6 +80,21 @@ def timed(fn, repeat: int = 3) -> float:
     return best
 
 
+def lightfm_model(scorer):
+    """A ``lightfm.LightFM`` that predicts exactly what the registered LightFM scorer scores.
+
+    The item representations (features @ embeddings) become identity-feature embeddings, so
+    ``LightFM.predict`` without item features gives the same scores, at its own per-user speed.
+    """
+    from lightfm import LightFM
+
+    model = LightFM(no_components=scorer.user_factors.shape[1])
+    model._initialize(model.no_components, scorer.item_factors.shape[0], scorer.user_factors.shape[0])
+    model.user_embeddings[:], model.user_biases[:] = scorer.user_factors, scorer.user_bias
+    model.item_embeddings[:], model.item_biases[:] = scorer.item_factors, scorer.item_bias
+    return model
+
+
 def reference_rows(args) -> list[dict]:
     """LightFM's per-user predict loop, the bare matmul floor and our candidate stage, in this process."""
     from recsys.export import prepare_bundle
@@ -86,11 +106,12 @@ def reference_rows(args) -> list[dict]:
     state, pipeline = bundle.state, bundle.pipeline
     lightfm = state.models["lightfm"]
     sample = index[: args.loop_users]
-    loop_s = timed(lambda: lightfm.predict_loop(sample), repeat=1)
+    reference = lightfm_model(lightfm)
+    items = np.arange(lightfm.item_factors.shape[0], dtype=np.int32)
+    loop_s = timed(lambda: [reference.predict(np.full(len(items), u, np.int32), items) for u in sample], repeat=1)
     history = bundle.history[index]
 
-    user_biases, user_emb = lightfm.model_.get_user_representations()
-    item_emb = lightfm._item_embeddings
+    user_emb, item_emb = lightfm.user_factors, lightfm.item_factors
     text = state.models.get("text")
     with torch.inference_mode():
         window = torch.from_numpy(text.user_history_[index])
@@ -104,7 +125,7 @@ def reference_rows(args) -> list[dict]:
             _ = user_emb[rows] @ item_emb.T
             _ = text_users[lo:lo + args.block] @ text_items.T
             if ease is not None:
-                _ = sp.csr_matrix(history[lo:lo + args.block]) @ ease.weights_
+                _ = sp.csr_matrix(history[lo:lo + args.block]) @ ease.weights
 
     def candidate_stage() -> None:
         for lo in range(0, len(index), args.block):
@@ -157,6 +178,8 @@ def main() -> None:
     parser.add_argument("--block", type=int, default=512, help="Block size of the floor and candidate-stage timing.")
     parser.add_argument("--loop-users", type=int, default=100, help="Users timed in the LightFM predict loop.")
     parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument("--before-code", type=Path, help="An older checkout: also export with its code (same run).")
+    parser.add_argument("--before-tracking-uri", help="The store holding the model the older code registered.")
     parser.add_argument("--child", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if not args.tracking_uri:
@@ -164,12 +187,21 @@ def main() -> None:
     if args.child is not None:
         print(json.dumps(child(args.model, args.tracking_uri, args.data, args.child, args.k)))
         return
-    exports = [run_child(args, int(b)) for b in args.block_sizes.split(",")]
+    sizes = [int(b) for b in args.block_sizes.split(",")]
+    exports, befores = [], []
+    for b in sizes:  # interleaved, so a noisy spell on the shared machine hits both sides alike
+        exports.append(run_child(args, b))
+        if args.before_code:
+            befores.append(run_child(args, b, before=True))
     rows = []
-    for e in exports:
-        for metric in ("users_per_s", "peak_rss_mb", "export_s", "load_s"):
-            rows.append({"model": "export", "metric": metric, "value": round(e[metric], 2),
-                         "block_size": e["block_size"], "users": e["users"], "k": args.k})
+    for name, runs in (("export", exports), ("export_before", befores)):
+        for e in runs:
+            for metric in ("users_per_s", "peak_rss_mb", "export_s", "load_s"):
+                rows.append({"model": name, "metric": metric, "value": round(e[metric], 2),
+                             "block_size": e["block_size"], "users": e["users"], "k": args.k})
+    for e, b in zip(exports, befores, strict=False):
+        rows.append({"model": "export", "metric": "users_per_s_ratio_to_before",
+                     "value": round(e["users_per_s"] / b["users_per_s"], 3), "block_size": e["block_size"]})
     rows += reference_rows(args)
     loop = next(r["value"] for r in rows if r["model"] == "lightfm_predict_loop")
     for e in exports:

@@ -6,15 +6,12 @@ fallback, so it answers "top k for user U" with no access to the training data. 
 hands it newer logs (:meth:`ModelBundle.with_interactions`) and items that arrived after
 training (:meth:`ModelBundle.with_new_items`); neither refits anything.
 
-On disk it is a folder: ``bundle.pkl`` (the objects) and ``bundle.json`` (what a person
-reads: sizes, sources, features, library versions), written to a temporary folder and renamed.
+On disk it is a folder of data (:mod:`recsys.model_format`: arrays, Parquet, LightGBM text, the
+text encoder as a Hugging Face folder, JSON with a format version), never a pickle.
 """
 
 from __future__ import annotations
 
-import json
-import pickle
-import shutil
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -23,26 +20,18 @@ import polars as pl
 import scipy.sparse as sp
 
 from recsys import contract as C
-from recsys.errors import DataContractError, RecsysError
+from recsys.errors import DataContractError
+from recsys.indexing import Events, fit_input, index_of
 from recsys.pipeline import ColdExposure, PipelineState, RankingPipeline
-from recsys.text_scorer import TextScorer
+from recsys.scorers import TextScorer
+from recsys.scoring import iter_ranked
 
-__all__ = ["ModelBundle", "PaddedScores", "index_of", "RESULT_SCHEMA", "BUNDLE_FILE", "META_FILE"]
+__all__ = ["ModelBundle", "PaddedScores", "RESULT_SCHEMA", "FALLBACK"]
 
-BUNDLE_FILE = "bundle.pkl"
-META_FILE = "bundle.json"
 FALLBACK = "fallback"
 RESULT_SCHEMA = {C.USER_ID: pl.String, C.ITEM_ID: pl.String, "score": pl.Float64, "rank": pl.Int64,
                  FALLBACK: pl.Boolean}
 """Output rows: one per (user, recommended item); ``fallback`` marks users the model does not know."""
-
-
-def index_of(asked, known) -> np.ndarray:
-    """int64 position of each ``asked`` id among ``known`` ids (compared as strings); -1 when absent."""
-    lookup = pl.DataFrame({"id": np.asarray(known).astype(str), "i": np.arange(len(known))},
-                          schema={"id": pl.String, "i": pl.Int64})
-    query = pl.DataFrame({"id": np.asarray(asked, dtype=object).astype(str)}, schema={"id": pl.String})
-    return query.join(lookup, on="id", how="left", maintain_order="left")["i"].fill_null(-1).to_numpy()
 
 
 @dataclass(frozen=True)
@@ -59,9 +48,6 @@ class PaddedScores:
     @property
     def name(self) -> str:
         return getattr(self.model, "name", type(self.model).__name__)
-
-    def fit(self, data) -> PaddedScores:
-        return self
 
     def score(self, users: np.ndarray, history: sp.csr_matrix) -> np.ndarray:
         known = self.model.score(users, history[:, :self.n_items])
@@ -101,30 +87,17 @@ class ModelBundle:
 
     # ---- storage -------------------------------------------------------------------------
     def save(self, folder: str | Path) -> Path:
-        """Write ``bundle.pkl`` and ``bundle.json`` into ``folder`` (replaced atomically)."""
-        folder = Path(folder)
-        tmp = folder.with_name(f".{folder.name}.tmp")
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir(parents=True)
-        with open(tmp / BUNDLE_FILE, "wb") as f:
-            pickle.dump(self, f, protocol=5)
-        (tmp / META_FILE).write_text(json.dumps(self.describe(), indent=2, default=str))
-        if folder.exists():
-            shutil.rmtree(folder)
-        tmp.rename(folder)
-        return folder
+        """Write the model as a folder of data into ``folder`` (replaced atomically; see :mod:`recsys.model_format`)."""
+        from recsys.model_format import write_bundle_folder
+
+        return write_bundle_folder(self, folder, self.describe())
 
     @staticmethod
     def load(folder: str | Path) -> ModelBundle:
-        """Read a bundle written by :meth:`save`."""
-        path = Path(folder) / BUNDLE_FILE
-        if not path.is_file():
-            raise RecsysError(f"{folder}: no {BUNDLE_FILE}; not a recsys model bundle")
-        with open(path, "rb") as f:
-            bundle = pickle.load(f)
-        if not isinstance(bundle, ModelBundle):
-            raise RecsysError(f"{path}: holds a {type(bundle).__name__}, not a ModelBundle")
-        return bundle
+        """Read a folder written by :meth:`save` (refuses another format version with a clear message)."""
+        from recsys.model_format import read_bundle_folder
+
+        return read_bundle_folder(folder)
 
     def describe(self) -> dict:
         """What a person wants to know about the model, as plain JSON."""
@@ -162,13 +135,11 @@ class ModelBundle:
         come from ``frame`` from then on; users and items the model does not know are skipped
         (unknown users get the popularity fallback). Nothing is refitted.
         """
-        from recsys.evaluation.setup import EvalConfig, fit_input
-
         indexed, _, _ = self.index(frame)
         if C.IMPRESSION_ID not in indexed.columns:
             indexed = indexed.with_columns(pl.lit(None, pl.String).alias(C.IMPRESSION_ID))
-        config = EvalConfig(positives=self.positives, event_weights=tuple(self.event_weights.items()))
-        fit = fit_input(indexed, (self.n_users, self.n_items), config, None, None)
+        events = Events(positives=self.positives, event_weights=tuple(self.event_weights.items()))
+        fit = fit_input(indexed, (self.n_users, self.n_items), events, None, None)
         state = self.state
         events = fit.events.filter(pl.col(C.EVENT).is_in(list(self.positives))).select(C.USER_IDX, C.ITEM_IDX, C.TS)
         cold = np.ones(self.n_items, bool)
@@ -236,22 +207,17 @@ class ModelBundle:
 
         ``keep_row`` adds ``_row``: the position of each row's user in ``user_ids``.
 
-        Known users go through candidates -> features -> ranker in blocks of ``block_size``;
-        users the model does not know get the most popular items, flagged ``fallback``.
+        Known users go through candidates -> features -> ranker in blocks of ``block_size``
+        (:func:`recsys.scoring.iter_ranked`); users the model does not know get the most popular
+        items, flagged ``fallback``. ``k`` is checked by the caller (``recsys.topk.check_k``).
         """
-        if k < 1:
-            raise RecsysError(f"k must be >= 1; got {k}")
         user_ids = np.asarray(user_ids, dtype=object)
         index = self.user_index(user_ids)
         parts: list[pl.DataFrame] = []
         known = np.flatnonzero(index >= 0)
-        for lo in range(0, len(known), block_size):
-            rows = known[lo:lo + block_size]
-            users = index[rows]
-            history = self.history[users]
-            top, scores = self.pipeline.recommend(users, history, min(k, self.n_items),
-                                                  exclude=history if exclude_seen else None)
-            parts.append(self._rows(rows, top, scores, fallback=False))
+        for start, top, scores in iter_ranked(self.pipeline, index[known], self.history, min(k, self.n_items),
+                                              block_size=block_size, exclude_seen=exclude_seen):
+            parts.append(self._rows(known[start:start + len(top)], top, scores, fallback=False))
         unknown = np.flatnonzero(index < 0)
         if len(unknown):
             order = np.argsort(-self.popularity, kind="stable")[:k]

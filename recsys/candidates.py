@@ -18,8 +18,9 @@ import numpy as np
 import polars as pl
 import scipy.sparse as sp
 
+from recsys import contract as C
 from recsys.config import check_at_least
-from recsys.evaluation.metrics import top_k
+from recsys.topk import top_k
 
 __all__ = ["CandidateConfig", "generate_candidates", "candidate_recall", "standardise_rows", "COLD_SOURCE"]
 
@@ -95,7 +96,7 @@ def generate_candidates(scores: Mapping[str, np.ndarray], users: np.ndarray, exc
         keys_by_source[source] = rows[keep] * n_items + flat[keep]
     keys = np.unique(np.concatenate(list(keys_by_source.values()))) if keys_by_source else np.empty(0, np.int64)
     rows, items = np.divmod(keys, n_items)
-    columns: dict[str, np.ndarray] = {"user_idx": users[rows], "item_idx": items}
+    columns: dict[str, np.ndarray] = {C.USER_IDX: users[rows], C.ITEM_IDX: items}
     for source, source_keys in keys_by_source.items():
         columns[f"src_{source}"] = np.isin(keys, source_keys).astype(np.int8)
     for name, matrix in scores.items():
@@ -116,11 +117,11 @@ def candidate_recall(candidates: pl.DataFrame, truth: pl.DataFrame) -> dict[str,
     """
     if truth.height == 0:
         return {}
-    hits = truth.join(candidates, on=["user_idx", "item_idx"], how="left")
+    hits = truth.join(candidates, on=[C.USER_IDX, C.ITEM_IDX], how="left")
     flags = [c for c in candidates.columns if c.startswith("src_")]
     found = hits.with_columns(pl.any_horizontal([pl.col(f).fill_null(0) > 0 for f in flags]).alias("_hit"))
     out = {"recall": float(found["_hit"].mean())}
     out |= {f"recall_{f.removeprefix('src_')}": float((hits[f].fill_null(0) > 0).mean()) for f in flags}
-    out["per_user"] = float(found.group_by("user_idx").agg(pl.col("_hit").mean())["_hit"].mean())
-    out["candidates_per_user"] = float(candidates.height / max(candidates["user_idx"].n_unique(), 1))
+    out["per_user"] = float(found.group_by(C.USER_IDX).agg(pl.col("_hit").mean())["_hit"].mean())
+    out["candidates_per_user"] = float(candidates.height / max(candidates[C.USER_IDX].n_unique(), 1))
     return out

@@ -50,7 +50,7 @@ class ExportConfig:
     """New-item slots at the end of each list's first page (20); None = the model's own setting."""
 
     def __post_init__(self) -> None:
-        from recsys.pyfunc_model import check_k
+        from recsys.topk import check_k
 
         check_k(self.k)
         if self.block_size < 1:

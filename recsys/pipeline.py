@@ -2,7 +2,8 @@
 
 Training (``training/fit_pipeline.py``) and every use of a fitted pipeline (the evaluation,
 batch export, the registered model) go through :meth:`RankingPipeline.candidate_table`, so
-the ranker always reads features built by the same function from the same kind of data.
+the ranker always reads features built by the same function from the same kind of data;
+lists come from :meth:`RankingPipeline.rank`, which :mod:`recsys.scoring` calls.
 
 Items outside a user's candidates still get a score (the ``cold_by`` model's, placed below
 every candidate), so a ranking over any subset of the catalogue, e.g. only the new items, is
@@ -12,7 +13,7 @@ well defined.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal, Self
+from typing import Literal
 
 import numpy as np
 import polars as pl
@@ -22,9 +23,9 @@ from features.table import FeatureConfig, build_ranking_table
 from recsys import contract as C
 from recsys.candidates import CandidateConfig, generate_candidates
 from recsys.errors import NotFittedError
-from recsys.evaluation.metrics import top_k
 from recsys.ranker import RankerEnsemble
-from recsys.recommender import FitInput, Recommender
+from recsys.scorers import Scorer
+from recsys.topk import top_k
 
 __all__ = ["PipelineState", "RankingPipeline", "ColdExposure", "HIST_COS", "user_cuts"]
 
@@ -70,7 +71,7 @@ class ColdExposure:
 class PipelineState:
     """Everything a fitted pipeline scores with."""
 
-    models: dict[str, Recommender]
+    models: dict[str, Scorer]
     """Fitted stage-one models by name; each scores every block (their scores are features)."""
     sources: tuple[str, ...]
     """Models whose top-N become candidates."""
@@ -93,15 +94,15 @@ def user_cuts(events: pl.DataFrame, users: np.ndarray) -> pl.DataFrame:
 
     Features then read everything the model was given about the user, and nothing later.
     """
-    last = events.group_by("user_idx").agg(pl.col(C.TS).max().alias("cut"))
+    last = events.group_by(C.USER_IDX).agg(pl.col(C.TS).max().alias("cut"))
     fallback = events[C.TS].max()
-    frame = pl.DataFrame({"user_idx": np.asarray(users, dtype=np.int64)})
-    return frame.join(last, on="user_idx", how="left").with_columns(
+    frame = pl.DataFrame({C.USER_IDX: np.asarray(users, dtype=np.int64)})
+    return frame.join(last, on=C.USER_IDX, how="left").with_columns(
         (pl.col("cut").fill_null(fallback) + pl.duration(microseconds=1)).cast(C.DATETIME))
 
 
 class RankingPipeline:
-    """A fitted candidates -> features -> ranker pipeline behind the ``Recommender`` protocol.
+    """A fitted candidates -> features -> ranker pipeline: ``score`` as any scorer, ``rank`` with the ranker's scores.
 
     Args:
         state: the fitted parts.
@@ -112,13 +113,6 @@ class RankingPipeline:
     def __init__(self, state: PipelineState | None = None, *, name: str = "pipeline",
                  cold: ColdExposure = ColdExposure()) -> None:
         self.state, self.name, self.cold = state, name, cold
-
-    def fit(self, data: FitInput) -> Self:
-        """Already fitted: the state comes from ``training.fit_pipeline``; checks the catalogue size."""
-        state = self._state()
-        if data.n_items != len(state.cold):
-            raise ValueError(f"the pipeline was fit on {len(state.cold)} items; got {data.n_items}")
-        return self
 
     def with_cold(self, cold: ColdExposure, name: str | None = None) -> RankingPipeline:
         """The same fitted pipeline with another cold-exposure setting (nothing refits)."""
@@ -165,8 +159,8 @@ class RankingPipeline:
         """float32 [b, n_items]: the ranked candidates on top, the fallback order below them elsewhere."""
         return self._dense(users, history)[0]
 
-    def recommend(self, users: np.ndarray, history: sp.csr_matrix, k: int, exclude: sp.csr_matrix | None = None
-                  ) -> tuple[np.ndarray, np.ndarray]:
+    def rank(self, users: np.ndarray, history: sp.csr_matrix, k: int, exclude: sp.csr_matrix | None = None
+             ) -> tuple[np.ndarray, np.ndarray]:
         """Each user's top ``k`` (the list order of :meth:`score`) and the ranker's score of each.
 
         Items past the candidates carry a score below every candidate's (the ``cold_by`` model's
@@ -188,12 +182,12 @@ class RankingPipeline:
         users = np.asarray(users, dtype=np.int64)
         scores = self.stage_scores(users, history)
         table = self.candidate_table(users, history, scores=scores, exclude_seen=exclude_seen)
-        ranked = table.select("user_idx", "item_idx", pl.Series("s", state.ranker.predict(table)))
-        items = ranked["item_idx"].to_numpy()
+        ranked = table.select(C.USER_IDX, C.ITEM_IDX, pl.Series("s", state.ranker.predict(table)))
+        items = ranked[C.ITEM_IDX].to_numpy()
         ranked = ranked.with_columns(pl.Series("cold", state.cold[items])).pipe(_positions, self.cold)
         row_of = np.full(int(users.max()) + 1 if len(users) else 0, -1, dtype=np.int64)
         row_of[users] = np.arange(len(users))
-        rows = row_of[ranked["user_idx"].to_numpy()]
+        rows = row_of[ranked[C.USER_IDX].to_numpy()]
         fallback = np.asarray(scores.get(state.candidates.cold_by, next(iter(scores.values()))), dtype=np.float64)
         span = np.ptp(fallback, axis=1, keepdims=True)
         below = (fallback - fallback.min(axis=1, keepdims=True)) / np.where(span > 0, span, 1.0) - 2.0  # [-2, -1]
@@ -219,10 +213,10 @@ def _positions(ranked: pl.DataFrame, cold: ColdExposure) -> pl.DataFrame:
     """
     order = pl.col("s").rank("ordinal", descending=True)
     if cold.slots == 0:
-        return ranked.with_columns(order.over("user_idx").cast(pl.Float64).alias("position"))
+        return ranked.with_columns(order.over(C.USER_IDX).cast(pl.Float64).alias("position"))
     reserved = cold.reserved()
-    frame = ranked.with_columns((order.over("user_idx", "cold") - 1).alias("_w"),
-                                pl.min_horizontal(pl.col("cold").cast(pl.Int64).sum().over("user_idx"),
+    frame = ranked.with_columns((order.over(C.USER_IDX, "cold") - 1).alias("_w"),
+                                pl.min_horizontal(pl.col("cold").cast(pl.Int64).sum().over(C.USER_IDX),
                                                   len(reserved)).alias("_c"))
     within, used, is_cold = frame["_w"].to_numpy(), frame["_c"].to_numpy(), frame["cold"].to_numpy()
     # warm item r follows reserved slot k iff r >= reserved[k] - 1 - k (the warm items before it)
@@ -231,6 +225,6 @@ def _positions(ranked: pl.DataFrame, cold: ColdExposure) -> pl.DataFrame:
     at = np.where(is_cold, reserved[np.minimum(within, len(reserved) - 1)], warm_at)
     placed = np.where(is_cold, within < used, warm_at <= cold.page)
     frame = frame.with_columns(pl.Series("_at", at), pl.Series("_in", placed))
-    later = cold.page + order.over("user_idx", "_in")
+    later = cold.page + order.over(C.USER_IDX, "_in")
     return frame.with_columns(pl.when("_in").then(pl.col("_at")).otherwise(later).cast(pl.Float64)
                               .alias("position")).drop("_w", "_c", "_at", "_in")

@@ -28,15 +28,13 @@ from mlflow.types import ColSpec, Schema
 from recsys import contract as C
 from recsys.bundle import FALLBACK, RESULT_SCHEMA, ModelBundle
 from recsys.errors import RecsysError
+from recsys.topk import DEFAULT_K, check_k
 
-__all__ = ["RecsysModel", "SIGNATURE", "log_bundle", "load_bundle", "load_registered", "check_k", "DEFAULT_K",
-           "MAX_K", "ARTIFACT", "EXPLAIN", "REASON"]
+__all__ = ["RecsysModel", "SIGNATURE", "log_bundle", "load_bundle", "load_registered", "ARTIFACT", "EXPLAIN",
+           "REASON"]
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_K = 10
-MAX_K = 10_000
-"""The longest list one request may ask for (a guard against a typo that would return the catalogue)."""
 ARTIFACT = "bundle"
 """Name of the bundle folder among the pyfunc's artifacts."""
 EXPLAIN = "explain"
@@ -50,15 +48,11 @@ SIGNATURE = ModelSignature(
     outputs=Schema([ColSpec("string", C.USER_ID), ColSpec("string", C.ITEM_ID), ColSpec("double", "score"),
                     ColSpec("long", "rank"), ColSpec("boolean", FALLBACK), ColSpec("string", REASON, required=False)]),
 )
-REQUIREMENTS = ("torch", "transformers", "peft", "pytorch-lightning", "polars", "pyarrow", "numpy", "scipy",
-                "scikit-learn", "lightfm-next", "lightgbm", "mlflow", "pandas")
-
-
-def check_k(k: int) -> int:
-    """``k`` as an int, or a clear error when it is not a sensible list length."""
-    if not 1 <= int(k) <= MAX_K:
-        raise RecsysError(f"k must be between 1 and {MAX_K}; got {k}")
-    return int(k)
+REQUIREMENTS = ("torch", "transformers", "safetensors", "tokenizers", "polars", "pyarrow", "numpy", "scipy",
+                "lightgbm", "mlflow", "pandas", "tqdm")
+"""What loading and scoring import (the runtime): no peft, Lightning, LightFM or scikit-learn."""
+CODE_FILE = Path(__file__).with_name("pyfunc_code.py")
+"""The models-from-code file MLflow logs instead of a pickled ``PythonModel``."""
 
 
 class RecsysModel(mlflow.pyfunc.PythonModel):
@@ -150,7 +144,7 @@ def log_bundle(bundle: ModelBundle, folder: Path, *, name: str = "model", input_
             continue
     users = input_users or [str(u) for u in bundle.user_ids[:2]]
     example = pd.DataFrame({C.USER_ID: users, "k": [DEFAULT_K] * len(users)})
-    return mlflow.pyfunc.log_model(name=name, python_model=RecsysModel(), artifacts={ARTIFACT: str(path)},
+    return mlflow.pyfunc.log_model(name=name, python_model=str(CODE_FILE), artifacts={ARTIFACT: str(path)},
                                    signature=SIGNATURE, input_example=example, pip_requirements=requirements,
                                    tags=tags)
 

@@ -1,6 +1,6 @@
 """The baseline models of ``recsys evaluate --baselines`` and their small tuning grids.
 
-The grids are chosen on the valid window (``recsys.evaluation.runner``): EASE's L2, LightFM's
+The grids are chosen on the valid window (``training.fit_models``): EASE's L2, LightFM's
 epochs, ALS's factors, item-kNN's neighbourhood. They are deliberately small so a baseline run
 on MovieLens stays within minutes on two cores.
 """
@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from recsys.evaluation.runner import ModelSpec
-from training.baselines import (
+from training.fit_als import ALSConfig, ALSRecommender
+from training.fit_baselines import (
     EASEConfig,
     EASERecommender,
     ItemKNNConfig,
@@ -19,8 +19,8 @@ from training.baselines import (
     PopularityRecommender,
     RandomRecommender,
 )
-from training.fit_als import ALSConfig, ALSRecommender
 from training.fit_lightfm import LightFMConfig, LightFMRecommender
+from training.fit_models import ModelSpec
 
 __all__ = ["BASELINES", "baseline_specs"]
 

@@ -19,7 +19,8 @@ import scipy.sparse as sp
 
 from recsys.candidates import standardise_rows
 from recsys.errors import NotFittedError
-from recsys.recommender import FitInput, Recommender
+from recsys.indexing import FitInput
+from recsys.scorers import Scorer
 
 __all__ = ["FitOnce", "BlendRecommender"]
 
@@ -31,17 +32,21 @@ class FitOnce:
     once on the valid window and once on the test window, however many weights are tried.
     """
 
-    def __init__(self, factory: Callable[[], Recommender], name: str) -> None:
+    def __init__(self, factory: Callable[[], object], name: str) -> None:
         self.factory, self.name = factory, name
-        self._fitted: list[tuple[FitInput, Recommender]] = []
-        self.model: Recommender | None = None
+        self._fitted: list[tuple[FitInput, object, Scorer]] = []
+        self.model: Scorer | None = None
+        """The fitted scorer of the last window ``fit`` saw."""
+        self.estimator: object | None = None
+        """The estimator that fitted it (e.g. for the text tower's int8 view)."""
 
     def fit(self, data: FitInput) -> Self:
-        found = next((m for d, m in self._fitted if d is data), None)
+        found = next(((e, m) for d, e, m in self._fitted if d is data), None)
         if found is None:
-            found = self.factory().fit(data)
-            self._fitted.append((data, found))
-        self.model = found
+            estimator = self.factory()
+            found = (estimator, estimator.fit(data))
+            self._fitted.append((data, *found))
+        self.estimator, self.model = found
         return self
 
     def score(self, users: np.ndarray, history: sp.csr_matrix) -> np.ndarray:
@@ -53,7 +58,7 @@ class FitOnce:
 class BlendRecommender:
     """Weighted sum of two models' per-user standardised scores."""
 
-    def __init__(self, text: Recommender, cf: Recommender, weight: float, name: str | None = None,
+    def __init__(self, text: Scorer, cf: Scorer, weight: float, name: str | None = None,
                  top: int | None = None) -> None:
         if not 0 <= weight <= 1:
             raise ValueError(f"blend weight must be in [0, 1], got {weight}")

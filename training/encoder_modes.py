@@ -22,22 +22,24 @@ attention query, the temperature) is not part of this module.
 
 from __future__ import annotations
 
+import copy
 import re
 from collections.abc import Hashable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from peft import LoraConfig, PromptTuningConfig, PromptTuningInit, TaskType, get_peft_model
+from peft import LoraConfig, PeftModel, PromptTuningConfig, PromptTuningInit, TaskType, get_peft_model
 from torch import nn
 from torch.nn.utils.rnn import pad_sequence
 from transformers import AutoModel
 from transformers.masking_utils import create_bidirectional_mask
 
 from recsys.config import check_at_least
+from recsys.scorers.text import TextEncoder
 from recsys.text_encoder import mean_pool, resolve_model_path
 
-__all__ = ["MODES", "FineTuneConfig", "ItemEncoder", "build_encoder", "count_parameters"]
+__all__ = ["MODES", "FineTuneConfig", "ItemEncoder", "build_encoder", "count_parameters", "serving_encoder"]
 
 MODES = ("zero-shot", "full", "lora", "bitfit", "freeze:N", "prompt")
 _FREEZE = re.compile(r"freeze:(\d+)")
@@ -270,3 +272,22 @@ def count_parameters(module: nn.Module) -> tuple[int, int]:
     """(trainable, total) parameter counts of ``module``."""
     params = list(module.parameters())
     return sum(p.numel() for p in params if p.requires_grad), sum(p.numel() for p in params)
+
+
+def serving_encoder(encoder: ItemEncoder) -> TextEncoder:
+    """The fine-tuned encoder as serving reads it: a plain transformer, eval mode, no peft.
+
+    LoRA adapters are merged into a copy of the weights (the training module is left as it is);
+    prompt tuning keeps its learned virtual tokens as an array that :class:`TextEncoder`
+    prepends; every other mode already is a plain transformer (freeze:N is just its forward split).
+    """
+    transformer = encoder.transformer
+    prompt = None
+    if isinstance(transformer, PeftModel):
+        if encoder.prompt_tokens:
+            prompt = transformer.get_prompt_embedding_to_save(adapter_name="default").detach().clone()
+            transformer = transformer.get_base_model()
+        else:
+            transformer = copy.deepcopy(transformer).merge_and_unload()
+    return TextEncoder(transformer, prompt).eval()
+

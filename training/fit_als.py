@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import Self
 
 import implicit.cpu.als
 import numpy as np
@@ -17,9 +16,8 @@ import scipy.sparse as sp
 from threadpoolctl import threadpool_limits
 
 from recsys.config import check_at_least
-from recsys.errors import NotFittedError
-from recsys.recommender import FitInput
-from training.baselines import check_block
+from recsys.indexing import FitInput
+from recsys.scorers import FactorScorer
 
 __all__ = ["ALSConfig", "ALSRecommender"]
 
@@ -49,20 +47,16 @@ class ALSConfig:
 class ALSRecommender:
     """Weighted matrix factorisation fitted by alternating least squares (implicit, CPU).
 
-    ``score`` uses the user factors learned in ``fit``; the ``history`` passed at scoring time
-    is not folded in, so users must be the ones seen in ``fit``.
+    The fitted scorer uses the user factors learned in ``fit``; the ``history`` passed at scoring
+    time is not folded in, so users must be the ones seen in ``fit``.
     """
 
     name = "als"
 
     def __init__(self, config: ALSConfig = ALSConfig()) -> None:
         self.config = config
-        self.user_factors_: np.ndarray | None = None
-        """float32 [n_users, factors], set by ``fit``."""
-        self.item_factors_: np.ndarray | None = None
-        """float32 [n_items, factors], set by ``fit``."""
 
-    def fit(self, data: FitInput) -> Self:
+    def fit(self, data: FitInput) -> FactorScorer:
         """Factorise the confidence-weighted user x item matrix.
 
         Args:
@@ -70,7 +64,7 @@ class ALSRecommender:
                 the factor initialisation.
 
         Returns:
-            self.
+            The user and item factors (no biases) as a factor scorer.
         """
         confidence = sp.csr_matrix(data.interactions, dtype=np.float32, copy=True)
         confidence.sum_duplicates()
@@ -91,24 +85,5 @@ class ALSRecommender:
             )
             # implicit >= 0.5 takes user x item
             model.fit(confidence, show_progress=False)
-        self.user_factors_ = np.ascontiguousarray(model.user_factors, dtype=np.float32)
-        self.item_factors_ = np.ascontiguousarray(model.item_factors, dtype=np.float32)
-        return self
-
-    def score(self, users: np.ndarray, history: sp.csr_matrix) -> np.ndarray:
-        """Dot products of the block's user factors with every item factor.
-
-        Args:
-            users: int [b] user indices seen in ``fit``.
-            history: float32 [b, n_items] interactions; unused beyond the shape check.
-
-        Returns:
-            float32 [b, n_items].
-
-        Raises:
-            NotFittedError: before ``fit``.
-        """
-        if self.user_factors_ is None or self.item_factors_ is None:
-            raise NotFittedError(f"{type(self).__name__} is not fitted; call fit() first")
-        users = check_block(users, history, self.item_factors_.shape[0], self.user_factors_.shape[0])
-        return self.user_factors_[users] @ self.item_factors_.T
+        return FactorScorer(self.name, np.ascontiguousarray(model.user_factors, dtype=np.float32),
+                            np.ascontiguousarray(model.item_factors, dtype=np.float32))

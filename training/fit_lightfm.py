@@ -27,8 +27,8 @@ from lightfm import LightFM
 
 from recsys.config import check_above, check_at_least
 from recsys.errors import NotFittedError
-from recsys.recommender import FitInput
-from training.baselines import binarize, check_block
+from recsys.indexing import FitInput
+from recsys.scorers import FactorScorer, binarize
 
 __all__ = ["LOSSES", "LightFMConfig", "LightFMRecommender"]
 
@@ -36,6 +36,9 @@ logger = logging.getLogger(__name__)
 
 LOSSES = ("warp", "bpr", "logistic", "warp-kos")
 """Losses LightFM implements."""
+_STATE = tuple(f"{side}_{suffix}" for side in ("item", "user") for suffix in (
+    "embeddings", "embedding_gradients", "embedding_momentum", "biases", "bias_gradients", "bias_momentum"))
+"""LightFM's parameter and adagrad arrays: what a warm-started update continues from."""
 
 
 @dataclass(frozen=True)
@@ -92,7 +95,7 @@ class LightFMRecommender:
         self._item_biases: np.ndarray | None = None
         self._item_embeddings: np.ndarray | None = None
 
-    def fit(self, data: FitInput) -> Self:
+    def fit(self, data: FitInput) -> FactorScorer:
         """Train a fresh model for ``config.epochs`` epochs.
 
         Args:
@@ -100,10 +103,25 @@ class LightFMRecommender:
                 ``item_features`` float32 [n_items, n_features], ``seed``.
 
         Returns:
-            self.
+            The fitted scorer (:meth:`scorer`).
         """
         self._reset()
-        return self.partial_fit(data, epochs=self.config.epochs)
+        return self.partial_fit(data, epochs=self.config.epochs).scorer()
+
+    def scorer(self) -> FactorScorer:
+        """The model as it is now, as plain arrays (copies: later ``partial_fit`` calls do not move it).
+
+        ``score(u, i) = <user_emb[u], item_repr[i]> + user_bias[u] + item_bias[i]``, exactly
+        ``LightFM.predict``; the raw parameter and adagrad arrays ride along for warm starts.
+
+        Raises:
+            NotFittedError: before ``fit``.
+        """
+        model = self._fitted()
+        user_biases, user_embeddings = model.get_user_representations()
+        state = {name: np.array(getattr(model, name), copy=True) for name in _STATE}
+        return FactorScorer(self.name, np.array(user_embeddings, copy=True), np.array(self._item_embeddings, copy=True),
+                            np.array(user_biases, copy=True), np.array(self._item_biases, copy=True), state)
 
     def partial_fit(self, data: FitInput, epochs: int = 1) -> Self:
         """Continue training for ``epochs`` more epochs (starts a fresh model if none exists).
@@ -150,7 +168,7 @@ class LightFMRecommender:
         logger.debug("lightfm: %d epochs trained", self.epochs_trained_)
         return self
 
-    def warm_start(self, parent: LightFMRecommender, data: FitInput, user_map: np.ndarray, item_map: np.ndarray
+    def warm_start(self, parent: FactorScorer, data: FitInput, user_map: np.ndarray, item_map: np.ndarray
                    ) -> Self:
         """Start from ``parent``'s embeddings instead of random ones; then ``partial_fit`` updates them.
 
@@ -160,17 +178,19 @@ class LightFMRecommender:
         (their columns may differ between the windows); each item's own embedding carries over.
 
         Args:
-            parent: the fitted model of the previous version.
+            parent: the previous version's LightFM scorer (its ``state`` holds LightFM's arrays).
             data: this window's fit input (its item features fix the new layout).
             user_map, item_map: int [n_users] / [n_items] parent index of each new index, or -1.
         """
-        source = parent._fitted()
+        if not set(_STATE) <= set(parent.state):
+            raise ValueError(f"the previous {parent.name!r} model carries no LightFM training state to continue from")
+        source = parent.state
         features = self._build_item_features(data)
         model = LightFM(no_components=self.config.no_components, loss=self.config.loss,
                         learning_rate=self.config.learning_rate, item_alpha=self.config.item_alpha,
                         user_alpha=self.config.user_alpha, random_state=np.random.RandomState(data.seed))
-        if source.no_components != model.no_components:
-            raise ValueError(f"the parent LightFM has {source.no_components} components; this config "
+        if source["user_embeddings"].shape[1] != model.no_components:
+            raise ValueError(f"the parent LightFM has {source['user_embeddings'].shape[1]} components; this config "
                              f"{model.no_components}: they must match for a warm start")
         model._initialize(model.no_components, features.shape[1] if features is not None else data.n_items,
                           data.n_users)
@@ -178,25 +198,23 @@ class LightFMRecommender:
         for side, mapping in (("item", item_map), ("user", user_map)):
             mapping = np.asarray(mapping, dtype=np.int64)
             rows = np.flatnonzero(mapping >= 0)
-            for suffix in ("embeddings", "embedding_gradients", "embedding_momentum", "biases", "bias_gradients",
-                           "bias_momentum"):
-                target, origin = getattr(model, f"{side}_{suffix}"), getattr(source, f"{side}_{suffix}")
-                target[rows] = origin[mapping[rows]]
+            for name in (n for n in _STATE if n.startswith(side)):
+                getattr(model, name)[rows] = source[name][mapping[rows]]
         self.model_, self.item_features_, self.epochs_trained_ = model, features, 0
         self._item_biases, self._item_embeddings = model.get_item_representations(features)
         return self
 
-    def fit_epochs(self, data: FitInput, epochs: Iterable[int], on_epoch: Callable[[int, Self], None]) -> Self:
+    def fit_epochs(self, data: FitInput, epochs: Iterable[int], on_epoch: Callable[[int, FactorScorer], None]) -> Self:
         """Train a fresh model once, calling ``on_epoch`` at each requested epoch count.
 
-        ``fit_epochs(data, [5, 10, 20], cb)`` trains 20 epochs in total and calls ``cb(5, self)``,
-        ``cb(10, self)``, ``cb(20, self)`` with the model scoring as it is at that point, so the
+        ``fit_epochs(data, [5, 10, 20], cb)`` trains 20 epochs in total and calls ``cb(5, scorer)``,
+        ``cb(10, scorer)``, ``cb(20, scorer)`` with the model's scorer at that point, so the
         callback can evaluate on the validation window and keep the best epoch count.
 
         Args:
             data: as for :meth:`fit`.
             epochs: strictly increasing epoch counts, each >= 1.
-            on_epoch: called with (epochs trained so far, self).
+            on_epoch: called with (epochs trained so far, the scorer at that point).
 
         Returns:
             self, trained to the last epoch count.
@@ -212,34 +230,13 @@ class LightFMRecommender:
         self._reset()
         for checkpoint in checkpoints:
             self.partial_fit(data, epochs=checkpoint - self.epochs_trained_)
-            on_epoch(checkpoint, self)
+            on_epoch(checkpoint, self.scorer())
         return self
-
-    def score(self, users: np.ndarray, history: sp.csr_matrix) -> np.ndarray:
-        """Scores of a block of users, from cached representations (one matrix product).
-
-        Args:
-            users: int [b] user indices seen in ``fit``.
-            history: float32 [b, n_items] interactions; unused beyond the shape check.
-
-        Returns:
-            float32 [b, n_items], equal to :meth:`predict_loop` up to float rounding.
-
-        Raises:
-            NotFittedError: before ``fit``.
-        """
-        model = self._fitted()
-        user_biases, user_embeddings = model.get_user_representations()
-        users = check_block(users, history, self._item_embeddings.shape[0], user_embeddings.shape[0])
-        scores = user_embeddings[users] @ self._item_embeddings.T
-        scores += user_biases[users][:, None]
-        scores += self._item_biases[None, :]
-        return scores.astype(np.float32, copy=False)
 
     def predict_loop(self, users: np.ndarray) -> np.ndarray:
         """Slow reference: ``LightFM.predict(user, all_items)`` once per user.
 
-        Only for benchmarks and tests that check :meth:`score` against LightFM itself; it
+        Only for benchmarks and tests that check the scorer against LightFM itself; it
         loops over users in Python.
 
         Args:

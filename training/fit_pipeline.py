@@ -30,12 +30,13 @@ from recsys import contract as C
 from recsys.candidates import CandidateConfig, candidate_recall
 from recsys.config import check_above, check_at_least
 from recsys.errors import NotFittedError
-from recsys.evaluation.metrics import ranking_metrics, top_k
-from recsys.evaluation.setup import EvalConfig, fit_input
+from recsys.evaluation.metrics import ranking_metrics
+from recsys.evaluation.eval_data import EvalConfig
+from recsys.indexing import FitInput, fit_input
 from recsys.pipeline import ColdExposure, PipelineState, RankingPipeline
-from recsys.recommender import FitInput, Recommender
-from recsys.text_scorer import TextScorer
-from training.baselines import EASEConfig, EASERecommender, PopularityConfig, PopularityRecommender
+from recsys.scorers import FactorScorer, Scorer, TextScorer
+from recsys.topk import top_k
+from training.fit_baselines import EASEConfig, EASERecommender, PopularityConfig, PopularityRecommender
 from training.fit_lightfm import LightFMConfig, LightFMRecommender
 from training.fit_ranker import RankerConfig, RankerReport, fit_ranker
 from training.fit_text import TextTowerRecommender, WarmText
@@ -123,32 +124,32 @@ def label_split(events: pl.DataFrame, fraction: float, positives: Sequence[str])
         (earlier events, cuts): ``cuts`` has ``user_idx`` and ``cut`` (the first label event's time)
         for users with a label window; users with one positive keep everything.
     """
-    pos = events.filter(pl.col(C.EVENT).is_in(list(positives))).sort("user_idx", C.TS, "item_idx")
-    n = pl.len().over("user_idx")
+    pos = events.filter(pl.col(C.EVENT).is_in(list(positives))).sort(C.USER_IDX, C.TS, C.ITEM_IDX)
+    n = pl.len().over(C.USER_IDX)
     # at least one label for every user with two positives, never all of them: each keeps a history
     n_label = pl.min_horizontal((n * fraction).ceil().cast(pl.Int64), n - 1)
-    order = pl.int_range(pl.len()).over("user_idx")
+    order = pl.int_range(pl.len()).over(C.USER_IDX)
     cuts = (pos.filter(order >= n - n_label)
-            .group_by("user_idx").agg(pl.col(C.TS).min().alias("cut")).sort("user_idx"))
-    earlier = events.join(cuts, on="user_idx", how="left").filter(
+            .group_by(C.USER_IDX).agg(pl.col(C.TS).min().alias("cut")).sort(C.USER_IDX))
+    earlier = events.join(cuts, on=C.USER_IDX, how="left").filter(
         pl.col("cut").is_null() | (pl.col(C.TS) < pl.col("cut"))).drop("cut")
     return earlier, cuts
 
 
 def _labels(events: pl.DataFrame, cuts: pl.DataFrame, positives: Sequence[str], seen: sp.csr_matrix) -> pl.DataFrame:
     """Graded labels of the label window: purchase 2, other positives 1; items seen before the cut dropped."""
-    later = events.join(cuts, on="user_idx").filter(pl.col(C.TS) >= pl.col("cut"))
+    later = events.join(cuts, on=C.USER_IDX).filter(pl.col(C.TS) >= pl.col("cut"))
     labels = (later.filter(pl.col(C.EVENT).is_in(list(positives)))
-              .group_by("user_idx", "item_idx")
+              .group_by(C.USER_IDX, C.ITEM_IDX)
               .agg(pl.when(pl.col(C.EVENT) == C.PURCHASE).then(2).otherwise(1).max().cast(pl.Int32).alias("label")))
-    users, items = labels["user_idx"].to_numpy(), labels["item_idx"].to_numpy()
+    users, items = labels[C.USER_IDX].to_numpy(), labels[C.ITEM_IDX].to_numpy()
     fresh = np.asarray(seen[users, items]).ravel() == 0
-    return labels.filter(pl.Series(fresh)).sort("user_idx", "item_idx")
+    return labels.filter(pl.Series(fresh)).sort(C.USER_IDX, C.ITEM_IDX)
 
 
 def _truth(labels: pl.DataFrame, users: np.ndarray, n_items: int) -> sp.csr_matrix:
-    rows = np.searchsorted(users, labels["user_idx"].to_numpy())  # users: sorted, unique, a superset
-    return sp.csr_matrix((np.ones(len(rows), bool), (rows, labels["item_idx"].to_numpy())),
+    rows = np.searchsorted(users, labels[C.USER_IDX].to_numpy())  # users: sorted, unique, a superset
+    return sp.csr_matrix((np.ones(len(rows), bool), (rows, labels[C.ITEM_IDX].to_numpy())),
                          shape=(len(users), n_items))
 
 
@@ -157,13 +158,13 @@ def candidate_ndcg(table: pl.DataFrame, column: str, k: int = 10) -> float:
 
     Users without a positive candidate are left out: no order can help them.
     """
-    ranked = table.select("user_idx", (pl.col("label") > 0).cast(pl.Float64).alias("rel"),
+    ranked = table.select(C.USER_IDX, (pl.col("label") > 0).cast(pl.Float64).alias("rel"),
                           pl.col(column).fill_nan(None).fill_null(float("-inf")).alias("s"))
     gain = pl.col("rel") / (pl.col("_r") + 1).log(2)
-    dcg = ranked.with_columns(pl.col("s").rank("ordinal", descending=True).over("user_idx").alias("_r"))
-    ideal = ranked.with_columns(pl.col("rel").rank("ordinal", descending=True).over("user_idx").alias("_r"))
-    per_user = (dcg.filter(pl.col("_r") <= k).group_by("user_idx").agg(gain.sum().alias("dcg"))
-                .join(ideal.filter(pl.col("_r") <= k).group_by("user_idx").agg(gain.sum().alias("idcg")), on="user_idx")
+    dcg = ranked.with_columns(pl.col("s").rank("ordinal", descending=True).over(C.USER_IDX).alias("_r"))
+    ideal = ranked.with_columns(pl.col("rel").rank("ordinal", descending=True).over(C.USER_IDX).alias("_r"))
+    per_user = (dcg.filter(pl.col("_r") <= k).group_by(C.USER_IDX).agg(gain.sum().alias("dcg"))
+                .join(ideal.filter(pl.col("_r") <= k).group_by(C.USER_IDX).agg(gain.sum().alias("idcg")), on=C.USER_IDX)
                 .filter(pl.col("idcg") > 0))
     return float((per_user["dcg"] / per_user["idcg"]).mean()) if per_user.height else 0.0
 
@@ -182,8 +183,8 @@ class StageOne:
         """An update: start the text tower and LightFM from this previous version (``recsys train --from``)."""
         self.text_logger, self.show_progress = text_logger, show_progress
         self._data: FitInput | None = None
-        self.inner: dict[str, Recommender] = {}
-        self.full: dict[str, Recommender] = {}
+        self.inner: dict[str, Scorer] = {}
+        self.full: dict[str, Scorer] = {}
         self.stats: dict[str, dict[str, float]] = {}
         self.lightfm_curve: dict[int, float] = {}
 
@@ -200,7 +201,7 @@ class StageOne:
         self.inner_data = fit_input(earlier, (data.n_users, data.n_items), self.eval_config, data.item_features,
                                     data.items)
         self.labels = _labels(data.events, self.cuts, positives, self.inner_data.interactions)
-        self.label_users = np.unique(self.labels["user_idx"].to_numpy())
+        self.label_users = np.unique(self.labels[C.USER_IDX].to_numpy())
         if len(self.label_users) == 0:
             raise ValueError("the label window has no positives: too little history per user for the ranker "
                              f"(label_fraction={cfg.label_fraction}); raise it or use more data")
@@ -220,8 +221,9 @@ class StageOne:
         if self.warm is not None and isinstance(self.warm.parent.state.models.get("text"), TextScorer):
             update = self.warm.config
             warm = WarmText(self.warm.parent.state.models["text"], update.l2sp, self.warm.replay)
-        tower = TextTowerRecommender(self.text_config, logger_=self.text_logger, warm=warm).fit(self.inner_data)
-        self.inner["text"], self.full["text"] = tower, tower.with_history(data)
+        tower = TextTowerRecommender(self.text_config, logger_=self.text_logger, warm=warm)
+        scorer = tower.fit(self.inner_data)
+        self.inner["text"], self.full["text"] = scorer, scorer.with_history(data.events, data.n_users)
         self.stats["text_tower"] = {"seconds": time.perf_counter() - start} | tower.stats_
 
     def _fit_cf(self, data: FitInput) -> None:
@@ -230,24 +232,24 @@ class StageOne:
         users = self.label_users
         truth, history = _truth(self.labels, users, data.n_items), inner.interactions[users]
 
-        def ndcg(n_epochs: int, model: LightFMRecommender) -> None:
+        def ndcg(n_epochs: int, model: FactorScorer) -> None:
             top = top_k(model.score(users, history), 10, exclude=history)
             self.lightfm_curve[n_epochs] = float(np.nanmean(ranking_metrics(top, truth, (10,))["ndcg@10"]))
 
         parent = self.warm.parent.state.models.get("lightfm") if self.warm is not None else None
-        if isinstance(parent, LightFMRecommender):  # update: continue the previous version on the new window
+        if isinstance(parent, FactorScorer) and parent.state:  # update: continue the previous version's LightFM
             best = self.warm.config.lightfm_epochs
 
-            def updated(fit: FitInput) -> LightFMRecommender:
+            def updated(fit: FitInput) -> FactorScorer:
                 fit = self.warm.with_replay(fit)
-                return LightFMRecommender(cfg.lightfm).warm_start(parent, fit, self.warm.user_map,
-                                                                  self.warm.item_map).partial_fit(fit, epochs=best)
+                return LightFMRecommender(cfg.lightfm).warm_start(parent, fit, self.warm.user_map, self.warm.item_map
+                                                                  ).partial_fit(fit, epochs=best).scorer()
 
             lightfm = updated(inner)
             ndcg(best, lightfm)
             self.inner["lightfm"], self.full["lightfm"] = lightfm, updated(data)
         else:
-            lightfm = LightFMRecommender(cfg.lightfm).fit_epochs(inner, cfg.lightfm_epochs, ndcg)
+            lightfm = LightFMRecommender(cfg.lightfm).fit_epochs(inner, cfg.lightfm_epochs, ndcg).scorer()
             best = max(self.lightfm_curve, key=self.lightfm_curve.get)
             if best != cfg.lightfm_epochs[-1]:
                 lightfm = LightFMRecommender(replace(cfg.lightfm, epochs=best)).fit(inner)
@@ -265,17 +267,17 @@ class StageOne:
 
 
 def _positive_events(data: FitInput, positives: Sequence[str]) -> pl.DataFrame:
-    return data.events.filter(pl.col(C.EVENT).is_in(list(positives))).select("user_idx", "item_idx", C.TS)
+    return data.events.filter(pl.col(C.EVENT).is_in(list(positives))).select(C.USER_IDX, C.ITEM_IDX, C.TS)
 
 
 def _catalogue(items: pl.DataFrame) -> pl.DataFrame:
     # the title is for explanations and the user inspector; no feature reads it
     keep = [c for c in (C.TITLE, C.CATEGORY, C.PUBLISHED_AT, C.DESCRIPTION) if c in items.columns]
-    indexed = items if "item_idx" in items.columns else items.with_row_index("item_idx")  # catalogue order
-    return indexed.with_columns(pl.col("item_idx").cast(pl.Int64)).select("item_idx", *keep)
+    indexed = items if C.ITEM_IDX in items.columns else items.with_row_index(C.ITEM_IDX)  # catalogue order
+    return indexed.with_columns(pl.col(C.ITEM_IDX).cast(pl.Int64)).select(C.ITEM_IDX, *keep)
 
 
-def _normalised_vectors(models: dict[str, Recommender]) -> np.ndarray | None:
+def _normalised_vectors(models: dict[str, Scorer]) -> np.ndarray | None:
     tower = models.get("text")
     if tower is None:
         return None
@@ -303,7 +305,7 @@ class PipelineRecommender:
         """The score column the kept ranker started from (None: boosting from zero)."""
         self._data: FitInput | None = None
 
-    def _state(self, models: dict[str, Recommender], data: FitInput, ranker) -> PipelineState:
+    def _state(self, models: dict[str, Scorer], data: FitInput, ranker) -> PipelineState:
         """The parts of one pipeline: ``models`` fit on ``data``, whose positive events the features read.
 
         In training that is the window before the label cuts, not the whole window: at scoring
@@ -319,14 +321,18 @@ class PipelineRecommender:
             candidates = replace(candidates, cold_by="lightfm" if "lightfm" in kept else sources[0])
         events = _positive_events(data, self.stage_one.eval_config.positives)
         cold = np.ones(data.n_items, bool)
-        cold[events["item_idx"].unique().to_numpy()] = False
+        cold[events[C.ITEM_IDX].unique().to_numpy()] = False
         return PipelineState(kept, sources, ranker, events, _catalogue(data.items), cold, candidates,
                              cfg.features, _normalised_vectors(kept))
 
-    def fit(self, data: FitInput) -> Self:
-        """Fit (or reuse) the stage-one models, train the ranker on the label window, then switch to the full window."""
+    def fit(self, data: FitInput) -> RankingPipeline:
+        """Fit (or reuse) the stage-one models, train the ranker on the label window, then switch to the full window.
+
+        Returns:
+            The fitted pipeline (the runtime object the evaluation scores and the registry stores).
+        """
         if self._data is data:
-            return self
+            return self.pipeline_
         stage = self.stage_one.fit(data)
         cfg = stage.config
         start = time.perf_counter()
@@ -338,13 +344,13 @@ class PipelineRecommender:
         for lo in tqdm(range(0, len(users), cfg.block_size), desc=f"{self.name} features", unit="block",
                        disable=not stage.show_progress, leave=False):
             block = users[lo:lo + cfg.block_size]
-            cuts = stage.cuts.filter(pl.col("user_idx").is_in(block.tolist()))
+            cuts = stage.cuts.filter(pl.col(C.USER_IDX).is_in(block.tolist()))
             blocks.append(inner.candidate_table(block, stage.inner_data.interactions[block], cuts=cuts))
-        table = pl.concat(blocks).join(stage.labels, on=["user_idx", "item_idx"], how="left").with_columns(
+        table = pl.concat(blocks).join(stage.labels, on=[C.USER_IDX, C.ITEM_IDX], how="left").with_columns(
             pl.col("label").fill_null(0))
         features_s = time.perf_counter() - start
-        truth = stage.labels.filter(pl.col("user_idx").is_in(users.tolist()))
-        recall = candidate_recall(table, truth.select("user_idx", "item_idx"))
+        truth = stage.labels.filter(pl.col(C.USER_IDX).is_in(users.tolist()))
+        recall = candidate_recall(table, truth.select(C.USER_IDX, C.ITEM_IDX))
         bases = {c: candidate_ndcg(table, c) for c in table.columns if c.removeprefix("score_") in inner.state.models}
         tried = [None, max(bases, key=bases.get)] if cfg.ranker_base and bases else [None]
         fits = {base: fit_ranker(table, feature_columns(table), config=cfg.ranker, base=base,
@@ -362,12 +368,7 @@ class PipelineRecommender:
         self.stats_ |= {f"ranker_fold_ndcg_base_{b or 'none'}": f[1].mean_best_ndcg for b, f in fits.items()}
         self.base_ = base
         self._data = data
-        return self
-
-    def score(self, users: np.ndarray, history: sp.csr_matrix) -> np.ndarray:
-        if self.pipeline_ is None:
-            raise NotFittedError(f"{self.name} is not fitted; call fit() first")
-        return self.pipeline_.score(users, history)
+        return self.pipeline_
 
 
 class StageView:
@@ -376,14 +377,12 @@ class StageView:
     def __init__(self, stage_one: StageOne, model: str, name: str | None = None) -> None:
         self.stage_one, self.model, self.name = stage_one, model, name or f"{model}_alone"
 
-    def fit(self, data: FitInput) -> Self:
+    def fit(self, data: FitInput) -> Scorer:
+        """The shared stage one's fitted ``model`` for ``data`` (fitting stage one if it is not yet)."""
         self.stage_one.fit(data)
-        return self
-
-    def score(self, users: np.ndarray, history: sp.csr_matrix) -> np.ndarray:
         if self.model not in self.stage_one.full:
-            raise NotFittedError(f"{self.name}: stage one has no fitted {self.model!r}; call fit() first")
-        return self.stage_one.full[self.model].score(users, history)
+            raise NotFittedError(f"{self.name}: stage one has no {self.model!r} (not among PipelineConfig.sources)")
+        return self.stage_one.full[self.model]
 
 
 class ColdExposureView:
@@ -391,14 +390,6 @@ class ColdExposureView:
 
     def __init__(self, pipeline: PipelineRecommender, cold: ColdExposure) -> None:
         self.pipeline, self.cold, self.name = pipeline, cold, f"{pipeline.name}_{cold.label}"
-        self.view: RankingPipeline | None = None
 
-    def fit(self, data: FitInput) -> Self:
-        self.pipeline.fit(data)
-        self.view = self.pipeline.pipeline_.with_cold(self.cold, self.name)
-        return self
-
-    def score(self, users: np.ndarray, history: sp.csr_matrix) -> np.ndarray:
-        if self.view is None:
-            raise NotFittedError(f"{self.name} is not fitted; call fit() first")
-        return self.view.score(users, history)
+    def fit(self, data: FitInput) -> RankingPipeline:
+        return self.pipeline.fit(data).with_cold(self.cold, self.name)

@@ -26,6 +26,7 @@ import lightgbm as lgb
 import numpy as np
 import polars as pl
 
+from recsys import contract as C
 from recsys.config import check_above, check_at_least
 from recsys.ranker import RankerEnsemble, base_scores, feature_matrix
 
@@ -169,7 +170,7 @@ def fit_ranker(
     features: Sequence[str],
     *,
     label: str = "label",
-    group: str = "user_idx",
+    group: str = C.USER_IDX,
     config: RankerConfig = RankerConfig(),
     show_progress: bool = False,
     base: str | None = None,

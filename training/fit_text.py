@@ -1,8 +1,9 @@
-"""The text tower as a ``Recommender``: fit (Lightning fine-tuning, or none for zero-shot), then score.
+"""Fitting the text tower: Lightning fine-tuning (or none, zero-shot), then its serving form.
 
 After fitting, the whole catalogue is encoded once under ``torch.inference_mode`` and each
-user's most recent history window is kept, so scoring a block of users is one pooling and
-one matrix product, like every other model of the evaluation protocol.
+user's most recent history window is kept; ``fit`` returns a :class:`recsys.scorers.TextScorer`
+(the encoder as a plain transformer, LoRA merged), so scoring a block of users is one pooling
+and one matrix product, like every other model, and the registered model needs no training code.
 """
 
 from __future__ import annotations
@@ -12,23 +13,21 @@ import tempfile
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Self
 
 import numpy as np
 import polars as pl
 import pytorch_lightning as L
-import scipy.sparse as sp
 import torch
 from pytorch_lightning.callbacks import EarlyStopping, ModelCheckpoint
 from transformers import AutoTokenizer
 
 from recsys import contract as C
 from recsys.errors import ConfigError, NotFittedError
-from recsys.recommender import FitInput
-from recsys.text_encoder import quantize_int8, render_item_texts, resolve_model_path
-from recsys.text_scorer import TextScorer, user_windows
-from training.encoder_modes import build_encoder, count_parameters
-from training.text_data import Examples, ItemTokens, TextDataModule, build_examples, split_holdout
+from recsys.indexing import FitInput
+from recsys.scorers.text import TextScorer, user_windows
+from recsys.text_encoder import ItemTokens, quantize_int8, render_item_texts, resolve_model_path
+from training.encoder_modes import ItemEncoder, build_encoder, count_parameters, serving_encoder
+from training.text_data import Examples, TextDataModule, build_examples, split_holdout
 from training.text_tower import TextTowerConfig, TextTowerModule, encode_items, tower_name
 
 __all__ = ["TextTowerRecommender", "VAL_NEGATIVES"]
@@ -43,34 +42,48 @@ VAL_NEGATIVES = 20
 class WarmText:
     """Start fine-tuning from a previous version of the tower instead of the pretrained encoder.
 
-    ``replay`` (older positive events in this fit's index: ``user_idx, item_idx, event,
-    impression_id, timestamp``) is mixed into the training examples; ``l2sp`` > 0 pulls the
-    trainable weights toward the previous version's (L2-SP). Both fight forgetting.
+    The previous version's encoder (a plain transformer: its LoRA, if any, merged) becomes the
+    base model that this fit's mode wraps, its learned prompt (prompt mode) and its head are
+    copied in. ``replay`` (older positive events in this fit's index: ``user_idx, item_idx,
+    event, impression_id, timestamp``) is mixed into the training examples; ``l2sp`` > 0 pulls
+    the trainable weights toward the previous version's (L2-SP). Both fight forgetting.
     """
 
     scorer: TextScorer
     l2sp: float = 0.0
     replay: pl.DataFrame | None = None
 
-    def load_into(self, module: TextTowerModule) -> None:
-        """Copy the previous encoder and head weights into ``module`` (same architecture and mode)."""
-        for name, target, source in (("encoder", module.encoder, self.scorer.encoder),
-                                     ("head", module.head, self.scorer.head)):
+    def build_encoder(self, config: TextTowerConfig) -> ItemEncoder:
+        """This fit's encoder (``config.finetune`` mode) over the previous version's weights."""
+        with tempfile.TemporaryDirectory() as folder:
+            self.scorer.encoder.transformer.save_pretrained(folder, safe_serialization=True)
+            encoder = build_encoder(folder, config.finetune)
+        prompt = self.scorer.encoder.prompt
+        if prompt.numel():
             try:
-                target.load_state_dict(source.state_dict())
-            except RuntimeError as exc:
-                raise ConfigError(f"--from: the previous text {name} does not fit this config (another model or "
-                                  f"fine-tuning mode?): {str(exc).splitlines()[0][:200]}") from exc
+                encoder.transformer.prompt_encoder["default"].embedding.weight.data.copy_(prompt)
+            except (AttributeError, KeyError, RuntimeError) as exc:
+                raise ConfigError("--from: the previous text tower learned a prompt that this fine-tuning mode "
+                                  f"cannot take ({exc}); use the same mode and prompt_tokens") from exc
+        return encoder
+
+    def load_into(self, module: TextTowerModule) -> None:
+        """Copy the previous head into ``module``; anchor L2-SP at the weights the fit starts from."""
+        try:
+            module.head.load_state_dict(self.scorer.head.state_dict())
+        except RuntimeError as exc:
+            raise ConfigError(f"--from: the previous text head does not fit this config (another model or "
+                              f"similarity?): {str(exc).splitlines()[0][:200]}") from exc
         if self.l2sp > 0:
             module.anchor(self.l2sp)
 
 
 class TextTowerRecommender:
-    """Two-tower text model behind the ``Recommender`` protocol.
+    """Two-tower text model estimator: ``fit(data)`` fine-tunes and returns the fitted :class:`TextScorer`.
 
     Attributes set by ``fit``: ``item_vectors_`` float32 [n_items, d], ``user_history_`` int64
     [n_users, L] (most recent last, -1 padded), ``stats_`` (trainable parameters, examples,
-    wall time, epochs, best holdout AUC).
+    wall time, epochs, best holdout AUC), ``module_`` (the Lightning module, training form).
     """
 
     def __init__(self, config: TextTowerConfig = TextTowerConfig(), *, logger_: L.pytorch.loggers.Logger | None = None,
@@ -85,6 +98,7 @@ class TextTowerRecommender:
         self.stats_: dict[str, float] = {}
         self._tokens: ItemTokens | None = None
         self._tokenizer = None
+        self._scorer: TextScorer | None = None
 
     def _prepare(self, data: FitInput) -> tuple[ItemTokens, Examples, bool]:
         if data.items is None or data.events is None:
@@ -101,16 +115,20 @@ class TextTowerRecommender:
                                   history_length=self.config.history_length, use_impressions=use_impressions)
         return tokens, examples, use_impressions
 
-    def fit(self, data: FitInput) -> Self:
+    def fit(self, data: FitInput) -> TextScorer:
         """Fine-tune on ``data.events`` (or nothing, zero-shot), then encode the catalogue.
 
         Args:
             data: the fit window, with ``items`` (texts) and ``events`` (order, impressions).
+
+        Returns:
+            The fitted tower's serving form (:meth:`scorer`).
         """
         start = time.perf_counter()
         L.seed_everything(self.config.seed, workers=True, verbose=False)
         tokens, examples, use_impressions = self._prepare(data)
-        encoder = build_encoder(self.config.model, self.config.finetune)
+        encoder = (self.warm.build_encoder(self.config) if self.warm is not None
+                   else build_encoder(self.config.model, self.config.finetune))
         trainable, total = count_parameters(encoder)
         module = self._module(encoder, tokens, examples, data, use_impressions)
         if self.warm is not None:
@@ -119,7 +137,7 @@ class TextTowerRecommender:
             self._train(module, examples, tokens, trainable)
         self.stats_ |= {"trainable_params": trainable, "total_params": total, "fit_wall_s": time.perf_counter() - start}
         self._finish(module, tokens, data)
-        return self
+        return self.scorer()
 
     def _module(self, encoder, tokens: ItemTokens, examples: Examples, data: FitInput,
                 use_impressions: bool) -> TextTowerModule:
@@ -163,28 +181,26 @@ class TextTowerRecommender:
                         "examples_per_s": trainer.global_step * cfg.batch_size / max(elapsed, 1e-9),
                         "best_valid_auc": float(score) if score is not None else float("nan")}
 
-    def quantized(self) -> TextTowerRecommender:
-        """A copy whose catalogue vectors come from the int8 (dynamically quantised) encoder.
+    def quantized(self) -> TextScorer:
+        """The fitted tower with catalogue vectors from the int8 (dynamically quantised) encoder.
 
-        The cheap CPU inference path; compare its metrics with this model's to see the cost.
+        The cheap CPU inference path; compare its metrics with the fp32 tower's to see the cost.
         """
         if self.module_ is None or self._tokens is None:
             raise NotFittedError(f"{type(self).__name__} is not fitted; call fit() first")
-        copy = TextTowerRecommender(self.config)
-        copy.name, copy.module_, copy.user_history_, copy.stats_ = (f"{self.name}_int8", self.module_,
-                                                                    self.user_history_, dict(self.stats_))
         encoder = quantize_int8(self.module_.encoder)
         if hasattr(encoder, "clear_cache"):
             encoder.clear_cache()  # freeze:N cached fp32 lower-layer outputs; int8 must recompute them
         start = time.perf_counter()
         with torch.inference_mode():
-            copy.item_vectors_ = encode_items(encoder, self._tokens, np.arange(len(self._tokens.lengths)),
-                                              self.config.encode_batch_size)
-        copy.stats_["encode_wall_s"] = time.perf_counter() - start
-        return copy
+            vectors = encode_items(encoder, self._tokens, np.arange(len(self._tokens.lengths)),
+                                   self.config.encode_batch_size)
+        self.stats_["int8_encode_wall_s"] = time.perf_counter() - start
+        return replace(self.scorer(), name=f"{self.name}_int8", item_vectors_=vectors)
 
     def _finish(self, module: TextTowerModule, tokens: ItemTokens, data: FitInput) -> None:
         module.eval()
+        self._scorer = None  # a new fit: the serving form of the previous one is stale
         self.module_ = module
         self._tokens = tokens
         start = time.perf_counter()
@@ -200,50 +216,20 @@ class TextTowerRecommender:
     def scorer(self) -> TextScorer:
         """The serving form (what the registered model carries): encoder, head, vectors, user windows.
 
-        The freeze:N activation cache is dropped (it only speeds up training epochs).
+        The encoder becomes a plain transformer (:func:`training.encoder_modes.serving_encoder`:
+        LoRA merged, the prompt an array); the freeze:N activation cache is dropped.
         """
         if self.module_ is None or self.item_vectors_ is None or self.user_history_ is None:
             raise NotFittedError(f"{type(self).__name__} is not fitted; call fit() first")
-        encoder = self.module_.encoder
-        if hasattr(encoder, "clear_cache"):
-            encoder.clear_cache()
-        return TextScorer(self.name, encoder.eval(), self.module_.head.eval(), self._tokenizer, self.item_vectors_,
-                          self.user_history_, self.config.template, self.config.max_length,
-                          tuple(self.config.positives), self.config.encode_batch_size)
-
-    def with_history(self, data: FitInput) -> TextTowerRecommender:
-        """A copy that pools users' histories from ``data.events``, without refitting.
-
-        The tower is inductive: item vectors come from text and user vectors from recent items,
-        so a model fit on an earlier window scores a later history as it is. The ranking
-        pipeline uses this to score test users from train + valid without a second fine-tuning.
-        """
-        if self.module_ is None or self.item_vectors_ is None:
-            raise NotFittedError(f"{type(self).__name__} is not fitted; call fit() first")
-        copy = TextTowerRecommender(self.config)
-        copy.name, copy.module_, copy.item_vectors_, copy._tokens = self.name, self.module_, self.item_vectors_, \
-            self._tokens
-        copy._tokenizer = self._tokenizer
-        copy.stats_ = dict(self.stats_)
-        copy.user_history_ = self._user_history(data.events, data.n_users)
-        return copy
-
-    def score(self, users: np.ndarray, history: sp.csr_matrix) -> np.ndarray:
-        """Match scores of a block of users against the whole catalogue.
-
-        The user vector pools the user's most recent fit-window positives (``history`` holds the
-        same items; only its shape is checked).
-        """
-        if self.module_ is None or self.item_vectors_ is None or self.user_history_ is None:
-            raise NotFittedError(f"{type(self).__name__} is not fitted; call fit() first")
-        if history.shape[1] != self.item_vectors_.shape[0]:
-            raise ValueError(f"history has {history.shape[1]} items; the model was fit on "
-                             f"{self.item_vectors_.shape[0]}")
-        window = torch.from_numpy(self.user_history_[np.asarray(users)])
-        with torch.inference_mode():
-            head = self.module_.head
-            vectors = head.users(self.item_vectors_[window.clamp(min=0)], window >= 0)
-            return head.logits(vectors, self.item_vectors_).numpy().astype(np.float32, copy=False)
+        if self._scorer is None:
+            encoder = self.module_.encoder
+            if hasattr(encoder, "clear_cache"):
+                encoder.clear_cache()
+            self._scorer = TextScorer(self.name, serving_encoder(encoder), self.module_.head.eval(), self._tokenizer,
+                                      self.item_vectors_, self.user_history_, self.config.template,
+                                      self.config.max_length, tuple(self.config.positives),
+                                      self.config.encode_batch_size)
+        return self._scorer
 
 
 def with_mode(config: TextTowerConfig, mode: str) -> TextTowerConfig:

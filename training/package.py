@@ -11,7 +11,7 @@ import hashlib
 import json
 import logging
 import tempfile
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -20,8 +20,7 @@ import polars as pl
 from recsys import contract as C
 from recsys.bundle import ModelBundle
 from recsys.evaluation.runner import EvalResult
-from recsys.evaluation.setup import EvalData
-from recsys.pipeline import RankingPipeline
+from recsys.evaluation.eval_data import EvalData
 from recsys.registry import (
     GATE_METRIC,
     METRIC_TAG,
@@ -32,9 +31,8 @@ from recsys.registry import (
     gate,
     register,
 )
-from training.baselines import binarize
+from recsys.scorers import binarize
 from training.fit_pipeline import PipelineRecommender
-from training.fit_text import TextTowerRecommender
 
 __all__ = ["package_pipeline", "per_user_metrics", "Registration", "log_and_register"]
 
@@ -43,7 +41,7 @@ logger = logging.getLogger(__name__)
 
 def package_pipeline(main: PipelineRecommender, data: EvalData, interactions: pl.DataFrame,
                      meta: dict | None = None) -> ModelBundle:
-    """The fitted pipeline (text tower in its serving form) with the id maps and every user's history.
+    """The fitted pipeline (every model already in its runtime form) with the id maps and every user's history.
 
     Args:
         main: the evaluated pipeline, fitted on the test window's fit data.
@@ -52,10 +50,7 @@ def package_pipeline(main: PipelineRecommender, data: EvalData, interactions: pl
     """
     if main.pipeline_ is None:
         raise ValueError("the pipeline is not fitted; run the evaluation first")
-    state = main.pipeline_.state
-    models = {name: model.scorer() if isinstance(model, TextTowerRecommender) else model
-              for name, model in state.models.items()}
-    pipeline = RankingPipeline(replace(state, models=models), name=main.name, cold=main.cold)
+    pipeline = main.pipeline_
     fit = data.test.fit
     config = data.config
     bundle = ModelBundle(pipeline, data.user_ids.astype(object), data.item_ids.astype(object), fit.interactions,

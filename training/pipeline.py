@@ -23,12 +23,15 @@ from recsys import contract as C
 from recsys.config import flatten
 from recsys.evaluation.report import ReportFiles, render_table, write_report
 from recsys.evaluation.run import git_commit
-from recsys.evaluation.runner import EvalResult, ModelSpec, evaluate_models
-from recsys.evaluation.setup import EvalConfig, EvalData, build_eval_data
+from recsys.evaluation.runner import EvalResult
+from recsys.evaluation.eval_data import EvalConfig, EvalData, build_eval_data
+from recsys.indexing import FitInput
 from recsys.io import DatasetPaths, load_dataset
+from recsys.scorers import TextScorer
 from training.baseline_specs import baseline_specs
-from training.baselines import EASEConfig, EASERecommender
 from training.blend import BlendRecommender, FitOnce
+from training.fit_baselines import EASEConfig, EASERecommender
+from training.fit_models import ModelSpec, evaluate_specs
 from training.fit_pipeline import VARIANTS, ColdExposureView, PipelineConfig, PipelineRecommender, StageOne, StageView
 from training.fit_text import TextTowerRecommender, with_mode
 from training.package import Registration, log_and_register, package_pipeline
@@ -152,14 +155,11 @@ class Int8View:
     """The shared fine-tuned tower, scored through its int8 catalogue vectors (no refit)."""
 
     def __init__(self, tower: FitOnce) -> None:
-        self.tower, self.name, self.model = tower, f"{tower.name}_int8", None
+        self.tower, self.name = tower, f"{tower.name}_int8"
 
-    def fit(self, data):
-        self.model = self.tower.fit(data).model.quantized()
-        return self
-
-    def score(self, users, history):
-        return self.model.score(users, history)
+    def fit(self, data: FitInput) -> TextScorer:
+        """The tower fitted on ``data`` (once, shared), with its catalogue re-encoded in int8."""
+        return self.tower.fit(data).estimator.quantized()
 
 
 def _child_logger(mlflow, parent, name: str, tracking_uri: str):
@@ -253,7 +253,7 @@ def train(config: TrainConfig, *, tracking_uri: str | None = None, show_progress
         reference = "pipeline"
     else:
         specs, stage_one, main, reference = _specs(config, towers, tracking), None, None, "zero_shot"
-    result = evaluate_models(data, specs, reference=reference, show_progress=show_progress)
+    result = evaluate_specs(data, specs, reference=reference, show_progress=show_progress)
     files = write_report(result, report_dir, dataset=Path(config.data).name, command="recsys train",
                          git_commit=git_commit())
     stats = {name: model.stats_ for name, model in towers.items()}

@@ -19,6 +19,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import polars as pl  # noqa: E402
 
+from recsys import contract as C
 from recsys.candidates import candidate_recall  # noqa: E402
 from recsys.evaluation.runner import EvalResult  # noqa: E402
 from recsys.io import DatasetPaths  # noqa: E402
@@ -54,7 +55,7 @@ def window_candidate_recall(main: PipelineRecommender, result: EvalResult) -> di
         block = users[lo:lo + size]
         blocks.append(main.pipeline_.candidate_table(block, window.history[block]))
     truth = window.truth[users].tocoo()
-    pairs = pl.DataFrame({"user_idx": users[truth.row].astype(np.int64), "item_idx": truth.col.astype(np.int64)})
+    pairs = pl.DataFrame({C.USER_IDX: users[truth.row].astype(np.int64), C.ITEM_IDX: truth.col.astype(np.int64)})
     return candidate_recall(pl.concat(blocks), pairs)
 
 

@@ -24,9 +24,9 @@ import torch
 from torch.utils.data import DataLoader, Sampler
 
 from recsys import contract as C
-from recsys.text_tower import history_windows
+from recsys.scorers.text_head import history_windows
 
-__all__ = ["Examples", "ItemTokens", "build_examples", "split_holdout", "LengthBucketSampler", "TextDataModule"]
+__all__ = ["Examples", "build_examples", "split_holdout", "LengthBucketSampler", "TextDataModule"]
 
 
 @dataclass
@@ -62,22 +62,22 @@ def build_examples(events: pl.DataFrame, *, positives: tuple[str, ...], history_
         history_length: L, the history window of each example.
         use_impressions: shown items as labelled examples (True) or positives only (False).
     """
-    pos = events.filter(pl.col(C.EVENT).is_in(list(positives))).sort("user_idx", C.TS, "item_idx")
+    pos = events.filter(pl.col(C.EVENT).is_in(list(positives))).sort(C.USER_IDX, C.TS, C.ITEM_IDX)
     if use_impressions:
         shown = events.filter((pl.col(C.EVENT) == C.IMPRESSION) & pl.col(C.IMPRESSION_ID).is_not_null())
         clicked = pos.filter(pl.col(C.IMPRESSION_ID).is_not_null()).select(
-            C.IMPRESSION_ID, "item_idx").unique().with_columns(pl.lit(1.0).alias("label"))
-        rows = shown.unique([C.IMPRESSION_ID, "item_idx"], keep="first").join(
-            clicked, on=[C.IMPRESSION_ID, "item_idx"], how="left").with_columns(pl.col("label").fill_null(0.0))
+            C.IMPRESSION_ID, C.ITEM_IDX).unique().with_columns(pl.lit(1.0).alias("label"))
+        rows = shown.unique([C.IMPRESSION_ID, C.ITEM_IDX], keep="first").join(
+            clicked, on=[C.IMPRESSION_ID, C.ITEM_IDX], how="left").with_columns(pl.col("label").fill_null(0.0))
         group = rows[C.IMPRESSION_ID].cast(pl.Categorical).to_physical().to_numpy().astype(np.int64)
     else:
-        rows = pos.unique(["user_idx", "item_idx", C.TS], keep="first").with_columns(pl.lit(1.0).alias("label"))
+        rows = pos.unique([C.USER_IDX, C.ITEM_IDX, C.TS], keep="first").with_columns(pl.lit(1.0).alias("label"))
         group = np.arange(rows.height, dtype=np.int64)
-    rows = rows.with_columns(pl.Series("_group", group)).sort(C.TS, "user_idx", "item_idx")
+    rows = rows.with_columns(pl.Series("_group", group)).sort(C.TS, C.USER_IDX, C.ITEM_IDX)
     times = _micros(rows[C.TS])
-    history = history_windows(pos["user_idx"].to_numpy().astype(np.int64), pos["item_idx"].to_numpy().astype(np.int64),
-                              _micros(pos[C.TS]), rows["user_idx"].to_numpy().astype(np.int64), times, history_length)
-    return Examples(rows["user_idx"].to_numpy().astype(np.int64), rows["item_idx"].to_numpy().astype(np.int64),
+    history = history_windows(pos[C.USER_IDX].to_numpy().astype(np.int64), pos[C.ITEM_IDX].to_numpy().astype(np.int64),
+                              _micros(pos[C.TS]), rows[C.USER_IDX].to_numpy().astype(np.int64), times, history_length)
+    return Examples(rows[C.USER_IDX].to_numpy().astype(np.int64), rows[C.ITEM_IDX].to_numpy().astype(np.int64),
                     rows["label"].to_numpy().astype(np.float32), history, times, rows["_group"].to_numpy())
 
 
@@ -90,27 +90,6 @@ def split_holdout(examples: Examples, share: float) -> tuple[Examples, Examples]
     late = set(group_time.filter(pl.col("t") >= cut)["g"].to_list())
     is_late = np.isin(examples.group, np.fromiter(late, dtype=np.int64, count=len(late)))
     return examples.take(np.flatnonzero(~is_late)), examples.take(np.flatnonzero(is_late))
-
-
-class ItemTokens:
-    """Every catalogue item tokenised once (truncated, unpadded); batches are padded on demand."""
-
-    def __init__(self, texts: list[str], tokenizer, max_length: int) -> None:
-        encoded = tokenizer(texts, truncation=True, max_length=max_length, padding=False)["input_ids"]
-        self.ids = [np.asarray(ids, dtype=np.int64) for ids in encoded]
-        self.lengths = np.array([len(ids) for ids in self.ids], dtype=np.int64)
-        self.pad_id = tokenizer.pad_token_id or 0
-
-    def batch(self, items: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
-        """input_ids and attention_mask [len(items), longest], dynamically padded."""
-        width = int(self.lengths[items].max()) if len(items) else 1
-        ids = np.full((len(items), width), self.pad_id, dtype=np.int64)
-        mask = np.zeros((len(items), width), dtype=np.int64)
-        for row, item in enumerate(items):
-            n = self.lengths[item]
-            ids[row, :n] = self.ids[item]
-            mask[row, :n] = 1
-        return torch.from_numpy(ids), torch.from_numpy(mask)
 
 
 class LengthBucketSampler(Sampler[list[int]]):

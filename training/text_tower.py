@@ -21,10 +21,9 @@ from torch import nn
 from recsys import contract as C
 from recsys.config import check_above, check_at_least, flatten
 from recsys.evaluation.impressions import impression_metrics
-from recsys.text_encoder import DEFAULT_TEMPLATE, fast_cpu_linears
-from recsys.text_tower import TowerHead
+from recsys.scorers.text_head import TowerHead
+from recsys.text_encoder import DEFAULT_TEMPLATE, ItemTokens, fast_cpu_linears
 from training.encoder_modes import FineTuneConfig, ItemEncoder
-from training.text_data import ItemTokens
 
 __all__ = ["TextTowerConfig", "TextTowerModule", "encode_items", "tower_name"]
 

@@ -18,10 +18,10 @@ import polars as pl
 import scipy.sparse as sp
 
 from recsys import contract as C
-from recsys.bundle import ModelBundle, index_of
+from recsys.bundle import ModelBundle
 from recsys.config import check_at_least
-from recsys.evaluation.setup import EvalData
-from recsys.recommender import FitInput
+from recsys.evaluation.eval_data import EvalData
+from recsys.indexing import FitInput, index_of
 
 __all__ = ["UpdateConfig", "WarmStart", "warm_start", "parent_interactions", "ParentView"]
 

@@ -1,10 +1,10 @@
-"""Full-catalogue ranking metrics over top-k lists, catalogue-level diversity metrics, and ``top_k``.
+"""Full-catalogue ranking metrics over top-k lists and catalogue-level diversity metrics.
 
 Conventions shared by every function here:
 
 * ``topk`` is an integer array ``[n_users, K]`` of item indices, best first. ``-1`` is padding
   (a slot with no recommendation): it is never a hit and is skipped by the catalogue metrics.
-  Items within a row are assumed distinct, as :func:`top_k` returns them.
+  Items within a row are assumed distinct, as :func:`recsys.topk.top_k` returns them.
 * ``truth`` is a sparse matrix ``[n_users, n_items]`` whose stored nonzero entries are the relevant
   items (binary relevance; the stored values are ignored apart from being nonzero).
 * Per-user metrics come back as float64 arrays aligned with the rows; users without any relevant
@@ -18,16 +18,12 @@ from collections.abc import Sequence
 import numpy as np
 import scipy.sparse as sp
 
-__all__ = ["DEFAULT_KS", "ranking_metrics", "catalog_coverage", "novelty", "mean_popularity", "gini", "top_k"]
+from recsys.topk import check_positive as _check_k
+
+__all__ = ["DEFAULT_KS", "ranking_metrics", "catalog_coverage", "novelty", "mean_popularity", "gini"]
 
 DEFAULT_KS: tuple[int, ...] = (5, 10, 20, 50, 100)
 """Cut-offs reported by default (``recall@5`` ... ``map@100``)."""
-
-
-def _check_k(k: int, name: str = "k") -> int:
-    if isinstance(k, bool) or not isinstance(k, int | np.integer) or k < 1:
-        raise ValueError(f"{name} must be an integer >= 1, got {k!r}")
-    return int(k)
 
 
 def _check_topk(topk: np.ndarray, n_items: int | None = None) -> np.ndarray:
@@ -240,81 +236,3 @@ def gini(topk: np.ndarray, n_items: int, k: int) -> float:
     counts = np.sort(np.bincount(items, minlength=n_items)).astype(np.float64)
     weights = 2.0 * np.arange(1, n_items + 1) - n_items - 1.0
     return float(weights @ counts / (n_items * counts.sum()))
-
-
-def top_k(scores: np.ndarray, k: int, exclude: sp.csr_matrix | None = None) -> np.ndarray:
-    """Indices of the ``k`` highest scores of each row, best first.
-
-    Selection is ``np.argpartition`` followed by a sort of the ``k`` selected columns only (no full
-    argsort). Ties are broken by the lower item index, also at the partition boundary.
-    NaN and ``-inf`` scores and the excluded items are never returned (``+inf`` ranks first); a row
-    with fewer than ``k`` such candidates is padded at the end with -1. ``scores`` is not modified.
-
-    Args:
-        scores: float ``[batch, n_items]`` (integer scores are cast to float64).
-        k: number of items per row (>= 1); ``k > n_items`` pads the extra columns with -1.
-        exclude: optional sparse ``[batch, n_items]``, rows aligned with ``scores``; its stored
-            nonzero entries (e.g. training history) are removed from the candidates.
-
-    Returns:
-        int64 ``[batch, k]`` item indices, -1 = padding.
-
-    Raises:
-        ValueError: ``scores`` is not 2-D, ``k`` is not an integer >= 1, or ``exclude`` has a different shape.
-    """
-    k = _check_k(k)
-    scores = np.asarray(scores)
-    if scores.ndim != 2:
-        raise ValueError(f"scores must be a 2-D array [batch, n_items], got shape {scores.shape}")
-    batch, n_items = scores.shape
-    dtype = scores.dtype if np.issubdtype(scores.dtype, np.floating) else np.float64
-    # Ascending order of -score is descending score; NaN sorts last in numpy, so it acts like -inf.
-    neg = np.negative(scores, dtype=dtype)
-    if exclude is not None:
-        _exclude(neg, exclude)
-    kk = min(k, n_items)
-    if kk == 0:
-        return np.full((batch, k), -1, dtype=np.int64)
-    if kk < n_items:
-        part = np.argpartition(neg, kk - 1, axis=1)[:, :kk]
-        part = _lowest_index_on_ties(neg, part)
-    else:
-        part = np.tile(np.arange(n_items), (batch, 1))
-    part.sort(axis=1)  # ascending index first, so the stable sort below breaks ties by index
-    values = np.take_along_axis(neg, part, axis=1)
-    order = np.argsort(values, axis=1, kind="stable")
-    idx = np.take_along_axis(part, order, axis=1).astype(np.int64, copy=False)
-    idx[~(np.take_along_axis(values, order, axis=1) < np.inf)] = -1
-    if kk < k:
-        idx = np.pad(idx, ((0, 0), (0, k - kk)), constant_values=-1)
-    return idx
-
-
-def _exclude(neg: np.ndarray, exclude: sp.csr_matrix | sp.csr_array) -> None:
-    if not sp.issparse(exclude) or exclude.shape != neg.shape:
-        raise ValueError(f"exclude must be a scipy sparse matrix of the scores' shape {neg.shape}, "
-                         f"got {getattr(exclude, 'shape', type(exclude).__name__)}")
-    ex = sp.csr_matrix(exclude)
-    rows = np.repeat(np.arange(ex.shape[0]), np.diff(ex.indptr))
-    keep = ex.data != 0
-    neg[rows[keep], ex.indices[keep]] = np.inf
-
-
-def _lowest_index_on_ties(neg: np.ndarray, part: np.ndarray) -> np.ndarray:
-    """Fix rows where argpartition picked arbitrary members of a tie at the k-th value.
-
-    A row is right when every entry <= the k-th value was selected; otherwise the entries strictly
-    below it are kept and the remaining slots go to the lowest-index entries equal to it.
-    Rows whose k-th value is not a candidate (inf/NaN) end up as padding, so they are skipped.
-    """
-    kk = part.shape[1]
-    kth = np.take_along_axis(neg, part[:, -1:], axis=1)
-    tied = np.flatnonzero((np.count_nonzero(neg <= kth, axis=1) > kk) & (kth[:, 0] < np.inf))
-    if tied.size:
-        sub, v = neg[tied], kth[tied]
-        below = sub < v
-        equal = sub == v
-        need = kk - np.count_nonzero(below, axis=1)
-        chosen = below | (equal & (np.cumsum(equal, axis=1) <= need[:, None]))
-        part[tied] = np.nonzero(chosen)[1].reshape(tied.size, kk)
-    return part

@@ -1,47 +1,38 @@
-"""The evaluation protocol: tune on valid, refit on the history, rank the whole catalogue on test.
+"""The evaluation protocol's scoring half: fitted models -> test-window lists, metrics, slices, CIs.
 
-For each model: every setting of its grid is fit on train and scored on the valid window
-(train items excluded), the best by NDCG@10 is refit on the run's history (train, or
-train + valid) and scored on the test window with exactly that history excluded. Scoring is
-blocked: a block of users times the whole catalogue, then the top K of each row; memory is
-bounded by ``block_size x n_items`` and there is no Python loop over users.
+Nothing here fits. ``training.fit_models`` tunes each model's grid on the valid window (with
+:func:`tuning_score`), fits the best setting on the run's history (train, or train + valid) and
+hands the fitted model to :func:`score_model`, one model at a time; :func:`summarise` then turns
+every model's result into the tidy table with bootstrap CIs and the paired comparisons. Lists
+come from :mod:`recsys.scoring`: blocks of users times the whole catalogue, exactly the window's
+history excluded, so memory is bounded by ``block_size x n_items``.
 """
 
 from __future__ import annotations
 
-import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import polars as pl
 import scipy.sparse as sp
-from tqdm.auto import tqdm
 
 from recsys import contract as C
 from recsys.evaluation.bootstrap import bootstrap_many, paired_bootstrap
 from recsys.evaluation.impressions import impression_metrics
-from recsys.evaluation.metrics import catalog_coverage, gini, mean_popularity, novelty, ranking_metrics, top_k
-from recsys.evaluation.setup import HISTORY_BUCKETS, EvalData, Window
-from recsys.recommender import Recommender
+from recsys.evaluation.metrics import catalog_coverage, gini, mean_popularity, novelty, ranking_metrics
+from recsys.evaluation.eval_data import HISTORY_BUCKETS, EvalData, Window
+from recsys.scoring import Scoring, rank_users
 
-__all__ = ["ModelSpec", "ModelResult", "EvalResult", "score_top_k", "evaluate_models", "TUNING_METRIC"]
-
-logger = logging.getLogger(__name__)
+__all__ = ["ModelResult", "EvalResult", "TUNING_METRIC", "check_test_window", "tuning_score", "score_model",
+           "summarise"]
 
 TUNING_METRIC = "ndcg@10"
-
-
-@dataclass(frozen=True)
-class ModelSpec:
-    """A model to evaluate: how to build it for each setting of its (small) tuning grid."""
-
-    name: str
-    build: Callable[[Any], Recommender]
-    grid: tuple[Any, ...] = (None,)
-    """Settings tried on the valid window; ``(None,)`` means nothing to tune."""
+"""What a model's grid is tuned on: its mean over the valid window's users (:func:`tuning_score`)."""
+PAIRED_METRICS = ("ndcg@10", "recall@20")
+"""Metrics compared with the reference model by paired bootstrap."""
 
 
 @dataclass
@@ -73,56 +64,75 @@ class EvalResult:
     paired: pl.DataFrame = field(default_factory=pl.DataFrame)
 
 
-def score_top_k(model: Recommender, window: Window, users: np.ndarray, k: int, *, block_size: int = 1024,
-                show_progress: bool = False, desc: str = "scoring", only: np.ndarray | None = None) -> np.ndarray:
-    """Top-``k`` items of each user over the whole catalogue, the window's history excluded.
+def check_test_window(data: EvalData) -> None:
+    """Raise before anything is fitted or scored when the test window has nobody to evaluate.
 
-    Args:
-        model: a fitted recommender.
-        window: supplies the history (what the model sees and what is excluded).
-        users: int [n] user indices.
-        k: list length.
-        block_size: users scored together (memory ~ block_size x n_items floats).
-        only: bool [n_items]; when given, only these items are ranked (e.g. the cold items).
+    Raises:
+        ValueError: no test user has a relevant item outside their history.
+    """
+    if len(data.test.users) == 0:
+        raise ValueError("the test window has no user with a relevant item outside their history")
+
+
+def _lists(model: Scoring, window: Window, users: np.ndarray, k: int, data: EvalData, show_progress: bool,
+           desc: str, only: np.ndarray | None = None) -> np.ndarray:
+    """int [n, k] top-``k`` of ``users`` over the catalogue (or ``only``), the window's history excluded."""
+    return rank_users(model, users, window.history, k, block_size=data.config.block_size, only=only,
+                      show_progress=show_progress, desc=desc)[0]
+
+
+def tuning_score(data: EvalData, model: Scoring, *, show_progress: bool = False, desc: str = "valid") -> float:
+    """Mean :data:`TUNING_METRIC` of a model (fitted on ``data.valid.fit``) over the valid window's users.
+
+    The valid history is excluded from the lists, as the test history is on test.
 
     Returns:
-        int [n, k] item indices, best first, -1 padded.
+        The mean over users with a relevant valid item (NaN when there are none).
     """
-    out = np.empty((len(users), k), dtype=np.int64)
-    starts = range(0, len(users), block_size)
-    for start in tqdm(starts, desc=desc, unit="block", disable=not show_progress, leave=False):
-        block = users[start:start + block_size]
-        history = window.history[block]
-        scores = model.score(block, history)
-        if only is not None:
-            scores = np.where(only[None, :], scores, -np.inf)
-        out[start:start + len(block)] = top_k(scores, k, exclude=history)
-    return out
-
-
-def _tune(spec: ModelSpec, data: EvalData, show_progress: bool) -> tuple[Any, dict[str, float]]:
     window = data.valid
-    scores: dict[str, float] = {}
-    best, best_score = spec.grid[0], -np.inf
-    if len(spec.grid) == 1:
-        return best, scores
-    if len(window.users) == 0:
-        logger.warning("%s: the valid window has no relevant items; using the first setting %s", spec.name, best)
-        return best, scores
-    for setting in spec.grid:
-        model = spec.build(setting).fit(window.fit)
-        topk = score_top_k(model, window, window.users, 10, block_size=data.config.block_size,
-                           show_progress=show_progress, desc=f"{spec.name} valid {setting}")
-        value = float(np.nanmean(ranking_metrics(topk, window.truth[window.users], (10,))[TUNING_METRIC]))
-        scores[str(setting)] = value
-        logger.info("%s %s: valid %s %.4f", spec.name, setting, TUNING_METRIC, value)
-        if value > best_score:
-            best, best_score = setting, value
-    return best, scores
+    topk = _lists(model, window, window.users, 10, data, show_progress, desc)
+    return float(np.nanmean(ranking_metrics(topk, window.truth[window.users], (10,))[TUNING_METRIC]))
 
 
-def _impressions(model: Recommender, data: EvalData) -> dict[str, np.ndarray] | None:
-    """MIND protocol: rank only the items shown in each test impression."""
+def score_model(data: EvalData, name: str, model: Scoring, *, setting: Any = None,
+                tuning: dict[str, float] | None = None, seconds: dict[str, float] | None = None,
+                show_progress: bool = False) -> ModelResult:
+    """Score one fitted model on the test window: full-catalogue lists, impressions, cold items only.
+
+    Args:
+        data: the indexed dataset; ``model`` must have been fitted on ``data.test.fit``.
+        name: the model's name in the result table.
+        model: a fitted model (``score(users, history)``; see :class:`recsys.scoring.Scoring`).
+        setting: the grid setting it was fitted with (recorded only).
+        tuning: str(setting) -> valid score of each setting tried (recorded only).
+        seconds: timings so far (e.g. ``tune_s``, ``fit_s``); ``score_s`` and ``users_per_s`` are added.
+        show_progress: tqdm bars over blocks of users.
+
+    Returns:
+        The model's lists and per-user metrics over ``data.test.users``.
+
+    Raises:
+        ValueError: the test window has no user to evaluate.
+    """
+    check_test_window(data)
+    seconds = dict(seconds or {})
+    window = data.test
+    start = time.perf_counter()
+    topk = _lists(model, window, window.users, data.config.max_k, data, show_progress, f"{name} test")
+    seconds["score_s"] = time.perf_counter() - start
+    seconds["users_per_s"] = len(window.users) / max(seconds["score_s"], 1e-9)
+    per_user = ranking_metrics(topk, window.truth[window.users], data.config.ks)
+    result = ModelResult(name, setting, topk, per_user, dict(tuning or {}), seconds, _impressions(model, data))
+    result.cold_only = _cold_only(name, model, data, show_progress)
+    return result
+
+
+def _impressions(model: Scoring, data: EvalData) -> dict[str, np.ndarray] | None:
+    """MIND protocol: rank only the items shown in each test impression.
+
+    It needs the raw score of each shown item rather than lists, so it reads ``model.score``
+    block by block itself instead of going through :mod:`recsys.scoring`.
+    """
     events = data.test_events.filter(pl.col(C.IMPRESSION_ID).is_not_null())
     shown = events.filter(pl.col(C.EVENT) == C.IMPRESSION).select("user_idx", "item_idx", C.IMPRESSION_ID).unique()
     if shown.height == 0:
@@ -145,35 +155,15 @@ def _impressions(model: Recommender, data: EvalData) -> dict[str, np.ndarray] | 
     return impression_metrics(scores, rows["label"].to_numpy(), rows[C.IMPRESSION_ID].to_numpy())
 
 
-def _evaluate(spec: ModelSpec, data: EvalData, show_progress: bool) -> ModelResult:
-    seconds: dict[str, float] = {}
-    start = time.perf_counter()
-    setting, tuning = _tune(spec, data, show_progress)
-    seconds["tune_s"] = time.perf_counter() - start
-    start = time.perf_counter()
-    model = spec.build(setting).fit(data.test.fit)
-    seconds["fit_s"] = time.perf_counter() - start
-    start = time.perf_counter()
-    window = data.test
-    topk = score_top_k(model, window, window.users, data.config.max_k, block_size=data.config.block_size,
-                       show_progress=show_progress, desc=f"{spec.name} test")
-    seconds["score_s"] = time.perf_counter() - start
-    seconds["users_per_s"] = len(window.users) / max(seconds["score_s"], 1e-9)
-    per_user = ranking_metrics(topk, window.truth[window.users], data.config.ks)
-    result = ModelResult(spec.name, setting, topk, per_user, tuning, seconds, _impressions(model, data))
-    result.cold_only = _cold_only(model, data, show_progress)
-    return result
-
-
-def _cold_only(model: Recommender, data: EvalData, show_progress: bool) -> dict[str, np.ndarray] | None:
+def _cold_only(name: str, model: Scoring, data: EvalData, show_progress: bool) -> dict[str, np.ndarray] | None:
     """Rank only the cold items for users with a cold positive: how well new items are placed."""
     window = data.test
     truth = window.truth[window.users][:, window.cold_items]
     users = window.users[np.diff(truth.tocsr().indptr) > 0]
     if len(users) == 0:
         return None
-    topk = score_top_k(model, window, users, data.config.max_k, block_size=data.config.block_size,
-                       show_progress=show_progress, desc=f"{model.name} cold", only=window.cold_items)
+    topk = _lists(model, window, users, data.config.max_k, data, show_progress, f"{name} cold",
+                  only=window.cold_items)
     cold_truth = window.truth[users].multiply(window.cold_items[None, :].astype(np.float32)).tocsr()
     return ranking_metrics(topk, cold_truth, data.config.ks)
 
@@ -249,29 +239,22 @@ def _paired(results: list[ModelResult], reference: str, metrics: Sequence[str], 
     return pl.DataFrame(rows)
 
 
-def evaluate_models(data: EvalData, specs: Sequence[ModelSpec], *, reference: str = "popularity",
-                    show_progress: bool = False) -> EvalResult:
-    """Run the protocol for every model on the same split, history and catalogue.
+def summarise(data: EvalData, results: Sequence[ModelResult], *, reference: str = "popularity") -> EvalResult:
+    """The run's table: every model's metrics per slice with bootstrap CIs over users, and paired differences.
 
     Args:
-        data: the indexed dataset (``build_eval_data``).
-        specs: the models and their tuning grids.
-        reference: model that the others are compared with by paired bootstrap.
-        show_progress: tqdm bars over blocks of users.
+        data: the indexed dataset the results were scored on.
+        results: :func:`score_model` outcomes, in table order.
+        reference: model that the others are compared with by paired bootstrap (none when absent).
 
     Returns:
-        Per-model results, the tidy metrics table (with bootstrap CIs over users, per slice)
-        and the paired differences against ``reference``.
+        The results, the tidy metrics table (model, slice, metric, value, ci_low, ci_high,
+        n_users) and the paired differences against ``reference``.
     """
-    if len(data.test.users) == 0:
-        raise ValueError("the test window has no user with a relevant item outside their history")
-    results = []
-    for spec in specs:
-        logger.info("evaluating %s", spec.name)
-        results.append(_evaluate(spec, data, show_progress))
+    results = list(results)
     slices = _slices(data)
     table = pl.DataFrame([row for r in results for row in _rows(r, data, slices)],
                          schema={"model": pl.String, "slice": pl.String, "metric": pl.String, "value": pl.Float64,
                                  "ci_low": pl.Float64, "ci_high": pl.Float64, "n_users": pl.Int64})
-    paired = _paired(results, reference, ("ndcg@10", "recall@20"), data.config)
+    paired = _paired(results, reference, PAIRED_METRICS, data.config)
     return EvalResult(data, results, table, paired)

@@ -18,6 +18,7 @@ import scipy.sparse as sp
 from recsys import contract as C
 from recsys.bundle import ModelBundle
 from recsys.evaluation.metrics import ranking_metrics
+from recsys.scoring import rank_users
 
 __all__ = ["WindowScore", "score_window"]
 
@@ -69,11 +70,7 @@ def score_window(bundle: ModelBundle, history: pl.DataFrame, targets: pl.DataFra
     truth.eliminate_zeros()
     cold = np.ones(bundle.n_items, bool)
     cold[np.unique(model.state.events[C.ITEM_IDX].to_numpy())] = False
-    top = np.full((len(asked), 20), -1, np.int64)
-    for lo in range(0, len(asked), block_size):
-        block = rows[lo:lo + block_size]
-        top[lo:lo + len(block)] = model.pipeline.recommend(block, model.history[block], 20,
-                                                           exclude=model.history[block])[0]
+    top = rank_users(model.pipeline, rows, model.history, 20, block_size=block_size)[0]
     metrics = ranking_metrics(top, truth, (10, 20))
     cold_truth = sp.csr_matrix(truth.multiply(cold[None, :]), dtype=bool)
     cold_truth.eliminate_zeros()

@@ -19,7 +19,7 @@ from features.split import SplitConfig, temporal_split
 from recsys import contract as C
 from recsys.cli import cli
 from recsys.datasets import SPLIT_FILE
-from recsys.demo import DEMO_K, PENDING_STAGES
+from training.demo import DEMO_K, PENDING_STAGES
 
 
 @pytest.fixture(autouse=True)

@@ -1,4 +1,6 @@
-"""The evaluation protocol end to end: windows, exclusion of history, oracles, slices, report, MLflow, CLI."""
+"""The evaluation protocol end to end: windows, exclusion of history, oracles, slices, report, MLflow, CLI.
+
+Models are fitted by ``training.fit_models`` and scored by ``recsys.evaluation.runner``, which never fits."""
 
 from __future__ import annotations
 
@@ -16,12 +18,14 @@ from recsys import contract as C
 from recsys.cli import cli
 from recsys.datasets import write_synthetic
 from recsys.evaluation.report import write_report
-from recsys.evaluation.runner import ModelSpec, evaluate_models, score_top_k
-from recsys.evaluation.setup import EvalConfig, build_eval_data
+from recsys.evaluation.runner import score_model, summarise
 from recsys.evaluation.tracking import log_evaluation, mlflow_metric_key
+from recsys.evaluation.eval_data import EvalConfig, build_eval_data
+from recsys.indexing import FitInput
 from recsys.io import Dataset, DatasetPaths, load_dataset
-from recsys.recommender import FitInput
+from recsys.scoring import rank_users
 from recsys.synthetic import SyntheticConfig
+from training.fit_models import ModelSpec, evaluate_specs
 
 T0 = datetime(2024, 1, 1)
 
@@ -94,8 +98,8 @@ def synthetic_data(tmp_path_factory) -> tuple[Dataset, object]:
 def test_seen_items_never_appear_and_a_perfect_ranker_scores_one(synthetic_data):
     _, data = synthetic_data
     truth = data.test.truth
-    result = evaluate_models(data, [ModelSpec("oracle", lambda _: Oracle(truth)),
-                                    ModelSpec("seen", lambda _: Oracle(truth, seen_first=True))], reference="oracle")
+    result = evaluate_specs(data, [ModelSpec("oracle", lambda _: Oracle(truth)),
+                                   ModelSpec("seen", lambda _: Oracle(truth, seen_first=True))], reference="oracle")
     oracle, seen = result.models
     for metric in ("ndcg@10", "hitrate@5", "mrr", "map@100", "recall@100"):
         assert np.allclose(oracle.per_user[metric], 1.0), metric
@@ -111,7 +115,7 @@ def test_seen_items_never_appear_and_a_perfect_ranker_scores_one(synthetic_data)
     ev = data.test_events.filter(pl.col(C.EVENT) != C.IMPRESSION)
     clicks = sp.csr_matrix((np.ones(ev.height), (ev["user_idx"].to_numpy(), ev["item_idx"].to_numpy())),
                            shape=data.test.truth.shape)
-    click_oracle = evaluate_models(data, [ModelSpec("oracle", lambda _: Oracle(clicks))]).models[0]
+    click_oracle = evaluate_specs(data, [ModelSpec("oracle", lambda _: Oracle(clicks))]).models[0]
     auc = click_oracle.impressions["auc"]
     assert np.nanmean(auc) > 0.95 and np.nanmedian(auc) == 1.0 and np.isfinite(auc).sum() >= 20
     assert result.paired["mean_diff"][0] < 0  # "seen" minus "oracle"
@@ -121,16 +125,40 @@ def test_blocked_scoring_equals_one_big_block(synthetic_data):
     _, data = synthetic_data
     model = Oracle(data.test.truth, seen_first=False)
     users = data.test.users
-    one = score_top_k(model, data.test, users, 20, block_size=len(users))
-    small = score_top_k(model, data.test, users, 20, block_size=7)
+    one = rank_users(model, users, data.test.history, 20, block_size=len(users))[0]
+    small = rank_users(model, users, data.test.history, 20, block_size=7)[0]
     assert np.array_equal(one, small)
+
+
+class Prefitted(Oracle):
+    """An oracle that is already fitted: the evaluation must only score it."""
+
+    def fit(self, data: FitInput) -> Oracle:
+        raise AssertionError("the evaluation runner must not fit")
+
+
+def test_runner_scores_a_prefitted_model_without_fitting(synthetic_data):
+    _, data = synthetic_data
+    truth = data.test.truth
+    fitted = [score_model(data, "oracle", Prefitted(truth), setting="given", seconds={"fit_s": 1.5}),
+              score_model(data, "seen", Prefitted(truth, seen_first=True))]
+    result = summarise(data, fitted, reference="oracle")
+    oracle, seen = result.models
+    assert np.allclose(oracle.per_user["ndcg@10"], 1.0) and oracle.setting == "given" and oracle.tuning == {}
+    assert oracle.seconds["fit_s"] == 1.5 and {"score_s", "users_per_s"} <= set(oracle.seconds)
+    assert oracle.topk.shape == (len(data.test.users), data.config.max_k) and oracle.impressions is not None
+    # the same models through fit -> score give the same table: the runner adds nothing of its own
+    specs = [ModelSpec("oracle", lambda _: Oracle(truth)), ModelSpec("seen", lambda _: Oracle(truth, seen_first=True))]
+    through_fit = evaluate_specs(data, specs, reference="oracle")
+    assert result.table.equals(through_fit.table) and result.paired.equals(through_fit.paired)
+    assert np.array_equal(seen.topk, through_fit.models[1].topk)
 
 
 def test_slices_cover_cold_warm_history_and_events(synthetic_data):
     folder, _ = synthetic_data  # a global split: items published late are cold in the test window
     data = build_eval_data(load_dataset(DatasetPaths.from_dir(folder)),
                            EvalConfig(split=SplitConfig("global", 0.1, 0.2), n_bootstrap=50))
-    result = evaluate_models(data, [ModelSpec("oracle", lambda _: Oracle(data.test.truth))], reference="none")
+    result = evaluate_specs(data, [ModelSpec("oracle", lambda _: Oracle(data.test.truth))], reference="none")
     slices = set(result.table["slice"])
     assert {"all", "warm_items", "history_5-19", "event_click", "event_purchase", "impressions"} <= slices
     n_users = dict(result.table.filter(pl.col("metric") == "ndcg@10").select("slice", "n_users").iter_rows())
@@ -147,7 +175,7 @@ def test_report_json_html_plots_and_mlflow(synthetic_data, tmp_path):
     _, data = synthetic_data
     from training.baseline_specs import baseline_specs
 
-    result = evaluate_models(data, baseline_specs(["random", "popularity"]))
+    result = evaluate_specs(data, baseline_specs(["random", "popularity"]))
     files = write_report(result, tmp_path / "report", dataset="synth", command="test")
     payload = json.loads(files.json.read_text())
     assert payload["benchmark"] == "evaluate" and payload["split"]["mode"] == "per-user"

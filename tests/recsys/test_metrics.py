@@ -15,8 +15,8 @@ from recsys.evaluation.metrics import (
     mean_popularity,
     novelty,
     ranking_metrics,
-    top_k,
 )
+from recsys.topk import top_k
 
 L3 = 1 / math.log2(3)  # discount of rank 2 = 0.6309298
 

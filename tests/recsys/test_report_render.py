@@ -12,11 +12,11 @@ import pytest
 
 from features.split import SplitConfig
 from recsys.evaluation.report import write_report
-from recsys.evaluation.runner import evaluate_models
-from recsys.evaluation.setup import EvalConfig, build_eval_data
+from recsys.evaluation.eval_data import EvalConfig, build_eval_data
 from recsys.io import Dataset
 from recsys.synthetic import SyntheticConfig, generate_synthetic
 from training.baseline_specs import baseline_specs
+from training.fit_models import evaluate_specs
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -26,7 +26,7 @@ ROOT = Path(__file__).resolve().parents[2]
 def test_report_renders_in_headless_chromium(tmp_path):
     items, inter = generate_synthetic(SyntheticConfig(n_users=40, n_items=40, sessions_per_user=5, seed=2))
     data = build_eval_data(Dataset(items, inter), EvalConfig(split=SplitConfig("per-user", 0.1, 0.2), n_bootstrap=50))
-    files = write_report(evaluate_models(data, baseline_specs(["random", "popularity", "itemknn"])), tmp_path,
+    files = write_report(evaluate_specs(data, baseline_specs(["random", "popularity", "itemknn"])), tmp_path,
                          dataset="synth", command="test")
     out = tmp_path / "render.json"
     proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "render_report.py"), str(files.html), "--out",

@@ -73,7 +73,7 @@ def test_train_register_gate_and_export_through_a_tracking_server(server, tiny_b
     assert "difference +0.0000" in second.output and "champion unchanged" in second.output
     listed = CliRunner().invoke(cli, ["registry", "--tracking-uri", url, "list"])
     assert "challenger=v2, champion=v1" in listed.output, listed.output
-    assert any((root / "artifacts").rglob("bundle.pkl"))  # artifacts went through the server
+    assert any((root / "artifacts").rglob("bundle.json"))  # artifacts went through the server
     out = tmp_path / "recs.parquet"
     exported = CliRunner().invoke(cli, ["recommend", "--model", "models:/recsys@champion", "--tracking-uri", url,
                                         "--data", str(data), "--k", "5", "--out", str(out)])

@@ -118,7 +118,7 @@ def test_unknown_parent_fails_clearly_and_writes_nothing(drift, tiny_bert_dir):
 def test_lightfm_warm_start_copies_known_rows_and_grows_for_new_ids():
     import scipy.sparse as sp
 
-    from recsys.recommender import FitInput
+    from recsys.indexing import FitInput
 
     rng = np.random.default_rng(0)
     old = sp.csr_matrix((rng.random((20, 15)) < 0.3).astype(np.float32))
@@ -128,11 +128,14 @@ def test_lightfm_warm_start_copies_known_rows_and_grows_for_new_ids():
     item_map = np.r_[np.arange(15), np.full(3, -1)]
     grown = LightFMRecommender(LightFMConfig(no_components=8)).warm_start(parent, FitInput(new, new), user_map,
                                                                           item_map)
-    np.testing.assert_array_equal(grown.model_.user_embeddings[:20], parent.model_.user_embeddings[::-1])
-    np.testing.assert_array_equal(grown.model_.item_embeddings[:15], parent.model_.item_embeddings[:15])
+    # the parent is the registered scorer: LightFM's own arrays travel in its ``state``
+    np.testing.assert_array_equal(grown.model_.user_embeddings[:20], parent.state["user_embeddings"][::-1])
+    np.testing.assert_array_equal(grown.model_.item_embeddings[:15], parent.state["item_embeddings"][:15])
+    np.testing.assert_array_equal(grown.model_.item_embedding_gradients[:15],
+                                  parent.state["item_embedding_gradients"][:15])
     assert grown.model_.user_embeddings.shape == (25, 8) and grown.model_.item_embeddings.shape == (18, 8)
     # before any update the grown model scores known users and items exactly as the parent did
-    np.testing.assert_allclose(grown.score(np.arange(20), new[:20])[:, :15],
+    np.testing.assert_allclose(grown.scorer().score(np.arange(20), new[:20])[:, :15],
                                parent.score(np.arange(20)[::-1], old[::-1]), rtol=1e-5, atol=1e-6)
     grown.partial_fit(FitInput(new, new), epochs=2)
     assert grown.epochs_trained_ == 2

@@ -7,10 +7,10 @@ import pytest
 import scipy.sparse as sp
 from cluster_data import CLUSTER_OF_ITEM, CLUSTER_OF_USER, TWO_CLUSTERS
 
-from recsys.errors import NotFittedError
-from recsys.recommender import FitInput, Recommender
-from training import baselines
-from training.baselines import (
+from recsys.indexing import FitInput
+from recsys.scorers import ItemItemScorer, PopularityScorer, RandomScorer, Scorer, binarize, check_block
+from training import fit_baselines
+from training.fit_baselines import (
     EASEConfig,
     EASERecommender,
     ItemKNNConfig,
@@ -18,8 +18,6 @@ from training.baselines import (
     PopularityConfig,
     PopularityRecommender,
     RandomRecommender,
-    binarize,
-    check_block,
 )
 
 # Recent window: users 0, 1 used item 1 lately, user 6 used item 9 twice.
@@ -41,20 +39,26 @@ ALL_MODELS = [
 ]
 
 
-@pytest.mark.parametrize("make", ALL_MODELS)
-def test_score_shape_dtype_and_protocol(make):
+# The runtime scorer each estimator of ALL_MODELS fits.
+SCORER_OF = [RandomScorer, PopularityScorer, ItemItemScorer, ItemItemScorer]
+
+
+@pytest.mark.parametrize(("make", "kind"), list(zip(ALL_MODELS, SCORER_OF, strict=True)))
+def test_fit_returns_a_scorer_with_the_estimators_name(make, kind):
     model = make()
-    assert isinstance(model, Recommender)
-    assert model.fit(DATA) is model
-    scores = model.score(USERS[:4], TWO_CLUSTERS[:4])
+    scorer = model.fit(DATA)
+    assert isinstance(scorer, Scorer) and type(scorer) is kind
+    assert scorer.name == model.name
+    scores = scorer.score(USERS[:4], TWO_CLUSTERS[:4])
     assert scores.shape == (4, 10)
     assert scores.dtype == np.float32
 
 
 @pytest.mark.parametrize("make", ALL_MODELS)
-def test_score_before_fit_raises(make):
-    with pytest.raises(NotFittedError, match=r"call fit\(\) first"):
-        make().score(USERS, TWO_CLUSTERS)
+def test_an_unfitted_estimator_cannot_score(make):
+    # Scoring before fit is ruled out by construction: only fit() hands out a scorer.
+    model = make()
+    assert not isinstance(model, Scorer) and not hasattr(model, "score")
 
 
 @pytest.mark.parametrize("make", ALL_MODELS)
@@ -103,6 +107,7 @@ def test_check_block_rejects_out_of_range_users():
 
 def test_random_scores_depend_only_on_seed_user_and_item():
     model = RandomRecommender().fit(DATA)
+    assert (model.n_items, model.seed) == (10, 7)
     block = model.score(np.array([3, 1, 8]), TWO_CLUSTERS[[3, 1, 8]])
     alone = model.score(np.array([1]), TWO_CLUSTERS[[1]])
     np.testing.assert_array_equal(block[1], alone[0])
@@ -120,6 +125,7 @@ def test_popularity_counts_distinct_users():
     assert model.name == "popularity"
     # Hand count of rows with a positive per column; user 0's weight 3 on item 0 counts once.
     expected = np.array([4, 3, 4, 3, 4, 4, 3, 4, 3, 4], dtype=np.float32)
+    np.testing.assert_array_equal(model.item_counts, expected)
     scores = model.score(USERS[:2], TWO_CLUSTERS[:2])
     np.testing.assert_array_equal(scores, np.stack([expected, expected]))
 
@@ -143,7 +149,8 @@ def test_itemknn_similarity_is_shrunk_cosine():
     s02 = 1 / (np.sqrt(2) * np.sqrt(3) + 1)
     s12 = 2 / (np.sqrt(3) * np.sqrt(3) + 1)
     expected = np.array([[0, s01, s02], [s01, 0, s12], [s02, s12, 0]])
-    np.testing.assert_allclose(model.similarity_.toarray(), expected, rtol=1e-6)
+    assert sp.isspmatrix_csr(model.weights) and model.weights.dtype == np.float32
+    np.testing.assert_allclose(model.weights.toarray(), expected, rtol=1e-6)
     np.testing.assert_allclose(model.score(np.array([3]), SMALL[3]), [[s02, s12, 0]], rtol=1e-6)
 
 
@@ -152,12 +159,12 @@ def test_itemknn_keeps_the_top_neighbours_of_each_target_item():
     s01 = 2 / (np.sqrt(6) + 1)
     # Column j holds item j's single nearest neighbour: 0 -> 1, 1 -> 0, 2 -> 1.
     expected = np.array([[0, s01, 0], [s01, 0, 0.5], [0, 0, 0]])
-    np.testing.assert_allclose(model.similarity_.toarray(), expected, rtol=1e-6)
+    np.testing.assert_allclose(model.weights.toarray(), expected, rtol=1e-6)
 
 
 def test_itemknn_matches_a_dense_reference_across_blocks(monkeypatch):
     # Blocks of 3 target items, so the block bookkeeping is exercised; integer counts give many ties.
-    monkeypatch.setattr(baselines, "_BLOCK_ENTRIES", 3 * 40)
+    monkeypatch.setattr(fit_baselines, "_BLOCK_ENTRIES", 3 * 40)
     rng = np.random.default_rng(0)
     x = (rng.random((30, 40)) < 0.2).astype(np.float32)
     train = sp.csr_matrix(x)
@@ -170,7 +177,7 @@ def test_itemknn_matches_a_dense_reference_across_blocks(monkeypatch):
     for j in range(40):  # slow reference: per target column, the 5 largest, ties to the lower index
         top = np.argsort(-sim[:, j], kind="stable")[:5]
         expected[top, j] = sim[top, j]
-    np.testing.assert_allclose(model.similarity_.toarray(), expected, rtol=1e-6)
+    np.testing.assert_allclose(model.weights.toarray(), expected, rtol=1e-6)
 
 
 def test_itemknn_ranks_cluster_mates_first():
@@ -193,9 +200,9 @@ def test_ease_matches_the_closed_form_reference(train):
     p = np.linalg.inv(x.T @ x + l2 * np.eye(10))
     expected = -p / np.diag(p)[None, :]
     np.fill_diagonal(expected, 0.0)
-    assert model.weights_.dtype == np.float32
-    np.testing.assert_allclose(model.weights_, expected, rtol=1e-5, atol=1e-7)
-    np.testing.assert_array_equal(np.diag(model.weights_), 0.0)
+    assert isinstance(model.weights, np.ndarray) and model.weights.dtype == np.float32
+    np.testing.assert_allclose(model.weights, expected, rtol=1e-5, atol=1e-7)
+    np.testing.assert_array_equal(np.diag(model.weights), 0.0)
     users = np.arange(train.shape[0])
     np.testing.assert_allclose(model.score(users, train), x @ expected, rtol=1e-5, atol=1e-6)
 

@@ -8,9 +8,10 @@ import scipy.sparse as sp
 from cluster_data import TWO_CLUSTERS
 
 from recsys.errors import NotFittedError
-from recsys.recommender import FitInput
-from training.baselines import EASERecommender, PopularityRecommender
+from recsys.indexing import FitInput
+from recsys.scorers import Scorer
 from training.blend import BlendRecommender, FitOnce
+from training.fit_baselines import EASERecommender, PopularityRecommender
 
 DATA = FitInput(interactions=TWO_CLUSTERS, recent=TWO_CLUSTERS)
 OTHER = FitInput(interactions=TWO_CLUSTERS, recent=TWO_CLUSTERS)
@@ -31,8 +32,10 @@ def test_fit_once_per_window():
     for weight in (0.1, 0.5, 0.9):
         BlendRecommender(shared, FitOnce(EASERecommender, "ease"), weight).fit(DATA)
     assert Counting.fits == 1
-    shared.fit(OTHER)
-    shared.fit(DATA)
+    first = shared.model
+    assert isinstance(first, Scorer) and isinstance(shared.estimator, Counting)
+    assert shared.fit(OTHER).model is not first
+    assert shared.fit(DATA).model is first
     assert Counting.fits == 2  # one per window, never again
 
 

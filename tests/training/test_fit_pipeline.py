@@ -10,12 +10,21 @@ import pytest
 
 from features.split import SplitConfig
 from recsys import contract as C
-from recsys.evaluation.metrics import top_k
-from recsys.evaluation.setup import EvalConfig, build_eval_data
+from recsys.errors import NotFittedError
+from recsys.evaluation.eval_data import EvalConfig, build_eval_data
 from recsys.io import Dataset
-from recsys.pipeline import ColdExposure, _positions
+from recsys.pipeline import ColdExposure, RankingPipeline, _positions
+from recsys.scorers import Scorer
 from recsys.synthetic import SyntheticConfig, generate_synthetic
-from training.fit_pipeline import ColdExposureView, PipelineConfig, PipelineRecommender, StageOne, label_split
+from recsys.topk import top_k
+from training.fit_pipeline import (
+    ColdExposureView,
+    PipelineConfig,
+    PipelineRecommender,
+    StageOne,
+    StageView,
+    label_split,
+)
 from training.fit_ranker import RankerConfig
 from training.text_tower import TextTowerConfig
 
@@ -74,8 +83,21 @@ def fitted():
     config = PipelineConfig(sources=("lightfm", "ease", "popularity_recent"), lightfm_epochs=(2, 4),
                             ranker=RankerConfig(n_estimators=30, min_data_in_leaf=5))
     stage = StageOne(config, TextTowerConfig())
-    model = PipelineRecommender(stage).fit(data.test.fit)
-    return data, stage, model
+    recommender = PipelineRecommender(stage)
+    pipeline = recommender.fit(data.test.fit)
+    return data, stage, recommender, pipeline
+
+
+def test_fit_returns_the_runtime_pipeline_and_a_second_fit_is_free(fitted):
+    data, stage, recommender, pipeline = fitted
+    assert isinstance(pipeline, RankingPipeline) and isinstance(pipeline, Scorer)
+    assert pipeline is recommender.pipeline_ and recommender.fit(data.test.fit) is pipeline
+    assert set(stage.inner) == set(stage.full) == {"lightfm", "ease", "popularity_recent"}
+    assert all(isinstance(m, Scorer) for m in [*stage.inner.values(), *stage.full.values()])
+    assert pipeline.state.models == stage.full  # the served pipeline scores with the whole window's models
+    assert StageView(stage, "ease").fit(data.test.fit) is stage.full["ease"]
+    with pytest.raises(NotFittedError, match=r"ease_alone2: stage one has no 'text'"):
+        StageView(stage, "text", "ease_alone2").fit(data.test.fit)
 
 
 def test_training_features_only_read_events_before_each_users_cut(fitted):
@@ -84,8 +106,8 @@ def test_training_features_only_read_events_before_each_users_cut(fitted):
     The features read the stage-one fit data (the window before every user's label cut), as at
     scoring time they read the history they are given; the label events never enter.
     """
-    data, stage, model = fitted
-    table = model.train_table_
+    data, stage, recommender, _ = fitted
+    table = recommender.train_table_
     events = stage.inner_data.events.filter(pl.col(C.EVENT).is_in([C.CLICK, C.PURCHASE]))
     sample = table.sample(n=min(200, table.height), seed=0)
     cuts = dict(zip(stage.cuts["user_idx"].to_list(), stage.cuts["cut"].to_list(), strict=True))
@@ -102,24 +124,30 @@ def test_training_features_only_read_events_before_each_users_cut(fitted):
 
 
 def test_scoring_puts_the_ranked_candidates_first_and_never_the_history(fitted):
-    data, _, model = fitted
+    data, _, _, pipeline = fitted
     window = data.test
     users = window.users[:10]
-    scores = model.score(users, window.history[users])
+    scores = pipeline.score(users, window.history[users])
     assert scores.shape == (len(users), len(data.item_ids)) and np.isfinite(scores).all()
     top = top_k(scores, 5, exclude=window.history[users])
     assert (top >= 0).all()
     assert not np.asarray(window.history[users][np.arange(len(users))[:, None], top].todense()).any()
+    # rank gives the same lists, with the ranker's scores best first
+    ranked, values = pipeline.rank(users, window.history[users], 5, exclude=window.history[users])
+    np.testing.assert_array_equal(ranked, top)
+    assert values.shape == (len(users), 5) and (np.diff(values, axis=1) <= 0).all()
 
 
 def test_quota_view_shares_the_fit_and_lifts_new_items(fitted):
-    data, _, model = fitted
-    view = ColdExposureView(model, ColdExposure(5, 10, "spread")).fit(data.test.fit)
-    assert view.pipeline is model and view.view.state is model.pipeline_.state  # nothing refit
+    data, _, recommender, pipeline = fitted
+    view = ColdExposureView(recommender, ColdExposure(5, 10, "spread")).fit(data.test.fit)
+    assert isinstance(view, RankingPipeline) and view.state is pipeline.state  # nothing refit
+    assert view.name == "pipeline_cold5of10_spread" and view.cold == ColdExposure(5, 10, "spread")
+    assert recommender.pipeline_ is pipeline and pipeline.cold == ColdExposure()  # the fitted one is unchanged
     window = data.test
     users = window.users
-    cold = model.pipeline_.state.cold
-    plain = top_k(model.score(users, window.history[users]), 10, exclude=window.history[users])
+    cold = pipeline.state.cold
+    plain = top_k(pipeline.score(users, window.history[users]), 10, exclude=window.history[users])
     quota = top_k(view.score(users, window.history[users]), 10, exclude=window.history[users])
     assert cold[quota[quota >= 0]].mean() > cold[plain[plain >= 0]].mean()
 

@@ -9,7 +9,8 @@ import scipy.sparse as sp
 from cluster_data import CLUSTER_OF_ITEM, CLUSTER_OF_USER, TWO_CLUSTERS
 
 from recsys.errors import NotFittedError
-from recsys.recommender import FitInput, Recommender
+from recsys.indexing import FitInput
+from recsys.scorers import FactorScorer, Scorer
 from training.fit_als import ALSConfig, ALSRecommender
 from training.fit_lightfm import LightFMConfig, LightFMRecommender
 
@@ -34,17 +35,33 @@ MODELS = [lambda: ALSRecommender(ALS_SMALL), lambda: LightFMRecommender(LFM_SMAL
 @pytest.mark.parametrize("make", MODELS, ids=["als", "lightfm"])
 def test_fit_score_shape_dtype_and_protocol(make):
     model = make()
-    assert isinstance(model, Recommender)
-    assert model.fit(DATA) is model
-    scores = model.score(USERS[[2, 9, 4]], TWO_CLUSTERS[[2, 9, 4]])
+    scorer = model.fit(DATA)
+    assert isinstance(scorer, Scorer) and type(scorer) is FactorScorer and scorer.name == model.name
+    assert scorer.user_factors.shape == (12, 4) and scorer.item_factors.shape == (10, 4)
+    scores = scorer.score(USERS[[2, 9, 4]], TWO_CLUSTERS[[2, 9, 4]])
     assert scores.shape == (3, 10)
     assert scores.dtype == np.float32
 
 
 @pytest.mark.parametrize("make", MODELS, ids=["als", "lightfm"])
-def test_score_before_fit_raises(make):
-    with pytest.raises(NotFittedError, match=r"call fit\(\) first"):
-        make().score(USERS, TWO_CLUSTERS)
+def test_an_unfitted_estimator_cannot_score(make):
+    # Only fit() hands out a scorer; the estimators themselves do not score.
+    assert not isinstance(make(), Scorer) and not hasattr(make(), "score")
+
+
+def test_lightfm_scorer_before_fit_raises():
+    with pytest.raises(NotFittedError, match=r"LightFMRecommender is not fitted; call fit\(\) first"):
+        LightFMRecommender(LFM_SMALL).scorer()
+
+
+def test_als_scorer_has_no_biases_and_lightfm_carries_its_training_state():
+    als = ALSRecommender(ALS_SMALL).fit(DATA)
+    assert als.user_bias is None and als.item_bias is None and als.state == {}
+    lightfm = LightFMRecommender(LFM_SMALL).fit(DATA)
+    assert lightfm.user_bias.shape == (12,) and lightfm.item_bias.shape == (10,)
+    # the raw arrays a warm start continues from: 10 identity + 2 cluster feature rows for items
+    assert lightfm.state["item_embeddings"].shape == (12, 4) and lightfm.state["user_embeddings"].shape == (12, 4)
+    assert {"item_embedding_gradients", "user_bias_momentum"} <= set(lightfm.state)
 
 
 @pytest.mark.parametrize("make", MODELS, ids=["als", "lightfm"])
@@ -102,8 +119,7 @@ def test_als_fit_emits_no_blas_warning(recwarn, monkeypatch):
 @pytest.mark.parametrize("use_item_features", [True, False])
 def test_lightfm_block_scores_equal_the_predict_loop(use_item_features):
     model = LightFMRecommender(LightFMConfig(no_components=4, epochs=5, use_item_features=use_item_features))
-    model.fit(DATA)
-    fast = model.score(USERS, TWO_CLUSTERS)
+    fast = model.fit(DATA).score(USERS, TWO_CLUSTERS)
     slow = model.predict_loop(USERS)
     np.testing.assert_allclose(fast, slow, rtol=1e-5, atol=1e-5)
     np.testing.assert_array_equal(np.argsort(-fast, axis=1), np.argsort(-slow, axis=1))
@@ -115,13 +131,14 @@ def test_lightfm_predict_loop_before_fit_raises():
 
 
 def test_lightfm_item_features_change_the_scores():
-    with_features = LightFMRecommender(LFM_SMALL).fit(DATA)
-    without = LightFMRecommender(LightFMConfig(no_components=4, epochs=30, use_item_features=False)).fit(DATA)
+    with_features = LightFMRecommender(LFM_SMALL)
+    without = LightFMRecommender(LightFMConfig(no_components=4, epochs=30, use_item_features=False))
+    scores_with, scores_without = (m.fit(DATA).score(USERS, TWO_CLUSTERS) for m in (with_features, without))
     # identity + 2 cluster columns, each row summing to 1
     assert with_features.item_features_.shape == (10, 12)
     np.testing.assert_allclose(with_features.item_features_.sum(axis=1), 1.0)
     assert without.item_features_ is None
-    assert not np.allclose(with_features.score(USERS, TWO_CLUSTERS), without.score(USERS, TWO_CLUSTERS))
+    assert not np.allclose(scores_with, scores_without)
 
 
 def test_lightfm_cold_item_ranks_high_for_its_feature_cluster():
@@ -142,7 +159,18 @@ def test_lightfm_partial_training_equals_one_fit():
     full = LightFMRecommender(config).fit(DATA).score(USERS, TWO_CLUSTERS)
     stepwise = LightFMRecommender(config).partial_fit(DATA, epochs=2).partial_fit(DATA, epochs=3)
     assert stepwise.epochs_trained_ == 5
-    np.testing.assert_array_equal(stepwise.score(USERS, TWO_CLUSTERS), full)
+    np.testing.assert_array_equal(stepwise.scorer().score(USERS, TWO_CLUSTERS), full)
+
+
+def test_lightfm_scorer_is_a_snapshot_later_training_does_not_move():
+    model = LightFMRecommender(LightFMConfig(no_components=4, epochs=5)).partial_fit(DATA, epochs=2)
+    snapshot = model.scorer()
+    before = snapshot.score(USERS, TWO_CLUSTERS).copy()
+    state_before = {k: v.copy() for k, v in snapshot.state.items()}
+    model.partial_fit(DATA, epochs=3)
+    np.testing.assert_array_equal(snapshot.score(USERS, TWO_CLUSTERS), before)
+    assert all(np.array_equal(snapshot.state[k], v) for k, v in state_before.items())
+    assert not np.array_equal(model.scorer().score(USERS, TWO_CLUSTERS), before)
 
 
 def test_lightfm_fit_epochs_calls_back_at_each_checkpoint():
@@ -185,3 +213,18 @@ def test_lightfm_event_weights_go_in_as_sample_weights():
     ones = FitInput(interactions=binary, recent=binary, item_features=CLUSTER_FEATURES, seed=3)
     np.testing.assert_allclose(LightFMRecommender(replace(LFM_SMALL, use_weights=True)).fit(ones).score(USERS, binary),
                                LightFMRecommender(LFM_SMALL).fit(ones).score(USERS, binary), rtol=1e-5)
+
+
+def test_lightfm_warm_start_continues_from_the_parents_scorer():
+    config = LightFMConfig(no_components=4, epochs=5, use_item_features=False)
+    parent = LightFMRecommender(config).fit(DATA)
+    same = LightFMRecommender(config).warm_start(parent, DATA, np.arange(12), np.arange(10))
+    np.testing.assert_array_equal(same.scorer().score(USERS, TWO_CLUSTERS), parent.score(USERS, TWO_CLUSTERS))
+    # user 0 is new (-1): it gets a fresh row; the others and every item carry over
+    grown = LightFMRecommender(config).warm_start(parent, DATA, np.r_[-1, np.arange(1, 12)], np.arange(10))
+    moved = grown.scorer()
+    np.testing.assert_array_equal(moved.user_factors[1:], parent.user_factors[1:])
+    np.testing.assert_array_equal(moved.item_factors, parent.item_factors)
+    assert not np.array_equal(moved.user_factors[0], parent.user_factors[0])
+    with pytest.raises(ValueError, match=r"the previous 'als' model carries no LightFM training state"):
+        LightFMRecommender(config).warm_start(ALSRecommender(ALS_SMALL).fit(DATA), DATA, np.arange(12), np.arange(10))

@@ -12,13 +12,14 @@ from pytorch_lightning.loggers import CSVLogger
 
 from features.split import SplitConfig
 from recsys.errors import NotFittedError
-from recsys.evaluation.runner import ModelSpec, evaluate_models
-from recsys.evaluation.setup import EvalConfig, build_eval_data
+from recsys.evaluation.eval_data import EvalConfig, build_eval_data
 from recsys.io import Dataset
+from recsys.scorers import Scorer, TextScorer
+from recsys.scorers.text_head import PAD, history_windows
 from recsys.synthetic import SyntheticConfig, generate_synthetic
-from recsys.text_tower import PAD, history_windows
 from training.baseline_specs import baseline_specs
 from training.encoder_modes import FineTuneConfig
+from training.fit_models import ModelSpec, evaluate_specs
 from training.fit_text import TextTowerRecommender, with_mode
 from training.text_data import build_examples
 from training.text_tower import TextTowerConfig, tower_name
@@ -63,7 +64,7 @@ def test_fine_tuned_beats_zero_shot_and_a_text_blind_baseline(data, tiny_bert_di
     specs = [ModelSpec("zero_shot", lambda _: TextTowerRecommender(_config(tiny_bert_dir, "zero-shot"))),
              ModelSpec("text_full", lambda _: TextTowerRecommender(_config(tiny_bert_dir, max_epochs=12))),
              *baseline_specs(["popularity"])]
-    result = evaluate_models(data, specs)
+    result = evaluate_specs(data, specs)
     # The impression protocol: rank each test impression's shown items (clicked vs not).
     auc = {m.name: float(np.nanmean(m.impressions["auc"])) for m in result.models}
     assert auc["text_full"] > auc["zero_shot"] + 0.02, auc
@@ -72,7 +73,8 @@ def test_fine_tuned_beats_zero_shot_and_a_text_blind_baseline(data, tiny_bert_di
 
 def test_loss_falls_and_metrics_are_logged(data, tiny_bert_dir, tmp_path):
     logger = CSVLogger(tmp_path, name="tower")
-    model = TextTowerRecommender(_config(tiny_bert_dir, max_epochs=4), logger_=logger).fit(data.test.fit)
+    model = TextTowerRecommender(_config(tiny_bert_dir, max_epochs=4), logger_=logger)
+    model.fit(data.test.fit)
     metrics = pl.read_csv(tmp_path / "tower" / "version_0" / "metrics.csv")
     per_epoch = metrics.filter(pl.col("train/loss_epoch").is_not_null())["train/loss_epoch"].to_list()
     assert len(per_epoch) == 4 and per_epoch[-1] < per_epoch[0]
@@ -83,8 +85,10 @@ def test_loss_falls_and_metrics_are_logged(data, tiny_bert_dir, tmp_path):
 
 @pytest.mark.parametrize("mode", ["bitfit", "lora", "freeze:1"])
 def test_each_mode_changes_only_its_parameters(data, tiny_bert_dir, mode):
-    model = TextTowerRecommender(_config(tiny_bert_dir, mode, max_epochs=1)).fit(data.test.fit)
-    fresh = TextTowerRecommender(_config(tiny_bert_dir, "zero-shot")).fit(data.test.fit)
+    model = TextTowerRecommender(_config(tiny_bert_dir, mode, max_epochs=1))
+    model.fit(data.test.fit)
+    fresh = TextTowerRecommender(_config(tiny_bert_dir, "zero-shot"))
+    fresh.fit(data.test.fit)
     trained = dict(model.module_.encoder.named_parameters())
     base = {name.split("base_model.model.")[-1]: p for name, p in fresh.module_.encoder.named_parameters()}
     changed, frozen_changed = 0, []
@@ -100,26 +104,35 @@ def test_each_mode_changes_only_its_parameters(data, tiny_bert_dir, mode):
 
 
 def test_same_seed_same_metrics(data, tiny_bert_dir):
-    a = TextTowerRecommender(_config(tiny_bert_dir, max_epochs=2)).fit(data.test.fit)
-    b = TextTowerRecommender(_config(tiny_bert_dir, max_epochs=2)).fit(data.test.fit)
+    a, b = (TextTowerRecommender(_config(tiny_bert_dir, max_epochs=2)) for _ in range(2))
+    scorer_a, scorer_b = a.fit(data.test.fit), b.fit(data.test.fit)
     assert a.stats_["best_valid_auc"] == b.stats_["best_valid_auc"]
     assert torch.equal(a.item_vectors_, b.item_vectors_)
+    assert torch.equal(scorer_a.item_vectors_, scorer_b.item_vectors_)
+    users = np.arange(5)
+    np.testing.assert_array_equal(scorer_a.score(users, data.test.history[:5]),
+                                  scorer_b.score(users, data.test.history[:5]))
 
 
 def test_resume_continues_from_the_last_checkpoint(data, tiny_bert_dir, tmp_path):
     cfg = _config(tiny_bert_dir, max_epochs=1, checkpoint_dir=str(tmp_path))
-    first = TextTowerRecommender(cfg).fit(data.test.fit)
+    first = TextTowerRecommender(cfg)
+    first.fit(data.test.fit)
     assert (tmp_path / "last.ckpt").exists() and first.stats_["epochs"] == 1
     step_after_one = torch.load(tmp_path / "last.ckpt", weights_only=False)["global_step"]
-    resumed = TextTowerRecommender(replace(cfg, max_epochs=2, resume=True)).fit(data.test.fit)
+    resumed = TextTowerRecommender(replace(cfg, max_epochs=2, resume=True))
+    resumed.fit(data.test.fit)
     assert resumed.stats_["epochs"] == 2
     assert torch.load(tmp_path / "last.ckpt", weights_only=False)["global_step"] == 2 * step_after_one
 
 
 def test_scoring_before_fit_and_names(data, tiny_bert_dir):
     model = TextTowerRecommender(_config(tiny_bert_dir, "zero-shot"))
+    assert not isinstance(model, Scorer) and not hasattr(model, "score")  # only fit() hands out a scorer
     with pytest.raises(NotFittedError, match="call fit"):
-        model.score(np.arange(2), data.test.history[:2])
+        model.scorer()
+    with pytest.raises(NotFittedError, match="call fit"):
+        model.quantized()
     assert tower_name(_config(tiny_bert_dir, "freeze:4")) == "text_freeze4" and model.name == "zero_shot"
     assert with_mode(_config(tiny_bert_dir, "lora"), "zero-shot").finetune.mode == "zero-shot"
     with pytest.raises(ValueError, match="Must be one of cosine, dot"):
@@ -127,15 +140,18 @@ def test_scoring_before_fit_and_names(data, tiny_bert_dir):
 
 
 def test_positives_only_data_trains_with_sampled_negatives(data, tiny_bert_dir):
-    model = TextTowerRecommender(_config(tiny_bert_dir, max_epochs=2, impressions="no")).fit(data.test.fit)
+    model = TextTowerRecommender(_config(tiny_bert_dir, max_epochs=2, impressions="no"))
+    scorer = model.fit(data.test.fit)
     assert model.stats_["train_examples"] > 0 and model.stats_["best_valid_auc"] > 0.5
-    scores = model.score(np.arange(4), data.test.history[:4])
+    scores = scorer.score(np.arange(4), data.test.history[:4])
     assert scores.shape == (4, len(data.item_ids)) and np.isfinite(scores).all()
 
 
 def test_int8_catalogue_encoding_stays_close_to_fp32(data, tiny_bert_dir):
-    model = TextTowerRecommender(_config(tiny_bert_dir, max_epochs=1)).fit(data.test.fit)
-    int8 = model.quantized()
+    tower = TextTowerRecommender(_config(tiny_bert_dir, max_epochs=1))
+    model = tower.fit(data.test.fit)
+    int8 = tower.quantized()
+    assert isinstance(int8, TextScorer) and model.name == "text_full"
     assert int8.name == "text_full_int8" and int8.item_vectors_.shape == model.item_vectors_.shape
     cosine = torch.nn.functional.cosine_similarity(int8.item_vectors_, model.item_vectors_, dim=1)
     assert cosine.min() > 0.9 and not torch.equal(int8.item_vectors_, model.item_vectors_)
@@ -144,3 +160,53 @@ def test_int8_catalogue_encoding_stays_close_to_fp32(data, tiny_bert_dir):
     overlap = np.mean([len(set(a) & set(b)) / 10 for a, b in zip(top(model.score(users, history)),
                                                                    top(int8.score(users, history)), strict=True)])
     assert overlap > 0.6
+
+
+def test_fit_returns_the_serving_scorer_whose_encoder_reproduces_the_catalogue(data, tiny_bert_dir):
+    tower = TextTowerRecommender(_config(tiny_bert_dir, "lora", max_epochs=1))
+    scorer = tower.fit(data.test.fit)
+    assert isinstance(scorer, TextScorer) and isinstance(scorer, Scorer) and tower.scorer() is scorer
+    assert scorer.name == tower.name == "text_lora"
+    assert scorer.item_vectors_ is tower.item_vectors_ and scorer.user_history_ is tower.user_history_
+    assert not any("lora" in n for n, _ in scorer.encoder.named_modules())  # merged: a plain transformer
+    # the merged serving encoder encodes the catalogue as the training encoder did
+    torch.testing.assert_close(scorer.encode(data.test.fit.items), tower.item_vectors_, atol=1e-5, rtol=1e-4)
+    users = np.arange(6)
+    scores = scorer.score(users, data.test.history[:6])
+    assert scores.shape == (6, len(data.item_ids)) and scores.dtype == np.float32
+
+
+def _earlier_events(data) -> pl.DataFrame:
+    """The fit window's events before its middle timestamp: a shorter history for every user."""
+    events = data.test.fit.events
+    return events.filter(pl.col("timestamp") < events["timestamp"].sort()[events.height // 2])
+
+
+def test_with_history_re_reads_the_users_recent_items(data, tiny_bert_dir):
+    scorer = TextTowerRecommender(_config(tiny_bert_dir, "zero-shot")).fit(data.test.fit)
+    n_users, length = len(data.user_ids), scorer.user_history_.shape[1]
+    same = scorer.with_history(data.test.fit.events, n_users)
+    np.testing.assert_array_equal(same.user_history_, scorer.user_history_)
+    earlier = _earlier_events(data)
+    shorter = scorer.with_history(earlier, n_users)
+    assert shorter.encoder is scorer.encoder and shorter.item_vectors_ is scorer.item_vectors_  # nothing refits
+    assert not np.array_equal(shorter.user_history_, scorer.user_history_)
+    # slow reference: each user's positives in `earlier` (all of them while they fit the window)
+    positives = earlier.filter(pl.col("event").is_in(["click", "purchase"]))
+    checked = 0
+    for user in range(n_users):
+        items = sorted(positives.filter(pl.col("user_idx") == user)["item_idx"].to_list())
+        if len(items) <= length:
+            assert sorted(shorter.user_history_[user][shorter.user_history_[user] >= 0].tolist()) == items
+            checked += 1
+    assert checked > n_users // 2
+    users = np.arange(8)
+    assert not np.allclose(shorter.score(users, data.test.history[:8]), scorer.score(users, data.test.history[:8]))
+
+
+def test_a_second_fit_returns_the_second_windows_scorer(data, tiny_bert_dir):
+    tower = TextTowerRecommender(_config(tiny_bert_dir, "zero-shot"))
+    first = tower.fit(replace(data.test.fit, events=_earlier_events(data)))
+    second = tower.fit(data.test.fit)
+    assert not np.array_equal(first.user_history_, second.user_history_)
+    np.testing.assert_array_equal(second.user_history_, tower.user_history_)

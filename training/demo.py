@@ -21,8 +21,13 @@ import polars as pl
 from features.split import SplitConfig
 from recsys.datasets import SPLIT_FILE, split_dataset, validate, write_synthetic
 from recsys.errors import DataContractError
+from recsys.export import ExportConfig, recommend_to_file
 from recsys.summary import DatasetSummary
 from recsys.synthetic import DEMO_CONFIG, SyntheticConfig
+from training.baseline_specs import BASELINES
+from training.encoder_modes import FineTuneConfig
+from training.pipeline import TrainConfig, train
+from training.text_tower import TextTowerConfig
 
 __all__ = ["DemoResult", "run_demo", "DEMO_SPLIT", "PENDING_STAGES", "DEMO_K"]
 
@@ -78,11 +83,6 @@ def run_demo(out: Path, config: SyntheticConfig = DEMO_CONFIG, split: SplitConfi
     windows, split_file = split_dataset(checked.data, split, out / SPLIT_FILE)
     seconds["split"] = time.perf_counter() - start
     start = time.perf_counter()
-    from training.baseline_specs import BASELINES  # the runtime library reaches training lazily
-    from training.encoder_modes import FineTuneConfig
-    from training.pipeline import TrainConfig, train
-    from training.text_tower import TextTowerConfig
-
     text = TextTowerConfig(model=text_model, finetune=FineTuneConfig(mode=text_mode), max_train_examples=4000,
                            max_epochs=1, batch_size=32, lr=3e-4)
     result = train(TrainConfig(data=str(out), split=split, history="train+valid", text=text, baselines=BASELINES,
@@ -90,8 +90,6 @@ def run_demo(out: Path, config: SyntheticConfig = DEMO_CONFIG, split: SplitConfi
     seconds["train_and_evaluate"] = time.perf_counter() - start
     export = None
     if result.registration is not None:  # the registry needs MLflow: export from what was just registered
-        from recsys.export import ExportConfig, recommend_to_file
-
         start = time.perf_counter()
         export = recommend_to_file(f"models:/{result.registration.name}@champion", out, out / "recs.parquet",
                                    ExportConfig(k=DEMO_K), tracking_uri=tracking_uri, show_progress=False)

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import timedelta
 from typing import Literal
 
 import numpy as np
@@ -24,10 +23,10 @@ import scipy.sparse as sp
 
 from features.split import SplitConfig, temporal_split
 from recsys import contract as C
+from recsys.indexing import FitInput, event_matrix, fit_input
 from recsys.io import Dataset
-from recsys.recommender import FitInput
 
-__all__ = ["EvalConfig", "EvalData", "Window", "build_eval_data", "fit_input", "HISTORY_BUCKETS", "HISTORY_CHOICES"]
+__all__ = ["EvalConfig", "EvalData", "Window", "build_eval_data", "HISTORY_BUCKETS", "HISTORY_CHOICES"]
 
 HISTORY_CHOICES = ("train", "train+valid")
 HISTORY_BUCKETS: tuple[tuple[str, int, int], ...] = (("0", 0, 0), ("1-4", 1, 4), ("5-19", 5, 19),
@@ -108,45 +107,18 @@ def _index(frame: pl.DataFrame, users: pl.DataFrame, items: pl.DataFrame) -> pl.
     return frame.join(users, on=C.USER_ID).join(items, on=C.ITEM_ID)
 
 
-def _matrix(rows: pl.DataFrame, shape: tuple[int, int], weight: pl.Expr) -> sp.csr_matrix:
-    # Sorted, because group_by order varies between runs and SGD models (LightFM) visit
-    # interactions in matrix order: an unsorted matrix would make them irreproducible.
-    agg = (rows.group_by("user_idx", "item_idx").agg(weight.sum().alias("w")).filter(pl.col("w") > 0)
-           .sort("user_idx", "item_idx"))
-    matrix = sp.csr_matrix((agg["w"].to_numpy().astype(np.float32),
-                            (agg["user_idx"].to_numpy(), agg["item_idx"].to_numpy())), shape=shape)
-    matrix.sort_indices()
-    return matrix
-
-
 def _item_features(items: pl.DataFrame, index: pl.DataFrame) -> sp.csr_matrix | None:
     """One-hot category and tags: the text-blind side information of LightFM."""
     labels = pl.concat([
         items.select(C.ITEM_ID, pl.concat_str(pl.lit("category="), C.CATEGORY).alias("f")),
         items.select(C.ITEM_ID, C.TAGS).explode(C.TAGS).select(
             C.ITEM_ID, pl.concat_str(pl.lit("tag="), C.TAGS).alias("f")),
-    ]).drop_nulls().unique().join(index, on=C.ITEM_ID).sort("item_idx", "f")  # stable across runs
+    ]).drop_nulls().unique().join(index, on=C.ITEM_ID).sort(C.ITEM_IDX, "f")  # stable across runs
     if labels.height == 0:
         return None
     _, cols = np.unique(labels["f"].to_numpy(), return_inverse=True)
-    return sp.csr_matrix((np.ones(labels.height, np.float32), (labels["item_idx"].to_numpy(), cols)),
+    return sp.csr_matrix((np.ones(labels.height, np.float32), (labels[C.ITEM_IDX].to_numpy(), cols)),
                          shape=(index.height, int(cols.max()) + 1))
-
-
-def fit_input(fit_rows: pl.DataFrame, shape: tuple[int, int], cfg: EvalConfig, features: sp.csr_matrix | None,
-              items: pl.DataFrame | None) -> FitInput:
-    """What a model learns from, built from indexed event rows (``user_idx``, ``item_idx``, contract columns).
-
-    The evaluation's windows and the ranking pipeline's inner label split both build their
-    fit inputs here, so weights, positives and the recent window mean the same everywhere.
-    """
-    weight = pl.col(C.EVENT).replace_strict(dict(cfg.event_weights), default=0.0, return_dtype=pl.Float32)
-    positive = fit_rows.filter(pl.col(C.EVENT).is_in(list(cfg.positives)))
-    last = fit_rows[C.TS].max()
-    recent_rows = positive.filter(pl.col(C.TS) > last - timedelta(days=cfg.recent_days)) if last else positive
-    events = fit_rows.select("user_idx", "item_idx", C.EVENT, C.IMPRESSION_ID, C.TS).sort(C.TS, "user_idx", "item_idx")
-    return FitInput(_matrix(positive, shape, weight), _matrix(recent_rows, shape, weight), features, cfg.seed,
-                    events=events, items=items)
 
 
 def _window(fit_rows: pl.DataFrame, target_rows: pl.DataFrame, cfg: EvalConfig, shape: tuple[int, int],
@@ -154,11 +126,11 @@ def _window(fit_rows: pl.DataFrame, target_rows: pl.DataFrame, cfg: EvalConfig, 
     # one FitInput object when the fit rows are the same: models cached per window (FitOnce) fit only once
     fit = same_fit_as.fit if same_fit_as is not None else fit_input(fit_rows, shape, cfg, features, items)
     history = fit.interactions
-    truth = _matrix(target_rows.filter(pl.col(C.EVENT).is_in(list(cfg.positives))), shape, pl.lit(1.0))
+    truth = event_matrix(target_rows.filter(pl.col(C.EVENT).is_in(list(cfg.positives))), shape, pl.lit(1.0))
     truth = (truth - truth.multiply(history > 0)).astype(bool).tocsr()
     truth.eliminate_zeros()
     seen = np.zeros(shape[1], bool)
-    seen[fit_rows["item_idx"].unique().to_numpy()] = True
+    seen[fit_rows[C.ITEM_IDX].unique().to_numpy()] = True
     return Window(fit, history, truth, ~seen)
 
 
@@ -178,12 +150,12 @@ def build_eval_data(data: Dataset, config: EvalConfig = EvalConfig(), *, extra_u
     split = temporal_split(data.interactions, config.split).collect()
     known = pl.concat([split.select(C.USER_ID), pl.DataFrame({C.USER_ID: list(extra_users)},
                                                              schema={C.USER_ID: pl.String})])
-    users = known.select(pl.col(C.USER_ID).unique().sort()).with_row_index("user_idx")
-    items = data.items.select(pl.col(C.ITEM_ID).sort()).with_row_index("item_idx")
-    indexed = _index(split, users, items).with_columns(pl.col("user_idx", "item_idx").cast(pl.Int64))
+    users = known.select(pl.col(C.USER_ID).unique().sort()).with_row_index(C.USER_IDX)
+    items = data.items.select(pl.col(C.ITEM_ID).sort()).with_row_index(C.ITEM_IDX)
+    indexed = _index(split, users, items).with_columns(pl.col(C.USER_IDX, C.ITEM_IDX).cast(pl.Int64))
     shape = (users.height, items.height)
     features = _item_features(data.items, items)
-    catalogue = items.join(data.items, on=C.ITEM_ID).sort("item_idx")
+    catalogue = items.join(data.items, on=C.ITEM_ID).sort(C.ITEM_IDX)
     train = indexed.filter(pl.col(C.SPLIT) == C.TRAIN)
     valid = indexed.filter(pl.col(C.SPLIT) == C.VALID)
     test = indexed.filter(pl.col(C.SPLIT) == C.TEST)
@@ -194,6 +166,6 @@ def build_eval_data(data: Dataset, config: EvalConfig = EvalConfig(), *, extra_u
         valid=tuning,
         test=_window(fit_rows, test, config, shape, features, catalogue,
                      same_fit_as=tuning if config.history == "train" else None),
-        test_events=test.select("user_idx", "item_idx", C.EVENT, C.IMPRESSION_ID, C.TS),
+        test_events=test.select(C.USER_IDX, C.ITEM_IDX, C.EVENT, C.IMPRESSION_ID, C.TS),
         config=config,
     )

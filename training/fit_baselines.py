@@ -1,18 +1,15 @@
-"""Reference models every learned recommender must beat: random, popularity, item-kNN, EASE.
+"""Fitting the reference models every learned recommender must beat: random, popularity, item-kNN, EASE.
 
-All follow :class:`recsys.recommender.Recommender`: settings in a frozen config, ``fit``
-returns ``self``, ``score(users, history)`` gives float32 ``[b, n_items]`` for a whole block
-of users at once. Seen items are *not* masked here; the evaluation protocol does that.
-
-The two helpers :func:`binarize` and :func:`check_block` are shared with the factor models
-in ``training/fit_als.py`` and ``training/fit_lightfm.py``.
+Each is an estimator: settings in a frozen config, and ``fit(data)`` returns the fitted runtime
+scorer (:mod:`recsys.scorers`: plain arrays that score a whole block of users at once). Seen
+items are *not* masked by scorers; the one scoring path (:mod:`recsys.scoring`) does that.
 """
 
 from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import Literal, Self
+from typing import Literal
 
 import numpy as np
 import scipy.linalg
@@ -20,12 +17,10 @@ import scipy.sparse as sp
 from scipy.linalg import lapack
 
 from recsys.config import check_above, check_at_least
-from recsys.errors import NotFittedError
-from recsys.recommender import FitInput
+from recsys.indexing import FitInput
+from recsys.scorers import ItemItemScorer, PopularityScorer, RandomScorer, binarize
 
 __all__ = [
-    "binarize",
-    "check_block",
     "RandomConfig",
     "RandomRecommender",
     "PopularityConfig",
@@ -43,118 +38,22 @@ logger = logging.getLogger(__name__)
 _BLOCK_ENTRIES = 1 << 23
 
 
-def binarize(matrix: sp.spmatrix) -> sp.csr_matrix:
-    """1.0 where an entry is positive, structurally absent elsewhere.
-
-    Args:
-        matrix: float [n_rows, n_cols] sparse weights; duplicates are summed first.
-
-    Returns:
-        float32 [n_rows, n_cols] csr with canonical indices and only 1.0 stored.
-    """
-    out = sp.csr_matrix(matrix, dtype=np.float32, copy=True)
-    out.sum_duplicates()
-    out.data = (out.data > 0).astype(np.float32)
-    out.eliminate_zeros()
-    return out
-
-
-def check_block(users: np.ndarray, history: sp.spmatrix, n_items: int, n_users: int | None = None) -> np.ndarray:
-    """Validate one scoring block against the fitted catalogue.
-
-    Args:
-        users: int [b] user indices.
-        history: [b, n_items] sparse interactions aligned with ``users``.
-        n_items: number of items seen in ``fit``.
-        n_users: number of users seen in ``fit``; when given, ``users`` must lie in
-            ``[0, n_users)`` (models that look up per-user factors).
-
-    Returns:
-        int64 [b] copy of ``users``.
-
-    Raises:
-        ValueError: wrong dimensions, non-integer or out-of-range user indices.
-    """
-    users = np.asarray(users)
-    if users.ndim != 1 or (users.size and not np.issubdtype(users.dtype, np.integer)):
-        raise ValueError(f"users must be a 1-d integer array; got dtype {users.dtype} and shape {users.shape}")
-    if history.shape != (users.shape[0], n_items):
-        raise ValueError(
-            f"history has shape {history.shape}; expected ({users.shape[0]}, {n_items}): "
-            "one row per entry of `users` and one column per item of the catalogue given to fit()"
-        )
-    if n_users is not None and users.size and (users.min() < 0 or users.max() >= n_users):
-        raise ValueError(
-            f"user indices must lie in [0, {n_users}) (the users seen in fit()); "
-            f"got min {users.min()}, max {users.max()}"
-        )
-    return users.astype(np.int64)
-
-
-def _not_fitted(model: object) -> NotFittedError:
-    return NotFittedError(f"{type(model).__name__} is not fitted; call fit() first")
-
-
-def _splitmix64(x: np.ndarray) -> np.ndarray:
-    """SplitMix64 finaliser on uint64 arrays (wraps modulo 2**64 by design)."""
-    x = x + np.uint64(0x9E3779B97F4A7C15)
-    x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
-    x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
-    return x ^ (x >> np.uint64(31))
-
-
 @dataclass(frozen=True)
 class RandomConfig:
     """The random baseline has no settings; the class exists so every model is built alike."""
 
 
 class RandomRecommender:
-    """Uniform random scores in ``[0, 1)``, a hash of ``(seed, user, item)``.
-
-    A score depends only on the seed given to ``fit`` and the (user, item) pair, so the same
-    user gets the same scores in any block composition and in every call.
-    """
+    """Uniform random scores (:class:`recsys.scorers.RandomScorer`), a hash of ``(seed, user, item)``."""
 
     name = "random"
 
     def __init__(self, config: RandomConfig = RandomConfig()) -> None:
         self.config = config
-        self._n_items: int | None = None
-        self._seed_hash = np.uint64(0)
 
-    def fit(self, data: FitInput) -> Self:
-        """Remember the catalogue size and the seed; nothing is learned.
-
-        Args:
-            data: the training input; only ``n_items`` and ``seed`` are used.
-
-        Returns:
-            self.
-        """
-        self._n_items = data.n_items
-        self._seed_hash = _splitmix64(np.array([data.seed % 2**64], dtype=np.uint64))[0]
-        return self
-
-    def score(self, users: np.ndarray, history: sp.csr_matrix) -> np.ndarray:
-        """Random scores for a block of users.
-
-        Args:
-            users: int [b] user indices.
-            history: float32 [b, n_items] interactions; unused beyond its shape.
-
-        Returns:
-            float32 [b, n_items] in ``[0, 1)``.
-
-        Raises:
-            NotFittedError: before ``fit``.
-        """
-        if self._n_items is None:
-            raise _not_fitted(self)
-        users = check_block(users, history, self._n_items)
-        user_keys = _splitmix64(self._seed_hash ^ users.astype(np.uint64))
-        keys = _splitmix64(user_keys[:, None] ^ np.arange(self._n_items, dtype=np.uint64)[None, :])
-        # The top 24 bits fill a float32 mantissa exactly, so the result is uniform on [0, 1).
-        return (keys >> np.uint64(40)).astype(np.float32) * np.float32(2.0**-24)
+    def fit(self, data: FitInput) -> RandomScorer:
+        """Nothing is learned: the catalogue size and the seed make the scorer."""
+        return RandomScorer(data.n_items, data.seed)
 
 
 @dataclass(frozen=True)
@@ -178,39 +77,15 @@ class PopularityRecommender:
     def __init__(self, config: PopularityConfig = PopularityConfig()) -> None:
         self.config = config
         self.name = "popularity" if config.window == "all" else "popularity_recent"
-        self.item_counts_: np.ndarray | None = None
-        """float32 [n_items]: distinct users per item, set by ``fit``."""
 
-    def fit(self, data: FitInput) -> Self:
+    def fit(self, data: FitInput) -> PopularityScorer:
         """Count distinct positive users per item.
 
         Args:
             data: ``interactions`` or ``recent`` (per ``config.window``), float32 [n_users, n_items].
-
-        Returns:
-            self.
         """
         matrix = data.interactions if self.config.window == "all" else data.recent
-        self.item_counts_ = binarize(matrix).getnnz(axis=0).astype(np.float32)
-        return self
-
-    def score(self, users: np.ndarray, history: sp.csr_matrix) -> np.ndarray:
-        """Popularity of every item, repeated for each user of the block.
-
-        Args:
-            users: int [b] user indices.
-            history: float32 [b, n_items] interactions; unused beyond its shape.
-
-        Returns:
-            float32 [b, n_items].
-
-        Raises:
-            NotFittedError: before ``fit``.
-        """
-        if self.item_counts_ is None:
-            raise _not_fitted(self)
-        users = check_block(users, history, self.item_counts_.shape[0])
-        return np.tile(self.item_counts_, (users.shape[0], 1))
+        return PopularityScorer(self.name, binarize(matrix).getnnz(axis=0).astype(np.float32))
 
 
 @dataclass(frozen=True)
@@ -226,34 +101,7 @@ class ItemKNNConfig:
         check_at_least(self, neighbours=1, shrink=0)
 
 
-class _ItemToItem:
-    """Models that score by ``binarised history @ an item x item matrix`` (item-kNN, EASE)."""
-
-    def _item_item(self) -> np.ndarray | sp.csr_matrix | None:
-        raise NotImplementedError
-
-    def score(self, users: np.ndarray, history: sp.csr_matrix) -> np.ndarray:
-        """Sum, over each user's history items, of their item-to-item weights to every item.
-
-        Args:
-            users: int [b] user indices; unused beyond the shape check.
-            history: float32 [b, n_items] interactions (binarised here).
-
-        Returns:
-            float32 [b, n_items].
-
-        Raises:
-            NotFittedError: before ``fit``.
-        """
-        matrix = self._item_item()
-        if matrix is None:
-            raise _not_fitted(self)
-        check_block(users, history, matrix.shape[0])
-        out = binarize(history) @ matrix
-        return (out.toarray() if sp.issparse(out) else np.asarray(out)).astype(np.float32, copy=False)
-
-
-class ItemKNNRecommender(_ItemToItem):
+class ItemKNNRecommender:
     """Item-based kNN with shrunk cosine similarity on binarised co-occurrence.
 
     ``sim(i, j) = c_ij / (sqrt(c_ii) * sqrt(c_jj) + shrink)`` with ``C = X^T X`` and ``X`` the
@@ -265,17 +113,15 @@ class ItemKNNRecommender(_ItemToItem):
 
     def __init__(self, config: ItemKNNConfig = ItemKNNConfig()) -> None:
         self.config = config
-        self.similarity_: sp.csr_matrix | None = None
-        """float32 [n_items, n_items]: ``[i, j]`` = similarity of neighbour i to target j, set by ``fit``."""
 
-    def fit(self, data: FitInput) -> Self:
+    def fit(self, data: FitInput) -> ItemItemScorer:
         """Compute the pruned item-item similarity matrix, a block of target items at a time.
 
         Args:
             data: ``interactions`` float32 [n_users, n_items] (binarised here).
 
         Returns:
-            self.
+            The pruned similarities as an item-item scorer.
         """
         x = binarize(data.interactions)
         xt = x.T.tocsr()
@@ -294,12 +140,9 @@ class ItemKNNRecommender(_ItemToItem):
             shape=(n_items, n_items),
             dtype=np.float32,
         )
-        self.similarity_ = targets.T.tocsr()
-        logger.debug("item-kNN: %d similarities kept for %d items", self.similarity_.nnz, n_items)
-        return self
-
-    def _item_item(self) -> sp.csr_matrix | None:
-        return self.similarity_
+        similarity = targets.T.tocsr()
+        logger.debug("item-kNN: %d similarities kept for %d items", similarity.nnz, n_items)
+        return ItemItemScorer(self.name, similarity)
 
     def _top_neighbours(
         self, co: sp.csr_matrix, start: int, norms: np.ndarray
@@ -346,7 +189,7 @@ class EASEConfig:
         check_at_least(self, max_items=1)
 
 
-class EASERecommender(_ItemToItem):
+class EASERecommender:
     """EASE (Steck 2019): a closed-form item-item linear autoencoder with zero diagonal.
 
     ``G = X^T X + l2 * I``, ``P = G^-1``, ``B = -P / diag(P)`` (column-wise), ``diag(B) = 0``,
@@ -357,17 +200,12 @@ class EASERecommender(_ItemToItem):
 
     def __init__(self, config: EASEConfig = EASEConfig()) -> None:
         self.config = config
-        self.weights_: np.ndarray | None = None
-        """float32 [n_items, n_items]: ``B``, set by ``fit``."""
 
-    def fit(self, data: FitInput) -> Self:
+    def fit(self, data: FitInput) -> ItemItemScorer:
         """Solve for ``B`` in float64 (Cholesky, or Woodbury when users < items), store it as float32.
 
         Args:
             data: ``interactions`` float32 [n_users, n_items] (binarised here).
-
-        Returns:
-            self.
 
         Raises:
             ValueError: the catalogue has more than ``config.max_items`` items.
@@ -383,11 +221,7 @@ class EASERecommender(_ItemToItem):
         p = _ridge_gram_inverse(binarize(data.interactions).astype(np.float64), self.config.l2)
         p /= -np.diag(p).copy()
         p.flat[:: n + 1] = 0.0
-        self.weights_ = np.asarray(p, dtype=np.float32, order="C")
-        return self
-
-    def _item_item(self) -> np.ndarray | None:
-        return self.weights_
+        return ItemItemScorer(self.name, np.asarray(p, dtype=np.float32, order="C"))
 
 
 def _ridge_gram_inverse(x: sp.csr_matrix, l2: float) -> np.ndarray:

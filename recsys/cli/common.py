@@ -1,0 +1,103 @@
+"""What every ``recsys`` command shares: the root group, the error boundary, logging and echo helpers.
+
+Every error caused by data or settings is a ``RecsysError``: printed without a traceback
+(``--verbose`` shows one) with exit code 1. Logging is configured here and only here.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import traceback
+from pathlib import Path
+
+import click
+import polars as pl
+
+from recsys.errors import RecsysError
+
+__all__ = ["cli", "PATH", "tracking_uri_of", "echo_frame", "echo_evaluation", "echo_registration", "make_config",
+           "split_config", "csv_values", "Group"]
+
+PATH = click.Path(path_type=Path)
+
+
+class Group(click.Group):
+    """Turns a ``RecsysError`` anywhere below into a clean message and exit code 1."""
+
+    def invoke(self, ctx: click.Context) -> object:
+        try:
+            return super().invoke(ctx)
+        except RecsysError as exc:
+            if (ctx.obj or {}).get("verbose"):
+                traceback.print_exc()
+            click.secho(f"error: {exc}", fg="red", err=True)
+            ctx.exit(1)
+
+
+def _setup_logging(verbose: bool) -> None:
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, format="%(message)s",
+                        stream=sys.stderr, force=True)
+    for noisy in ("matplotlib", "urllib3", "filelock"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+@click.group(cls=Group)
+@click.option("--verbose", "-v", is_flag=True, help="Debug logging, and tracebacks for errors.")
+@click.pass_context
+def cli(ctx: click.Context, verbose: bool) -> None:
+    """recsys: a text-aware recommendation engine."""
+    ctx.obj = {"verbose": verbose}
+    _setup_logging(verbose)
+
+
+def tracking_uri_of(flag: str | None, disabled: bool) -> str | None:
+    """Flag beats $MLFLOW_TRACKING_URI beats the local store under ./mlflow/."""
+    from recsys.evaluation.tracking import local_tracking_uri
+
+    return None if disabled else (flag or os.environ.get("MLFLOW_TRACKING_URI") or local_tracking_uri())
+
+
+def echo_evaluation(run, uri: str | None) -> None:
+    click.echo(run.table)
+    if run.files:
+        click.echo(f"report: {run.files.html}\njson:   {run.files.json}")
+    if run.run_id:
+        click.echo(f"MLflow run {run.run_id} in {uri}; browse with: mlflow ui --backend-store-uri {uri}")
+
+
+def echo_registration(result) -> None:
+    if result.registration is not None:
+        reg = result.registration
+        click.echo(f"registered models:/{reg.name}/{reg.version} (alias challenger) from {reg.model_uri}")
+        click.echo(reg.gate.render())
+
+
+def csv_values(text: str, cast=str) -> tuple:
+    return tuple(cast(v.strip()) for v in text.split(",") if v.strip())
+
+
+def split_config(mode: str, valid: float, test: float):
+    from features.split import SplitConfig
+    from recsys.errors import ConfigError
+
+    try:
+        return SplitConfig(mode=mode, valid=valid, test=test)
+    except ValueError as exc:
+        raise ConfigError(f"--mode/--valid/--test: {exc}") from exc
+
+
+def make_config(cls, **kwargs):
+    from recsys.errors import ConfigError
+
+    try:
+        return cls(**kwargs)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from exc
+
+
+def echo_frame(frame: pl.DataFrame) -> None:
+    with pl.Config(tbl_rows=50, tbl_cols=20, tbl_width_chars=160, tbl_hide_dataframe_shape=True,
+                   tbl_hide_column_data_types=True):
+        click.echo(str(frame))

@@ -1,0 +1,107 @@
+"""Ids to indices, and indexed events to what a model learns from.
+
+Users and items get integer indices once (the evaluation's, the training run's, the registered
+model's); every model and matrix is aligned to them. :func:`index_of` is the one id lookup,
+:func:`fit_input` the one place event rows become interaction matrices, so weights, positives
+and the recent window mean the same in training, evaluation, export and updates.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Protocol
+
+import numpy as np
+import polars as pl
+import scipy.sparse as sp
+
+from recsys import contract as C
+
+__all__ = ["FitInput", "EventSettings", "Events", "index_of", "event_matrix", "fit_input"]
+
+
+def index_of(asked, known) -> np.ndarray:
+    """int64 position of each ``asked`` id among ``known`` ids (compared as strings); -1 when absent."""
+    lookup = pl.DataFrame({"id": np.asarray(known).astype(str), "i": np.arange(len(known))},
+                          schema={"id": pl.String, "i": pl.Int64})
+    query = pl.DataFrame({"id": np.asarray(asked, dtype=object).astype(str)}, schema={"id": pl.String})
+    return query.join(lookup, on="id", how="left", maintain_order="left")["i"].fill_null(-1).to_numpy()
+
+
+class EventSettings(Protocol):
+    """What turns events into interaction matrices (``EvalConfig`` and :class:`Events` have it)."""
+
+    positives: tuple[str, ...]
+    event_weights: tuple[tuple[str, float], ...]
+    recent_days: int
+    seed: int
+
+
+@dataclass(frozen=True)
+class Events:
+    """The event settings a registered model was trained with (it re-reads newer logs the same way)."""
+
+    positives: tuple[str, ...] = (C.CLICK, C.PURCHASE)
+    event_weights: tuple[tuple[str, float], ...] = tuple(C.DEFAULT_EVENT_WEIGHTS.items())
+    recent_days: int = 30
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class FitInput:
+    """Everything a model may learn from, as aligned index spaces (users x items).
+
+    Rows and columns are the evaluation's user and item indices (``EvalData.user_ids`` /
+    ``item_ids``); the catalogue includes items with no interaction (cold items).
+    """
+
+    interactions: sp.csr_matrix
+    """float32 [n_users, n_items]: event weight sums of positive events (clicks, purchases)."""
+    recent: sp.csr_matrix
+    """float32 [n_users, n_items]: the same, restricted to the last ``recent_days`` before the cut."""
+    item_features: sp.csr_matrix | None = None
+    """float32 [n_items, n_features]: one-hot category and tags (no identity columns), or None."""
+    seed: int = 0
+    """Seed for any randomness in fitting or scoring."""
+    events: pl.DataFrame | None = None
+    """The fit window's rows (all events, impressions included) with ``user_idx``, ``item_idx``,
+    ``event``, ``impression_id``, ``timestamp``: for models that need order or impressions."""
+    items: pl.DataFrame | None = None
+    """The catalogue in item-index order (contract columns): for models that read item text."""
+
+    @property
+    def n_users(self) -> int:
+        return self.interactions.shape[0]
+
+    @property
+    def n_items(self) -> int:
+        return self.interactions.shape[1]
+
+
+def event_matrix(rows: pl.DataFrame, shape: tuple[int, int], weight: pl.Expr) -> sp.csr_matrix:
+    """float32 [n_users, n_items] csr: ``weight`` summed per (user, item) of indexed ``rows``, sums <= 0 dropped."""
+    # Sorted, because group_by order varies between runs and SGD models (LightFM) visit
+    # interactions in matrix order: an unsorted matrix would make them irreproducible.
+    agg = (rows.group_by(C.USER_IDX, C.ITEM_IDX).agg(weight.sum().alias("w")).filter(pl.col("w") > 0)
+           .sort(C.USER_IDX, C.ITEM_IDX))
+    matrix = sp.csr_matrix((agg["w"].to_numpy().astype(np.float32),
+                            (agg[C.USER_IDX].to_numpy(), agg[C.ITEM_IDX].to_numpy())), shape=shape)
+    matrix.sort_indices()
+    return matrix
+
+
+def fit_input(fit_rows: pl.DataFrame, shape: tuple[int, int], cfg: EventSettings, features: sp.csr_matrix | None,
+              items: pl.DataFrame | None) -> FitInput:
+    """What a model learns from, built from indexed event rows (``user_idx``, ``item_idx``, contract columns).
+
+    The evaluation's windows and the ranking pipeline's inner label split both build their
+    fit inputs here, so weights, positives and the recent window mean the same everywhere.
+    """
+    weight = pl.col(C.EVENT).replace_strict(dict(cfg.event_weights), default=0.0, return_dtype=pl.Float32)
+    positive = fit_rows.filter(pl.col(C.EVENT).is_in(list(cfg.positives)))
+    last = fit_rows[C.TS].max()
+    recent_rows = positive.filter(pl.col(C.TS) > last - timedelta(days=cfg.recent_days)) if last else positive
+    events = fit_rows.select(C.USER_IDX, C.ITEM_IDX, C.EVENT, C.IMPRESSION_ID, C.TS).sort(C.TS, C.USER_IDX, C.ITEM_IDX)
+    return FitInput(event_matrix(positive, shape, weight), event_matrix(recent_rows, shape, weight), features, cfg.seed,
+                    events=events, items=items)

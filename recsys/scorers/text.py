@@ -1,0 +1,163 @@
+"""The fitted text tower in its serving form: encoder, head, catalogue vectors and user windows.
+
+Training (``training/fit_text.py``) fine-tunes in any mode and hands over a :class:`TextScorer`
+whose encoder is a plain Hugging Face transformer: LoRA adapters are merged into its weights,
+freeze:N is just the whole model, and prompt tuning keeps its learned virtual tokens as an
+array prepended to the word embeddings. So serving needs neither peft nor training code, and
+the encoder is stored as a Hugging Face folder (safetensors), never a pickle.
+
+The scorer ranks users by pooling their stored recent items, re-reads newer histories without
+refitting (the tower is inductive), and encodes items that arrived after training.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+import polars as pl
+import scipy.sparse as sp
+import torch
+from torch import nn
+
+from recsys import contract as C
+from recsys.errors import RecsysError
+from recsys.scorers.base import StoredScorer, load_arrays, save_arrays
+from recsys.scorers.text_head import TowerHead, history_windows
+from recsys.text_encoder import ItemTokens, fast_cpu_linears, mean_pool, render_item_texts
+
+__all__ = ["TextEncoder", "TextScorer", "user_windows"]
+
+ENCODER_FOLDER = "encoder"
+
+
+def user_windows(events: pl.DataFrame, n_users: int, positives: tuple[str, ...], length: int) -> np.ndarray:
+    """int64 [n_users, length]: each user's last ``length`` positive items (most recent last, -1 padded).
+
+    Args:
+        events: indexed rows with ``user_idx``, ``item_idx``, ``event``, ``timestamp``.
+    """
+    pos = events.filter(pl.col(C.EVENT).is_in(list(positives))).sort(C.USER_IDX, C.TS)
+    times = pos[C.TS].dt.epoch("us").to_numpy().astype(np.int64)
+    end = np.full(n_users, np.iinfo(np.int64).max // 4, dtype=np.int64)
+    return history_windows(pos[C.USER_IDX].to_numpy().astype(np.int64), pos[C.ITEM_IDX].to_numpy().astype(np.int64),
+                           times, np.arange(n_users, dtype=np.int64), end, length)
+
+
+class TextEncoder(nn.Module):
+    """Mean-pooled item vectors from a plain transformer, with optional learned virtual tokens.
+
+    Args:
+        transformer: a Hugging Face encoder (``AutoModel``), eval mode.
+        prompt: float [P, d] virtual-token embeddings prepended to every text (prompt tuning), or None.
+    """
+
+    def __init__(self, transformer: nn.Module, prompt: torch.Tensor | None = None) -> None:
+        super().__init__()
+        self.transformer = transformer
+        self.register_buffer("prompt", prompt if prompt is not None else torch.empty(0), persistent=False)
+
+    @property
+    def hidden_size(self) -> int:
+        return int(self.transformer.config.hidden_size)
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """float [b, d]: the mean of the last hidden states over each text's real tokens (not the prompt)."""
+        if self.prompt.numel() == 0:
+            hidden = self.transformer(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+            return mean_pool(hidden, attention_mask)
+        # what peft's prompt tuning does for feature extraction: [prompt | words], the mask covering both
+        b, p = input_ids.shape[0], self.prompt.shape[0]
+        words = self.transformer.get_input_embeddings()(input_ids)
+        embeds = torch.cat([self.prompt.to(words.dtype).unsqueeze(0).expand(b, -1, -1), words], dim=1)
+        mask = torch.cat([torch.ones(b, p, dtype=attention_mask.dtype), attention_mask], dim=1)
+        hidden = self.transformer(inputs_embeds=embeds, attention_mask=mask).last_hidden_state
+        return mean_pool(hidden[:, p:], attention_mask)
+
+
+@dataclass(frozen=True)
+class TextScorer(StoredScorer):
+    """The text tower at scoring time."""
+
+    KIND: ClassVar[str] = "text"
+    name: str
+    encoder: TextEncoder
+    head: TowerHead
+    tokenizer: Any
+    item_vectors_: torch.Tensor
+    """float32 [n_items, d] catalogue vectors."""
+    user_history_: np.ndarray
+    """int64 [n_users, L] each user's recent positive items."""
+    template: str
+    max_length: int
+    positives: tuple[str, ...]
+    encode_batch_size: int = 128
+
+    def score(self, users: np.ndarray, history: sp.csr_matrix) -> np.ndarray:
+        """float32 [b, n_items] match logits; users pool their stored recent items (``history``: shape only)."""
+        if history.shape[1] != self.item_vectors_.shape[0]:
+            raise ValueError(f"history has {history.shape[1]} items; the text tower has {self.item_vectors_.shape[0]}")
+        window = torch.from_numpy(self.user_history_[np.asarray(users)])
+        with torch.inference_mode():
+            vectors = self.head.users(self.item_vectors_[window.clamp(min=0)], window >= 0)
+            return self.head.logits(vectors, self.item_vectors_).numpy().astype(np.float32, copy=False)
+
+    def with_history(self, events: pl.DataFrame, n_users: int) -> TextScorer:
+        """The same tower pooling each user's recent positives in ``events`` (indexed rows)."""
+        return replace(self, user_history_=user_windows(events, n_users, self.positives,
+                                                        self.user_history_.shape[1]))
+
+    def encode(self, items: pl.DataFrame) -> torch.Tensor:
+        """float32 [len(items), d]: vectors of contract item rows, through the fine-tuned encoder."""
+        tokens = ItemTokens(render_item_texts(items, self.template), self.tokenizer, self.max_length)
+        out = torch.empty((items.height, self.item_vectors_.shape[1]))
+        order = np.argsort(tokens.lengths, kind="stable")
+        self.encoder.eval()
+        with torch.inference_mode(), fast_cpu_linears(self.encoder):
+            for start in range(0, len(order), self.encode_batch_size):
+                rows = order[start:start + self.encode_batch_size]
+                ids, mask = tokens.batch(rows)
+                out[torch.from_numpy(rows)] = self.encoder(ids, mask)
+        return out
+
+    def with_items(self, items: pl.DataFrame) -> TextScorer:
+        """The catalogue extended by ``items`` (contract rows, appended in order), encoded now."""
+        vectors = torch.cat([self.item_vectors_, self.encode(items)]) if items.height else self.item_vectors_
+        return replace(self, item_vectors_=vectors)
+
+    # ---- storage ---------------------------------------------------------------------------
+    def save(self, folder: Path) -> dict[str, Any]:
+        """The encoder and tokenizer as a Hugging Face folder (safetensors); head, vectors, windows as arrays."""
+        self.encoder.transformer.save_pretrained(folder / ENCODER_FOLDER, safe_serialization=True)
+        self.tokenizer.save_pretrained(folder / ENCODER_FOLDER)
+        arrays = {f"head.{k}": v.detach().numpy() for k, v in self.head.state_dict().items()}
+        arrays |= {"item_vectors": self.item_vectors_.numpy(), "user_history": self.user_history_}
+        if self.encoder.prompt.numel():
+            arrays["prompt"] = self.encoder.prompt.detach().numpy()
+        save_arrays(folder, arrays)
+        return {"similarity": self.head.similarity, "template": self.template, "max_length": self.max_length,
+                "positives": list(self.positives), "encode_batch_size": self.encode_batch_size}
+
+    @classmethod
+    def load(cls, folder: Path, settings: dict[str, Any]) -> TextScorer:
+        from transformers import AutoModel, AutoTokenizer
+
+        path = folder / ENCODER_FOLDER
+        if not (path / "config.json").is_file():
+            raise RecsysError(f"{path}: no Hugging Face encoder folder; the model folder is incomplete")
+        # safetensors only: a pytorch_model.bin would be unpickled. Items are mean-pooled: no pooler
+        # (BERT-like models take add_pooling_layer; transformers keeps an unknown keyword as a config attribute)
+        transformer = AutoModel.from_pretrained(path, local_files_only=True, use_safetensors=True,
+                                                add_pooling_layer=False).eval()
+        tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
+        arrays = load_arrays(folder)
+        prompt = torch.from_numpy(arrays["prompt"]) if "prompt" in arrays else None
+        head_state = {k.removeprefix("head."): torch.from_numpy(v) for k, v in arrays.items() if k.startswith("head.")}
+        vectors = torch.from_numpy(arrays["item_vectors"])
+        head = TowerHead(vectors.shape[1], settings["similarity"])
+        head.load_state_dict(head_state)
+        return cls(settings["name"], TextEncoder(transformer, prompt).eval(), head.eval(), tokenizer, vectors,
+                   arrays["user_history"], settings["template"], int(settings["max_length"]),
+                   tuple(settings["positives"]), int(settings["encode_batch_size"]))

@@ -1,0 +1,270 @@
+"""Runtime scorers stored as data: save/load gives identical scores, bad folders are refused with a reason."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import polars as pl
+import pytest
+import scipy.sparse as sp
+import torch
+from cluster_data import TWO_CLUSTERS
+from transformers import AutoModel, AutoTokenizer
+
+from recsys import contract as C
+from recsys.errors import RecsysError
+from recsys.indexing import FitInput
+from recsys.scorers import (
+    KINDS,
+    FactorScorer,
+    ItemItemScorer,
+    PopularityScorer,
+    RandomScorer,
+    Scorer,
+    TextScorer,
+    load_scorer,
+    save_scorer,
+)
+from recsys.scorers.base import ARRAYS
+from recsys.scorers.text import TextEncoder
+from recsys.scorers.text_head import PAD, TowerHead
+from recsys.text_encoder import render_item_texts
+from training.fit_lightfm import LightFMConfig, LightFMRecommender
+
+RNG = np.random.default_rng(0)
+N_USERS, N_ITEMS, DIM = 6, 5, 3
+USERS = np.array([4, 0, 2])
+# Rows aligned with USERS; a weight of 2 and an explicit zero check that scorers binarise.
+HISTORY = sp.csr_matrix(np.array([[1, 0, 2, 0, 0], [0, 0, 0, 0, 0], [0, 1, 0, 0, 1]], dtype=np.float32))
+ITEMS = pl.DataFrame({C.ITEM_ID: [f"i{i}" for i in range(N_ITEMS)],
+                      C.TITLE: ["the complete guide", "a movie", "the book of the movie", "guide to a book", "movie"],
+                      C.CATEGORY: ["book", "movie", "book", "book", "movie"]})
+TEMPLATE = "{title}. {category}"
+
+
+def _f32(*shape: int) -> np.ndarray:
+    return RNG.standard_normal(shape).astype(np.float32)
+
+
+def _ease_like() -> np.ndarray:
+    weights = _f32(N_ITEMS, N_ITEMS)
+    np.fill_diagonal(weights, 0.0)
+    return weights
+
+
+def _knn_like() -> sp.csr_matrix:
+    return sp.csr_matrix(np.where(RNG.random((N_ITEMS, N_ITEMS)) < 0.4, _f32(N_ITEMS, N_ITEMS), 0.0)
+                         .astype(np.float32))
+
+
+ARRAY_SCORERS = {
+    "popularity": lambda: PopularityScorer("popularity_recent", np.array([3, 0, 1, 7, 2], dtype=np.float32)),
+    "item_item_dense": lambda: ItemItemScorer("ease", _ease_like()),
+    "item_item_sparse": lambda: ItemItemScorer("itemknn", _knn_like()),
+    "factors": lambda: FactorScorer("als", _f32(N_USERS, DIM), _f32(N_ITEMS, DIM)),
+    "factors_biases_state": lambda: FactorScorer(
+        "lightfm", _f32(N_USERS, DIM), _f32(N_ITEMS, DIM), _f32(N_USERS), _f32(N_ITEMS),
+        {"item_embeddings": _f32(N_ITEMS + 2, DIM), "user_bias_momentum": _f32(N_USERS)}),
+}
+
+
+@pytest.mark.parametrize("make", ARRAY_SCORERS.values(), ids=ARRAY_SCORERS.keys())
+def test_array_scorers_round_trip_bit_identically(tmp_path, make):
+    scorer = make()
+    save_scorer(scorer, tmp_path / "model")
+    loaded = load_scorer(tmp_path / "model")
+    assert type(loaded) is type(scorer) and loaded.name == scorer.name and isinstance(loaded, Scorer)
+    expected = scorer.score(USERS, HISTORY)
+    assert expected.shape == (3, N_ITEMS) and expected.dtype == np.float32
+    np.testing.assert_array_equal(loaded.score(USERS, HISTORY), expected)
+    assert loaded.score(USERS, HISTORY).dtype == np.float32
+    assert json.loads((tmp_path / "model" / "scorer.json").read_text())["kind"] == scorer.KIND
+
+
+def test_stored_arrays_come_back_as_they_were(tmp_path):
+    dense, sparse, factors = (ARRAY_SCORERS[k]() for k in ("item_item_dense", "item_item_sparse",
+                                                             "factors_biases_state"))
+    for i, scorer in enumerate((dense, sparse, factors)):
+        save_scorer(scorer, tmp_path / str(i))
+    dense2, sparse2, factors2 = (load_scorer(tmp_path / str(i)) for i in range(3))
+    assert isinstance(dense2.weights, np.ndarray) and np.array_equal(dense2.weights, dense.weights)
+    assert sp.isspmatrix_csr(sparse2.weights) and sparse2.weights.shape == (N_ITEMS, N_ITEMS)
+    assert (sparse2.weights != sparse.weights).nnz == 0 and sparse2.weights.dtype == np.float32
+    assert factors2.state.keys() == factors.state.keys()
+    assert all(np.array_equal(factors2.state[k], v) for k, v in factors.state.items())
+    np.testing.assert_array_equal(factors2.user_bias, factors.user_bias)
+    np.testing.assert_array_equal(factors2.item_bias, factors.item_bias)
+    no_bias = ARRAY_SCORERS["factors"]()
+    save_scorer(no_bias, tmp_path / "plain")
+    plain = load_scorer(tmp_path / "plain")
+    assert plain.user_bias is None and plain.item_bias is None and plain.state == {}
+
+
+def test_scores_by_hand():
+    """The formulas on the literal block: counts, binarised history @ W, dot products plus biases."""
+    pop = PopularityScorer("popularity", np.array([3, 0, 1, 7, 2], dtype=np.float32))
+    np.testing.assert_array_equal(pop.score(USERS, HISTORY), np.tile([3, 0, 1, 7, 2], (3, 1)))
+    weights = np.arange(25, dtype=np.float32).reshape(5, 5)
+    # user 4 has items 0 and 2 (weight 2 counts once), user 0 nothing, user 2 items 1 and 4
+    expected = np.stack([weights[0] + weights[2], np.zeros(5), weights[1] + weights[4]])
+    np.testing.assert_array_equal(ItemItemScorer("ease", weights).score(USERS, HISTORY), expected)
+    np.testing.assert_array_equal(ItemItemScorer("knn", sp.csr_matrix(weights)).score(USERS, HISTORY), expected)
+    u, v = np.eye(6, 2, dtype=np.float32), np.arange(10, dtype=np.float32).reshape(5, 2)
+    ub, ib = np.arange(6, dtype=np.float32), np.full(5, 0.5, dtype=np.float32)
+    # user 4 has a zero factor row (eye(6, 2)): only its bias 4 and the item bias are left
+    np.testing.assert_array_equal(FactorScorer("f", u, v, ub, ib).score(USERS, HISTORY),
+                                  [[4.5] * 5, v[:, 0] + 0.5, [2.5] * 5])
+
+
+@pytest.mark.parametrize("make", ARRAY_SCORERS.values(), ids=ARRAY_SCORERS.keys())
+def test_a_history_of_the_wrong_shape_is_refused(make):
+    with pytest.raises(ValueError, match=r"expected \(3, 5\)"):
+        make().score(USERS, HISTORY[:2])
+
+
+def test_random_scorer_is_not_storable(tmp_path):
+    with pytest.raises(TypeError, match=r"RandomScorer cannot be stored.*storable scorers: factors, item_item, "
+                                        r"popularity, text"):
+        save_scorer(RandomScorer(N_ITEMS, seed=1), tmp_path / "random")
+    assert sorted(KINDS) == ["factors", "item_item", "popularity", "text"]
+
+
+def test_unknown_kind_is_refused_with_its_name(tmp_path):
+    folder = tmp_path / "model"
+    save_scorer(ARRAY_SCORERS["popularity"](), folder)
+    settings = json.loads((folder / "scorer.json").read_text())
+    (folder / "scorer.json").write_text(json.dumps(settings | {"kind": "hologram"}))
+    with pytest.raises(RecsysError, match=r"unknown scorer kind 'hologram'; this recsys reads factors, item_item, "
+                                          r"popularity, text"):
+        load_scorer(folder)
+
+
+def test_missing_or_broken_files_are_refused(tmp_path):
+    with pytest.raises(RecsysError, match=r"scorer\.json: missing; the model folder is incomplete"):
+        load_scorer(tmp_path)
+    folder = tmp_path / "model"
+    save_scorer(ARRAY_SCORERS["factors"](), folder)
+    (folder / ARRAYS).unlink()
+    with pytest.raises(RecsysError, match=r"arrays\.npz: missing; the model folder is incomplete"):
+        load_scorer(folder)
+    (folder / "scorer.json").write_text("{not json")
+    with pytest.raises(RecsysError, match=r"scorer\.json: not valid JSON"):
+        load_scorer(folder)
+
+
+def test_an_object_array_is_neither_written_nor_read(tmp_path):
+    with pytest.raises(TypeError, match=r"array 'item_counts' has dtype object"):
+        save_scorer(PopularityScorer("popularity", np.array([1.0, "x"], dtype=object)), tmp_path / "written")
+    folder = tmp_path / "model"
+    save_scorer(ARRAY_SCORERS["popularity"](), folder)
+    # a tampered artifact: np.load(allow_pickle=False) must refuse to unpickle it, and the error must surface
+    np.savez(folder / ARRAYS, item_counts=np.array([{"a": 1}, None], dtype=object))
+    with pytest.raises(ValueError, match=r"allow_pickle=False"):
+        load_scorer(folder)
+
+
+# -- factors against LightFM ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("use_item_features", [True, False])
+def test_factor_scorer_equals_lightfm_predict(tmp_path, use_item_features):
+    features = sp.csr_matrix(np.repeat(np.eye(2, dtype=np.float32), 5, axis=0))
+    data = FitInput(TWO_CLUSTERS, TWO_CLUSTERS, features, seed=1)
+    trainer = LightFMRecommender(LightFMConfig(no_components=2, epochs=1, use_item_features=use_item_features))
+    scorer = trainer.fit(data)
+    users = np.arange(12)
+    reference = trainer.predict_loop(users)
+    np.testing.assert_allclose(scorer.score(users, TWO_CLUSTERS), reference, rtol=1e-5, atol=1e-6)
+    save_scorer(scorer, tmp_path / "lightfm")
+    np.testing.assert_array_equal(load_scorer(tmp_path / "lightfm").score(users, TWO_CLUSTERS),
+                                  scorer.score(users, TWO_CLUSTERS))
+
+
+# -- text ----------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def text_parts(tiny_bert_dir):
+    """A tiny-BERT encoder, its tokenizer and a head whose query and temperature are not at their init."""
+    tokenizer = AutoTokenizer.from_pretrained(tiny_bert_dir)
+    transformer = AutoModel.from_pretrained(tiny_bert_dir).eval()
+    torch.manual_seed(0)
+    head = TowerHead(32, "cosine")
+    with torch.no_grad():
+        head.pool.query.copy_(torch.randn(32))
+        head.pool.key.weight.add_(0.1 * torch.randn(32, 32))
+        head.log_temperature.fill_(1.5)
+    return tokenizer, transformer, head.eval()
+
+
+def _text_scorer(text_parts, prompt: torch.Tensor | None) -> TextScorer:
+    tokenizer, transformer, head = text_parts
+    encoder = TextEncoder(transformer, prompt).eval()
+    windows = np.array([[PAD, PAD, 1], [PAD, PAD, PAD], [0, 3, 3], [PAD, 2, 4], [4, 1, 0], [PAD, PAD, 2]])
+    empty = TextScorer("text_lora", encoder, head, tokenizer, torch.zeros(0, 32), windows, TEMPLATE,
+                       max_length=16, positives=(C.CLICK, C.PURCHASE), encode_batch_size=2)
+    return empty.with_items(ITEMS)  # the catalogue vectors, through the encoder
+
+
+@pytest.mark.parametrize("prompted", [False, True], ids=["plain", "prompt"])
+def test_text_scorer_round_trips_bit_identically(tmp_path, text_parts, prompted):
+    torch.manual_seed(1)
+    scorer = _text_scorer(text_parts, torch.randn(4, 32) if prompted else None)
+    assert scorer.item_vectors_.shape == (N_ITEMS, 32)
+    save_scorer(scorer, tmp_path / "text")
+    assert (tmp_path / "text" / "encoder" / "model.safetensors").is_file()
+    assert not list((tmp_path / "text").rglob("*.bin")) and not list((tmp_path / "text").rglob("*.pt"))
+    loaded = load_scorer(tmp_path / "text")
+    assert isinstance(loaded, TextScorer) and isinstance(loaded, Scorer) and loaded.name == "text_lora"
+    assert (loaded.template, loaded.max_length, loaded.positives, loaded.encode_batch_size) == (
+        TEMPLATE, 16, (C.CLICK, C.PURCHASE), 2)
+    np.testing.assert_array_equal(loaded.user_history_, scorer.user_history_)
+    assert torch.equal(loaded.encoder.prompt, scorer.encoder.prompt)
+    expected = scorer.score(USERS, HISTORY)
+    assert expected.shape == (3, N_ITEMS) and expected.dtype == np.float32 and np.isfinite(expected).all()
+    np.testing.assert_array_equal(loaded.score(USERS, HISTORY), expected)
+    # the stored encoder (and tokenizer, template, prompt) encodes new items exactly as before
+    assert torch.equal(loaded.encode(ITEMS), scorer.encode(ITEMS))
+    assert torch.equal(loaded.encode(ITEMS), scorer.item_vectors_)
+
+
+def test_text_scorer_score_by_hand(text_parts):
+    """A user is the attention-pooled mean of its window; the score is temperature x cosine; no history -> 0."""
+    scorer = _text_scorer(text_parts, None)
+    vectors, head = scorer.item_vectors_, scorer.head
+    with torch.no_grad():
+        window = vectors[[2, 4]]  # user 3's window: [PAD, 2, 4]
+        weights = torch.softmax(head.pool.key(window) @ head.pool.query / np.sqrt(32), dim=0)
+        user = (weights[:, None] * window).sum(0)
+        cosine = torch.nn.functional.cosine_similarity(user[None, :], vectors, dim=1)
+    scores = scorer.score(np.array([3, 1]), sp.csr_matrix((2, N_ITEMS), dtype=np.float32))
+    np.testing.assert_allclose(scores[0], (np.exp(1.5) * cosine).numpy(), rtol=1e-5, atol=1e-6)
+    np.testing.assert_array_equal(scores[1], np.zeros(N_ITEMS, np.float32))  # user 1 has no history
+
+
+def test_text_encoder_prepends_the_prompt_and_pools_only_the_words(text_parts):
+    tokenizer, transformer, _ = text_parts
+    batch = tokenizer(render_item_texts(ITEMS, TEMPLATE), padding=True, return_tensors="pt")
+    ids, mask = batch["input_ids"], batch["attention_mask"]
+    torch.manual_seed(2)
+    prompt = torch.randn(3, 32)
+    with torch.no_grad():
+        out = TextEncoder(transformer, prompt)(ids, mask)
+        words = transformer.get_input_embeddings()(ids)
+        embeds = torch.cat([prompt.expand(len(ids), -1, -1), words], dim=1)
+        full_mask = torch.cat([torch.ones(len(ids), 3, dtype=mask.dtype), mask], dim=1)
+        hidden = transformer(inputs_embeds=embeds, attention_mask=full_mask).last_hidden_state[:, 3:]
+        expected = (hidden * mask[..., None]).sum(1) / mask.sum(1, keepdim=True)
+        assert not torch.allclose(out, TextEncoder(transformer)(ids, mask), atol=1e-4)
+    torch.testing.assert_close(out, expected, atol=1e-6, rtol=1e-5)
+
+
+def test_text_scorer_without_an_encoder_folder_is_refused(tmp_path, text_parts):
+    scorer = _text_scorer(text_parts, None)
+    save_scorer(scorer, tmp_path / "text")
+    (tmp_path / "text" / "encoder" / "config.json").unlink()
+    with pytest.raises(RecsysError, match=r"no Hugging Face encoder folder; the model folder is incomplete"):
+        load_scorer(tmp_path / "text")
+    with pytest.raises(ValueError, match=r"history has 4 items; the text tower has 5"):
+        scorer.score(USERS, sp.csr_matrix((3, 4), dtype=np.float32))
