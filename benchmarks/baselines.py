@@ -29,9 +29,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from features.split import SplitConfig  # noqa: E402
+from recsys.evaluation.eval_data import EvalConfig, EvalData, build_eval_data  # noqa: E402
 from recsys.evaluation.report import metric_name  # noqa: E402
 from recsys.evaluation.run import git_commit  # noqa: E402
-from recsys.evaluation.eval_data import EvalConfig, EvalData, build_eval_data  # noqa: E402
 from recsys.importers import import_dataset  # noqa: E402
 from recsys.io import DatasetPaths, load_dataset  # noqa: E402
 from recsys.scoring import rank_users  # noqa: E402

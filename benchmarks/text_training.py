@@ -28,8 +28,8 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from recsys.evaluation.run import git_commit  # noqa: E402
 from recsys.evaluation.eval_data import EvalConfig, build_eval_data  # noqa: E402
+from recsys.evaluation.run import git_commit  # noqa: E402
 from recsys.importers import import_dataset  # noqa: E402
 from recsys.io import Dataset, DatasetPaths, load_dataset  # noqa: E402
 from recsys.synthetic import DEMO_CONFIG, generate_synthetic  # noqa: E402

@@ -10,8 +10,8 @@ import logging
 from collections.abc import Sequence
 from pathlib import Path
 
-from recsys.evaluation.run import EvaluationRun, record_run
 from recsys.evaluation.eval_data import EvalConfig, build_eval_data
+from recsys.evaluation.run import EvaluationRun, record_run
 from recsys.io import DatasetPaths, load_dataset
 from training.baseline_specs import baseline_specs
 from training.fit_models import evaluate_specs

@@ -21,6 +21,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from recsys.evaluation.eval_data import EvalData
 from recsys.evaluation.runner import (
     TUNING_METRIC,
     EvalResult,
@@ -30,7 +31,6 @@ from recsys.evaluation.runner import (
     summarise,
     tuning_score,
 )
-from recsys.evaluation.eval_data import EvalData
 from recsys.indexing import FitInput
 from recsys.scoring import Scoring
 

@@ -30,8 +30,8 @@ from recsys import contract as C
 from recsys.candidates import CandidateConfig, candidate_recall
 from recsys.config import check_above, check_at_least
 from recsys.errors import NotFittedError
-from recsys.evaluation.metrics import ranking_metrics
 from recsys.evaluation.eval_data import EvalConfig
+from recsys.evaluation.metrics import ranking_metrics
 from recsys.indexing import FitInput, fit_input
 from recsys.pipeline import ColdExposure, PipelineState, RankingPipeline
 from recsys.scorers import FactorScorer, Scorer, TextScorer

@@ -19,8 +19,8 @@ import polars as pl
 
 from recsys import contract as C
 from recsys.bundle import ModelBundle
-from recsys.evaluation.runner import EvalResult
 from recsys.evaluation.eval_data import EvalData
+from recsys.evaluation.runner import EvalResult
 from recsys.registry import (
     GATE_METRIC,
     METRIC_TAG,

@@ -21,10 +21,10 @@ import yaml
 from features.split import SplitConfig
 from recsys import contract as C
 from recsys.config import flatten
+from recsys.evaluation.eval_data import EvalConfig, EvalData, build_eval_data
 from recsys.evaluation.report import ReportFiles, render_table, write_report
 from recsys.evaluation.run import git_commit
 from recsys.evaluation.runner import EvalResult
-from recsys.evaluation.eval_data import EvalConfig, EvalData, build_eval_data
 from recsys.indexing import FitInput
 from recsys.io import DatasetPaths, load_dataset
 from recsys.scorers import TextScorer

@@ -21,9 +21,9 @@ import scipy.sparse as sp
 
 from recsys import contract as C
 from recsys.evaluation.bootstrap import bootstrap_many, paired_bootstrap
+from recsys.evaluation.eval_data import HISTORY_BUCKETS, EvalData, Window
 from recsys.evaluation.impressions import impression_metrics
 from recsys.evaluation.metrics import catalog_coverage, gini, mean_popularity, novelty, ranking_metrics
-from recsys.evaluation.eval_data import HISTORY_BUCKETS, EvalData, Window
 from recsys.scoring import Scoring, rank_users
 
 __all__ = ["ModelResult", "EvalResult", "TUNING_METRIC", "check_test_window", "tuning_score", "score_model",

@@ -17,10 +17,10 @@ from features.split import SplitConfig
 from recsys import contract as C
 from recsys.cli import cli
 from recsys.datasets import write_synthetic
+from recsys.evaluation.eval_data import EvalConfig, build_eval_data
 from recsys.evaluation.report import write_report
 from recsys.evaluation.runner import score_model, summarise
 from recsys.evaluation.tracking import log_evaluation, mlflow_metric_key
-from recsys.evaluation.eval_data import EvalConfig, build_eval_data
 from recsys.indexing import FitInput
 from recsys.io import Dataset, DatasetPaths, load_dataset
 from recsys.scoring import rank_users

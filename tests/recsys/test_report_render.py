@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 from features.split import SplitConfig
-from recsys.evaluation.report import write_report
 from recsys.evaluation.eval_data import EvalConfig, build_eval_data
+from recsys.evaluation.report import write_report
 from recsys.io import Dataset
 from recsys.synthetic import SyntheticConfig, generate_synthetic
 from training.baseline_specs import baseline_specs

@@ -10,8 +10,8 @@ import pytest
 import scipy.sparse as sp
 
 from features.split import SplitConfig
-from recsys.evaluation.runner import TUNING_METRIC, score_model, summarise
 from recsys.evaluation.eval_data import EvalConfig, EvalData, build_eval_data
+from recsys.evaluation.runner import TUNING_METRIC, score_model, summarise
 from recsys.indexing import FitInput
 from recsys.io import Dataset
 from recsys.synthetic import SyntheticConfig, generate_synthetic
