@@ -35,7 +35,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "DEFAULT_TEMPLATE", "TEMPLATE_FIELDS", "resolve_model_path", "mean_pool", "render_item_texts",
-    "load_text_model", "encode_texts", "quantize_int8", "fast_cpu_linears", "ItemTokens",
+    "load_text_model", "encode_texts", "quantize_int8", "fast_cpu_linears",
 ]
 
 DEFAULT_TEMPLATE = "{title}. {category}. {tags}. {description}"
@@ -396,24 +396,3 @@ def quantize_int8(model: torch.nn.Module, *, keep_down_proj_fp32: bool = True) -
         warnings.filterwarnings("ignore", category=DeprecationWarning)
         warnings.filterwarnings("ignore", message=".*quantize_per_(tensor|channel).*")
         return quantize_dynamic(copied, spec, dtype=torch.qint8, inplace=True)
-
-
-class ItemTokens:
-    """Every catalogue item tokenised once (truncated, unpadded); batches are padded on demand."""
-
-    def __init__(self, texts: list[str], tokenizer, max_length: int) -> None:
-        encoded = tokenizer(texts, truncation=True, max_length=max_length, padding=False)["input_ids"]
-        self.ids = [np.asarray(ids, dtype=np.int64) for ids in encoded]
-        self.lengths = np.array([len(ids) for ids in self.ids], dtype=np.int64)
-        self.pad_id = tokenizer.pad_token_id or 0
-
-    def batch(self, items: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
-        """input_ids and attention_mask [len(items), longest], dynamically padded."""
-        width = int(self.lengths[items].max()) if len(items) else 1
-        ids = np.full((len(items), width), self.pad_id, dtype=np.int64)
-        mask = np.zeros((len(items), width), dtype=np.int64)
-        for row, item in enumerate(items):
-            n = self.lengths[item]
-            ids[row, :n] = self.ids[item]
-            mask[row, :n] = 1
-        return torch.from_numpy(ids), torch.from_numpy(mask)

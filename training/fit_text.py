@@ -24,8 +24,8 @@ from transformers import AutoTokenizer
 from recsys import contract as C
 from recsys.errors import ConfigError, NotFittedError
 from recsys.indexing import FitInput
-from recsys.scorers.text import TextScorer, user_windows
-from recsys.text_encoder import ItemTokens, quantize_int8, render_item_texts, resolve_model_path
+from recsys.scorers.text import ItemTokens, TextScorer, user_windows
+from recsys.text_encoder import quantize_int8, render_item_texts, resolve_model_path
 from training.encoder_modes import ItemEncoder, build_encoder, count_parameters, serving_encoder
 from training.text_data import Examples, TextDataModule, build_examples, split_holdout
 from training.text_tower import TextTowerConfig, TextTowerModule, encode_items, tower_name

@@ -1,4 +1,4 @@
-"""Fine-tuning the two-tower text model with PyTorch Lightning, and its ``Recommender`` wrapper.
+"""Fine-tuning the two-tower text model with PyTorch Lightning: its config, module and batch encoding.
 
 CPU speed comes from three habits (the issue measured ~33-58 examples/s on 2 cores):
 each step encodes only the unique items of its batch; user vectors pool *cached* history
@@ -21,8 +21,9 @@ from torch import nn
 from recsys import contract as C
 from recsys.config import check_above, check_at_least, flatten
 from recsys.evaluation.impressions import impression_metrics
+from recsys.scorers.text import ItemTokens
 from recsys.scorers.text_head import TowerHead
-from recsys.text_encoder import DEFAULT_TEMPLATE, ItemTokens, fast_cpu_linears
+from recsys.text_encoder import DEFAULT_TEMPLATE, fast_cpu_linears
 from training.encoder_modes import FineTuneConfig, ItemEncoder
 
 __all__ = ["TextTowerConfig", "TextTowerModule", "encode_items", "tower_name"]

@@ -26,9 +26,9 @@ from recsys import contract as C
 from recsys.errors import RecsysError
 from recsys.scorers.base import StoredScorer, load_arrays, save_arrays
 from recsys.scorers.text_head import TowerHead, history_windows
-from recsys.text_encoder import ItemTokens, fast_cpu_linears, mean_pool, render_item_texts
+from recsys.text_encoder import fast_cpu_linears, mean_pool, render_item_texts
 
-__all__ = ["TextEncoder", "TextScorer", "user_windows"]
+__all__ = ["ItemTokens", "TextEncoder", "TextScorer", "user_windows"]
 
 ENCODER_FOLDER = "encoder"
 
@@ -44,6 +44,27 @@ def user_windows(events: pl.DataFrame, n_users: int, positives: tuple[str, ...],
     end = np.full(n_users, np.iinfo(np.int64).max // 4, dtype=np.int64)
     return history_windows(pos[C.USER_IDX].to_numpy().astype(np.int64), pos[C.ITEM_IDX].to_numpy().astype(np.int64),
                            times, np.arange(n_users, dtype=np.int64), end, length)
+
+
+class ItemTokens:
+    """Every catalogue item tokenised once (truncated, unpadded); batches are padded on demand."""
+
+    def __init__(self, texts: list[str], tokenizer, max_length: int) -> None:
+        encoded = tokenizer(texts, truncation=True, max_length=max_length, padding=False)["input_ids"]
+        self.ids = [np.asarray(ids, dtype=np.int64) for ids in encoded]
+        self.lengths = np.array([len(ids) for ids in self.ids], dtype=np.int64)
+        self.pad_id = tokenizer.pad_token_id or 0
+
+    def batch(self, items: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+        """input_ids and attention_mask [len(items), longest], dynamically padded."""
+        width = int(self.lengths[items].max()) if len(items) else 1
+        ids = np.full((len(items), width), self.pad_id, dtype=np.int64)
+        mask = np.zeros((len(items), width), dtype=np.int64)
+        for row, item in enumerate(items):
+            n = self.lengths[item]
+            ids[row, :n] = self.ids[item]
+            mask[row, :n] = 1
+        return torch.from_numpy(ids), torch.from_numpy(mask)
 
 
 class TextEncoder(nn.Module):

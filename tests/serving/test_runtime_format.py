@@ -80,7 +80,9 @@ def test_registered_artifacts_are_data_not_pickles(artifact_tree):
         with np.load(path, allow_pickle=False) as arrays:  # an object array would raise here
             assert all(arrays[name].dtype != object for name in arrays.files)
     mlmodel = (artifact_tree / "MLmodel").read_text()
-    assert "python_model.pkl" not in mlmodel and "cloudpickle" not in mlmodel
+    # MLflow "models from code": the loader runs the logged .py file; no python_model.pkl to unpickle
+    assert "loader_module: mlflow.pyfunc.loaders.code_model" in mlmodel and "python_model.pkl" not in mlmodel
+    assert any(p.name == "pyfunc_code.py" for p in files)
 
 
 def test_unknown_format_version_is_refused_with_a_clear_error(artifact_tree, tmp_path):
