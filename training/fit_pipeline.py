@@ -141,7 +141,7 @@ def _labels(events: pl.DataFrame, cuts: pl.DataFrame, positives: Sequence[str], 
     later = events.join(cuts, on=C.USER_IDX).filter(pl.col(C.TS) >= pl.col("cut"))
     labels = (later.filter(pl.col(C.EVENT).is_in(list(positives)))
               .group_by(C.USER_IDX, C.ITEM_IDX)
-              .agg(pl.when(pl.col(C.EVENT) == C.PURCHASE).then(2).otherwise(1).max().cast(pl.Int32).alias("label")))
+              .agg(pl.when(pl.col(C.EVENT) == C.PURCHASE).then(2).otherwise(1).max().cast(pl.Int32).alias(C.LABEL)))
     users, items = labels[C.USER_IDX].to_numpy(), labels[C.ITEM_IDX].to_numpy()
     fresh = np.asarray(seen[users, items]).ravel() == 0
     return labels.filter(pl.Series(fresh)).sort(C.USER_IDX, C.ITEM_IDX)
@@ -158,7 +158,7 @@ def candidate_ndcg(table: pl.DataFrame, column: str, k: int = 10) -> float:
 
     Users without a positive candidate are left out: no order can help them.
     """
-    ranked = table.select(C.USER_IDX, (pl.col("label") > 0).cast(pl.Float64).alias("rel"),
+    ranked = table.select(C.USER_IDX, (pl.col(C.LABEL) > 0).cast(pl.Float64).alias("rel"),
                           pl.col(column).fill_nan(None).fill_null(float("-inf")).alias("s"))
     gain = pl.col("rel") / (pl.col("_r") + 1).log(2)
     dcg = ranked.with_columns(pl.col("s").rank("ordinal", descending=True).over(C.USER_IDX).alias("_r"))
@@ -347,7 +347,7 @@ class PipelineRecommender:
             cuts = stage.cuts.filter(pl.col(C.USER_IDX).is_in(block.tolist()))
             blocks.append(inner.candidate_table(block, stage.inner_data.interactions[block], cuts=cuts))
         table = pl.concat(blocks).join(stage.labels, on=[C.USER_IDX, C.ITEM_IDX], how="left").with_columns(
-            pl.col("label").fill_null(0))
+            pl.col(C.LABEL).fill_null(0))
         features_s = time.perf_counter() - start
         truth = stage.labels.filter(pl.col(C.USER_IDX).is_in(users.tolist()))
         recall = candidate_recall(table, truth.select(C.USER_IDX, C.ITEM_IDX))

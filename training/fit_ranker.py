@@ -169,7 +169,7 @@ def fit_ranker(
     table: pl.DataFrame,
     features: Sequence[str],
     *,
-    label: str = "label",
+    label: str = C.LABEL,
     group: str = C.USER_IDX,
     config: RankerConfig = RankerConfig(),
     show_progress: bool = False,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 import polars as pl
 
+from recsys import contract as C
 from recsys.cli.common import (
     PATH,
     Group,
@@ -72,7 +73,7 @@ def explain_cmd(model_uri, user_ids, item_ids, k, data_dir, include_seen, tracki
     if data_dir is not None:
         bundle, _ = prepare_bundle(bundle, data_dir)
     frame = explain(bundle, list(user_ids), k, items=list(item_ids) or None, exclude_seen=not include_seen)
-    _echo_explained(frame.select("user_id", "rank", "item_id", "title", "score", "sources", "because_title",
+    _echo_explained(frame.select(C.USER_ID, "rank", C.ITEM_ID, "title", "score", "sources", "because_title",
                                  "reason"))
 
 
@@ -100,9 +101,9 @@ def inspect_cmd(model_uri, data_dir, user_id, k, n_history, html_file, tracking_
     click.echo(found.note)
     click.echo(f"\nrecent history ({found.history.height} latest clicks and purchases of {found.n_events} events):")
     echo_frame(found.history.select(pl.col("timestamp").dt.strftime("%Y-%m-%d %H:%M").alias("when"), "event",
-                                     "item_id", "title"))
+                                     C.ITEM_ID, "title"))
     click.echo(f"\ntop {found.recommendations.height}:")
-    _echo_explained(found.recommendations.select("rank", "item_id", "title", "score", "sources", "reason"))
+    _echo_explained(found.recommendations.select("rank", C.ITEM_ID, "title", "score", "sources", "reason"))
     if html_file is not None:
         click.echo(f"wrote {write_page(found, html_file)}")
 

@@ -8,6 +8,7 @@ from pathlib import Path
 import click
 import polars as pl
 
+from recsys import contract as C
 from recsys.cli.common import (
     PATH,
     cli,
@@ -42,9 +43,9 @@ def demo_cmd(out, tracking_uri, no_mlflow, text_model, text_mode) -> None:
     if result.export is not None:
         click.echo(f"batch export of the champion: {result.export.render()}")
         recs = pl.read_parquet(result.export.out)
-        first = recs["user_id"][0]
+        first = recs[C.USER_ID][0]
         click.echo(f"top 5 of user {first}:")
-        echo_frame(recs.filter(pl.col("user_id") == first).head(5))
+        echo_frame(recs.filter(pl.col(C.USER_ID) == first).head(5))
         click.echo(f"serve it: MLFLOW_TRACKING_URI={uri} mlflow models serve -m models:/recsys@champion "
                    "--env-manager local")
     else:

@@ -134,15 +134,15 @@ def _impressions(model: Scoring, data: EvalData) -> dict[str, np.ndarray] | None
     block by block itself instead of going through :mod:`recsys.scoring`.
     """
     events = data.test_events.filter(pl.col(C.IMPRESSION_ID).is_not_null())
-    shown = events.filter(pl.col(C.EVENT) == C.IMPRESSION).select("user_idx", "item_idx", C.IMPRESSION_ID).unique()
+    shown = events.filter(pl.col(C.EVENT) == C.IMPRESSION).select(C.USER_IDX, C.ITEM_IDX, C.IMPRESSION_ID).unique()
     if shown.height == 0:
         return None
     clicked = events.filter(pl.col(C.EVENT).is_in(list(data.config.positives))).select(
-        "item_idx", C.IMPRESSION_ID).unique().with_columns(pl.lit(1).alias("label"))
-    rows = shown.join(clicked, on=["item_idx", C.IMPRESSION_ID], how="left").with_columns(
-        pl.col("label").fill_null(0)).sort("user_idx")
-    users, starts = np.unique(rows["user_idx"].to_numpy(), return_index=True)
-    item_idx = rows["item_idx"].to_numpy()
+        C.ITEM_IDX, C.IMPRESSION_ID).unique().with_columns(pl.lit(1).alias("label"))
+    rows = shown.join(clicked, on=[C.ITEM_IDX, C.IMPRESSION_ID], how="left").with_columns(
+        pl.col("label").fill_null(0)).sort(C.USER_IDX)
+    users, starts = np.unique(rows[C.USER_IDX].to_numpy(), return_index=True)
+    item_idx = rows[C.ITEM_IDX].to_numpy()
     scores = np.empty(rows.height, dtype=np.float64)
     bounds = np.append(starts, rows.height)
     size = data.config.block_size
@@ -184,7 +184,7 @@ def _slices(data: EvalData) -> dict[str, tuple[np.ndarray, sp.csr_matrix]]:
     events = data.test_events
     for event in data.config.positives:
         rows = events.filter(pl.col(C.EVENT) == event)
-        coords = (rows["user_idx"].to_numpy(), rows["item_idx"].to_numpy())
+        coords = (rows[C.USER_IDX].to_numpy(), rows[C.ITEM_IDX].to_numpy())
         m = sp.csr_matrix((np.ones(rows.height, np.float32), coords), shape=window.truth.shape)[window.users]
         m = m.multiply(truth).tocsr()
         m.eliminate_zeros()
