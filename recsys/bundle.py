@@ -21,7 +21,7 @@ import scipy.sparse as sp
 
 from recsys import contract as C
 from recsys.errors import DataContractError
-from recsys.indexing import Events, fit_input, index_of
+from recsys.indexing import Events, fit_input, id_lookup, index_of
 from recsys.pipeline import ColdExposure, PipelineState, RankingPipeline
 from recsys.scorers import TextScorer
 from recsys.scoring import iter_ranked
@@ -120,10 +120,7 @@ class ModelBundle:
     # ---- newer data ----------------------------------------------------------------------
     def index(self, frame: pl.DataFrame) -> tuple[pl.DataFrame, int, int]:
         """Contract interactions with ``user_idx``/``item_idx``; rows of unknown users or items dropped (counts)."""
-        users = pl.DataFrame({C.USER_ID: self.user_ids, C.USER_IDX: np.arange(self.n_users)},
-                             schema={C.USER_ID: pl.String, C.USER_IDX: pl.Int64})
-        items = pl.DataFrame({C.ITEM_ID: self.item_ids, C.ITEM_IDX: np.arange(self.n_items)},
-                             schema={C.ITEM_ID: pl.String, C.ITEM_IDX: pl.Int64})
+        users, items = id_lookup(self.user_ids, C.USER_ID, C.USER_IDX), id_lookup(self.item_ids, C.ITEM_ID, C.ITEM_IDX)
         known_items = frame.join(items, on=C.ITEM_ID, how="inner")
         indexed = known_items.join(users, on=C.USER_ID, how="inner")
         return indexed, frame.height - known_items.height, known_items.height - indexed.height

@@ -46,6 +46,7 @@ from recsys.drift_report import (
     pct,
 )
 from recsys.errors import RecsysError
+from recsys.indexing import id_lookup
 from recsys.io import Dataset, DatasetPaths, load_dataset
 from recsys.scorers import TextScorer
 from recsys.scoring import rank_users
@@ -97,8 +98,7 @@ def drift_report(bundle: ModelBundle, new_data: str | Path | Dataset, *, k: int 
     ext = bundle.with_new_items(arrived)  # new items encoded by the model's text tower: vectors and candidates
     notes: list[str] = []
 
-    lookup = pl.DataFrame({C.ITEM_ID: ext.item_ids.tolist(), C.ITEM_IDX: np.arange(ext.n_items)},
-                          schema={C.ITEM_ID: pl.String, C.ITEM_IDX: pl.Int64})
+    lookup = id_lookup(ext.item_ids, C.ITEM_ID, C.ITEM_IDX)
     new = new.with_columns(pl.Series(C.USER_IDX, bundle.user_index(new[C.USER_ID].to_numpy()), dtype=pl.Int64)
                            ).join(lookup, on=C.ITEM_ID, how="left", maintain_order="left")
     old_item = pl.col(C.ITEM_IDX) < bundle.n_items

@@ -20,7 +20,7 @@ score`` (ask for all features with ``top=None``).
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from typing import Literal
 
 import numpy as np
@@ -30,6 +30,7 @@ from recsys import contract as C
 from recsys.bundle import FALLBACK, ModelBundle
 from recsys.candidates import COLD_SOURCE
 from recsys.errors import RecsysError
+from recsys.indexing import index_of
 from recsys.ranker import base_scores
 
 __all__ = ["explain", "explain_recommendations", "feature_phrase", "item_titles", "EXPLAIN_SCHEMA", "PHRASES",
@@ -130,13 +131,6 @@ def _and(words: Sequence[str]) -> str:
     return words[0] if len(words) == 1 else f"{', '.join(words[:-1])} and {words[-1]}"
 
 
-def _item_index(bundle: ModelBundle, item_ids: Iterable[str]) -> np.ndarray:
-    lookup = pl.DataFrame({C.ITEM_ID: bundle.item_ids, "i": np.arange(bundle.n_items)},
-                          schema={C.ITEM_ID: pl.String, "i": pl.Int64})
-    asked = pl.DataFrame({C.ITEM_ID: list(item_ids)}, schema={C.ITEM_ID: pl.String})
-    return asked.join(lookup, on=C.ITEM_ID, how="left", maintain_order="left")["i"].fill_null(-1).to_numpy()
-
-
 def explain(bundle: ModelBundle, user_ids, k: int = 10, items: Sequence[str] | None = None, *,
             exclude_seen: bool = True, top: int | None = 5,
             unknown: Literal["error", "fallback"] = "error") -> pl.DataFrame:
@@ -169,7 +163,7 @@ def explain(bundle: ModelBundle, user_ids, k: int = 10, items: Sequence[str] | N
         recs = bundle.recommend(user_ids, k, exclude_seen=exclude_seen)
         return explain_recommendations(bundle, recs, exclude_seen=exclude_seen, top=top).select(list(EXPLAIN_SCHEMA))
     items = list(dict.fromkeys(str(i) for i in items))
-    where = _item_index(bundle, items)
+    where = index_of(list(items), bundle.item_ids)
     if (where < 0).any():
         raise RecsysError(f"item(s) not in the model's catalogue: {', '.join(np.asarray(items)[where < 0][:5])}")
     full = bundle.recommend(user_ids, bundle.n_items, exclude_seen=exclude_seen, keep_row=True)
@@ -196,7 +190,7 @@ def explain_recommendations(bundle: ModelBundle, recs: pl.DataFrame, *, exclude_
     if FALLBACK not in frame.columns:
         frame = frame.with_columns(pl.lit(False).alias(FALLBACK))
     users = bundle.user_index(frame[C.USER_ID].to_numpy())
-    items = _item_index(bundle, frame[C.ITEM_ID].to_list())
+    items = index_of(frame[C.ITEM_ID].to_list(), bundle.item_ids)
     fallback = frame[FALLBACK].fill_null(False).to_numpy() | (users < 0)
     out: dict[str, list] = {c: [None] * frame.height for c in _ADDED}
     out[C.TITLE] = [titles[i] if i >= 0 else None for i in items]

@@ -18,15 +18,19 @@ import scipy.sparse as sp
 
 from recsys import contract as C
 
-__all__ = ["FitInput", "EventSettings", "Events", "index_of", "event_matrix", "fit_input"]
+__all__ = ["FitInput", "EventSettings", "Events", "index_of", "id_lookup", "event_matrix", "fit_input"]
+
+
+def id_lookup(known, id_column: str = "id", index_column: str = "i") -> pl.DataFrame:
+    """The id -> index table of ``known`` ids (as strings, Int64 positions), to join frames of ids against."""
+    return pl.DataFrame({id_column: np.asarray(known, dtype=object).astype(str), index_column: np.arange(len(known))},
+                        schema={id_column: pl.String, index_column: pl.Int64})
 
 
 def index_of(asked, known) -> np.ndarray:
     """int64 position of each ``asked`` id among ``known`` ids (compared as strings); -1 when absent."""
-    lookup = pl.DataFrame({"id": np.asarray(known).astype(str), "i": np.arange(len(known))},
-                          schema={"id": pl.String, "i": pl.Int64})
     query = pl.DataFrame({"id": np.asarray(asked, dtype=object).astype(str)}, schema={"id": pl.String})
-    return query.join(lookup, on="id", how="left", maintain_order="left")["i"].fill_null(-1).to_numpy()
+    return query.join(id_lookup(known), on="id", how="left", maintain_order="left")["i"].fill_null(-1).to_numpy()
 
 
 class EventSettings(Protocol):

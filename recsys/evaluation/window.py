@@ -18,6 +18,7 @@ import scipy.sparse as sp
 from recsys import contract as C
 from recsys.bundle import ModelBundle
 from recsys.evaluation.metrics import ranking_metrics
+from recsys.indexing import id_lookup
 from recsys.scoring import rank_users
 
 __all__ = ["WindowScore", "score_window"]
@@ -53,9 +54,8 @@ def score_window(bundle: ModelBundle, history: pl.DataFrame, targets: pl.DataFra
     """
     model = bundle.with_interactions(history)
     positive = targets.filter(pl.col(C.EVENT).is_in(list(bundle.positives)))
-    index = pl.DataFrame({C.ITEM_ID: bundle.item_ids.astype(str), C.ITEM_IDX: np.arange(bundle.n_items)},
-                         schema={C.ITEM_ID: pl.String, C.ITEM_IDX: pl.Int64})
-    positive = positive.join(index, on=C.ITEM_ID).select(C.USER_ID, C.ITEM_IDX).unique()
+    items = id_lookup(bundle.item_ids, C.ITEM_ID, C.ITEM_IDX)
+    positive = positive.join(items, on=C.ITEM_ID).select(C.USER_ID, C.ITEM_IDX).unique()
     known = model.user_index(positive[C.USER_ID].to_numpy())
     positive = positive.filter(pl.Series(known >= 0))
     asked = np.asarray(sorted(set(positive[C.USER_ID].to_list()) if users is None
