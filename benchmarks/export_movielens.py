@@ -70,6 +70,12 @@ def run_child(args, block_size: int, before: bool = False) -> dict:
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
+def median_run(runs: list[dict]) -> dict:
+    """Per-metric medians of repeated child runs (same block size)."""
+    return {key: float(np.median([r[key] for r in runs])) if isinstance(runs[0][key], float) else runs[0][key]
+            for key in runs[0]}
+
+
 def timed(fn, repeat: int = 3) -> float:
     """Best of ``repeat`` wall times (the least disturbed by the shared machine)."""
     best = float("inf")
@@ -180,6 +186,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=RESULTS)
     parser.add_argument("--before-code", type=Path, help="An older checkout: also export with its code (same run).")
     parser.add_argument("--before-tracking-uri", help="The store holding the model the older code registered.")
+    parser.add_argument("--repeat", type=int, default=1, help="Exports per block size and side (medians).")
     parser.add_argument("--child", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if not args.tracking_uri:
@@ -189,10 +196,15 @@ def main() -> None:
         return
     sizes = [int(b) for b in args.block_sizes.split(",")]
     exports, befores = [], []
-    for b in sizes:  # interleaved, so a noisy spell on the shared machine hits both sides alike
-        exports.append(run_child(args, b))
+    for b in sizes:  # interleaved in alternating order, medians of --repeat: the shared machine is noisy
+        runs: dict[bool, list[dict]] = {False: [], True: []}
+        for r in range(args.repeat):
+            order = (False, True) if r % 2 == 0 else (True, False)
+            for before in order if args.before_code else (False,):
+                runs[before].append(run_child(args, b, before=before))
+        exports.append(median_run(runs[False]))
         if args.before_code:
-            befores.append(run_child(args, b, before=True))
+            befores.append(median_run(runs[True]))
     rows = []
     for name, runs in (("export", exports), ("export_before", befores)):
         for e in runs:

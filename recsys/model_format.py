@@ -5,7 +5,7 @@ Layout (``FORMAT`` names its version, in ``bundle.json``)::
     bundle.json          format, settings (positives, weights, candidates, features, cold
                          exposure, model names and order), and what a person reads (sizes, versions)
     ids.parquet          user ids by index; items.parquet: item ids by index
-    arrays.npz           history (csr), popularity, new-item flags, text vectors for the cosine
+    arrays/              one .npy per array: history (csr), popularity, new-item flags, text vectors
     events.parquet       the positive events the behaviour features read
     catalogue.parquet    the catalogue columns the features and explanations read
     ranker.json          the LightGBM boosters in their text format

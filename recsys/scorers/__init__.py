@@ -2,7 +2,7 @@
 
 ``training/fit_*.py`` fits them; the evaluation, the ranked pipeline and the registered model
 only score with them. :func:`save_scorer` / :func:`load_scorer` store one as a folder of data
-(``scorer.json`` naming its kind, ``arrays.npz``, the text encoder as a Hugging Face folder).
+(``scorer.json`` naming its kind, ``arrays/*.npy``, the text encoder as a Hugging Face folder).
 """
 
 from __future__ import annotations

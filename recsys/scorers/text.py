@@ -24,7 +24,7 @@ from torch import nn
 
 from recsys import contract as C
 from recsys.errors import RecsysError
-from recsys.scorers.base import StoredScorer, load_arrays, save_arrays
+from recsys.scorers.base import StoredScorer, load_arrays, read_json, save_arrays
 from recsys.scorers.text_head import TowerHead, history_windows
 from recsys.text_encoder import fast_cpu_linears, mean_pool, render_item_texts
 
@@ -163,16 +163,15 @@ class TextScorer(StoredScorer):
 
     @classmethod
     def load(cls, folder: Path, settings: dict[str, Any]) -> TextScorer:
-        from transformers import AutoModel, AutoTokenizer
-
         path = folder / ENCODER_FOLDER
         if not (path / "config.json").is_file():
             raise RecsysError(f"{path}: no Hugging Face encoder folder; the model folder is incomplete")
+        model_class, tokenizer_class = _encoder_classes(path)
         # safetensors only: a pytorch_model.bin would be unpickled. Items are mean-pooled: no pooler
         # (BERT-like models take add_pooling_layer; transformers keeps an unknown keyword as a config attribute)
-        transformer = AutoModel.from_pretrained(path, local_files_only=True, use_safetensors=True,
-                                                add_pooling_layer=False).eval()
-        tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
+        transformer = model_class.from_pretrained(path, local_files_only=True, use_safetensors=True,
+                                                  add_pooling_layer=False).eval()
+        tokenizer = tokenizer_class.from_pretrained(path, local_files_only=True)
         arrays = load_arrays(folder)
         prompt = torch.from_numpy(arrays["prompt"]) if "prompt" in arrays else None
         head_state = {k.removeprefix("head."): torch.from_numpy(v) for k, v in arrays.items() if k.startswith("head.")}
@@ -182,3 +181,19 @@ class TextScorer(StoredScorer):
         return cls(settings["name"], TextEncoder(transformer, prompt).eval(), head.eval(), tokenizer, vectors,
                    arrays["user_history"], settings["template"], int(settings["max_length"]),
                    tuple(settings["positives"]), int(settings["encode_batch_size"]))
+
+
+def _encoder_classes(path: Path) -> tuple[Any, Any]:
+    """The model and tokenizer classes the folder names (``architectures``, ``tokenizer_class``).
+
+    Naming them directly skips the Auto* lookup tables, which import far more of transformers
+    than the one model needs (about half a second of every model load); Auto* is the fallback.
+    """
+    import transformers
+
+    config = read_json(path / "config.json")
+    tokenizer_config = read_json(path / "tokenizer_config.json") if (path / "tokenizer_config.json").is_file() else {}
+    model = getattr(transformers, (config.get("architectures") or [""])[0], None) or transformers.AutoModel
+    tokenizer = getattr(transformers, tokenizer_config.get("tokenizer_class") or "", None) or transformers.AutoTokenizer
+    return model, tokenizer
+

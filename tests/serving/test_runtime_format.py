@@ -26,7 +26,7 @@ from recsys.model_format import FORMAT, META_FILE
 CHAMPION = "models:/recsys@champion"
 FITTING = ("training", "peft", "pytorch_lightning", "lightning", "lightfm", "implicit")
 """Top-level packages that only fitting needs; the runtime must import none of them."""
-DATA_FILES = {".json", ".parquet", ".npz", ".safetensors", ".txt", ".yaml", ".py"}
+DATA_FILES = {".json", ".parquet", ".npy", ".safetensors", ".txt", ".yaml", ".py"}
 """File types a registered model may hold."""
 MLFLOW_YAML = {"MLmodel", "registered_model_meta"}
 """MLflow's own files without a suffix (both YAML)."""
@@ -76,9 +76,8 @@ def test_registered_artifacts_are_data_not_pickles(artifact_tree):
     assert any(p.name == META_FILE for p in files) and any(p.suffix == ".safetensors" for p in files)
     odd = [str(p.relative_to(artifact_tree)) for p in files if p.suffix not in DATA_FILES and p.name not in MLFLOW_YAML]
     assert odd == []  # no .pkl, .pt, .bin, .ckpt, .joblib: nothing a loader would unpickle
-    for path in (p for p in files if p.suffix == ".npz"):
-        with np.load(path, allow_pickle=False) as arrays:  # an object array would raise here
-            assert all(arrays[name].dtype != object for name in arrays.files)
+    for path in (p for p in files if p.suffix == ".npy"):
+        assert np.load(path, allow_pickle=False).dtype != object  # an object array would raise here
     mlmodel = (artifact_tree / "MLmodel").read_text()
     # MLflow "models from code": the loader runs the logged .py file; no python_model.pkl to unpickle
     assert "loader_module: mlflow.pyfunc.loaders.code_model" in mlmodel and "python_model.pkl" not in mlmodel
