@@ -31,7 +31,7 @@ sys.path.insert(0, str(ROOT))
 from features.split import SplitConfig  # noqa: E402
 from recsys.evaluation.eval_data import EvalConfig, EvalData, build_eval_data  # noqa: E402
 from recsys.evaluation.report import metric_name  # noqa: E402
-from recsys.evaluation.run import git_commit  # noqa: E402
+from recsys.evaluation.run import git_commit, portable_command  # noqa: E402
 from recsys.importers import import_dataset  # noqa: E402
 from recsys.io import DatasetPaths, load_dataset  # noqa: E402
 from recsys.scoring import rank_users  # noqa: E402
@@ -125,7 +125,7 @@ def main() -> None:
     payload = {
         "benchmark": "baselines", "dataset": "movielens-latest-small+tmdb", "split": SPLIT.describe(),
         "machine": {"cpus": os.cpu_count(), "torch_threads": None, "lightfm_als_threads": 1},
-        "command": "python benchmarks/baselines.py " + " ".join(sys.argv[1:]), "git_commit": git_commit(ROOT),
+        "command": portable_command("benchmarks/baselines.py", sys.argv[1:], ROOT), "git_commit": git_commit(ROOT),
         "settings_chosen_on_valid": settings, "rows": rows,
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -36,7 +36,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from recsys.candidates import generate_candidates  # noqa: E402
-from recsys.evaluation.run import git_commit  # noqa: E402
+from recsys.evaluation.run import git_commit, portable_command  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results" / "export_movielens.json"
 
@@ -221,7 +221,7 @@ def main() -> None:
                      "value": round(e["users_per_s"] / loop, 1), "block_size": e["block_size"]})
     payload = {"benchmark": "export_movielens", "dataset": "movielens-latest-small+tmdb",
                "machine": {"cpus": os.cpu_count(), "torch_threads": torch.get_num_threads()},
-               "command": "python benchmarks/export_movielens.py " + " ".join(sys.argv[1:]),
+               "command": portable_command("benchmarks/export_movielens.py", sys.argv[1:], ROOT),
                "git_commit": git_commit(ROOT), "model": args.model, "rows": rows}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     tmp = args.out.with_name(f".{args.out.name}.tmp")

@@ -27,7 +27,7 @@ sys.path.insert(0, str(ROOT))
 
 from recsys.config import load_config  # noqa: E402
 from recsys.evaluation.report import metric_name  # noqa: E402
-from recsys.evaluation.run import git_commit  # noqa: E402
+from recsys.evaluation.run import git_commit, portable_command  # noqa: E402
 from recsys.importers import import_dataset  # noqa: E402
 from training.pipeline import TrainConfig, TrainResult, train  # noqa: E402
 
@@ -93,7 +93,8 @@ def main() -> None:
         "benchmark": "pipeline_movielens", "dataset": "movielens-latest-small+tmdb",
         "split": config.split.describe(), "history": config.history,
         "machine": {"cpus": os.cpu_count(), "torch_threads": torch.get_num_threads()},
-        "command": "python benchmarks/pipeline_movielens.py " + " ".join(sys.argv[1:]), "git_commit": git_commit(ROOT),
+        "command": portable_command("benchmarks/pipeline_movielens.py", sys.argv[1:], ROOT),
+        "git_commit": git_commit(ROOT),
         "settings_chosen_on_valid": {m.name: str(m.setting) for m in run.result.models},
         "rows": rows,
     }

@@ -24,6 +24,10 @@ import numpy as np
 from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from recsys.evaluation.run import portable_command  # noqa: E402
+
 CHROMIUM_FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                   "--disable-background-networking", "--disable-component-update", "--disable-sync",
                   "--hide-scrollbars")
@@ -81,7 +85,7 @@ def main() -> None:
     print("plots render: " + ("yes" if ok else "NO"))
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps({"benchmark": "render_report", "dataset": str(args.report.parent.name),
-                                    "command": "python benchmarks/render_report.py " + " ".join(sys.argv[1:]),
+                                    "command": portable_command("benchmarks/render_report.py", sys.argv[1:], ROOT),
                                     "ok": bool(ok), "rows": rows}, indent=2) + "\n")
     sys.exit(0 if ok else 1)
 

@@ -44,7 +44,7 @@ sys.path.insert(0, str(ROOT))
 from features.split import temporal_split  # noqa: E402
 from recsys import contract as C  # noqa: E402
 from recsys.config import load_config  # noqa: E402
-from recsys.evaluation.run import git_commit  # noqa: E402
+from recsys.evaluation.run import git_commit, portable_command  # noqa: E402
 from recsys.evaluation.window import score_window  # noqa: E402
 from recsys.importers import import_dataset  # noqa: E402
 from recsys.pyfunc_model import load_registered  # noqa: E402
@@ -318,7 +318,7 @@ def main() -> None:
                       "forgetting": f"score_window on slice 0's test window (history = its train + valid), "
                                     f"{len(rolling.forget[2])} sampled users (seed {args.seed})"},
             "machine": {"cpus": os.cpu_count(), "torch_threads": torch.get_num_threads()},
-            "command": "python benchmarks/rolling_movielens.py " + " ".join(sys.argv[1:]),
+            "command": portable_command("benchmarks/rolling_movielens.py", sys.argv[1:], ROOT),
             "git_commit": git_commit(ROOT),
             "settings": [*DEFAULT_SETS, *args.overrides],
             "strategies": {k: list(v) if v is not None else "initial model, never updated"

@@ -42,7 +42,7 @@ import requests
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from recsys.evaluation.run import git_commit  # noqa: E402
+from recsys.evaluation.run import git_commit, portable_command  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results" / "serving.json"
 K = 10
@@ -376,7 +376,7 @@ def main() -> None:
                     "mlflow": mlflow.__version__},
         "settings": {"seconds_per_phase": args.seconds, "k": K, "users_sampled": len(users), "transport":
                      "HTTP/1.1 keep-alive on 127.0.0.1, JSON dataframe_records"},
-        "command": "python benchmarks/serving.py " + " ".join(sys.argv[1:]), "git_commit": git_commit(ROOT),
+        "command": portable_command("benchmarks/serving.py", sys.argv[1:], ROOT), "git_commit": git_commit(ROOT),
         "rows": rows,
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -39,7 +39,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from recsys import contract as C  # noqa: E402
-from recsys.evaluation.run import git_commit  # noqa: E402
+from recsys.evaluation.run import git_commit, portable_command  # noqa: E402
 from recsys.importers import import_dataset  # noqa: E402
 from recsys.text_encoder import (  # noqa: E402
     DEFAULT_TEMPLATE,
@@ -181,7 +181,7 @@ def main() -> None:
         "split": None,
         "machine": {"cpus": os.cpu_count(), "torch_threads": THREADS, "torch": torch.__version__,
                     "load_avg_1m_start": round(load_start[0], 2), "load_avg_1m_end": round(os.getloadavg()[0], 2)},
-        "command": "python benchmarks/text_encoding.py " + " ".join(sys.argv[1:]), "git_commit": git_commit(ROOT),
+        "command": portable_command("benchmarks/text_encoding.py", sys.argv[1:], ROOT), "git_commit": git_commit(ROOT),
         "settings": {"model": "all-MiniLM-L6-v2", "items": len(texts), "sample": "first items by id",
                      "template": DEFAULT_TEMPLATE, "batch_size": BATCH_SIZE, "repeats": args.repeats,
                      "timing": "median of interleaved runs after one warm-up batch",

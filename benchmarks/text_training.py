@@ -29,7 +29,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from recsys.evaluation.eval_data import EvalConfig, build_eval_data  # noqa: E402
-from recsys.evaluation.run import git_commit  # noqa: E402
+from recsys.evaluation.run import git_commit, portable_command  # noqa: E402
 from recsys.importers import import_dataset  # noqa: E402
 from recsys.io import Dataset, DatasetPaths, load_dataset  # noqa: E402
 from recsys.synthetic import DEMO_CONFIG, generate_synthetic  # noqa: E402
@@ -116,7 +116,7 @@ def main() -> None:
     payload = {"benchmark": "text_training", "dataset": args.datasets,
                "split": EvalConfig().split.describe(),
                "machine": {"cpus": os.cpu_count(), "torch_threads": torch.get_num_threads()},
-               "command": "python benchmarks/text_training.py " + " ".join(sys.argv[1:]),
+               "command": portable_command("benchmarks/text_training.py", sys.argv[1:], ROOT),
                "git_commit": git_commit(ROOT), "model": "all-MiniLM-L6-v2", "max_length": 64,
                "batch_size": args.batch_size, "rows": rows}
     args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -7,7 +7,7 @@ hands it newer logs (:meth:`ModelBundle.with_interactions`) and items that arriv
 training (:meth:`ModelBundle.with_new_items`); neither refits anything.
 
 On disk it is a folder of data (:mod:`recsys.model_format`: arrays, Parquet, LightGBM text, the
-text encoder as a Hugging Face folder, JSON with a format version), never a pickle.
+text encoder as a Hugging Face folder, JSON with a format version), never serialised Python objects.
 """
 
 from __future__ import annotations

@@ -11,7 +11,7 @@ Layout (``FORMAT`` names its version, in ``bundle.json``)::
     ranker.json          the LightGBM boosters in their text format
     models/<name>/       one stage-one scorer each (``recsys.scorers.save_scorer``)
 
-Arrays are read with ``allow_pickle=False``, the text encoder from safetensors. A folder of
+Arrays are plain numeric .npy files (numpy refuses object arrays on load), the text encoder safetensors. A folder of
 another format version is refused with a message saying which versions this recsys reads.
 """
 

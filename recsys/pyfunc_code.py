@@ -1,7 +1,7 @@
 """The registered pyfunc's code file: MLflow "models from code" runs this at load time.
 
 Logging the model as this file (``mlflow.pyfunc.log_model(python_model=<this path>)``) means
-the registry holds no pickled ``PythonModel``: loading imports the installed ``recsys`` and
+the registry holds no serialised ``PythonModel`` object: loading imports the installed ``recsys`` and
 builds :class:`recsys.pyfunc_model.RecsysModel`, which reads the bundle folder (data only).
 """
 

@@ -52,7 +52,7 @@ REQUIREMENTS = ("torch", "transformers", "safetensors", "tokenizers", "polars", 
                 "lightgbm", "mlflow", "pandas", "tqdm")
 """What loading and scoring import (the runtime): no peft, Lightning, LightFM or scikit-learn."""
 CODE_FILE = Path(__file__).with_name("pyfunc_code.py")
-"""The models-from-code file MLflow logs instead of a pickled ``PythonModel``."""
+"""The models-from-code file MLflow logs instead of a serialised ``PythonModel`` object."""
 
 
 class RecsysModel(mlflow.pyfunc.PythonModel):

@@ -6,6 +6,8 @@ evaluate``); this module only records a finished evaluation, so the core never i
 
 from __future__ import annotations
 
+import os
+import re
 import subprocess
 import tempfile
 from dataclasses import dataclass
@@ -14,7 +16,7 @@ from pathlib import Path
 from recsys.evaluation.report import ReportFiles, render_table, write_report
 from recsys.evaluation.runner import EvalResult
 
-__all__ = ["EvaluationRun", "record_run", "git_commit"]
+__all__ = ["portable_command", "EvaluationRun", "record_run", "git_commit"]
 
 
 @dataclass
@@ -35,6 +37,26 @@ def git_commit(cwd: Path | None = None) -> str:
     except OSError:
         return "unknown"
     return out.stdout.strip() or "unknown"
+
+
+def portable_command(script: str, argv: list[str], root: Path) -> str:
+    """The command line a result file records, without this machine's paths.
+
+    Paths inside the checkout's parent become relative to the checkout (``../shared/data/...``);
+    any other absolute path (a scratch store, say) keeps at most its last two parts, never its
+    top-level folder, behind ``<local>/``, so the file says what was run without naming a machine.
+    """
+    base = root.resolve().parent
+
+    def rewrite(match: re.Match) -> str:
+        text = match.group(0)
+        lead = "///" if text.startswith("//") else ""  # sqlite:////abs/path keeps its URI form
+        path = Path("/" + text.lstrip("/"))
+        if path.is_relative_to(base):
+            return lead + os.path.relpath(path, root)
+        return lead + "<local>/" + "/".join(path.parts[max(2, len(path.parts) - 2):])
+
+    return " ".join(["python", script, *(re.sub(r"(?<![\w.])/[^\s,]+", rewrite, arg) for arg in argv)])
 
 
 def record_run(result: EvalResult, *, dataset: str, report_dir: Path | None = None, tracking_uri: str | None = None,

@@ -2,8 +2,8 @@
 
 A scorer is the runtime half of a model: plain arrays and a little config, fitted elsewhere
 (``training/fit_*.py``) and only scored here. It stores itself as data (one ``.npy`` per array
-under ``arrays/``, read with ``allow_pickle=False``; JSON settings), never as a pickle, so loading a registered model
-runs no code from the artifact store.
+under ``arrays/``, numeric dtypes only; JSON settings), never as serialised Python objects, so
+loading a registered model runs no code from the artifact store.
 """
 
 from __future__ import annotations
@@ -112,22 +112,22 @@ def check_block(users: np.ndarray, history: sp.spmatrix, n_items: int, n_users: 
 
 
 def save_arrays(folder: Path, arrays: dict[str, np.ndarray]) -> None:
-    """Numeric arrays as ``folder/arrays/<name>.npy`` (an object array is refused: it would need pickle)."""
+    """Numeric arrays as ``folder/arrays/<name>.npy`` (object arrays are refused)."""
     target = folder / ARRAYS
     target.mkdir(parents=True, exist_ok=True)
     for name, array in arrays.items():
         array = np.asarray(array)
         if array.dtype == object:
             raise TypeError(f"array {name!r} has dtype object; store strings as Parquet, not in {ARRAYS}/")
-        np.save(target / f"{name}.npy", array, allow_pickle=False)
+        np.save(target / f"{name}.npy", array)
 
 
 def load_arrays(folder: Path) -> dict[str, np.ndarray]:
-    """The arrays of :func:`save_arrays` (``allow_pickle=False``: an object array is refused, not run)."""
+    """The arrays of :func:`save_arrays`; numpy's loader refuses an object array by default (it would run code)."""
     source = folder / ARRAYS
     if not source.is_dir():
         raise RecsysError(f"{source}: missing; the model folder is incomplete")
-    return {path.name.removesuffix(".npy"): np.load(path, allow_pickle=False) for path in sorted(source.glob("*.npy"))}
+    return {path.name.removesuffix(".npy"): np.load(path) for path in sorted(source.glob("*.npy"))}
 
 
 def save_csr(prefix: str, matrix: sp.csr_matrix) -> dict[str, np.ndarray]:

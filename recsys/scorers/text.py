@@ -4,7 +4,7 @@ Training (``training/fit_text.py``) fine-tunes in any mode and hands over a :cla
 whose encoder is a plain Hugging Face transformer: LoRA adapters are merged into its weights,
 freeze:N is just the whole model, and prompt tuning keeps its learned virtual tokens as an
 array prepended to the word embeddings. So serving needs neither peft nor training code, and
-the encoder is stored as a Hugging Face folder (safetensors), never a pickle.
+the encoder is stored as a Hugging Face folder (safetensors), never as serialised Python objects.
 
 The scorer ranks users by pooling their stored recent items, re-reads newer histories without
 refitting (the tower is inductive), and encodes items that arrived after training.
@@ -167,7 +167,7 @@ class TextScorer(StoredScorer):
         if not (path / "config.json").is_file():
             raise RecsysError(f"{path}: no Hugging Face encoder folder; the model folder is incomplete")
         model_class, tokenizer_class = _encoder_classes(path)
-        # safetensors only: a pytorch_model.bin would be unpickled. Items are mean-pooled: no pooler
+        # safetensors only: a pytorch_model.bin is deserialised as Python objects. Items are mean-pooled: no pooler
         # (BERT-like models take add_pooling_layer; transformers keeps an unknown keyword as a config attribute)
         transformer = model_class.from_pretrained(path, local_files_only=True, use_safetensors=True,
                                                   add_pooling_layer=False).eval()

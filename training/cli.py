@@ -1,4 +1,10 @@
-"""``recsys demo | train | evaluate``: the jobs that fit models (training is imported inside each command)."""
+"""``recsys demo | train | evaluate``: the commands that fit models, added to the ``recsys`` CLI as a plugin.
+
+They live here, not in ``recsys/cli``, so the runtime never imports training: ``recsys.cli``
+adds every command registered under the ``recsys.commands`` entry-point group (pyproject.toml),
+and a serving-only install simply has none of these. The training modules themselves are
+imported inside each command, so ``recsys --help`` stays fast.
+"""
 
 from __future__ import annotations
 
@@ -11,7 +17,6 @@ import polars as pl
 from recsys import contract as C
 from recsys.cli.common import (
     PATH,
-    cli,
     csv_values,
     echo_evaluation,
     echo_frame,
@@ -22,7 +27,7 @@ from recsys.cli.common import (
 )
 
 
-@cli.command("demo")
+@click.command("demo")
 @click.option("--out", type=PATH, default=Path("demo_data"), show_default=True, help="Where the demo data goes.")
 @click.option("--tracking-uri", help="MLflow store (default: $MLFLOW_TRACKING_URI, else ./mlflow/mlflow.db).")
 @click.option("--no-mlflow", is_flag=True, help="Do not log the run to MLflow.")
@@ -55,7 +60,7 @@ def demo_cmd(out, tracking_uri, no_mlflow, text_model, text_mode) -> None:
         click.echo("not in this build yet: " + "; ".join(PENDING_STAGES))
 
 
-@cli.command("train")
+@click.command("train")
 @click.option("--config", "config_file", type=PATH, help="YAML file mirroring training.pipeline.TrainConfig.")
 @click.option("--set", "overrides", multiple=True, help="Override one key, e.g. --set text.max_epochs=2.")
 @click.option("--stage", type=click.Choice(["all", "text"]),
@@ -87,7 +92,7 @@ def train_cmd(config_file, overrides, stage, data_dir, tracking_uri, no_mlflow, 
     echo_registration(result)
 
 
-@cli.command("evaluate")
+@click.command("evaluate")
 @click.option("--data", "data_dir", type=PATH, required=True, help="Dataset folder (recsys data import).")
 @click.option("--baselines", is_flag=True,
               help="Evaluate every baseline (random, popularity, item-kNN, LightFM, EASE, ALS).")
@@ -124,3 +129,6 @@ def evaluate_cmd(data_dir, baselines, models, ks, split_mode, valid, test, histo
     run = evaluate_baselines(data_dir, config, baselines=names, report_dir=report_dir, tracking_uri=uri,
                              show_progress=True, command="recsys " + " ".join(sys.argv[1:]))
     echo_evaluation(run, uri)
+
+
+__all__ = ["demo_cmd", "train_cmd", "evaluate_cmd"]
