@@ -13,28 +13,18 @@ and the ranker's scores as values.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Protocol
 
 import numpy as np
 import scipy.sparse as sp
 from tqdm.auto import tqdm
 
+from recsys.scorers.base import Scorer
 from recsys.topk import top_k
 
-__all__ = ["Scoring", "rank_block", "iter_ranked", "rank_users"]
+__all__ = ["rank_block", "iter_ranked", "rank_users"]
 
 
-class Scoring(Protocol):
-    """What :func:`rank_block` needs of a model."""
-
-    name: str
-
-    def score(self, users: np.ndarray, history: sp.csr_matrix) -> np.ndarray:
-        """float32 [b, n_items] scores of ``users`` (int [b]) given ``history`` (rows aligned with ``users``)."""
-        ...
-
-
-def rank_block(model: Scoring, users: np.ndarray, history: sp.csr_matrix, k: int, *, exclude_seen: bool = True,
+def rank_block(model: Scorer, users: np.ndarray, history: sp.csr_matrix, k: int, *, exclude_seen: bool = True,
                only: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Top-``k`` of one block of users.
 
@@ -63,7 +53,7 @@ def rank_block(model: Scoring, users: np.ndarray, history: sp.csr_matrix, k: int
     return top, np.where(top >= 0, values, np.nan)
 
 
-def iter_ranked(model: Scoring, users: np.ndarray, history: sp.csr_matrix, k: int, *, block_size: int = 1024,
+def iter_ranked(model: Scorer, users: np.ndarray, history: sp.csr_matrix, k: int, *, block_size: int = 1024,
                 exclude_seen: bool = True, only: np.ndarray | None = None, show_progress: bool = False,
                 desc: str = "scoring") -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
     """:func:`rank_block` over ``users`` in blocks of ``block_size``.
@@ -83,7 +73,7 @@ def iter_ranked(model: Scoring, users: np.ndarray, history: sp.csr_matrix, k: in
         yield start, top, values
 
 
-def rank_users(model: Scoring, users: np.ndarray, history: sp.csr_matrix, k: int, **kwargs
+def rank_users(model: Scorer, users: np.ndarray, history: sp.csr_matrix, k: int, **kwargs
                ) -> tuple[np.ndarray, np.ndarray]:
     """All of :func:`iter_ranked` at once: int64 [n, k] lists and float64 [n, k] scores."""
     users = np.asarray(users, dtype=np.int64)

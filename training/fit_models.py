@@ -32,7 +32,7 @@ from recsys.evaluation.runner import (
     tuning_score,
 )
 from recsys.indexing import FitInput
-from recsys.scoring import Scoring
+from recsys.scorers.base import Scorer
 
 __all__ = ["Estimator", "ModelSpec", "FittedModel", "fit_spec", "evaluate_specs"]
 
@@ -42,7 +42,7 @@ logger = logging.getLogger(__name__)
 class Estimator(Protocol):
     """What a :class:`ModelSpec` builds: settings in, a fitted model out of ``fit``."""
 
-    def fit(self, data: FitInput) -> Scoring:
+    def fit(self, data: FitInput) -> Scorer:
         """Fit on ``data``; returns the fitted model (``self`` or a separate scorer)."""
         ...
 
@@ -63,7 +63,7 @@ class ModelSpec:
 class FittedModel:
     """A spec's chosen setting, fitted on the run's history, and how it was chosen."""
 
-    model: Scoring
+    model: Scorer
     setting: Any
     tuning: dict[str, float]
     """str(setting) -> valid NDCG@10 (empty when nothing was tuned)."""

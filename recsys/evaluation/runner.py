@@ -24,7 +24,8 @@ from recsys.evaluation.bootstrap import bootstrap_many, paired_bootstrap
 from recsys.evaluation.eval_data import HISTORY_BUCKETS, EvalData, Window
 from recsys.evaluation.impressions import impression_metrics
 from recsys.evaluation.metrics import catalog_coverage, gini, mean_popularity, novelty, ranking_metrics
-from recsys.scoring import Scoring, rank_users
+from recsys.scorers.base import Scorer
+from recsys.scoring import rank_users
 
 __all__ = ["ModelResult", "EvalResult", "TUNING_METRIC", "check_test_window", "tuning_score", "score_model",
            "summarise"]
@@ -74,14 +75,14 @@ def check_test_window(data: EvalData) -> None:
         raise ValueError("the test window has no user with a relevant item outside their history")
 
 
-def _lists(model: Scoring, window: Window, users: np.ndarray, k: int, data: EvalData, show_progress: bool,
+def _lists(model: Scorer, window: Window, users: np.ndarray, k: int, data: EvalData, show_progress: bool,
            desc: str, only: np.ndarray | None = None) -> np.ndarray:
     """int [n, k] top-``k`` of ``users`` over the catalogue (or ``only``), the window's history excluded."""
     return rank_users(model, users, window.history, k, block_size=data.config.block_size, only=only,
                       show_progress=show_progress, desc=desc)[0]
 
 
-def tuning_score(data: EvalData, model: Scoring, *, show_progress: bool = False, desc: str = "valid") -> float:
+def tuning_score(data: EvalData, model: Scorer, *, show_progress: bool = False, desc: str = "valid") -> float:
     """Mean :data:`TUNING_METRIC` of a model (fitted on ``data.valid.fit``) over the valid window's users.
 
     The valid history is excluded from the lists, as the test history is on test.
@@ -94,7 +95,7 @@ def tuning_score(data: EvalData, model: Scoring, *, show_progress: bool = False,
     return float(np.nanmean(ranking_metrics(topk, window.truth[window.users], (10,))[TUNING_METRIC]))
 
 
-def score_model(data: EvalData, name: str, model: Scoring, *, setting: Any = None,
+def score_model(data: EvalData, name: str, model: Scorer, *, setting: Any = None,
                 tuning: dict[str, float] | None = None, seconds: dict[str, float] | None = None,
                 show_progress: bool = False) -> ModelResult:
     """Score one fitted model on the test window: full-catalogue lists, impressions, cold items only.
@@ -102,7 +103,7 @@ def score_model(data: EvalData, name: str, model: Scoring, *, setting: Any = Non
     Args:
         data: the indexed dataset; ``model`` must have been fitted on ``data.test.fit``.
         name: the model's name in the result table.
-        model: a fitted model (``score(users, history)``; see :class:`recsys.scoring.Scoring`).
+        model: a fitted model (``score(users, history)``; see :class:`recsys.scorers.Scorer`).
         setting: the grid setting it was fitted with (recorded only).
         tuning: str(setting) -> valid score of each setting tried (recorded only).
         seconds: timings so far (e.g. ``tune_s``, ``fit_s``); ``score_s`` and ``users_per_s`` are added.
@@ -127,7 +128,7 @@ def score_model(data: EvalData, name: str, model: Scoring, *, setting: Any = Non
     return result
 
 
-def _impressions(model: Scoring, data: EvalData) -> dict[str, np.ndarray] | None:
+def _impressions(model: Scorer, data: EvalData) -> dict[str, np.ndarray] | None:
     """MIND protocol: rank only the items shown in each test impression.
 
     It needs the raw score of each shown item rather than lists, so it reads ``model.score``
@@ -155,7 +156,7 @@ def _impressions(model: Scoring, data: EvalData) -> dict[str, np.ndarray] | None
     return impression_metrics(scores, rows["label"].to_numpy(), rows[C.IMPRESSION_ID].to_numpy())
 
 
-def _cold_only(name: str, model: Scoring, data: EvalData, show_progress: bool) -> dict[str, np.ndarray] | None:
+def _cold_only(name: str, model: Scorer, data: EvalData, show_progress: bool) -> dict[str, np.ndarray] | None:
     """Rank only the cold items for users with a cold positive: how well new items are placed."""
     window = data.test
     truth = window.truth[window.users][:, window.cold_items]
