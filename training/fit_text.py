@@ -24,7 +24,7 @@ from transformers import AutoTokenizer
 from recsys import contract as C
 from recsys.errors import ConfigError, NotFittedError
 from recsys.indexing import FitInput
-from recsys.scorers.text import ItemTokens, TextScorer, user_windows
+from recsys.scorers.text import EncoderSource, ItemTokens, TextScorer, user_windows
 from recsys.text_encoder import quantize_int8, render_item_texts, resolve_model_path
 from training.encoder_modes import ItemEncoder, build_encoder, count_parameters, serving_encoder
 from training.text_data import Examples, TextDataModule, build_examples, split_holdout
@@ -225,10 +225,10 @@ class TextTowerRecommender:
             encoder = self.module_.encoder
             if hasattr(encoder, "clear_cache"):
                 encoder.clear_cache()
-            self._scorer = TextScorer(self.name, serving_encoder(encoder), self.module_.head.eval(), self._tokenizer,
-                                      self.item_vectors_, self.user_history_, self.config.template,
-                                      self.config.max_length, tuple(self.config.positives),
-                                      self.config.encode_batch_size)
+            source = EncoderSource.of(serving_encoder(encoder), self._tokenizer)
+            self._scorer = TextScorer(self.name, source, self.module_.head.eval(), self.item_vectors_,
+                                      self.user_history_, self.config.template, self.config.max_length,
+                                      tuple(self.config.positives), self.config.encode_batch_size)
         return self._scorer
 
 

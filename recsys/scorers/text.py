@@ -12,6 +12,8 @@ refitting (the tower is inductive), and encodes items that arrived after trainin
 
 from __future__ import annotations
 
+import shutil
+import threading
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, ClassVar
@@ -28,7 +30,7 @@ from recsys.scorers.base import StoredScorer, load_arrays, read_json, save_array
 from recsys.scorers.text_head import TowerHead, history_windows
 from recsys.text_encoder import fast_cpu_linears, mean_pool, render_item_texts
 
-__all__ = ["ItemTokens", "TextEncoder", "TextScorer", "user_windows"]
+__all__ = ["EncoderSource", "ItemTokens", "TextEncoder", "TextScorer", "user_windows"]
 
 ENCODER_FOLDER = "encoder"
 
@@ -98,15 +100,70 @@ class TextEncoder(nn.Module):
         return mean_pool(hidden[:, p:], attention_mask)
 
 
+class EncoderSource:
+    """The tower's encoder and tokenizer: in memory, or read from their Hugging Face folder on first use.
+
+    Ranking known users and items needs only the stored catalogue vectors; the encoder is needed
+    only to encode items that arrived after training. Reading it (and importing the model's
+    transformers code, several seconds) is therefore deferred until then, so loading a registered
+    model for export or serving does not pay for it. Thread-safe: served models encode from
+    several threads.
+    """
+
+    def __init__(self, folder: Path | None = None, prompt: torch.Tensor | None = None, *,
+                 encoder: TextEncoder | None = None, tokenizer: Any = None) -> None:
+        if encoder is None and folder is None:
+            raise ValueError("EncoderSource needs an encoder or the folder it is stored in")
+        self.folder = folder
+        self._prompt = prompt
+        self._loaded = (encoder, tokenizer) if encoder is not None else None
+        self._lock = threading.Lock()
+
+    @classmethod
+    def of(cls, encoder: TextEncoder, tokenizer: Any) -> EncoderSource:
+        """An encoder already in memory (training hands its serving encoder over this way)."""
+        return cls(encoder=encoder, tokenizer=tokenizer)
+
+    @property
+    def loaded(self) -> bool:
+        return self._loaded is not None
+
+    @property
+    def prompt(self) -> torch.Tensor:
+        """float [P, d] learned virtual tokens; empty when the tower was not prompt-tuned."""
+        if self._loaded is not None:
+            return self._loaded[0].prompt
+        return self._prompt if self._prompt is not None else torch.empty(0)
+
+    def get(self) -> tuple[TextEncoder, Any]:
+        """The encoder (eval mode) and its tokenizer, read from the folder the first time."""
+        with self._lock:
+            if self._loaded is None:
+                if not (self.folder / "config.json").is_file():
+                    raise RecsysError(f"{self.folder}: the text encoder folder is gone (was the model folder removed "
+                                      "after loading?); load the model again")
+                self._loaded = _read_encoder(self.folder, self._prompt)
+            return self._loaded
+
+    def save(self, folder: Path) -> None:
+        """The encoder and tokenizer as a Hugging Face folder (safetensors) at ``folder``."""
+        if self._loaded is None:  # never used since it was read: the stored files are already the encoder
+            shutil.copytree(self.folder, folder)
+            return
+        encoder, tokenizer = self._loaded
+        encoder.transformer.save_pretrained(folder, safe_serialization=True)
+        tokenizer.save_pretrained(folder)
+
+
 @dataclass(frozen=True)
 class TextScorer(StoredScorer):
     """The text tower at scoring time."""
 
     KIND: ClassVar[str] = "text"
     name: str
-    encoder: TextEncoder
+    source: EncoderSource
+    """The encoder and tokenizer, read on first use (only new items need them)."""
     head: TowerHead
-    tokenizer: Any
     item_vectors_: torch.Tensor
     """float32 [n_items, d] catalogue vectors."""
     user_history_: np.ndarray
@@ -115,6 +172,14 @@ class TextScorer(StoredScorer):
     max_length: int
     positives: tuple[str, ...]
     encode_batch_size: int = 128
+
+    @property
+    def encoder(self) -> TextEncoder:
+        return self.source.get()[0]
+
+    @property
+    def tokenizer(self) -> Any:
+        return self.source.get()[1]
 
     def score(self, users: np.ndarray, history: sp.csr_matrix) -> np.ndarray:
         """float32 [b, n_items] match logits; users pool their stored recent items (``history``: shape only)."""
@@ -132,15 +197,16 @@ class TextScorer(StoredScorer):
 
     def encode(self, items: pl.DataFrame) -> torch.Tensor:
         """float32 [len(items), d]: vectors of contract item rows, through the fine-tuned encoder."""
-        tokens = ItemTokens(render_item_texts(items, self.template), self.tokenizer, self.max_length)
+        encoder, tokenizer = self.source.get()
+        tokens = ItemTokens(render_item_texts(items, self.template), tokenizer, self.max_length)
         out = torch.empty((items.height, self.item_vectors_.shape[1]))
         order = np.argsort(tokens.lengths, kind="stable")
-        self.encoder.eval()
-        with torch.inference_mode(), fast_cpu_linears(self.encoder):
+        encoder.eval()
+        with torch.inference_mode(), fast_cpu_linears(encoder):
             for start in range(0, len(order), self.encode_batch_size):
                 rows = order[start:start + self.encode_batch_size]
                 ids, mask = tokens.batch(rows)
-                out[torch.from_numpy(rows)] = self.encoder(ids, mask)
+                out[torch.from_numpy(rows)] = encoder(ids, mask)
         return out
 
     def with_items(self, items: pl.DataFrame) -> TextScorer:
@@ -151,12 +217,11 @@ class TextScorer(StoredScorer):
     # ---- storage ---------------------------------------------------------------------------
     def save(self, folder: Path) -> dict[str, Any]:
         """The encoder and tokenizer as a Hugging Face folder (safetensors); head, vectors, windows as arrays."""
-        self.encoder.transformer.save_pretrained(folder / ENCODER_FOLDER, safe_serialization=True)
-        self.tokenizer.save_pretrained(folder / ENCODER_FOLDER)
+        self.source.save(folder / ENCODER_FOLDER)
         arrays = {f"head.{k}": v.detach().numpy() for k, v in self.head.state_dict().items()}
         arrays |= {"item_vectors": self.item_vectors_.numpy(), "user_history": self.user_history_}
-        if self.encoder.prompt.numel():
-            arrays["prompt"] = self.encoder.prompt.detach().numpy()
+        if self.source.prompt.numel():
+            arrays["prompt"] = self.source.prompt.detach().numpy()
         save_arrays(folder, arrays)
         return {"similarity": self.head.similarity, "template": self.template, "max_length": self.max_length,
                 "positives": list(self.positives), "encode_batch_size": self.encode_batch_size}
@@ -164,23 +229,29 @@ class TextScorer(StoredScorer):
     @classmethod
     def load(cls, folder: Path, settings: dict[str, Any]) -> TextScorer:
         path = folder / ENCODER_FOLDER
-        if not (path / "config.json").is_file():
-            raise RecsysError(f"{path}: no Hugging Face encoder folder; the model folder is incomplete")
-        model_class, tokenizer_class = _encoder_classes(path)
-        # safetensors only: a pytorch_model.bin is deserialised as Python objects. Items are mean-pooled: no pooler
-        # (BERT-like models take add_pooling_layer; transformers keeps an unknown keyword as a config attribute)
-        transformer = model_class.from_pretrained(path, local_files_only=True, use_safetensors=True,
-                                                  add_pooling_layer=False).eval()
-        tokenizer = tokenizer_class.from_pretrained(path, local_files_only=True)
+        if not (path / "config.json").is_file() or not any(path.glob("*.safetensors")):
+            raise RecsysError(f"{path}: no Hugging Face encoder folder (config.json and safetensors weights); "
+                              "the model folder is incomplete")
         arrays = load_arrays(folder)
         prompt = torch.from_numpy(arrays["prompt"]) if "prompt" in arrays else None
         head_state = {k.removeprefix("head."): torch.from_numpy(v) for k, v in arrays.items() if k.startswith("head.")}
         vectors = torch.from_numpy(arrays["item_vectors"])
         head = TowerHead(vectors.shape[1], settings["similarity"])
         head.load_state_dict(head_state)
-        return cls(settings["name"], TextEncoder(transformer, prompt).eval(), head.eval(), tokenizer, vectors,
+        return cls(settings["name"], EncoderSource(path, prompt), head.eval(), vectors,
                    arrays["user_history"], settings["template"], int(settings["max_length"]),
                    tuple(settings["positives"]), int(settings["encode_batch_size"]))
+
+
+def _read_encoder(path: Path, prompt: torch.Tensor | None) -> tuple[TextEncoder, Any]:
+    """The stored encoder (eval mode) and tokenizer of a Hugging Face folder, safetensors only."""
+    model_class, tokenizer_class = _encoder_classes(path)
+    # safetensors only: a pytorch_model.bin is deserialised as Python objects. Items are mean-pooled: no pooler
+    # (BERT-like models take add_pooling_layer; transformers keeps an unknown keyword as a config attribute)
+    transformer = model_class.from_pretrained(path, local_files_only=True, use_safetensors=True,
+                                              add_pooling_layer=False).eval()
+    tokenizer = tokenizer_class.from_pretrained(path, local_files_only=True)
+    return TextEncoder(transformer, prompt).eval(), tokenizer
 
 
 def _encoder_classes(path: Path) -> tuple[Any, Any]:

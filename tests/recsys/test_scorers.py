@@ -28,7 +28,7 @@ from recsys.scorers import (
     save_scorer,
 )
 from recsys.scorers.base import ARRAYS
-from recsys.scorers.text import TextEncoder
+from recsys.scorers.text import EncoderSource, TextEncoder
 from recsys.scorers.text_head import PAD, TowerHead
 from recsys.text_encoder import render_item_texts
 from training.fit_lightfm import LightFMConfig, LightFMRecommender
@@ -203,7 +203,7 @@ def _text_scorer(text_parts, prompt: torch.Tensor | None) -> TextScorer:
     tokenizer, transformer, head = text_parts
     encoder = TextEncoder(transformer, prompt).eval()
     windows = np.array([[PAD, PAD, 1], [PAD, PAD, PAD], [0, 3, 3], [PAD, 2, 4], [4, 1, 0], [PAD, PAD, 2]])
-    empty = TextScorer("text_lora", encoder, head, tokenizer, torch.zeros(0, 32), windows, TEMPLATE,
+    empty = TextScorer("text_lora", EncoderSource.of(encoder, tokenizer), head, torch.zeros(0, 32), windows, TEMPLATE,
                        max_length=16, positives=(C.CLICK, C.PURCHASE), encode_batch_size=2)
     return empty.with_items(ITEMS)  # the catalogue vectors, through the encoder
 
@@ -261,11 +261,33 @@ def test_text_encoder_prepends_the_prompt_and_pools_only_the_words(text_parts):
     torch.testing.assert_close(out, expected, atol=1e-6, rtol=1e-5)
 
 
+def test_a_loaded_text_scorer_reads_its_encoder_only_to_encode_new_items(tmp_path, text_parts):
+    """Ranking known items needs the stored vectors only; the encoder is read when new items arrive."""
+    scorer = _text_scorer(text_parts, torch.randn(4, 32))
+    save_scorer(scorer, tmp_path / "text")
+    loaded = load_scorer(tmp_path / "text")
+    expected = scorer.score(USERS, HISTORY)
+    np.testing.assert_array_equal(loaded.score(USERS, HISTORY), expected)
+    assert not loaded.source.loaded  # scoring did not read the encoder
+    save_scorer(loaded, tmp_path / "again")  # saved unread: the stored folder is copied as it is
+    assert not loaded.source.loaded
+    first, second = tmp_path / "text" / "encoder", tmp_path / "again" / "encoder"
+    for name in ("model.safetensors", "config.json", "tokenizer_config.json"):
+        assert (second / name).read_bytes() == (first / name).read_bytes()
+    again = load_scorer(tmp_path / "again")
+    assert torch.equal(again.encode(ITEMS), scorer.item_vectors_) and again.source.loaded
+    assert torch.equal(again.encoder.prompt, scorer.encoder.prompt)
+    # a model folder removed after loading: the first new item says so instead of a transformers traceback
+    shutil.rmtree(tmp_path / "text" / "encoder")
+    with pytest.raises(RecsysError, match=r"the text encoder folder is gone"):
+        loaded.with_items(ITEMS)
+
+
 def test_text_scorer_without_an_encoder_folder_is_refused(tmp_path, text_parts):
     scorer = _text_scorer(text_parts, None)
     save_scorer(scorer, tmp_path / "text")
     (tmp_path / "text" / "encoder" / "config.json").unlink()
-    with pytest.raises(RecsysError, match=r"no Hugging Face encoder folder; the model folder is incomplete"):
+    with pytest.raises(RecsysError, match=r"no Hugging Face encoder folder .*the model folder is incomplete"):
         load_scorer(tmp_path / "text")
     with pytest.raises(ValueError, match=r"history has 4 items; the text tower has 5"):
         scorer.score(USERS, sp.csr_matrix((3, 4), dtype=np.float32))

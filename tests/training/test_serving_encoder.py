@@ -8,7 +8,7 @@ import torch
 from transformers import AutoModel, AutoTokenizer
 
 from recsys.scorers import TextScorer, load_scorer, save_scorer
-from recsys.scorers.text import TextEncoder
+from recsys.scorers.text import EncoderSource, TextEncoder
 from recsys.scorers.text_head import TowerHead
 from recsys.text_encoder import mean_pool
 from training.encoder_modes import FineTuneConfig, ItemEncoder, build_encoder, serving_encoder
@@ -103,7 +103,7 @@ def test_stored_serving_encoder_still_pools_as_the_training_encoder(tiny_bert_di
     encoder = trained_encoder(tiny_bert_dir, mode)
     ids, mask = tokens
     tokenizer = AutoTokenizer.from_pretrained(tiny_bert_dir)
-    scorer = TextScorer(f"text_{mode}", serving_encoder(encoder), TowerHead(32).eval(), tokenizer,
+    scorer = TextScorer(f"text_{mode}", EncoderSource.of(serving_encoder(encoder), tokenizer), TowerHead(32).eval(),
                         torch.zeros(3, 32), np.full((2, 4), -1), "{title}", 16, ("click",))
     save_scorer(scorer, tmp_path / "text")
     loaded = load_scorer(tmp_path / "text")
