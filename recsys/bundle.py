@@ -112,7 +112,9 @@ class ModelBundle:
         state = self.state
         return {"n_users": self.n_users, "n_items": self.n_items, "history_pairs": int(self.history.nnz),
                 "cold_items": int(state.cold.sum()), "models": sorted(state.models), "sources": list(state.sources),
-                "features": list(state.ranker.features), "positives": list(self.positives),
+                "features": list(state.ranker.features) if state.ranker is not None else [],
+                "ranked_by": "ranker" if state.ranker is not None else state.sources[0],
+                "positives": list(self.positives),
                 "event_weights": self.event_weights, "cold_exposure": self.pipeline.cold.label,
                 "versions": {p: installed(p) for p in ("recsys", "torch", "transformers", "lightfm-next",
                                                        "lightgbm", "polars", "mlflow")}} | self.meta

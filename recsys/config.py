@@ -81,15 +81,20 @@ def _set_path(tree: dict, dotted: str, raw: str) -> None:
     node[keys[-1]] = yaml.safe_load(raw)
 
 
-def load_config(cls: type, path: str | None = None, overrides: tuple[str, ...] = ()) -> object:
+def load_config(cls: type, path: str | None = None, overrides: tuple[str, ...] = (),
+                base: tuple[str, ...] = ()) -> object:
     """Build config dataclass ``cls`` from an optional YAML file plus ``key.sub=value`` overrides.
 
-    Flag beats file beats the dataclass defaults. Values are parsed as YAML (``3``, ``1e-4``,
-    ``true``, ``[a, b]``). Unknown keys and invalid values raise ``ConfigError`` naming the key.
+    Flag beats file beats ``base`` (``key=value`` choices made for the data, e.g. the default
+    recipe) beats the dataclass defaults. Values are parsed as YAML (``3``, ``1e-4``, ``true``,
+    ``[a, b]``). Unknown keys and invalid values raise ``ConfigError`` naming the key.
     """
     import yaml
 
     tree: dict = {}
+    for item in base:
+        key, raw = item.split("=", 1)
+        _set_path(tree, key.strip(), raw)
     if path is not None:
         try:
             loaded = yaml.safe_load(open(path, encoding="utf-8"))  # noqa: SIM115 - tiny file
@@ -97,13 +102,21 @@ def load_config(cls: type, path: str | None = None, overrides: tuple[str, ...] =
             raise ConfigError(f"{path}: cannot read the config file ({exc.strerror})") from exc
         except yaml.YAMLError as exc:
             raise ConfigError(f"{path}: not valid YAML ({exc})") from exc
-        tree = loaded or {}
+        tree = _merged(tree, loaded) if isinstance(loaded, dict) else (loaded or tree)
     for item in overrides:
         if "=" not in item:
             raise ConfigError(f"--set {item!r}: expected key=value, e.g. text.max_epochs=2")
         key, raw = item.split("=", 1)
         _set_path(tree, key.strip(), raw)
     return _build(cls, tree, "")
+
+
+def _merged(under: dict, over: dict) -> dict:
+    """``over`` on top of ``under``, nested dicts merged key by key."""
+    out = dict(under)
+    for key, value in over.items():
+        out[key] = _merged(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+    return out
 
 
 def flatten(tree: dict, prefix: str = "") -> dict[str, object]:

@@ -36,7 +36,7 @@ from recsys.ranker import base_scores
 __all__ = ["explain", "explain_recommendations", "feature_phrase", "item_titles", "EXPLAIN_SCHEMA", "PHRASES",
            "MODEL_WORDS"]
 
-MODEL_WORDS: dict[str, str] = {"text": "text", "lightfm": "LightFM", "ease": "EASE",
+MODEL_WORDS: dict[str, str] = {"text": "text", "lightfm": "LightFM", "ease": "EASE", "itemknn": "item-kNN",
                                "popularity_recent": "recent-popularity", "hist_cos": "history-similarity",
                                COLD_SOURCE: "new-item"}
 """How a stage-one model or source is named inside a phrase (unknown names are shown as they are)."""
@@ -215,6 +215,9 @@ def _explain_block(bundle: ModelBundle, titles: np.ndarray, block: np.ndarray, r
     state = bundle.state
     ranker = state.ranker
     block_history = bundle.history[block]
+    if ranker is None:
+        _explain_alone(bundle, titles, block, rows, users, items, out, exclude_seen)
+        return
     table = bundle.pipeline.candidate_table(block, block_history, exclude_seen=exclude_seen)
     # the base score as the ranker reads it over the whole block (missing values sit below the block's lowest)
     table = table.with_columns(pl.Series("_base", base_scores(table, ranker.base) if ranker.base is not None
@@ -268,6 +271,31 @@ def _explain_block(bundle: ModelBundle, titles: np.ndarray, block: np.ndarray, r
         if cons:
             parts.append("against: " + ", ".join(cons))
         out["reason"][row] = "; ".join(p for p in parts if p)
+
+
+def _explain_alone(bundle: ModelBundle, titles: np.ndarray, block: np.ndarray, rows: np.ndarray, users: np.ndarray,
+                   items: np.ndarray, out: dict[str, list], exclude_seen: bool) -> None:
+    """Fill ``out`` for a model served by one stage-one model (no ranker): its score and the nearest history item."""
+    state = bundle.state
+    name = state.sources[0]
+    block_history = bundle.history[block]
+    row_of = {int(u): i for i, u in enumerate(block)}
+    scores = state.models[name].score(block, block_history)
+    for row in rows:
+        user, item = int(users[row]), int(items[row])
+        r = row_of[user]
+        if exclude_seen and item in block_history.indices[block_history.indptr[r]:block_history.indptr[r + 1]]:
+            out["reason"][row] = "already in your history: not recommended again"
+            continue
+        because = _because(state.item_vectors, block_history, r, item)
+        if because is not None:
+            out["because_item_id"][row], out["because_title"][row] = str(bundle.item_ids[because]), titles[because]
+        out["sources"][row] = name
+        out["contributions"][row] = []
+        liked = f'because you liked "{titles[because]}"' if because is not None else None
+        what = (f"ranked by the {_model(name)} score alone ({float(scores[r, item]):+.3f}; it ranked held-out users "
+                "better than the ranked pipeline)")
+        out["reason"][row] = "; ".join(p for p in (what, liked) if p)
 
 
 def _because(vectors: np.ndarray | None, history, row: int, item: int) -> int | None:

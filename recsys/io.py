@@ -70,7 +70,8 @@ def scan_table(path: str | os.PathLike[str]) -> pl.LazyFrame:
     """
     path = Path(path)
     if not path.exists():
-        raise DataContractError(f"{path}: file not found; check the path")
+        raise DataContractError(f"{path}: file not found; check the path (a data folder holds items and "
+                                "interactions as .parquet, .csv, .tsv or .jsonl)")
     if path.is_dir():
         raise DataContractError(f"{path}: is a folder, expected a file")
     fmt = _format_of(path)
@@ -128,11 +129,31 @@ class DatasetPaths:
 
     @classmethod
     def from_dir(cls, folder: str | os.PathLike[str]) -> DatasetPaths:
+        """The tables of a contract folder: ``items``, ``interactions`` and optional ``users``.
+
+        Each may be Parquet, CSV/TSV or JSON Lines (``items.csv``, ``interactions.jsonl``, ...), as
+        the contract allows; a missing table is named with the file names looked for.
+        """
         folder = Path(folder)
         if not folder.is_dir():
             raise DataContractError(f"{folder}: data folder not found")
-        users = folder / C.USERS_FILE
-        return cls(folder / C.ITEMS_FILE, folder / C.INTERACTIONS_FILE, users if users.exists() else None)
+        items = _table_file(folder, C.ITEMS_FILE)
+        interactions = _table_file(folder, C.INTERACTIONS_FILE)
+        users = _table_file(folder, C.USERS_FILE)
+        return cls(items, interactions, users if users.exists() else None)
+
+
+def _table_file(folder: Path, parquet_name: str) -> Path:
+    """``folder/<table>.<ext>`` for the one supported extension present (Parquet when none is).
+
+    Two formats of the same table are refused: which one is meant cannot be guessed.
+    """
+    stem = Path(parquet_name).stem
+    found = [folder / f"{stem}{ext}" for ext in SUPPORTED_EXTENSIONS if (folder / f"{stem}{ext}").is_file()]
+    if len(found) > 1:
+        raise DataContractError(f"{folder}: {', '.join(p.name for p in found)} are the same table in several "
+                                "formats; keep one")
+    return found[0] if found else folder / parquet_name
 
 
 @dataclass(frozen=True)

@@ -58,7 +58,8 @@ def write_bundle_folder(bundle, folder: str | Path, describe: dict[str, Any]) ->
     pl.DataFrame({C.ITEM_ID: bundle.item_ids.astype(str)}, schema={C.ITEM_ID: pl.String}).write_parquet(tmp / _ITEMS)
     state.events.write_parquet(tmp / _EVENTS)
     state.items.write_parquet(tmp / _CATALOGUE)
-    state.ranker.save(tmp / _RANKER)
+    if state.ranker is not None:  # None: one stage-one model serves alone (no ranker.json)
+        state.ranker.save(tmp / _RANKER)
     arrays = save_csr("history", bundle.history) | {"popularity": bundle.popularity, "cold": state.cold}
     if state.item_vectors is not None:
         arrays["item_vectors"] = state.item_vectors
@@ -69,6 +70,7 @@ def write_bundle_folder(bundle, folder: str | Path, describe: dict[str, Any]) ->
         "format": FORMAT,
         "pipeline": {"name": bundle.pipeline.name, "cold": dataclasses.asdict(bundle.pipeline.cold),
                      "models": list(state.models), "sources": list(state.sources),
+                     "ranked": state.ranker is not None,
                      "candidates": dataclasses.asdict(state.candidates),
                      "features": dataclasses.asdict(state.features)},
         "positives": list(bundle.positives), "event_weights": bundle.event_weights, "meta": bundle.meta,
@@ -96,7 +98,8 @@ def read_bundle_folder(folder: str | Path):
         spec = settings["pipeline"]
         arrays = load_arrays(folder)
         models = {name: load_scorer(folder / _MODELS / name) for name in spec["models"]}
-        state = PipelineState(models, tuple(spec["sources"]), RankerEnsemble.load(folder / _RANKER),
+        ranker = RankerEnsemble.load(folder / _RANKER) if spec.get("ranked", True) else None
+        state = PipelineState(models, tuple(spec["sources"]), ranker,
                               pl.read_parquet(folder / _EVENTS), pl.read_parquet(folder / _CATALOGUE),
                               arrays["cold"], CandidateConfig(**spec["candidates"]), FeatureConfig(**spec["features"]),
                               arrays.get("item_vectors"))

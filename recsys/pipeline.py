@@ -75,8 +75,9 @@ class PipelineState:
     """Fitted stage-one models by name; each scores every block (their scores are features)."""
     sources: tuple[str, ...]
     """Models whose top-N become candidates."""
-    ranker: RankerEnsemble
-    """The learning-to-rank model over the feature table."""
+    ranker: RankerEnsemble | None
+    """The learning-to-rank model over the feature table; None when a single stage-one model ranked
+    held-out users better than the ranked pipeline (training's gate): then ``sources[0]`` ranks alone."""
     events: pl.DataFrame
     """Positive events the features read: ``user_idx``, ``item_idx``, ``timestamp``."""
     items: pl.DataFrame
@@ -180,6 +181,9 @@ class RankingPipeline:
         """The list order as dense scores (candidates ``-position``), and optionally the ranker's scores."""
         state = self._state()
         users = np.asarray(users, dtype=np.int64)
+        if state.ranker is None:  # one stage-one model serves: its own scores are the order and the values
+            scores = state.models[state.sources[0]].score(users, history)
+            return scores.astype(np.float32, copy=False), (scores.astype(np.float64) if ranker_values else None)
         scores = self.stage_scores(users, history)
         table = self.candidate_table(users, history, scores=scores, exclude_seen=exclude_seen)
         ranked = table.select(C.USER_IDX, C.ITEM_IDX, pl.Series("s", state.ranker.predict(table)))

@@ -7,6 +7,8 @@ on MovieLens stays within minutes on two cores.
 
 from __future__ import annotations
 
+import logging
+import os
 from collections.abc import Sequence
 
 from training.fit_als import ALSConfig, ALSRecommender
@@ -22,9 +24,58 @@ from training.fit_baselines import (
 from training.fit_lightfm import LightFMConfig, LightFMRecommender
 from training.fit_models import ModelSpec
 
-__all__ = ["BASELINES", "baseline_specs"]
+__all__ = ["BASELINES", "DEFAULT_BASELINES", "baseline_specs", "ease_bytes", "ease_fits", "fitting_baselines",
+           "memory_budget", "memory_bytes"]
+
+logger = logging.getLogger(__name__)
 
 BASELINES = ("random", "popularity", "popularity_recent", "itemknn", "lightfm", "ease", "als")
+DEFAULT_BASELINES = ("popularity", "itemknn", "lightfm", "ease", "als")
+"""What every ``recsys train`` compares with (where it fits in memory): a user sees whether the pipeline
+was worth it against the models they would otherwise build."""
+DEFAULT_MEMORY_GIB = 4.0
+"""Memory a default run plans to stay within (at most half of the machine's): the product's target
+for logs of up to ~500k events on the 2-core, 24 GiB machines it is measured on."""
+EASE_SHARE = 0.75
+"""EASE is left out when its peak estimate exceeds this share of the memory budget."""
+
+
+def memory_bytes() -> int:
+    """Physical memory of this machine."""
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+
+
+def memory_budget(memory_gb: float | None = None) -> float:
+    """Bytes a run plans to stay within: ``memory_gb``, else the default capped at half of this machine."""
+    if memory_gb is not None:
+        return memory_gb * 2**30
+    return min(DEFAULT_MEMORY_GIB * 2**30, memory_bytes() / 2)
+
+
+def ease_bytes(n_items: int) -> int:
+    """Peak of an EASE fit: about three dense float64 [n_items, n_items] matrices."""
+    return 3 * 8 * n_items * n_items
+
+
+def ease_fits(n_items: int, budget: float) -> bool:
+    """Whether EASE on ``n_items`` items fits the memory budget (bytes)."""
+    return ease_bytes(n_items) <= EASE_SHARE * budget
+
+
+def fitting_baselines(names: Sequence[str], n_items: int, budget: float) -> tuple[tuple[str, ...], dict[str, str]]:
+    """The baselines of ``names`` that fit the memory ``budget`` (bytes) on ``n_items`` items, and why others did not.
+
+    Only EASE grows with the square of the catalogue; the others are sparse or low-rank.
+    """
+    kept, skipped = [], {}
+    for name in names:
+        if name == "ease" and not ease_fits(n_items, budget):
+            skipped[name] = (f"needs about {ease_bytes(n_items) / 2**30:.1f} GiB for {n_items:,} items, more than "
+                             f"{EASE_SHARE:.0%} of the {budget / 2**30:.1f} GiB memory budget (--set memory_gb=...)")
+            logger.warning("baseline %s left out: %s", name, skipped[name])
+        else:
+            kept.append(name)
+    return tuple(kept), skipped
 
 
 def baseline_specs(names: Sequence[str] = BASELINES, *, num_threads: int = 1) -> list[ModelSpec]:

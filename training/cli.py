@@ -72,17 +72,37 @@ def demo_cmd(out, tracking_uri, no_mlflow, text_model, text_mode) -> None:
               help="Make the new version the champion even if the promotion gate says no.")
 @click.option("--from", "from_model", help="Update this registered model (e.g. models:/recsys@champion) on --data: "
               "warm-started text tower and LightFM; see update.replay and update.l2sp.")
-def train_cmd(config_file, overrides, stage, data_dir, tracking_uri, no_mlflow, force_promote, from_model) -> None:
-    """Train every stage (text tower, LightFM, candidates, features, ranker), evaluate, track, register."""
+@click.option("--budget-minutes", type=float, default=15.0, show_default=True,
+              help="Wall time the default recipe plans the run for (text tower examples, epochs, grids).")
+@click.option("--no-recipe", is_flag=True, help="Use the config's values as they are instead of choosing settings "
+              "from the data (the recipe's choices never override a config file or --set).")
+def train_cmd(config_file, overrides, stage, data_dir, tracking_uri, no_mlflow, force_promote, from_model,
+              budget_minutes, no_recipe) -> None:
+    """Train every stage (text tower, LightFM, candidates, features, ranker), evaluate, track, register.
+
+    With no config, settings are chosen from the data and --budget-minutes (printed first).
+    """
     from recsys.config import load_config
+    from recsys.io import DatasetPaths
     from training.pipeline import TrainConfig, train
+    from training.recipe import choose, measure
 
     extra = ([f"stage={stage}"] if stage else []) + ([f"data={data_dir}"] if data_dir else []) + (
         [f"from_model={from_model}"] if from_model else [])
-    config = load_config(TrainConfig, str(config_file) if config_file else None, (*overrides, *extra))
+    file = str(config_file) if config_file else None
+    config = load_config(TrainConfig, file, (*overrides, *extra))
+    recipe = None
+    if not no_recipe:
+        recipe = choose(measure(DatasetPaths.from_dir(config.data)), budget_minutes, model=config.text.model,
+                        memory_gb=config.memory_gb)
+        click.echo(recipe.render())
+        config = load_config(TrainConfig, file, (*overrides, *extra), base=recipe.overrides())
     uri = tracking_uri_of(tracking_uri, no_mlflow)
-    result = train(config, tracking_uri=uri, show_progress=True, config_file=str(config_file) if config_file else None,
-                   force_promote=force_promote)
+    result = train(config, tracking_uri=uri, show_progress=True, config_file=file, force_promote=force_promote,
+                   recipe=recipe)
+    click.echo(result.verdict)
+    for name, why in result.skipped_baselines.items():
+        click.echo(f"left out: {name} ({why})")
     echo_evaluation(result, uri)
     if result.cold_curve is not None:
         click.echo("cold exposure (slots: new items guaranteed in the first page; 0 = the ranker's own order):")

@@ -30,25 +30,34 @@ from recsys import contract as C
 from recsys.candidates import CandidateConfig, candidate_recall
 from recsys.config import check_above, check_at_least
 from recsys.errors import NotFittedError
+from recsys.evaluation.bootstrap import paired_bootstrap
 from recsys.evaluation.eval_data import EvalConfig
 from recsys.evaluation.metrics import ranking_metrics
 from recsys.indexing import FitInput, fit_input
 from recsys.pipeline import ColdExposure, PipelineState, RankingPipeline
+from recsys.ranker import RankerEnsemble
 from recsys.scorers import FactorScorer, Scorer, TextScorer
 from recsys.topk import top_k
-from training.fit_baselines import EASEConfig, EASERecommender, PopularityConfig, PopularityRecommender
+from training.fit_baselines import (
+    EASEConfig,
+    EASERecommender,
+    ItemKNNConfig,
+    ItemKNNRecommender,
+    PopularityConfig,
+    PopularityRecommender,
+)
 from training.fit_lightfm import LightFMConfig, LightFMRecommender
 from training.fit_ranker import RankerConfig, RankerReport, fit_ranker
-from training.fit_text import TextTowerRecommender, WarmText
+from training.fit_text import TextTowerRecommender, WarmText, with_mode
 from training.text_tower import TextTowerConfig
 from training.warm_start import WarmStart
 
 __all__ = ["PipelineConfig", "StageOne", "PipelineRecommender", "StageView", "ColdExposureView", "label_split",
-           "VARIANTS"]
+           "refit_for_shipping", "VARIANTS"]
 
 logger = logging.getLogger(__name__)
 
-CF_MODELS = ("lightfm", "ease")
+CF_MODELS = ("lightfm", "ease", "itemknn")
 VARIANTS = {"pipeline": (), "pipeline_no_text": ("text",), "pipeline_no_cf": CF_MODELS, "pipeline_no_ease": ("ease",)}
 """Ablations: name -> stage-one models left out (their candidates and their features)."""
 
@@ -65,7 +74,9 @@ class PipelineConfig:
     """Epoch counts tried on the label window (NDCG@10); strictly increasing."""
     ease_l2: float = 500.0
     """L2 of EASE, a second collaborative source and feature; 0 leaves EASE out."""
-    sources: tuple[str, ...] = ("lightfm", "text", "ease", "popularity_recent")
+    itemknn_neighbours: tuple[int, ...] = (50, 200)
+    """Neighbourhood sizes of item-kNN tried on the label window (NDCG@10); empty leaves item-kNN out."""
+    sources: tuple[str, ...] = ("lightfm", "text", "ease", "itemknn", "popularity_recent")
     """Stage-one models whose top-N become candidates."""
     candidates: CandidateConfig = field(default_factory=CandidateConfig)
     features: FeatureConfig = field(default_factory=FeatureConfig)
@@ -87,9 +98,22 @@ class PipelineConfig:
     """Slot counts evaluated for the trade-off curve (NDCG@10 vs new-item Recall@20), at ``cold.page``."""
     cold_curve_places: tuple[str, ...] = ("spread", "end")
     """Placements evaluated for the curve (see ``ColdExposure.place``)."""
+    text_gate: bool = True
+    """Keep the fine-tuned text tower only where it ranks the label window better than the zero-shot
+    encoder (mean paired NDCG@10 difference > 0); otherwise the zero-shot tower is the text model."""
+    gate: bool = True
+    """Keep the ranker only where the pipeline ranks held-out label users better than the best
+    stage-one model alone; otherwise that model is what the pipeline serves (no ranker)."""
+    gate_share: float = 0.25
+    """Share of the label users held out from the ranker for the gate (it is refit on all of them after)."""
+    gate_min_users: int = 30
+    """Fewer held-out users than this: too few to judge, so no gate (the ranker is kept)."""
 
     def __post_init__(self) -> None:
-        check_above(self, label_fraction=0)
+        check_above(self, label_fraction=0, gate_share=0)
+        check_at_least(self, gate_min_users=1)
+        if self.gate_share >= 1:
+            raise ValueError(f"PipelineConfig.gate_share must be < 1; got {self.gate_share}")
         check_at_least(self, ease_l2=0, max_label_users=1, block_size=1)
         try:
             _cold_curve(self)
@@ -100,7 +124,7 @@ class PipelineConfig:
         epochs = list(self.lightfm_epochs)
         if not epochs or epochs[0] < 1 or any(b <= a for a, b in zip(epochs, epochs[1:], strict=False)):
             raise ValueError(f"PipelineConfig.lightfm_epochs must be strictly increasing counts >= 1; got {epochs}")
-        known = {"lightfm", "text", "ease", "popularity_recent"}
+        known = {"lightfm", "text", "ease", "itemknn", "popularity_recent"}
         if unknown := [s for s in self.sources if s not in known]:
             raise ValueError(f"Invalid PipelineConfig.sources {unknown}. Must be among {', '.join(sorted(known))}")
 
@@ -169,6 +193,33 @@ def candidate_ndcg(table: pl.DataFrame, column: str, k: int = 10) -> float:
     return float((per_user["dcg"] / per_user["idcg"]).mean()) if per_user.height else 0.0
 
 
+def label_ndcg(model: Scorer, users: np.ndarray, history: sp.csr_matrix, truth: sp.csr_matrix) -> np.ndarray:
+    """float [len(users)] NDCG@10 of ``model`` ranking the whole catalogue (``history`` excluded) against ``truth``."""
+    return ranking_metrics(top_k(model.score(users, history), 10, exclude=history), truth, (10,))["ndcg@10"]
+
+
+def _table_ndcg(table: pl.DataFrame, scores: np.ndarray, users: np.ndarray, truth: sp.csr_matrix) -> np.ndarray:
+    """Per-user NDCG@10 of candidates ordered by ``scores`` (rows of ``table``), items outside them ranked below.
+
+    With at least ten candidates a user this is the pipeline's full-catalogue NDCG@10 (relevant
+    items that are not candidates cannot reach the first ten either way).
+    """
+    order = (table.select(C.USER_IDX, C.ITEM_IDX, pl.Series("s", scores))
+             .with_columns(pl.col("s").rank("ordinal", descending=True).over(C.USER_IDX).alias("r"))
+             .filter(pl.col("r") <= 10))
+    top = np.full((len(users), 10), -1, dtype=np.int64)
+    rows = np.searchsorted(users, order[C.USER_IDX].to_numpy())
+    top[rows, order["r"].to_numpy() - 1] = order[C.ITEM_IDX].to_numpy()
+    return ranking_metrics(top, truth, (10,))["ndcg@10"]
+
+
+def _paired(a: np.ndarray, b: np.ndarray, seed: int) -> dict[str, float]:
+    """Mean of ``a`` and ``b`` and their paired bootstrap difference (95% CI) over the same users."""
+    p = paired_bootstrap(a, b, n_resamples=500, seed=seed)
+    return {"a": float(np.nanmean(a)), "b": float(np.nanmean(b)), "diff": p.mean_diff, "low": p.low,
+            "high": p.high}
+
+
 class StageOne:
     """The stage-one models of a window, fit once and shared by the pipeline and its ablations.
 
@@ -177,9 +228,12 @@ class StageOne:
     """
 
     def __init__(self, config: PipelineConfig, text: TextTowerConfig, *, eval_config: EvalConfig = EvalConfig(),
-                 text_logger=None, show_progress: bool = False, warm: WarmStart | None = None) -> None:
+                 text_logger=None, show_progress: bool = False, warm: WarmStart | None = None,
+                 text_from: StageOne | None = None) -> None:
         self.config, self.text_config, self.eval_config = config, text, eval_config
         self.warm = warm
+        self.text_from = text_from
+        """Reuse this fitted stage one's kept text tower (it is inductive: it only re-reads histories)."""
         """An update: start the text tower and LightFM from this previous version (``recsys train --from``)."""
         self.text_logger, self.show_progress = text_logger, show_progress
         self._data: FitInput | None = None
@@ -187,6 +241,10 @@ class StageOne:
         self.full: dict[str, Scorer] = {}
         self.stats: dict[str, dict[str, float]] = {}
         self.lightfm_curve: dict[int, float] = {}
+        self.towers: dict[str, Scorer] = {}
+        """Every text tower fitted (zero-shot and fine-tuned), by result name, for the whole window."""
+        self.text_kept: str | None = None
+        """The tower the text gate kept as the pipeline's ``text`` model."""
 
     def fit(self, data: FitInput) -> Self:
         """Split off the label window, fit every stage-one model; a second call with the same data is free."""
@@ -221,10 +279,42 @@ class StageOne:
         if self.warm is not None and isinstance(self.warm.parent.state.models.get("text"), TextScorer):
             update = self.warm.config
             warm = WarmText(self.warm.parent.state.models["text"], update.l2sp, self.warm.replay)
+        if self.text_from is not None:  # shipping: the evaluated tower, reading the new window's histories
+            self.text_kept = self.text_from.text_kept
+            kept = self.text_from.full["text"]
+            self.inner["text"] = kept.with_history(self.inner_data.events, data.n_users)
+            self.full["text"] = self.towers[self.text_kept] = kept.with_history(data.events, data.n_users)
+            self.stats["text_tower"] = {"seconds": time.perf_counter() - start, "reused": 1.0}
+            return
         tower = TextTowerRecommender(self.text_config, logger_=self.text_logger, warm=warm)
-        scorer = tower.fit(self.inner_data)
-        self.inner["text"], self.full["text"] = scorer, scorer.with_history(data.events, data.n_users)
+        inner = {tower.name: tower.fit(self.inner_data)}
         self.stats["text_tower"] = {"seconds": time.perf_counter() - start} | tower.stats_
+        # an update (--from) continues its parent's tower: the registry's gate against the parent judges it
+        if self.config.text_gate and self.text_config.finetune.mode != "zero-shot" and warm is None:
+            zero = TextTowerRecommender(with_mode(self.text_config, "zero-shot"))
+            inner[zero.name] = zero.fit(self.inner_data)
+            self.text_kept = self._text_gate(tower.name, zero.name, inner)
+        else:
+            self.text_kept = tower.name
+        self.towers = {name: model.with_history(data.events, data.n_users) for name, model in inner.items()}
+        self.inner["text"], self.full["text"] = inner[self.text_kept], self.towers[self.text_kept]
+
+    def _text_gate(self, fine: str, zero: str, inner: dict[str, Scorer]) -> str:
+        """The fine-tuned tower if it ranks the label window better than zero-shot (mean paired NDCG@10).
+
+        Neither tower saw the label window: the fine-tuned one trained on the events before the cuts.
+        """
+        users = self.label_users
+        truth, history = _truth(self.labels, users, self.inner_data.n_items), self.inner_data.interactions[users]
+        gate = _paired(label_ndcg(inner[fine], users, history, truth), label_ndcg(inner[zero], users, history, truth),
+                       seed=self.inner_data.seed)
+        kept = fine if gate["diff"] > 0 else zero
+        self.stats["text_gate"] = {"fine_ndcg@10": gate["a"], "zero_shot_ndcg@10": gate["b"], "diff": gate["diff"],
+                                   "diff_low": gate["low"], "diff_high": gate["high"], "kept_fine": float(kept == fine),
+                                   "users": float(len(users))}
+        logger.info("text gate on %d label users: %s NDCG@10 %.4f vs zero-shot %.4f (diff %+.4f [%+.4f, %+.4f]); "
+                    "keeping %s", len(users), fine, gate["a"], gate["b"], gate["diff"], gate["low"], gate["high"], kept)
+        return kept
 
     def _fit_cf(self, data: FitInput) -> None:
         cfg, inner = self.config, self.inner_data
@@ -261,9 +351,22 @@ class StageOne:
         if cfg.ease_l2 > 0:
             self.inner["ease"] = EASERecommender(EASEConfig(l2=cfg.ease_l2)).fit(inner)
             self.full["ease"] = EASERecommender(EASEConfig(l2=cfg.ease_l2)).fit(data)
+        if "itemknn" in cfg.sources and cfg.itemknn_neighbours:
+            self._fit_itemknn(data, users, history, truth)
         self.inner["popularity_recent"] = PopularityRecommender(PopularityConfig("recent")).fit(inner)
         self.full["popularity_recent"] = PopularityRecommender(PopularityConfig("recent")).fit(data)
         self.stats["cf_other"] = {"seconds": time.perf_counter() - start}
+
+
+    def _fit_itemknn(self, data: FitInput, users: np.ndarray, history: sp.csr_matrix, truth: sp.csr_matrix) -> None:
+        """Item-kNN (sparse, cheap), its neighbourhood chosen on the label window: a strong CF source on many logs."""
+        fits = {n: ItemKNNRecommender(ItemKNNConfig(neighbours=n)).fit(self.inner_data)
+                for n in self.config.itemknn_neighbours}
+        scores = {n: float(np.nanmean(label_ndcg(m, users, history, truth))) for n, m in fits.items()}
+        best = max(scores, key=scores.get)
+        self.inner["itemknn"] = fits[best]
+        self.full["itemknn"] = ItemKNNRecommender(ItemKNNConfig(neighbours=best)).fit(data)
+        self.stats["itemknn"] = {"neighbours": best, "label_ndcg@10": scores[best]}
 
 
 def _positive_events(data: FitInput, positives: Sequence[str]) -> pl.DataFrame:
@@ -294,13 +397,23 @@ class PipelineRecommender:
     """
 
     def __init__(self, stage_one: StageOne, *, name: str = "pipeline", without: Sequence[str] = (),
-                 cold: ColdExposure = ColdExposure()) -> None:
+                 cold: ColdExposure = ColdExposure(), gate: bool = False, keep: str | None = None) -> None:
         self.stage_one, self.name, self.without, self.cold = stage_one, name, tuple(without), cold
+        self.gate = gate
+        self.keep = keep
+        """A decision already taken (shipping refit): ``ranker``, or the stage-one model that serves alone."""
+        """Hold out label users and keep the ranker only if it beats the best stage-one model alone on them."""
+        self.kept_: str = "ranker"
+        """What the fitted pipeline ranks with: ``ranker``, or the stage-one model that won the gate."""
+        self.gate_: dict[str, float] = {}
+        """The gate's figures (held-out users, NDCG@10 of both sides, paired difference and its CI)."""
         self.pipeline_: RankingPipeline | None = None
         self.report_: RankerReport | None = None
         self.stats_: dict[str, float] = {}
         self.train_table_: pl.DataFrame | None = None
         """The ranker's training table (features and labels of the label window)."""
+        self.ranker_: RankerEnsemble | None = None
+        """The ranker trained, whether the gate kept it or not (its report, importance and curves are logged)."""
         self.base_: str | None = None
         """The score column the kept ranker started from (None: boosting from zero)."""
         self._data: FitInput | None = None
@@ -315,7 +428,7 @@ class PipelineRecommender:
         """
         cfg = self.stage_one.config
         kept = {k: m for k, m in models.items() if k not in self.without}
-        sources = tuple(s for s in cfg.sources if s in kept)
+        sources = tuple(s for s in cfg.sources if s in kept) or tuple(kept)
         candidates = cfg.candidates
         if candidates.cold_by not in kept:  # no text tower: new items come in by LightFM's feature embeddings
             candidates = replace(candidates, cold_by="lightfm" if "lightfm" in kept else sources[0])
@@ -335,6 +448,11 @@ class PipelineRecommender:
             return self.pipeline_
         stage = self.stage_one.fit(data)
         cfg = stage.config
+        if self.keep not in (None, "ranker"):  # the gate already chose one model: no ranker to train
+            self.kept_, self.stats_, self._data = self.keep, {}, data
+            state = replace(self._state({self.keep: stage.full[self.keep]}, data, None), sources=(self.keep,))
+            self.pipeline_ = RankingPipeline(state, name=self.name, cold=self.cold)
+            return self.pipeline_
         start = time.perf_counter()
         inner = RankingPipeline(self._state(stage.inner, stage.inner_data, ranker=None))
         users = stage.label_users
@@ -353,22 +471,89 @@ class PipelineRecommender:
         recall = candidate_recall(table, truth.select(C.USER_IDX, C.ITEM_IDX))
         bases = {c: candidate_ndcg(table, c) for c in table.columns if c.removeprefix("score_") in inner.state.models}
         tried = [None, max(bases, key=bases.get)] if cfg.ranker_base and bases else [None]
-        fits = {base: fit_ranker(table, feature_columns(table), config=cfg.ranker, base=base,
+        held = self._gate_users(users, data.seed) if self.gate and self.keep is None else np.empty(0, dtype=np.int64)
+        fitted = table.filter(~pl.col(C.USER_IDX).is_in(held.tolist())) if len(held) else table
+        fits = {base: fit_ranker(fitted, feature_columns(fitted), config=cfg.ranker, base=base,
                                  show_progress=stage.show_progress) for base in tried}
         # the same folds of users early-stop both: keep the start that ranks its held-out users better
         base = max(fits, key=lambda b: fits[b][1].mean_best_ndcg)
         ranker, self.report_ = fits[base]
-        self.train_table_ = table
-        self.pipeline_ = RankingPipeline(self._state(stage.full, data, ranker), name=self.name,
-                                         cold=self.cold)
+        self.kept_, self.gate_ = "ranker", {}
+        if len(held):
+            self.kept_ = self._run_gate(table, held, ranker)
+            if self.kept_ == "ranker":  # it earned its place: now learn from every label user
+                ranker, self.report_ = fit_ranker(table, feature_columns(table), config=cfg.ranker, base=base,
+                                                  show_progress=stage.show_progress)
+        self.train_table_, self.ranker_ = table, ranker
+        state = self._state(stage.full, data, ranker)
+        if self.kept_ != "ranker":  # one stage-one model serves alone, through the same interface
+            state = replace(self._state({self.kept_: stage.full[self.kept_]}, data, None), sources=(self.kept_,))
+        self.pipeline_ = RankingPipeline(state, name=self.name, cold=self.cold)
         self.stats_ = {"features_s": features_s, "train_rows": table.height, "train_users": len(users),
                        "n_features": len(ranker.features), "ranker_s": time.perf_counter() - start - features_s}
         self.stats_ |= {f"label_candidate_{k}": v for k, v in recall.items()}
         self.stats_ |= {f"label_ndcg@10_{c.removeprefix('score_')}": v for c, v in bases.items()}
         self.stats_ |= {f"ranker_fold_ndcg_base_{b or 'none'}": f[1].mean_best_ndcg for b, f in fits.items()}
+        self.stats_ |= {f"gate_{k}": v for k, v in self.gate_.items()}
         self.base_ = base
         self._data = data
         return self.pipeline_
+
+    def _gate_users(self, users: np.ndarray, seed: int) -> np.ndarray:
+        """A seeded share of the label users kept from the ranker for the gate (none when too few to judge)."""
+        cfg = self.stage_one.config
+        n = int(round(len(users) * cfg.gate_share))
+        if n < cfg.gate_min_users:
+            logger.info("%s gate: %d held-out label users would be too few (< %d); keeping the ranker",
+                        self.name, n, cfg.gate_min_users)
+            return np.empty(0, dtype=np.int64)
+        return np.sort(np.random.default_rng(seed + 1).choice(users, n, replace=False))
+
+    def _run_gate(self, table: pl.DataFrame, held: np.ndarray, ranker) -> str:
+        """``ranker`` if the pipeline ranks the held-out users better than each stage-one model alone, else that model.
+
+        "Better" is the mean paired NDCG@10 over the held-out users (whole catalogue, their
+        earlier history excluded); the best single model is the one with the highest mean.
+        """
+        stage = self.stage_one
+        rows = table.filter(pl.col(C.USER_IDX).is_in(held.tolist()))
+        labels = stage.labels.filter(pl.col(C.USER_IDX).is_in(held.tolist()))
+        truth, history = _truth(labels, held, stage.inner_data.n_items), stage.inner_data.interactions[held]
+        ranked = _table_ndcg(rows, ranker.predict(rows), held, truth)
+        alone = {name: label_ndcg(model, held, history, truth) for name, model in stage.inner.items()
+                 if name not in self.without}
+        best = max(alone, key=lambda n: float(np.nanmean(alone[n])))
+        gate = _paired(ranked, alone[best], seed=stage.inner_data.seed)
+        kept = "ranker" if gate["diff"] > 0 else best
+        self.gate_ = {"users": float(len(held)), "pipeline_ndcg@10": gate["a"], "best_alone_ndcg@10": gate["b"],
+                      "diff": gate["diff"], "diff_low": gate["low"], "diff_high": gate["high"],
+                      "kept_ranker": float(kept == "ranker")}
+        self.gate_ |= {f"{name}_ndcg@10": float(np.nanmean(v)) for name, v in alone.items()}
+        logger.info("%s gate on %d held-out label users: ranked %.4f vs %s alone %.4f (diff %+.4f [%+.4f, %+.4f]); "
+                    "serving %s", self.name, len(held), gate["a"], best, gate["b"], gate["diff"], gate["low"],
+                    gate["high"], kept)
+        return kept
+
+
+def refit_for_shipping(main: PipelineRecommender, data: FitInput) -> PipelineRecommender:
+    """``main``'s evaluated choices, refit on ``data`` (every event): what the registry ships.
+
+    The evaluation's model never saw the test window; the shipped one must. The choices stay
+    those that were measured (the kept text tower, LightFM's epochs, ranker or one model
+    alone): collaborative models and the ranker refit on everything, and the text tower, which
+    is inductive, re-reads the longer histories instead of fine-tuning again.
+    """
+    stage = main.stage_one
+    config = stage.config
+    if "lightfm" in stage.stats:
+        config = replace(config, lightfm_epochs=(int(stage.stats["lightfm"]["best_epochs"]),))
+    if "itemknn" in stage.stats:
+        config = replace(config, itemknn_neighbours=(int(stage.stats["itemknn"]["neighbours"]),))
+    shipped = StageOne(config, stage.text_config, eval_config=stage.eval_config, show_progress=stage.show_progress,
+                       warm=stage.warm, text_from=stage if "text" in stage.full else None)
+    ship = PipelineRecommender(shipped, name=main.name, without=main.without, cold=main.cold, keep=main.kept_)
+    ship.fit(data)
+    return ship
 
 
 class StageView:
@@ -378,11 +563,12 @@ class StageView:
         self.stage_one, self.model, self.name = stage_one, model, name or f"{model}_alone"
 
     def fit(self, data: FitInput) -> Scorer:
-        """The shared stage one's fitted ``model`` for ``data`` (fitting stage one if it is not yet)."""
+        """Stage one's fitted ``model`` (or text tower, by result name) for ``data``, fitting stage one if not yet."""
         self.stage_one.fit(data)
-        if self.model not in self.stage_one.full:
+        found = self.stage_one.full.get(self.model) or self.stage_one.towers.get(self.model)
+        if found is None:
             raise NotFittedError(f"{self.name}: stage one has no {self.model!r} (not among PipelineConfig.sources)")
-        return self.stage_one.full[self.model]
+        return found
 
 
 class ColdExposureView:

@@ -21,6 +21,7 @@ from recsys import contract as C
 from recsys.bundle import ModelBundle
 from recsys.evaluation.eval_data import EvalData
 from recsys.evaluation.runner import EvalResult
+from recsys.indexing import FitInput
 from recsys.registry import (
     GATE_METRIC,
     METRIC_TAG,
@@ -40,18 +41,19 @@ logger = logging.getLogger(__name__)
 
 
 def package_pipeline(main: PipelineRecommender, data: EvalData, interactions: pl.DataFrame,
-                     meta: dict | None = None) -> ModelBundle:
+                     meta: dict | None = None, fit: FitInput | None = None) -> ModelBundle:
     """The fitted pipeline (every model already in its runtime form) with the id maps and every user's history.
 
     Args:
-        main: the evaluated pipeline, fitted on the test window's fit data.
+        main: the fitted pipeline: the evaluated one, or its refit on every event (``fit``).
         data: the run's indexed data (id maps, the fit window).
         interactions: the whole interaction table the run read: the bundle's histories.
+        fit: what ``main`` was fitted on (default: the test window's fit data).
     """
     if main.pipeline_ is None:
         raise ValueError("the pipeline is not fitted; run the evaluation first")
     pipeline = main.pipeline_
-    fit = data.test.fit
+    fit = fit if fit is not None else data.test.fit
     config = data.config
     bundle = ModelBundle(pipeline, data.user_ids.astype(object), data.item_ids.astype(object), fit.interactions,
                          binarize(fit.interactions).getnnz(axis=0).astype(np.float32), tuple(config.positives),

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Literal
 
@@ -22,19 +22,34 @@ from features.split import SplitConfig
 from recsys import contract as C
 from recsys.config import flatten
 from recsys.evaluation.eval_data import EvalConfig, EvalData, build_eval_data
-from recsys.evaluation.report import ReportFiles, render_table, write_report
+from recsys.evaluation.report import ReportFiles, render_table, verdict, write_report
 from recsys.evaluation.run import git_commit
 from recsys.evaluation.runner import EvalResult
-from recsys.indexing import FitInput
+from recsys.indexing import FitInput, fit_input
 from recsys.io import DatasetPaths, load_dataset
 from recsys.scorers import TextScorer
-from training.baseline_specs import baseline_specs
+from training.baseline_specs import (
+    DEFAULT_BASELINES,
+    baseline_specs,
+    ease_fits,
+    fitting_baselines,
+    memory_budget,
+)
 from training.blend import BlendRecommender, FitOnce
 from training.fit_baselines import EASEConfig, EASERecommender
 from training.fit_models import ModelSpec, evaluate_specs
-from training.fit_pipeline import VARIANTS, ColdExposureView, PipelineConfig, PipelineRecommender, StageOne, StageView
+from training.fit_pipeline import (
+    VARIANTS,
+    ColdExposureView,
+    PipelineConfig,
+    PipelineRecommender,
+    StageOne,
+    StageView,
+    refit_for_shipping,
+)
 from training.fit_text import TextTowerRecommender, with_mode
 from training.package import Registration, log_and_register, package_pipeline
+from training.recipe import Recipe
 from training.stage_logging import (
     cold_tradeoff,
     data_fingerprint,
@@ -75,8 +90,9 @@ class TrainConfig:
     """LightFM, candidates, features and the ranker (stage ``all``)."""
     compare_zero_shot: bool = True
     """Also fit and evaluate the zero-shot encoder (the before of "before and after fine-tuning")."""
-    baselines: tuple[str, ...] = ("popularity",)
-    """Baselines evaluated in the same run (see ``training.baseline_specs.BASELINES``)."""
+    baselines: tuple[str, ...] = DEFAULT_BASELINES
+    """Baselines evaluated in the same run, each tuned on the valid window (``training.baseline_specs``);
+    those that would not fit in memory on this catalogue are left out, and the run says so."""
     blend_with_ease: bool = False
     """Stage ``text``: also evaluate ``text_ease_blend`` (the tower and EASE, weight chosen on valid)."""
     blend_weights: tuple[float, ...] = (0.1, 0.2, 0.3, 0.5)
@@ -94,6 +110,13 @@ class TrainConfig:
     scratch: warm-started text tower and LightFM, refit ranker (stage ``all``; see ``update``)."""
     update: UpdateConfig = field(default_factory=UpdateConfig)
     """Replay share, L2-SP weight and LightFM epochs of an update (``from_model``)."""
+    memory_gb: float | None = None
+    """Memory the run plans to stay within (None: 4 GiB, at most half the machine); EASE is left out
+    where its dense item x item matrices would not fit."""
+    ship: Literal["all", "evaluated"] = "all"
+    """What gets registered: ``all`` refits the evaluated choices on every event, test window included
+    (the evaluated figures are its estimate); ``evaluated`` registers the very model that was
+    measured on the test window (an audit)."""
     register: str | None = "recsys"
     """Stage ``all`` with tracking: register the pipeline under this name (alias ``challenger``), then run
     the promotion gate to ``champion``; None = do not package or register."""
@@ -118,6 +141,10 @@ class TrainResult:
     """Stage ``all``: NDCG@10 and new-item Recall@20 per cold-exposure setting (0 = off)."""
     registration: Registration | None = None
     """Stage ``all`` with tracking and ``register``: the registry version and the gate's decision."""
+    verdict: str = ""
+    """The first line of the summary: the run's model against the best baseline, with the paired CI."""
+    skipped_baselines: dict[str, str] = field(default_factory=dict)
+    """Baselines left out, and why (too large for this machine's memory)."""
 
 
 def _specs(config: TrainConfig, towers: dict[str, TextTowerRecommender], tracking: dict) -> list[ModelSpec]:
@@ -181,7 +208,7 @@ def _pipeline_specs(config: TrainConfig, eval_config: EvalConfig, tracking: dict
     cfg = config.pipeline
     stage = StageOne(cfg, config.text, eval_config=eval_config, text_logger=tracking.pop("text_tower", None),
                      show_progress=show_progress, warm=warm)
-    main = PipelineRecommender(stage, name="pipeline", cold=cfg.cold)
+    main = PipelineRecommender(stage, name="pipeline", cold=cfg.cold, gate=cfg.gate)
     specs = [ModelSpec("pipeline", lambda _: main)]
     if warm is not None:  # the previous version as it is: what the update must beat on the new window
         specs.append(ModelSpec("parent", lambda _: ParentView(warm, data)))
@@ -192,16 +219,23 @@ def _pipeline_specs(config: TrainConfig, eval_config: EvalConfig, tracking: dict
                                                                                               without=w)))
         specs += [ModelSpec(f"{m}_alone", lambda _, m=m: StageView(stage, m)) for m in ("text", "lightfm")
                   if m in cfg.sources]
+    # the towers as stage one fitted them (before the label cut), whichever the text gate kept
+    fine, zero = tower_name(config.text), tower_name(with_mode(config.text, "zero-shot"))
+    if "text" in cfg.sources and fine != zero:
+        specs.append(ModelSpec(fine, lambda _: StageView(stage, fine, name=fine)))
     if config.compare_zero_shot:
-        zero = with_mode(config.text, "zero-shot")
-        specs.append(ModelSpec(tower_name(zero), lambda _: TextTowerRecommender(zero)))
+        if "text" in cfg.sources and (fine == zero or (cfg.text_gate and warm is None)):  # stage one fitted it
+            specs.append(ModelSpec(zero, lambda _: StageView(stage, zero, name=zero)))
+        else:
+            zero_config = with_mode(config.text, "zero-shot")
+            specs.append(ModelSpec(zero, lambda _: TextTowerRecommender(zero_config)))
     specs += baseline_specs(config.baselines)
     specs += [ModelSpec(f"pipeline_{c.label}", lambda _, c=c: ColdExposureView(main, c)) for c in cfg.cold_curve()]
     return specs, stage, main
 
 
 def train(config: TrainConfig, *, tracking_uri: str | None = None, show_progress: bool = False,
-          config_file: str | None = None, force_promote: bool = False) -> TrainResult:
+          config_file: str | None = None, force_promote: bool = False, recipe: Recipe | None = None) -> TrainResult:
     """Fit the stage's models, evaluate them on the test window beside their baselines, track it all.
 
     Args:
@@ -210,6 +244,7 @@ def train(config: TrainConfig, *, tracking_uri: str | None = None, show_progress
         show_progress: progress bars.
         config_file: the YAML file the config came from, saved as an artifact.
         force_promote: move ``champion`` to the new version even if the gate says no.
+        recipe: the settings chosen from the data (``training.recipe``), logged as ``recipe.json``.
     """
     start = time.perf_counter()
     paths = DatasetPaths.from_dir(config.data)
@@ -223,6 +258,12 @@ def train(config: TrainConfig, *, tracking_uri: str | None = None, show_progress
     dataset = load_dataset(paths)
     data = build_eval_data(dataset, eval_config, extra_users=previous.user_ids.astype(str) if previous else ())
     warm = warm_start(previous, data, config.update) if previous is not None else None
+    budget = memory_budget(config.memory_gb)
+    baselines, skipped = fitting_baselines(config.baselines, len(data.item_ids), budget)
+    config = replace(config, baselines=baselines)
+    if config.pipeline.ease_l2 > 0 and not ease_fits(len(data.item_ids), budget):
+        config = replace(config, pipeline=replace(config.pipeline, ease_l2=0.0))
+        skipped["EASE in the pipeline"] = f"too large for the {budget / 2**30:.1f} GiB memory budget"
     split_s = time.perf_counter() - start
     report_dir = Path(config.report_dir or Path(config.data) / "reports" / "train")
     towers: dict[str, TextTowerRecommender] = {}
@@ -243,6 +284,8 @@ def train(config: TrainConfig, *, tracking_uri: str | None = None, show_progress
         mlflow.log_text(yaml.safe_dump(_plain(asdict(config)), sort_keys=False), "config.yaml")
         fingerprint = data_fingerprint(paths)
         mlflow.log_dict(fingerprint, "data_fingerprint.json")
+        if recipe is not None:
+            mlflow.log_dict(recipe.as_dict(), "recipe.json")
         mlflow.end_run()
         if config.text.finetune.mode != "zero-shot":  # zero-shot has no training curves to track
             key = "text_tower" if config.stage == "all" else tower_name(config.text)
@@ -283,14 +326,32 @@ def train(config: TrainConfig, *, tracking_uri: str | None = None, show_progress
             interactions = dataset.interactions.select(C.USER_ID, C.ITEM_ID, C.TS, C.EVENT)
             if previous is not None:  # users without new events keep the previous version's history
                 interactions = pl.concat([parent_interactions(previous), interactions])
-            bundle = package_pipeline(main, data, interactions,
-                                      meta={"run_id": run_id, "data": str(config.data), "git_commit": git_commit()})
+            shipped, fit = main, None
+            if config.ship == "all":  # learn from everything: the test window's events too
+                fit = all_events(data, eval_config)
+                shipped = refit_for_shipping(main, fit)
+                stats["ship"] = {"seconds": time.perf_counter() - start_package}
+            meta = {"run_id": run_id, "data": str(config.data), "git_commit": git_commit(),
+                    "fitted_on": "every event" if config.ship == "all" else f"the evaluation's {config.history}",
+                    "serves": shipped.kept_}
+            bundle = package_pipeline(shipped, data, interactions, meta=meta, fit=fit)
             registration = log_and_register(mlflow, run_id, bundle, result, name=config.register,
                                             fingerprint=fingerprint, git_commit=git_commit(),
                                             tracking_uri=tracking_uri, force=force_promote,
                                             tags=_parent_tags(config.from_model, tracking_uri))
             stats["package"] = {"seconds": time.perf_counter() - start_package}
-    return TrainResult(result, render_table(result), files, run_id, stats, curve, registration)
+    headline = verdict(result, reference if config.stage == "all" else tower_name(config.text), config.baselines)
+    logger.info(headline)
+    return TrainResult(result, render_table(result), files, run_id, stats, curve, registration, headline, skipped)
+
+
+def all_events(data: EvalData, config: EvalConfig) -> FitInput:
+    """Every event of the run's data (train, valid and test windows) as one fit input, in the run's index."""
+    window = data.test.fit
+    later = [data.test_events] + ([data.valid_events] if config.history == "train" and data.valid_events is not None
+                                  else [])
+    rows = pl.concat([window.events, *(f.select(window.events.columns) for f in later)], how="vertical_relaxed")
+    return fit_input(rows, (window.n_users, window.n_items), config, window.item_features, window.items)
 
 
 def _parent_tags(from_model: str | None, tracking_uri: str) -> dict[str, str]:

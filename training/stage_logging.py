@@ -144,16 +144,16 @@ def log_stages(mlflow, parent, stage_one: StageOne, main: PipelineRecommender, r
     table = main.train_table_
     _child(mlflow, parent, "features", {"seconds": main.stats_["features_s"], "rows": table.height,
                                         "n_features": main.stats_["n_features"]},
-           texts={"features.txt": "\n".join(main.pipeline_.state.ranker.features),
+           texts={"features.txt": "\n".join(main.ranker_.features),
                   "feature_summary.txt": str(table.describe())})
     report = main.report_
     ranker_metrics = {"seconds": main.stats_["ranker_s"], "mean_best_ndcg": report.mean_best_ndcg,
                       "groups_used": report.n_groups_used, "groups_dropped": report.n_groups_dropped}
     ranker_metrics |= {f"fold{f.fold}_best_iteration": f.best_iteration for f in report.folds}
-    importance = main.pipeline_.state.ranker.importance()
+    importance = main.ranker_.importance()
     _child(mlflow, parent, "ranker", ranker_metrics,
            {"ranker_learning_curves.png": plot_learning_curves(report), "ranker_importance.png":
-            plot_importance(main.pipeline_.state.ranker)},
+            plot_importance(main.ranker_)},
            {"ranker_importance.csv": importance.write_csv()},
-           {"base": main.base_, "features": len(main.pipeline_.state.ranker.features)}
+           {"base": main.base_, "features": len(main.ranker_.features), "kept": main.kept_}
            | {f"ranker.{k}": v for k, v in asdict(stage_one.config.ranker).items()})

@@ -80,7 +80,7 @@ def validate_cmd(data_dir, items, interactions, users, events, drop_unknown_item
 
 
 @data.command("import")
-@click.argument("dataset", type=click.Choice(["movielens", "mind", "amazon"]))
+@click.argument("dataset", type=click.Choice(["movielens", "mind", "amazon", "microlens"]))
 @click.argument("src", type=PATH)
 @click.option("--out", type=PATH, required=True, help="Folder to write the contract Parquet files to.")
 @click.option("--purchase-threshold", type=float, help="MovieLens: rating >= this is a purchase (default 4.0).")
@@ -88,11 +88,11 @@ def validate_cmd(data_dir, items, interactions, users, events, drop_unknown_item
 @click.option("--tmdb", type=PATH, help="MovieLens: TMDB metadata CSV with overviews (default: found beside SRC).")
 @click.option("--category", help="Amazon: which category to import when SRC holds several.")
 def import_cmd(dataset, src, out, purchase_threshold, min_rating, tmdb, category) -> None:
-    """Convert a public dataset (MovieLens, MIND, Amazon reviews) to the data contract."""
+    """Convert a public dataset (MovieLens, MIND, Amazon reviews, MicroLens) to the data contract."""
     from recsys.importers import import_dataset
 
     options = {"movielens": {"purchase_threshold": purchase_threshold, "min_rating": min_rating, "tmdb": tmdb},
-               "mind": {}, "amazon": {"category": category, "show_progress": True}}[dataset]
+               "mind": {}, "amazon": {"category": category, "show_progress": True}, "microlens": {}}[dataset]
     click.echo(import_dataset(dataset, src, out, **options).render())
 
 

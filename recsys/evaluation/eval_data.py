@@ -101,6 +101,8 @@ class EvalData:
     test_events: pl.DataFrame
     """Test-window rows with ``user_idx``, ``item_idx``, ``event`` (for slices and impressions)."""
     config: EvalConfig
+    valid_events: pl.DataFrame | None = None
+    """Valid-window rows (same columns): with the test window and the train fit, every event of the data."""
 
 
 def _index(frame: pl.DataFrame, users: pl.DataFrame, items: pl.DataFrame) -> pl.DataFrame:
@@ -168,4 +170,5 @@ def build_eval_data(data: Dataset, config: EvalConfig = EvalConfig(), *, extra_u
                      same_fit_as=tuning if config.history == "train" else None),
         test_events=test.select(C.USER_IDX, C.ITEM_IDX, C.EVENT, C.IMPRESSION_ID, C.TS),
         config=config,
+        valid_events=valid.select(C.USER_IDX, C.ITEM_IDX, C.EVENT, C.IMPRESSION_ID, C.TS),
     )

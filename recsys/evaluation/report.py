@@ -12,6 +12,7 @@ import io
 import json
 import os
 import platform
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,11 +20,13 @@ import matplotlib
 
 matplotlib.use("Agg")  # headless: reports are rendered on servers and in CI
 import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
 import polars as pl  # noqa: E402
 
+from recsys.evaluation.bootstrap import paired_bootstrap  # noqa: E402
 from recsys.evaluation.runner import EvalResult  # noqa: E402
 
-__all__ = ["HEADLINE", "ReportFiles", "metric_name", "results_rows", "results_json", "render_table",
+__all__ = ["HEADLINE", "ReportFiles", "metric_name", "results_rows", "results_json", "render_table", "verdict",
            "write_report"]
 
 HEADLINE: tuple[tuple[str, str], ...] = (
@@ -71,6 +74,33 @@ def results_json(result: EvalResult, *, dataset: str, command: str, git_commit: 
         "rows": results_rows(result),
         "paired": result.paired.to_dicts(),
     }
+
+
+def verdict(result: EvalResult, model: str, baselines: Sequence[str], metric: str = "ndcg@10") -> str:
+    """One line: ``model`` against the best of ``baselines`` on ``metric``, with the paired 95% CI.
+
+    The best baseline is the one with the highest test value; the difference is paired over the
+    same test users (bootstrap), so its interval says whether the gap is more than noise.
+    """
+    by_name = {r.name: r for r in result.models}
+    if model not in by_name:
+        return f"{model}: not evaluated"
+    values = {r.name: float(np.nanmean(r.per_user[metric])) for r in result.models if r.name in baselines}
+    if not values:
+        return f"{model}: {metric} {np.nanmean(by_name[model].per_user[metric]):.4f} (no baseline evaluated)"
+    best = max(values, key=values.get)
+    cfg = result.data.config
+    paired = paired_bootstrap(by_name[model].per_user[metric], by_name[best].per_user[metric],
+                              n_resamples=cfg.n_bootstrap, seed=cfg.seed)
+    own = float(np.nanmean(by_name[model].per_user[metric]))
+    if paired.low > 0:
+        outcome = f"{model} beats the best baseline"
+    elif paired.high < 0:
+        outcome = f"the best baseline ({best}) beats {model}"
+    else:
+        outcome = f"{model} and the best baseline are level (the interval holds 0)"
+    return (f"{outcome}: {metric} {own:.4f} vs {best} {values[best]:.4f}, difference {paired.mean_diff:+.4f} "
+            f"[{paired.low:+.4f}, {paired.high:+.4f}] (paired 95% CI over {len(result.data.test.users):,} test users)")
 
 
 def render_table(result: EvalResult) -> str:

@@ -12,7 +12,7 @@ __all__ = ["IMPORTERS", "import_dataset"]
 
 logger = logging.getLogger(__name__)
 
-IMPORTERS = ("movielens", "mind", "amazon")
+IMPORTERS = ("movielens", "mind", "amazon", "microlens")
 
 
 def _read(name: str, src: Path, options: dict[str, object]) -> ImportedDataset:
@@ -23,6 +23,9 @@ def _read(name: str, src: Path, options: dict[str, object]) -> ImportedDataset:
     if name == "mind":
         from recsys.importers.mind import import_mind
         return import_mind(src, **options)  # type: ignore[arg-type]
+    if name == "microlens":
+        from recsys.importers.microlens import import_microlens
+        return import_microlens(src, **options)  # type: ignore[arg-type]
     from recsys.importers.amazon import import_amazon
     return import_amazon(src, **options)  # type: ignore[arg-type]
 

@@ -1,5 +1,10 @@
 """MovieLens (ml-latest family CSVs, or ml-1m ``::`` files) to the data contract.
 
+ml-1m's ratings are read from ``ratings.dat`` or any one ``ratings*.dat`` / ``ratings*.dat.gz``
+(e.g. a gzipped subset such as ``ratings_users_1-2999.dat.gz``, read as it is). Its ``users.dat``
+(gender, age band, occupation code, zip code) becomes the users side table, for the users who
+have a rating; the others are counted as dropped.
+
 Ratings become events by one documented rule (``MovieLensOptions``): a rating at or above
 ``purchase_threshold`` is a ``purchase`` (a strong positive), any other rating a ``click``;
 the rating itself is kept. Items get MovieLens' title and genres; an optional TMDB metadata
@@ -13,7 +18,9 @@ window's cold items were written by the very user whose test rating is predicted
 
 from __future__ import annotations
 
+import gzip
 import logging
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,6 +37,19 @@ logger = logging.getLogger(__name__)
 TMDB_FILES = ("movies_metadata.csv", "tmdb_5000_movies.csv")
 """TMDB metadata files looked for beside the MovieLens folder, largest coverage first."""
 NO_GENRES = "(no genres listed)"
+_LINE = "__line"  # 1-based line number of a .dat row, for error messages
+
+# Field names of ml-1m's headerless .dat files, as its README names them.
+_RATINGS_DAT = {"UserID": pl.String(), "MovieID": pl.String(), "Rating": pl.Float64(), "Timestamp": pl.Int64()}
+_MOVIES_DAT = {"MovieID": pl.String(), "Title": pl.String(), "Genres": pl.String()}
+_USERS_DAT = {"UserID": pl.String(), "Gender": pl.String(), "Age": pl.Int32(), "Occupation": pl.Int32(),
+              "Zip-code": pl.String()}
+_USER_FEATURES = {"Gender": "gender", "Age": "age", "Occupation": "occupation", "Zip-code": "zip"}
+"""users.dat field -> users table column (codes as in the ml-1m README)."""
+
+# Drop reasons, as they appear in the report.
+NO_RATING = "user has no rating"
+DUPLICATE_USER = "duplicate user id (first kept)"
 
 
 @dataclass(frozen=True)
@@ -56,7 +76,17 @@ class MovieLensOptions:
 class _Layout:
     folder: Path
     flavour: str  # "csv" (ml-latest, ml-20m, ...) or "dat" (ml-1m)
+    ratings: Path
     tmdb: Path | None
+
+
+def _dat_ratings(folder: Path) -> Path | None:
+    """The one ``ratings*.dat[.gz]`` of an ml-1m folder (``None`` if there is none)."""
+    found = sorted(p for pattern in ("ratings*.dat", "ratings*.dat.gz") for p in folder.glob(pattern) if p.is_file())
+    if len(found) > 1:
+        raise DataContractError(f"{folder}: several ratings files ({', '.join(p.name for p in found)}); "
+                                "keep one, or import a folder holding only the one you want")
+    return found[0] if found else None
 
 
 def _locate(src: Path, opts: MovieLensOptions) -> _Layout:
@@ -64,11 +94,12 @@ def _locate(src: Path, opts: MovieLensOptions) -> _Layout:
         raise DataContractError(f"{src}: MovieLens folder not found")
     candidates = [src, *sorted(p for p in src.iterdir() if p.is_dir())]
     for folder in candidates:
-        for flavour in ("csv", "dat"):
-            if (folder / f"ratings.{flavour}").exists() and (folder / f"movies.{flavour}").exists():
-                return _Layout(folder, flavour, _find_tmdb(folder, src, opts))
+        if (folder / "ratings.csv").exists() and (folder / "movies.csv").exists():
+            return _Layout(folder, "csv", folder / "ratings.csv", _find_tmdb(folder, src, opts))
+        if (folder / "movies.dat").exists() and (ratings := _dat_ratings(folder)) is not None:
+            return _Layout(folder, "dat", ratings, _find_tmdb(folder, src, opts))
     raise DataContractError(f"{src}: no MovieLens files found; expected ratings.csv + movies.csv "
-                            "(ml-latest family) or ratings.dat + movies.dat (ml-1m), here or one folder down")
+                            "(ml-latest family) or ratings*.dat[.gz] + movies.dat (ml-1m), here or one folder down")
 
 
 def _find_tmdb(folder: Path, src: Path, opts: MovieLensOptions) -> Path | None:
@@ -93,20 +124,46 @@ def _read_csv(path: Path, schema: dict[str, pl.DataType]) -> pl.DataFrame:
                                 f"{', '.join(schema)} ({str(exc).splitlines()[0][:200]})") from exc
 
 
-def _read_dat(path: Path, names: list[str]) -> pl.DataFrame:
-    """ml-1m's ``::``-separated, Latin-1 files (polars has no multi-character separator)."""
+def _dat_text(path: Path) -> str:
     try:
-        text = path.read_bytes().decode("latin-1")
-    except OSError as exc:
-        raise DataContractError(f"{path}: cannot be read ({exc})") from exc
-    lines = pl.Series("line", text.splitlines())
-    parts = lines.filter(lines != "").str.split("::")
+        raw = path.read_bytes()
+        if path.name.endswith(".gz"):
+            raw = gzip.decompress(raw)
+    except (OSError, EOFError, zlib.error) as exc:  # a bad gzip stream is an OSError or EOFError
+        raise DataContractError(f"{path}: cannot be read ({exc}); is the file complete?") from exc
+    return raw.decode("latin-1")  # latin-1 maps every byte, so decoding never fails
+
+
+def _read_dat(path: Path, fields: dict[str, pl.DataType]) -> pl.DataFrame:
+    """ml-1m's ``::``-separated, Latin-1 files, gzipped or not (polars has no multi-character separator).
+
+    Returns:
+        One column per field, cast to its type, plus ``__line`` (1-based line in the file).
+
+    Raises:
+        DataContractError: naming the file, line and field of the first malformed value.
+    """
+    # Split on "\n" only: str.splitlines also breaks at latin-1 0x85 (NEL), and line numbers must match the file.
+    lines = pl.DataFrame({"line": _dat_text(path).split("\n")}).with_row_index(_LINE, offset=1).with_columns(
+        pl.col("line").str.strip_suffix("\r")).filter(pl.col("line") != "")
+    names = list(fields)
+    parts = lines["line"].str.split("::")
     bad = parts.list.len() != len(names)
     if bad.any():
-        row = int(bad.arg_true()[0]) + 1
+        row = lines[_LINE][int(bad.arg_true()[0])]
         raise DataContractError(f"{path}: line {row} does not have {len(names)} '::'-separated fields "
                                 f"({', '.join(names)})")
-    return pl.DataFrame({name: parts.list.get(i) for i, name in enumerate(names)})
+    df = pl.DataFrame({_LINE: lines[_LINE], **{name: parts.list.get(i) for i, name in enumerate(names)}})
+    for name, dtype in fields.items():
+        if dtype == pl.String():
+            continue
+        cast = df[name].str.strip_chars().cast(dtype, strict=False)
+        if cast.null_count():
+            at = int(cast.is_null().arg_true()[0])
+            kind = "an integer" if dtype.is_integer() else "a number"
+            raise DataContractError(f"{path}: line {df[_LINE][at]}, field {name}: {df[name][at]!r} is not {kind}")
+        df = df.with_columns(cast)
+    return df
 
 
 def _ratings(layout: _Layout) -> pl.DataFrame:
@@ -114,8 +171,9 @@ def _ratings(layout: _Layout) -> pl.DataFrame:
         df = _read_csv(layout.folder / "ratings.csv", {"userId": pl.String, "movieId": pl.String,
                                                         "rating": pl.Float64, "timestamp": pl.Int64})
     else:
-        df = _read_dat(layout.folder / "ratings.dat", ["userId", "movieId", "rating", "timestamp"]).with_columns(
-            pl.col("rating").cast(pl.Float64), pl.col("timestamp").cast(pl.Int64))
+        df = _read_dat(layout.ratings, _RATINGS_DAT).select(
+            pl.col("UserID").alias("userId"), pl.col("MovieID").alias("movieId"),
+            pl.col("Rating").alias("rating"), pl.col("Timestamp").alias("timestamp"))
     return df.rename({"userId": C.USER_ID, "movieId": C.ITEM_ID, "rating": C.RATING, "timestamp": C.TS})
 
 
@@ -124,7 +182,8 @@ def _movies(layout: _Layout) -> pl.DataFrame:
         df = _read_csv(layout.folder / "movies.csv", {"movieId": pl.String, "title": pl.String,
                                                        "genres": pl.String})
     else:
-        df = _read_dat(layout.folder / "movies.dat", ["movieId", "title", "genres"])
+        df = _read_dat(layout.folder / "movies.dat", _MOVIES_DAT).select(
+            pl.col("MovieID").alias("movieId"), pl.col("Title").alias("title"), pl.col("Genres").alias("genres"))
     genres = pl.col("genres").str.split("|").list.eval(pl.element().filter(pl.element() != NO_GENRES))
     year = pl.col("title").str.extract(r"\((\d{4})\)\s*$").cast(pl.Int32, strict=False)
     return df.select(
@@ -170,7 +229,7 @@ def _events(ratings: pl.DataFrame, opts: MovieLensOptions) -> pl.Expr:
 def _interactions(layout: _Layout, items: pl.DataFrame, opts: MovieLensOptions,
                   report: ImportReport) -> pl.DataFrame:
     ratings = _ratings(layout)
-    count = SourceCount(f"ratings.{layout.flavour}", ratings.height, 0)
+    count = SourceCount(layout.ratings.name, ratings.height, 0)
     if opts.min_rating is not None:
         low = ratings[C.RATING] < opts.min_rating
         count.dropped[f"rating below {opts.min_rating}"] = int(low.sum())
@@ -209,25 +268,35 @@ def _user_tags(layout: _Layout, items: pl.DataFrame, report: ImportReport) -> pl
                        pl.from_epoch("timestamp", time_unit="s").cast(C.DATETIME).alias(C.TS))
 
 
-def _users(layout: _Layout) -> pl.DataFrame | None:
+def _users(layout: _Layout, interactions: pl.DataFrame, report: ImportReport) -> pl.DataFrame | None:
+    """ml-1m ``users.dat`` as user features, for users with a rating (the others are counted as dropped)."""
     path = layout.folder / "users.dat"
     if layout.flavour != "dat" or not path.exists():
         return None
-    users = _read_dat(path, [C.USER_ID, "gender", "age", "occupation", "zip"])
-    return users.with_columns(pl.col("age").cast(pl.Int32), pl.col("occupation").cast(pl.Int32))
+    users = _read_dat(path, _USERS_DAT)
+    reason = (pl.when(~pl.col("UserID").is_first_distinct()).then(pl.lit(DUPLICATE_USER))
+              .when(~pl.col("UserID").is_in(interactions[C.USER_ID].unique().implode())).then(pl.lit(NO_RATING)))
+    users = users.with_columns(reason.alias("__reason"))
+    dropped = users.filter(pl.col("__reason").is_not_null())["__reason"].value_counts(sort=True)
+    kept = users.filter(pl.col("__reason").is_null())
+    report.sources.append(SourceCount(path.name, users.height, kept.height, dict(dropped.iter_rows())))
+    return kept.select(pl.col("UserID").alias(C.USER_ID),
+                       *(pl.col(field).alias(column) for field, column in _USER_FEATURES.items()))
 
 
 def import_movielens(src: str | Path, options: MovieLensOptions = MovieLensOptions()) -> ImportedDataset:
     """Import a MovieLens folder (and optional TMDB overviews) into contract frames.
 
     Args:
-        src: a folder holding ``ratings.csv``/``movies.csv`` (or the ml-1m ``.dat`` files),
-            or its parent (e.g. ``data/movielens`` holding ``ml-latest-small/``).
+        src: a folder holding ``ratings.csv``/``movies.csv`` (or the ml-1m ``movies.dat``,
+            ``users.dat`` and one ``ratings*.dat`` or ``ratings*.dat.gz``), or its parent
+            (e.g. ``data/movielens`` holding ``ml-latest-small/``).
         options: event rule and TMDB settings.
 
     Returns:
-        Items, interactions, the user-tag side table (CSV family) or user features (ml-1m),
-        and an import report whose count check covers every ratings and tags row.
+        Items, interactions, the user-tag side table (CSV family) or user features (ml-1m: ``gender``,
+        ``age``, ``occupation``, ``zip``), and an import report whose count check covers every
+        ratings, tags and users row.
 
     Raises:
         DataContractError: the folder or a required file is missing or unreadable.
@@ -251,5 +320,5 @@ def import_movielens(src: str | Path, options: MovieLensOptions = MovieLensOptio
     rule = ("every rating is a click" if options.purchase_threshold is None else
             f"rating >= {options.purchase_threshold} -> purchase, else click")
     report.notes.append(f"event rule: {rule}")
-    return ImportedDataset(items, interactions, report, users=_users(layout),
+    return ImportedDataset(items, interactions, report, users=_users(layout, interactions, report),
                            user_tags=_user_tags(layout, items, report))

@@ -100,16 +100,16 @@ def history_windows(user_sorted: np.ndarray, item_sorted: np.ndarray, time_sorte
     """
     if len(item_sorted) == 0:
         return np.full((len(query_users), length), PAD, dtype=np.int64)
-    big = np.int64(1) << np.int64(62)
-    # user-major keys: searchsorted finds, per query, the end of its user's earlier events.
-    span = max(int(time_sorted.max(initial=0)) - int(time_sorted.min(initial=0)) + 2, 2)
-    base = int(time_sorted.min(initial=0))
-    if (int(user_sorted.max(initial=0)) + 1) * span >= big or (int(query_users.max(initial=0)) + 1) * span >= big:
-        raise ValueError("history_windows: user x time key overflows int64; rebase the timestamps")
-    keys = user_sorted * span + (time_sorted - base)
-    qkeys = query_users * span + np.clip(query_times - base, 0, span - 1)
+    # user-major keys over time *ranks* (not raw times), so any unit, span or number of users fits int64:
+    # an event's rank is its position among the distinct event times; a query's is the number of distinct
+    # times before it, so "rank < query rank" is exactly "time < query time".
+    times = np.unique(time_sorted)
+    stride = np.int64(len(times) + 1)
+    keys = user_sorted.astype(np.int64) * stride + np.searchsorted(times, time_sorted, side="left")
+    query_users = np.asarray(query_users, dtype=np.int64)
+    qkeys = query_users * stride + np.searchsorted(times, query_times, side="left")
     end = np.searchsorted(keys, qkeys, side="left")
-    start = np.searchsorted(keys, query_users * span, side="left")
+    start = np.searchsorted(keys, query_users * stride, side="left")
     offsets = np.arange(-length, 0)
     pos = end[:, None] + offsets[None, :]
     valid = pos >= start[:, None]

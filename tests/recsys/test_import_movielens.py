@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 from datetime import datetime
 from pathlib import Path
 
@@ -12,6 +13,7 @@ from click.testing import CliRunner
 from recsys import contract as C
 from recsys.cli import cli
 from recsys.errors import DataContractError
+from recsys.importers import import_dataset
 from recsys.importers.movielens import MovieLensOptions, import_movielens
 from recsys.io import DatasetPaths, validate_dataset
 
@@ -168,3 +170,76 @@ def test_cli_import_then_validate(ml_latest, tmp_path):
 def test_cli_import_missing_source_exits_1(tmp_path):
     result = CliRunner().invoke(cli, ["data", "import", "movielens", str(tmp_path / "x"), "--out", str(tmp_path)])
     assert result.exit_code == 1 and "source not found" in result.output and "Traceback" not in result.output
+
+
+# ml-1m as shipped in ../shared/data/ml-1m: latin-1 movies, a gzipped subset of ratings.dat, users.dat.
+ML1M_MOVIES = ("1::Toy Story (1995)::Animation|Children's|Comedy\n2::Amélie (2001)::Comedy|Romance\n"
+               "3::Heat (1995)::Action\n")
+ML1M_RATINGS = ("1::1::5::978300760\n1::2::3::978302109\n1::3::4::978301968\n"
+                "2::3::2::978298709\n2::7::5::978299000\n")
+ML1M_USERS = "1::F::1::10::48067\n2::M::56::16::70072\n3::M::25::15::55117\n"
+
+
+@pytest.fixture
+def ml_1m(tmp_path: Path) -> Path:
+    folder = tmp_path / "ml-1m"
+    folder.mkdir()
+    (folder / "movies.dat").write_bytes(ML1M_MOVIES.encode("latin-1"))
+    (folder / "ratings_users_1-2999.dat.gz").write_bytes(gzip.compress(ML1M_RATINGS.encode("latin-1")))
+    (folder / "users.dat").write_bytes(ML1M_USERS.encode("latin-1"))
+    return folder
+
+
+def test_ml_1m_gzipped_ratings_and_user_features_are_written(ml_1m, tmp_path):
+    out = tmp_path / "out"
+    report = import_dataset("movielens", ml_1m, out)
+    by_file = {s.file: (s.rows_in, s.rows_out, s.dropped) for s in report.sources}
+    assert by_file == {"movies.dat": (3, 3, {}),
+                       "ratings_users_1-2999.dat.gz": (5, 4, {"movie not in movies file": 1}),
+                       "users.dat": (3, 2, {"user has no rating": 1})}
+    assert report.tables == {C.ITEMS_FILE: 3, C.INTERACTIONS_FILE: 4, C.USERS_FILE: 2}
+    users = pl.read_parquet(out / C.USERS_FILE).sort(C.USER_ID)
+    assert users.columns == [C.USER_ID, "gender", "age", "occupation", "zip"]
+    assert users.rows() == [("1", "F", 1, 10, "48067"), ("2", "M", 56, 16, "70072")]
+    inter = pl.read_parquet(out / C.INTERACTIONS_FILE).sort(C.USER_ID, C.ITEM_ID)
+    assert inter.select(C.USER_ID, C.ITEM_ID, C.EVENT, C.RATING).rows() == [
+        ("1", "1", "purchase", 5.0), ("1", "2", "click", 3.0), ("1", "3", "purchase", 4.0), ("2", "3", "click", 2.0)]
+    assert inter[C.TS].to_list()[:2] == [datetime(2000, 12, 31, 22, 12, 40), datetime(2000, 12, 31, 22, 35, 9)]
+    items = pl.read_parquet(out / C.ITEMS_FILE).sort(C.ITEM_ID)
+    assert items[C.TITLE][1] == "Amélie (2001)"
+    assert items[C.TAGS][0].to_list() == ["Animation", "Children's", "Comedy"]
+    checked, data = validate_dataset(DatasetPaths.from_dir(out))
+    assert checked.ok and not checked.problems and data.users.height == 2
+
+
+def test_cli_imports_ml_1m_and_validate_passes(ml_1m, tmp_path):
+    out = tmp_path / "out"
+    runner = CliRunner()
+    result = runner.invoke(cli, ["data", "import", "movielens", str(ml_1m.parent), "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert "users.dat: 3 rows in, 2 used, 1 dropped (user has no rating)" in result.output
+    assert sorted(p.name for p in out.iterdir()) == [C.INTERACTIONS_FILE, C.ITEMS_FILE, C.USERS_FILE]
+    result = runner.invoke(cli, ["data", "validate", "--data", str(out)])
+    assert result.exit_code == 0, result.output
+    assert "users                        2" in result.output
+
+
+def test_ml_1m_bad_value_names_file_line_and_field(ml_1m):
+    (ml_1m / "ratings_users_1-2999.dat.gz").write_bytes(gzip.compress(b"1::1::5::978300760\n\n1::2::five::978302109\n"))
+    with pytest.raises(DataContractError, match=r"ratings_users_1-2999\.dat\.gz: line 3, field Rating: 'five' is not "
+                                                r"a number"):
+        import_movielens(ml_1m)
+    (ml_1m / "ratings_users_1-2999.dat.gz").write_bytes(gzip.compress(ML1M_RATINGS.encode()))
+    (ml_1m / "users.dat").write_text("1::F::1::10::48067\n2::M::fifty::16::70072\n")
+    with pytest.raises(DataContractError, match=r"users\.dat: line 2, field Age: 'fifty' is not an integer"):
+        import_movielens(ml_1m)
+
+
+def test_ml_1m_truncated_gzip_and_several_ratings_files_are_named(ml_1m):
+    (ml_1m / "ratings_users_1-2999.dat.gz").write_bytes(gzip.compress(ML1M_RATINGS.encode())[:-12])
+    with pytest.raises(DataContractError, match=r"ratings_users_1-2999\.dat\.gz: cannot be read"):
+        import_movielens(ml_1m)
+    (ml_1m / "ratings.dat").write_text(ML1M_RATINGS)
+    with pytest.raises(DataContractError,
+                       match=r"several ratings files \(ratings\.dat, ratings_users_1-2999\.dat\.gz\)"):
+        import_movielens(ml_1m)

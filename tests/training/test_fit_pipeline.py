@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import datetime, timedelta
 
 import numpy as np
@@ -12,6 +13,7 @@ from features.split import SplitConfig
 from recsys import contract as C
 from recsys.errors import NotFittedError
 from recsys.evaluation.eval_data import EvalConfig, build_eval_data
+from recsys.indexing import fit_input
 from recsys.io import Dataset
 from recsys.pipeline import ColdExposure, RankingPipeline, _positions
 from recsys.scorers import Scorer
@@ -24,6 +26,7 @@ from training.fit_pipeline import (
     StageOne,
     StageView,
     label_split,
+    refit_for_shipping,
 )
 from training.fit_ranker import RankerConfig
 from training.text_tower import TextTowerConfig
@@ -161,3 +164,89 @@ def test_config_errors_name_the_field():
         PipelineConfig(sources=("lightfm", "bert"))
     with pytest.raises(ValueError, match="cold_curve_slots"):
         PipelineConfig(cold_curve_slots=(40,))
+
+
+def _gated(fitted, ranker: RankerConfig) -> tuple[PipelineRecommender, RankingPipeline]:
+    data, stage, _, _ = fitted
+    config = replace(stage.config, ranker=ranker, ranker_base=False, gate_share=0.4, gate_min_users=5)
+    gated_stage = StageOne(config, TextTowerConfig())
+    recommender = PipelineRecommender(gated_stage, gate=True)
+    return recommender, recommender.fit(data.test.fit)
+
+
+def test_gate_serves_the_best_stage_one_model_when_the_ranker_is_worse(fitted):
+    """A ranker that cannot learn (one tree, no learning rate) loses the gate: the best model alone serves."""
+    data, _, _, _ = fitted
+    recommender, pipeline = _gated(fitted, RankerConfig(n_estimators=1, learning_rate=1e-9, min_data_in_leaf=5))
+    gate = recommender.gate_
+    assert recommender.kept_ in {"lightfm", "ease", "popularity_recent"} and gate["kept_ranker"] == 0.0
+    best = max(("lightfm", "ease", "popularity_recent"), key=lambda n: gate[f"{n}_ndcg@10"])
+    assert recommender.kept_ == best and gate["diff"] <= 0 and gate["users"] >= 5
+    assert pipeline.state.ranker is None and pipeline.state.sources == (best,) and set(pipeline.state.models) == {best}
+    # it ranks exactly as that model alone, and rank() reads its scores
+    users = data.test.users[:12]
+    history = data.test.history[users]
+    alone = recommender.stage_one.full[best]
+    np.testing.assert_array_equal(top_k(pipeline.score(users, history), 10, exclude=history),
+                                  top_k(alone.score(users, history), 10, exclude=history))
+    ranked, values = pipeline.rank(users, history, 5, exclude=history)
+    assert (np.diff(values, axis=1) <= 0).all() and (ranked >= 0).all()
+    assert f"gate_{best}_ndcg@10" in recommender.stats_
+
+
+def test_gate_keeps_a_ranker_that_ranks_held_out_users_better(fitted):
+    """The gate's figures decide: the ranker stays exactly when it beat the best model alone on held-out users."""
+    recommender, pipeline = _gated(fitted, RankerConfig(n_estimators=30, min_data_in_leaf=5))
+    gate = recommender.gate_
+    alone = max(v for k, v in gate.items() if k.endswith("_ndcg@10") and k != "pipeline_ndcg@10"
+                and k != "best_alone_ndcg@10")
+    assert gate["best_alone_ndcg@10"] == pytest.approx(alone)
+    assert (recommender.kept_ == "ranker") == (gate["diff"] > 0)
+    assert (pipeline.state.ranker is not None) == (recommender.kept_ == "ranker")
+    # too few label users to hold out: no gate, the ranker is kept
+    data, stage, _, _ = fitted
+    few = PipelineRecommender(StageOne(replace(stage.config, gate_min_users=10_000), TextTowerConfig()), gate=True)
+    assert few.fit(data.test.fit).state.ranker is not None and few.kept_ == "ranker" and few.gate_ == {}
+
+
+def test_text_gate_keeps_the_tower_that_ranks_the_label_window_better(fitted, tiny_bert_dir):
+    """Both towers are fitted before the label cut; the pipeline's text model is the one the gate chose."""
+    data, stage, _, _ = fitted
+    config = replace(stage.config, sources=("text", "popularity_recent"))
+    text = TextTowerConfig(model=str(tiny_bert_dir), max_epochs=1, batch_size=16)
+    gated = StageOne(config, replace(text, finetune=replace(text.finetune, mode="full"))).fit(data.test.fit)
+    gate = gated.stats["text_gate"]
+    assert set(gated.towers) == {"text_full", "zero_shot"}
+    kept = "text_full" if gate["diff"] > 0 else "zero_shot"
+    assert gated.text_kept == kept and gate["kept_fine"] == float(kept == "text_full")
+    assert gated.full["text"] is gated.towers[kept]
+    assert 0 <= gate["zero_shot_ndcg@10"] <= 1 and gate["users"] == len(gated.label_users)
+    assert StageView(gated, "zero_shot", "zero_shot").fit(data.test.fit) is gated.towers["zero_shot"]
+    ungated = StageOne(replace(config, text_gate=False), replace(text, finetune=replace(text.finetune, mode="full")))
+    assert set(ungated.fit(data.test.fit).towers) == {"text_full"} and "text_gate" not in ungated.stats
+
+
+def test_itemknn_is_a_stage_one_model_with_its_neighbourhood_chosen_on_the_label_window(fitted):
+    data, stage, _, _ = fitted
+    knn = StageOne(replace(stage.config, sources=("itemknn", "popularity_recent"), itemknn_neighbours=(3, 30)),
+                   TextTowerConfig()).fit(data.test.fit)
+    chosen = knn.stats["itemknn"]
+    assert chosen["neighbours"] in (3, 30) and 0 <= chosen["label_ndcg@10"] <= 1
+    assert {"itemknn", "popularity_recent"} <= set(knn.full) and isinstance(knn.full["itemknn"], Scorer)
+    assert knn.full["itemknn"] is not knn.inner["itemknn"]  # refit on the whole window
+
+
+def test_shipping_refit_keeps_the_evaluated_choices_and_learns_the_newer_events(fitted):
+    """The registered model: the same choices (epochs, ranker or one model), fitted on every event."""
+    data, _, recommender, pipeline = fitted
+    window = data.test.fit
+    rows = pl.concat([window.events, data.test_events.select(window.events.columns)], how="vertical_relaxed")
+    everything = fit_input(rows, (window.n_users, window.n_items), data.config, window.item_features, window.items)
+    shipped = refit_for_shipping(recommender, everything)
+    assert shipped.kept_ == recommender.kept_ and shipped.stage_one.config.lightfm_epochs == (
+        int(recommender.stage_one.stats["lightfm"]["best_epochs"]),)
+    assert shipped.pipeline_.state.events[C.TS].max() > pipeline.state.events[C.TS].max()
+    assert shipped.stage_one.full["lightfm"].user_factors.shape == pipeline.state.models["lightfm"].user_factors.shape
+    served = PipelineRecommender(recommender.stage_one, keep="ease")
+    alone = served.fit(window)
+    assert alone.state.ranker is None and alone.state.sources == ("ease",) and served.kept_ == "ease"

@@ -95,3 +95,25 @@ def test_cold_exposure_curve_is_printed_and_plotted(trained):
     assert (data / "reports" / "train" / "cold_tradeoff.png").stat().st_size > 1000
     rows = [line for line in output.splitlines() if "pipeline_cold4of20_end" in line and line.startswith("│ 4")]
     assert rows, output
+
+
+def test_run_prints_its_recipe_and_verdict_first_and_ships_a_model_of_every_event(trained):
+    """The default recipe and the verdict lead the output; the registered model learned from the test window too."""
+    from recsys.pyfunc_model import load_registered
+
+    data, uri, output = trained
+    lines = output.splitlines()
+    assert lines[0].startswith("recipe for ") and "budget 15 min, planned 2.0" in lines[0]
+    assert any(line.strip().startswith("text.max_length = ") for line in lines[1:8])
+    verdict = next(line for line in lines if "the best baseline" in line)
+    assert "ndcg@10" in verdict and "paired 95% CI" in verdict and "popularity" in verdict
+    assert lines.index(verdict) < next(i for i, line in enumerate(lines) if line.startswith("split "))
+    bundle = load_registered("models:/recsys/1", uri)
+    positives = pl.read_parquet(data / "interactions.parquet").filter(pl.col("event").is_in(["click", "purchase"]))
+    assert bundle.state.events["timestamp"].max() == positives["timestamp"].max()  # the test window's newest event
+    assert bundle.meta["fitted_on"] == "every event"
+    # where taste and freshness both matter the ranker earns its place on the held-out label users
+    assert bundle.meta["serves"] == "ranker" and bundle.state.ranker is not None
+    client, parent = _parent(uri)
+    assert parent.data.metrics["ranker/gate_kept_ranker"] == 1.0
+    assert "recipe.json" in {a.path for a in client.list_artifacts(parent.info.run_id)}

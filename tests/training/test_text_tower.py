@@ -46,6 +46,35 @@ def test_history_windows_take_only_earlier_positives():
     assert out.tolist() == [[10, 11], [11, 12], [PAD, PAD], [PAD, PAD]]  # strictly before; user 2 has none
 
 
+def _windows_by_loop(users, items, times, query_users, query_times, length):
+    out = np.full((len(query_users), length), PAD, dtype=np.int64)
+    for row, (u, t) in enumerate(zip(query_users, query_times, strict=True)):
+        earlier = items[(users == u) & (times < t)][-length:]
+        if len(earlier):
+            out[row, length - len(earlier):] = earlier
+    return out
+
+
+@pytest.mark.parametrize("unit", ["ns", "us", "s"])
+def test_history_windows_take_any_number_of_users_and_any_time_span(unit):
+    """50,000 users with times in nanoseconds across a century: no int64 overflow, the same windows as a loop."""
+    rng = np.random.default_rng(0)
+    n_users, m = 50_000, 200_000
+    per_second = {"ns": 10**9, "us": 10**6, "s": 1}[unit]
+    century = 100 * 365 * 86_400 * per_second  # 1925-2025 in ns is 3.2e18, near the int64 limit
+    users = np.sort(rng.integers(0, n_users, m))
+    times = np.zeros(m, dtype=np.int64)
+    starts = np.searchsorted(users, np.arange(n_users))
+    for u0, u1 in zip(starts, np.append(starts[1:], m), strict=True):
+        times[u0:u1] = np.sort(rng.integers(-century // 2, century // 2, u1 - u0))
+    items = rng.integers(0, 1_000, m)
+    query_users = np.concatenate([rng.integers(0, n_users, 300), [n_users - 1, n_users + 5]])
+    query_times = np.concatenate([rng.integers(-century // 2, century // 2, 300), [century, 0]])
+    got = history_windows(users, items, times, query_users, query_times, 4)
+    np.testing.assert_array_equal(got, _windows_by_loop(users, items, times, query_users, query_times, 4))
+    assert (got[-2] >= 0).any() and (got[-1] == PAD).all()  # the last user's whole history; an unknown user none
+
+
 def test_examples_from_impressions_label_shown_items(data):
     ex = build_examples(data.test.fit.events, positives=("click", "purchase"), history_length=5, use_impressions=True)
     shown = data.test.fit.events.filter(pl.col("event") == "impression").unique(["impression_id", "item_idx"])

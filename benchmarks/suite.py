@@ -1,0 +1,167 @@
+"""The default command on four datasets in one run: does ``recsys train --data DIR`` win without a config?
+
+For each dataset the data is imported (or generated), then the very command a user types runs
+in a fresh process, under ``/usr/bin/time``-style accounting (wall time and the peak RSS of it
+and its children):
+
+    recsys train --data DIR --tracking-uri sqlite:///...   (no config, no --set)
+
+and the figures are read back from its report (``results.json``) and its MLflow run:
+the registered model's NDCG@10 and Recall@20 with CIs (the evaluated ``pipeline`` row: after the
+gates it is what gets registered), the best baseline's, the paired difference of the two, both
+towers and the one kept, which stages were kept, wall time and peak RSS.
+
+    python benchmarks/suite.py --shared ../shared/data [--only demo,movielens] [--budget-minutes 15]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from recsys.evaluation.run import git_commit, portable_command  # noqa: E402
+
+RESULTS = ROOT / "benchmarks" / "results" / "suite.json"
+DATASETS = ("demo", "movielens", "ml-1m", "microlens-50k")
+BASELINES = ("popularity", "itemknn", "lightfm", "ease", "als")
+RECSYS = [sys.executable, "-c", "from recsys.cli import main; main()"]
+
+
+def prepare(name: str, shared: Path, out: Path) -> Path:
+    """The dataset as a contract folder under ``out``: imported from ``shared`` (or the demo, generated)."""
+    folder = out / name
+    if name == "demo":
+        from recsys.datasets import write_synthetic
+        from recsys.synthetic import DEMO_CONFIG
+
+        write_synthetic(folder, DEMO_CONFIG)
+        return folder
+    source = {"movielens": shared / "movielens", "ml-1m": shared / "ml-1m",
+              "microlens-50k": shared / "microlens-50k"}[name]
+    importer = "microlens" if name == "microlens-50k" else "movielens"
+    subprocess.run([*RECSYS, "data", "import", importer, str(source), "--out", str(folder)], check=True,
+                   capture_output=True, text=True)
+    return folder
+
+
+def run_train(folder: Path, store: Path, budget: float) -> tuple[float, float, str]:
+    """The default ``recsys train`` in a child process: wall seconds, peak RSS (MB) of the child tree, output."""
+    rss = store / "max_rss_kb.txt"
+    command = ["/usr/bin/time", "-f", "%M", "-o", str(rss), *RECSYS, "train", "--data", str(folder),
+               "--tracking-uri", f"sqlite:///{store}/mlflow.db", "--budget-minutes", str(budget)]
+    env = os.environ | {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+    start = time.perf_counter()
+    done = subprocess.run(command, capture_output=True, text=True, env=env, check=False)
+    wall = time.perf_counter() - start
+    peak = float(rss.read_text().split()[-1]) / 1024 if rss.is_file() else float("nan")  # this run's peak, MB
+    if done.returncode:
+        raise SystemExit(f"recsys train failed on {folder}:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}")
+    return wall, peak, done.stdout
+
+
+def _metric(results: dict, model: str, metric: str) -> dict | None:
+    return next((r for r in results["rows"] if r["model"] == model and r["metric"] == metric), None)
+
+
+def dataset_rows(name: str, folder: Path, store: Path, wall: float, peak: float) -> list[dict]:
+    """The suite's rows of one dataset, read back from the run's report and its MLflow run."""
+    from mlflow.tracking import MlflowClient
+
+    results = json.loads((folder / "reports" / "train" / "results.json").read_text())
+    rows: list[dict] = []
+
+    def add(model: str, metric: str, found: dict | None, **extra) -> None:
+        if found is not None:
+            row = {"dataset": name, "model": model, "metric": metric, "value": round(found["value"], 5)}
+            if found.get("ci_low") is not None:
+                row |= {"ci_low": round(found["ci_low"], 5), "ci_high": round(found["ci_high"], 5)}
+            rows.append(row | extra)
+
+    present = [b for b in BASELINES if _metric(results, b, "ndcg@10") is not None]
+    best = max(present, key=lambda b: _metric(results, b, "ndcg@10")["value"])
+    towers = sorted({r["model"] for r in results["rows"] if r["model"].startswith("text_")
+                     and r["model"] not in ("text_alone",) and not r["model"].endswith("_int8")})
+    for metric in ("ndcg@10", "recall@20"):
+        add("registered", metric, _metric(results, "pipeline", metric))
+        add("best_baseline", metric, _metric(results, best, metric), baseline=best)
+        add("zero_shot", metric, _metric(results, "zero_shot", metric))
+        for tower in towers:
+            add("text_finetuned", metric, _metric(results, tower, metric), mode=tower)
+        add("text_kept", metric, _metric(results, "text_alone", metric))
+    paired = next(p for p in results["paired"] if p["model"] == best and p["metric"] == "ndcg@10")  # best - pipeline
+    rows.append({"dataset": name, "model": "registered", "metric": "paired_diff_ndcg@10",
+                 "value": round(-paired["mean_diff"], 5), "ci_low": round(-paired["ci_high"], 5),
+                 "ci_high": round(-paired["ci_low"], 5), "baseline": best})
+    client = MlflowClient(f"sqlite:///{store}/mlflow.db")
+    experiment = client.get_experiment_by_name("recsys-train").experiment_id
+    parent = client.search_runs([experiment], "tags.stage = 'all'")[0]
+    metrics = parent.data.metrics
+    rows.append({"dataset": name, "model": "text_kept", "metric": "kept_fine_tuned",
+                 "value": metrics.get("text_gate/kept_fine", float("nan"))})
+    rows.append({"dataset": name, "model": "registered", "metric": "kept_ranker",
+                 "value": metrics.get("ranker/gate_kept_ranker", 1.0)})
+    rows.append({"dataset": name, "model": "train", "metric": "wall_s", "value": round(wall, 1)})
+    rows.append({"dataset": name, "model": "train", "metric": "peak_rss_mb", "value": round(peak, 1)})
+    return rows
+
+
+def render(rows: list[dict]) -> str:
+    """One line per dataset: registered vs best baseline, towers, stages kept, cost."""
+    out = [f"{'dataset':<14} {'registered':>10} {'best baseline':>22} {'diff [95% CI]':>26} {'zero-shot':>9} "
+           f"{'fine-tuned':>10} {'kept fine':>9} {'ranker':>6} {'wall s':>7} {'peak MB':>8}"]
+    for name in dict.fromkeys(r["dataset"] for r in rows):
+        got = {(r["model"], r["metric"]): r for r in rows if r["dataset"] == name}
+
+        def v(model: str, metric: str = "ndcg@10", got: dict = got) -> float:
+            return got.get((model, metric), {}).get("value", float("nan"))
+        diff = got[("registered", "paired_diff_ndcg@10")]
+        base = got[("best_baseline", "ndcg@10")]
+        out.append(f"{name:<14} {v('registered'):>10.4f} {base['baseline'] + ' ' + format(base['value'], '.4f'):>22} "
+                   f"{diff['value']:+.4f} [{diff['ci_low']:+.4f}, {diff['ci_high']:+.4f}]".ljust(76)
+                   + f" {v('zero_shot'):>9.4f} {v('text_finetuned'):>10.4f} {v('text_kept', 'kept_fine_tuned'):>9.0f}"
+                   f" {v('registered', 'kept_ranker'):>6.0f} {v('train', 'wall_s'):>7.0f} "
+                   f"{v('train', 'peak_rss_mb'):>8.0f}")
+    return "\n".join(out)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--shared", type=Path, default=ROOT.parent / "shared" / "data")
+    parser.add_argument("--only", help=f"comma-separated subset of {', '.join(DATASETS)}")
+    parser.add_argument("--budget-minutes", type=float, default=15.0)
+    parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument("--work", type=Path, help="keep the imported data and stores here (default: a temp folder)")
+    args = parser.parse_args()
+    names = [n.strip() for n in args.only.split(",")] if args.only else list(DATASETS)
+    rows: list[dict] = []
+    with tempfile.TemporaryDirectory() as tmp:
+        work = args.work or Path(tmp)
+        for name in names:
+            folder = prepare(name, args.shared, work / "data")
+            store = work / "stores" / name
+            store.mkdir(parents=True, exist_ok=True)
+            wall, peak, _ = run_train(folder, store, args.budget_minutes)
+            rows += dataset_rows(name, folder, store, wall, peak)
+            print(f"{name}: {wall:.0f} s, peak {peak:.0f} MB", flush=True)
+    print(render(rows))
+    result = {"benchmark": "suite", "dataset": "several",
+              "split": {"mode": "per-user", "valid": 0.1, "test": 0.2, "history": "train+valid"},
+              "machine": {"cpus": os.cpu_count()},
+              "command": portable_command("benchmarks/suite.py", sys.argv[1:], ROOT), "git_commit": git_commit(),
+              "budget_minutes": args.budget_minutes, "rows": rows}
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=2))
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()

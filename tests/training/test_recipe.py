@@ -1,0 +1,73 @@
+"""The default recipe: settings chosen from the data's shape and the time budget, under any config."""
+
+from __future__ import annotations
+
+import polars as pl
+import pytest
+
+from recsys import contract as C
+from recsys.config import load_config
+from recsys.io import DatasetPaths
+from training.pipeline import TrainConfig
+from training.recipe import MIN_EXAMPLES, DataShape, choose, measure, planned_minutes
+
+SMALL = DataShape(events=3_000, users=400, items=2_000, text_tokens_p50=30.0, text_tokens_p90=90.0)
+LARGE = DataShape(events=480_000, users=3_000, items=3_900, text_tokens_p50=8.0, text_tokens_p90=12.0)
+
+
+def test_measure_reads_counts_and_text_lengths_of_any_contract_format(tmp_path):
+    items = pl.DataFrame({C.ITEM_ID: ["a", "b", "c", "d"], C.TITLE: ["x" * 40, "y" * 40, "z" * 40, "w" * 400],
+                          C.DESCRIPTION: [None, None, None, None]})
+    inter = pl.DataFrame({C.USER_ID: ["u1", "u1", "u2"], C.ITEM_ID: ["a", "b", "a"],
+                          C.TS: ["2024-01-01T00:00:00"] * 3, C.EVENT: ["click"] * 3})
+    items.write_csv(tmp_path / "items.csv")
+    inter.write_ndjson(tmp_path / "interactions.jsonl")
+    shape = measure(DatasetPaths.from_dir(tmp_path))
+    assert (shape.events, shape.users, shape.items) == (3, 2, 4)
+    assert shape.text_tokens_p50 == pytest.approx(40 / 4, abs=0.5) and shape.text_tokens_p90 > 40
+
+
+def test_small_log_fine_tunes_the_top_layer_within_the_budget(tiny_bert_dir):
+    recipe = choose(SMALL, 15, model=str(tiny_bert_dir), cores=2, memory_gb=4)
+    s = recipe.settings
+    assert s["text.finetune.mode"] == "freeze:1"  # the tiny BERT has 2 layers: only the top one trains
+    assert s["text.max_length"] == 64 and s["pipeline.ablations"] is True and s["history"] == "train+valid"
+    assert s["pipeline.lightfm_epochs"] == [10, 20, 40] and "pipeline.ease_l2" not in s
+    assert "pipeline.cold_curve_slots" not in s  # a small log affords the cold-exposure curve
+    many = choose(DataShape(150_000, 50_000, 19_000, 8.0, 12.0), 15, model=str(tiny_bert_dir), cores=2).settings
+    assert many["pipeline.ablations"] is False and many["pipeline.cold_curve_slots"] == []
+    assert many["pipeline.max_label_users"] * 300 <= 2_000_000
+    # a small log plans for 2 minutes whatever the budget; half of that affords half the examples
+    assert recipe.planned_minutes == 2.0 == planned_minutes(SMALL.events)
+    half = choose(SMALL, 1, model=str(tiny_bert_dir), cores=2, memory_gb=4).settings
+    assert half["text.max_train_examples"] == pytest.approx(s["text.max_train_examples"] / 2, rel=0.01)
+    text = recipe.render()
+    assert "3,000 events, 400 users, 2,000 items" in text and "budget 15 min, planned 2.0" in text
+    assert all(f"{key} = " in text for key in s)
+
+
+def test_large_log_shrinks_grids_and_leaves_out_what_does_not_fit(tiny_bert_dir):
+    s = choose(LARGE, 15, model=str(tiny_bert_dir), cores=2, memory_gb=0.2).settings
+    assert s["pipeline.lightfm_epochs"] == [5, 10, 20] and s["pipeline.ablations"] is False
+    assert s["pipeline.cold_curve_slots"] == [] and "pipeline.max_label_users" not in s  # 3,000 users: all
+    assert s["pipeline.ease_l2"] == 0.0  # 3,900 items need ~0.3 GiB of dense EASE matrices: over 3/4 of 0.2 GiB
+    assert s["text.max_length"] == 16  # short titles: no padding to 64
+    tiny = choose(LARGE, 0.05, model=str(tiny_bert_dir), cores=2).settings
+    assert tiny["text.finetune.mode"] == "zero-shot" and "text.max_train_examples" not in tiny
+    with pytest.raises(ValueError, match="--budget-minutes must be > 0"):
+        choose(LARGE, 0)
+    assert MIN_EXAMPLES > 0
+    assert planned_minutes(500_000) == pytest.approx(15.0) and 2 < planned_minutes(100_000) < 15
+
+
+def test_config_file_and_set_override_the_recipe(tmp_path, tiny_bert_dir):
+    recipe = choose(SMALL, 15, model=str(tiny_bert_dir), cores=2, memory_gb=4)
+    chosen = load_config(TrainConfig, None, (), base=recipe.overrides())
+    assert chosen.text.finetune.mode == "freeze:1" and chosen.history == "train+valid"
+    assert chosen.text.max_train_examples == recipe.settings["text.max_train_examples"]
+    assert chosen.pipeline.lightfm_epochs == (10, 20, 40)
+    file = tmp_path / "mine.yaml"
+    file.write_text("history: train\ntext:\n  max_epochs: 5\n")
+    mine = load_config(TrainConfig, str(file), ("text.finetune.mode=lora",), base=recipe.overrides())
+    assert mine.history == "train" and mine.text.max_epochs == 5 and mine.text.finetune.mode == "lora"
+    assert mine.text.max_length == 64  # the recipe's choice where the file and flags are silent

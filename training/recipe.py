@@ -1,0 +1,196 @@
+"""The default recipe: ``recsys train --data DIR`` chooses its settings from the data and a time budget.
+
+A data team runs the product on its own logs without writing a config, so the settings that
+decide speed and quality are derived here from what the data looks like (events, users, items,
+how long the item texts are, memory) and from ``--budget-minutes``:
+
+* the text tower fine-tunes only its top layer (``freeze:N-1``: the lower layers' outputs are
+  cached per item, the fastest mode, benchmarks/text_training.py), on as many sampled examples
+  as its share of the planned time allows at the measured CPU speed, with texts cut where 90% of
+  them end; too little time leaves the tower zero-shot. The plan is what the log deserves (2
+  minutes up to 10k events, linear to 15 at 500k), never more than ``--budget-minutes``;
+* LightFM's epoch grid shrinks on large logs; the views that re-score every test user (ablations,
+  the cold-exposure curve) are skipped on large ones, and the ranker's table is capped;
+* EASE (a dense item x item matrix) is left out where it would not fit the memory budget;
+* the evaluation protocol is per-user 70/10/20 with train + valid as history.
+
+Every choice is a ``key=value`` override under any config file or ``--set`` (those win), is
+printed with its reason, and is logged to the run. Whether a stage then earns its place is
+decided on held-out label users by the gates of ``training.fit_pipeline``, not here.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import polars as pl
+
+from recsys import contract as C
+from recsys.io import DatasetPaths, scan_table
+from training.baseline_specs import ease_bytes, ease_fits, memory_budget
+
+__all__ = ["DataShape", "Recipe", "measure", "choose", "planned_minutes", "TEXT_SHARE", "TOKENS_PER_SECOND"]
+
+TEXT_SHARE = 0.35
+"""Share of the budget the text tower's fine-tuning may take (the rest: CF, baselines, ranker, scoring)."""
+TOKENS_PER_SECOND = 1500.0
+"""Training throughput of top-layer fine-tuning of MiniLM-L6 per core, in example tokens per second
+(benchmarks/text_training.py, freeze:4 on 2 cores: 45 examples/s at 64 tokens on MovieLens, 250 at ~12
+on the demo). Examples/s = this x cores / tokens per example."""
+MIN_EXAMPLES = 400
+"""Fewer affordable training examples than this: fine-tuning cannot learn much, stay zero-shot."""
+LARGE_LOG = 200_000
+"""Events above which LightFM's epoch grid shrinks and the ablations are skipped."""
+SMALL_LOG, SMALL_MINUTES = 10_000, 2.0
+LARGE_MINUTES, LARGE_EVENTS = 15.0, 500_000
+"""What a log deserves: 2 minutes up to 10k events, growing linearly to 15 minutes at 500k events
+(the product's targets on 2 cores); ``--budget-minutes`` caps it."""
+MANY_USERS = 10_000
+"""Users above which the views that re-score every test user (ablations, cold-exposure curve) are skipped."""
+RANKER_ROWS, CANDIDATES_PER_USER = 2_000_000, 300
+"""Rows the ranker's feature table may hold (about 50 columns each), and candidates a user (five sources)."""
+CHARS_PER_TOKEN = 4.0
+"""English wordpiece tokens are about four characters: text length is estimated without a tokenizer."""
+
+
+@dataclass(frozen=True)
+class DataShape:
+    """What the recipe reads off a dataset (lazily: counts and text lengths, no full load)."""
+
+    events: int
+    users: int
+    items: int
+    text_tokens_p50: float
+    text_tokens_p90: float
+
+    def describe(self) -> str:
+        return (f"{self.events:,} events, {self.users:,} users, {self.items:,} items, item texts ~"
+                f"{self.text_tokens_p50:.0f} tokens (90% within {self.text_tokens_p90:.0f})")
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """The chosen settings (``key=value`` for ``load_config``) and why each was chosen."""
+
+    shape: DataShape
+    budget_minutes: float
+    settings: dict[str, object] = field(default_factory=dict)
+    reasons: dict[str, str] = field(default_factory=dict)
+    planned_minutes: float | None = None
+    """The time the recipe plans for: what the log deserves (:func:`planned_minutes`), at most the budget."""
+
+    def overrides(self) -> tuple[str, ...]:
+        """The settings as ``key=value`` strings (YAML values), the ``base`` of ``load_config``."""
+        return tuple(f"{key}={json.dumps(value)}" for key, value in self.settings.items())
+
+    def render(self) -> str:
+        """What a person reads before the run starts: the data, the budget and each choice with its reason."""
+        planned = self.planned_minutes if self.planned_minutes is not None else self.budget_minutes
+        lines = [f"recipe for {self.shape.describe()}; budget {self.budget_minutes:g} min, planned {planned:.1f} "
+                 "(a config file or --set overrides any of these):"]
+        lines += [f"  {key} = {json.dumps(value)}   ({self.reasons[key]})" for key, value in self.settings.items()]
+        return "\n".join(lines)
+
+    def as_dict(self) -> dict[str, object]:
+        return {"shape": self.shape.__dict__, "budget_minutes": self.budget_minutes,
+                "planned_minutes": self.planned_minutes, "settings": self.settings, "reasons": self.reasons}
+
+
+def measure(paths: DatasetPaths) -> DataShape:
+    """Counts and item-text lengths of a contract dataset, from lazy scans (any supported format)."""
+    events = scan_table(paths.interactions).select(
+        pl.len().alias("n"), pl.col(C.USER_ID).n_unique().alias("users")).collect()
+    items = scan_table(paths.items)
+    present = items.collect_schema().names()
+    text = pl.concat_str([pl.col(c).cast(pl.String).fill_null("") for c in (C.TITLE, C.DESCRIPTION) if c in present],
+                         separator=" ") if {C.TITLE, C.DESCRIPTION} & set(present) else pl.lit("")
+    lengths = items.select(text.str.len_chars().alias("chars")).collect()["chars"]
+    p50 = float(lengths.quantile(0.5) or 0.0) / CHARS_PER_TOKEN
+    p90 = float(lengths.quantile(0.9) or 0.0) / CHARS_PER_TOKEN
+    return DataShape(int(events["n"][0]), int(events["users"][0]), lengths.len(), p50, p90)
+
+
+def planned_minutes(events: int) -> float:
+    """Minutes a log of ``events`` deserves: 2 up to 10k events, then linear to 15 at 500k (and on)."""
+    if events <= SMALL_LOG:
+        return SMALL_MINUTES
+    slope = (LARGE_MINUTES - SMALL_MINUTES) / (LARGE_EVENTS - SMALL_LOG)
+    return SMALL_MINUTES + slope * (events - SMALL_LOG)
+
+
+def _layers(model: str | None) -> int:
+    """Transformer layers of the text model (its ``config.json``), so ``freeze:N-1`` trains the top one."""
+    from recsys.text_encoder import resolve_model_path
+
+    config = json.loads((resolve_model_path(model) / "config.json").read_text())
+    return int(config.get("num_hidden_layers") or config.get("n_layers") or config.get("num_layers") or 1)
+
+
+def choose(shape: DataShape, budget_minutes: float = 15.0, *, model: str | None = None, cores: int | None = None,
+           memory_gb: float | None = None) -> Recipe:
+    """The default recipe for data of this shape within ``budget_minutes`` on this machine.
+
+    Args:
+        shape: :func:`measure` of the dataset.
+        budget_minutes: wall time the whole ``recsys train`` should fit in.
+        model: the text model folder (None: the bundled all-MiniLM-L6-v2).
+        cores: CPU cores to plan for (default: this machine's).
+        memory_gb: memory the run should stay within (default: ``baseline_specs.memory_budget``).
+    """
+    if budget_minutes <= 0:
+        raise ValueError(f"--budget-minutes must be > 0; got {budget_minutes}")
+    cores = cores or os.cpu_count() or 1
+    memory = memory_budget(memory_gb)
+    planned = min(budget_minutes, planned_minutes(shape.events))
+    settings: dict[str, object] = {}
+    reasons: dict[str, str] = {}
+
+    def choose_(key: str, value: object, why: str) -> None:
+        settings[key], reasons[key] = value, why
+
+    choose_("split.mode", "per-user", "each user's newest events are held out, so every user is evaluated")
+    choose_("history", "train+valid", "models fit on and see train + valid at test time, as the shipped model does")
+    # text tower: top layer only, as many examples as its share of the budget affords
+    max_length = int(min(64, max(16, 8 * round(shape.text_tokens_p90 / 8 + 0.5))))
+    choose_("text.max_length", max_length, f"90% of item texts fit in ~{shape.text_tokens_p90:.0f} tokens (cap 64)")
+    per_example = max(4.0, min(max_length, shape.text_tokens_p50 + 2))
+    rate = TOKENS_PER_SECOND * cores / per_example
+    epochs = 2
+    affordable = int(TEXT_SHARE * planned * 60 * rate / epochs)
+    if affordable < MIN_EXAMPLES:
+        choose_("text.finetune.mode", "zero-shot", f"the budget affords ~{affordable} training examples "
+                f"(< {MIN_EXAMPLES}): fine-tuning could not learn; the pretrained encoder as it is")
+    else:
+        layers = _layers(model)
+        choose_("text.finetune.mode", f"freeze:{max(layers - 1, 0)}", f"only the top of {layers} layers trains; "
+                "the lower layers' outputs are cached per item (the fastest mode on CPU)")
+        choose_("text.max_epochs", epochs, "two passes; early stopping on the tower's holdout may stop sooner")
+        choose_("text.max_train_examples", affordable, f"{TEXT_SHARE:.0%} of the budget at ~{rate:.0f} examples/s "
+                f"({cores} cores, ~{per_example:.0f} tokens each), {epochs} epochs")
+    large = shape.events > LARGE_LOG
+    choose_("pipeline.lightfm_epochs", [5, 10, 20] if large else [10, 20, 40],
+            f"{'more' if large else 'at most'} {LARGE_LOG:,} events: epochs tried on the label window")
+    heavy = large or shape.users > MANY_USERS
+    why = (f"more than {LARGE_LOG:,} events or {MANY_USERS:,} users: skipped" if heavy
+           else "affordable on this log")
+    choose_("pipeline.ablations", not heavy, f"each ablation refits the ranker and re-scores every test user; {why}")
+    if heavy:
+        choose_("pipeline.cold_curve_slots", [], f"each cold-exposure setting re-scores every test user; {why}")
+    label_users = RANKER_ROWS // CANDIDATES_PER_USER
+    if shape.users > label_users:
+        choose_("pipeline.max_label_users", label_users, f"{shape.users:,} users x ~{CANDIDATES_PER_USER} candidates:"
+                f" a sample keeps the ranker's feature table within {RANKER_ROWS / 1e6:.0f}M rows (memory)")
+    if not ease_fits(shape.items, memory):
+        choose_("pipeline.ease_l2", 0.0, f"EASE on {shape.items:,} items needs ~{ease_bytes(shape.items) / 2**30:.1f}"
+                f" GiB, too much for the {memory / 2**30:.1f} GiB memory budget: left out of the pipeline")
+    return Recipe(shape, budget_minutes, settings, reasons, planned)
+
+
+def write_recipe(recipe: Recipe, path: Path) -> Path:
+    """The recipe as JSON (what the run chose and why), for the report and the MLflow run."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(recipe.as_dict(), indent=2))
+    return path
