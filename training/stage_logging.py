@@ -103,7 +103,10 @@ def plot_cold_tradeoff(curve: pl.DataFrame, reference: dict[str, float] | None =
     """NDCG@10 against new-item Recall@20 over the cold-exposure settings (reference models as lines)."""
     fig, ax = plt.subplots(figsize=(6.5, 4.2))
     origin = curve.filter(pl.col("slots") == 0)
-    for place in sorted(set(curve["place"].to_list()) - {"-"}):
+    places = sorted(set(curve["place"].to_list()) - {"-"})
+    if not places:  # no cold-exposure setting was evaluated (a large log): the pipeline's own point
+        ax.plot(origin["cold_recall@20"], origin["ndcg@10"], marker="o", linestyle="", label="no new-item slots")
+    for place in places:
         line = pl.concat([origin, curve.filter(pl.col("place") == place)]).sort("slots")
         ax.plot(line["cold_recall@20"], line["ndcg@10"], marker="o", label=f"new-item slots, {place}")
         for row in line.iter_rows(named=True):

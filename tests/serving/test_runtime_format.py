@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import subprocess
 import sys
@@ -21,7 +22,10 @@ import pytest
 
 from recsys.bundle import ModelBundle
 from recsys.errors import RecsysError
+from recsys.explain import explain
 from recsys.model_format import FORMAT, META_FILE
+from recsys.pipeline import RankingPipeline
+from recsys.topk import top_k
 
 CHAMPION = "models:/recsys@champion"
 FITTING = ("training", "peft", "pytorch_lightning", "lightning", "lightfm", "implicit")
@@ -104,3 +108,29 @@ def test_a_saved_bundle_reads_back_to_the_same_lists(artifact_tree, tmp_path):
     first, second = bundle.recommend(users, 10), again.recommend(users, 10)
     assert first.select("user_id", "item_id", "rank").equals(second.select("user_id", "item_id", "rank"))
     np.testing.assert_allclose(first["score"].to_numpy(), second["score"].to_numpy(), rtol=1e-6)
+
+
+def test_a_model_served_by_one_stage_one_model_saves_loads_ranks_and_explains(artifact_tree, tmp_path):
+    """What the ranker gate registers when a single model wins: no ranker.json, the same interface."""
+    bundle = ModelBundle.load(next(p.parent for p in artifact_tree.rglob(META_FILE)))
+    state = dataclasses.replace(bundle.state, models={"lightfm": bundle.state.models["lightfm"]},
+                                sources=("lightfm",), ranker=None)
+    alone = dataclasses.replace(bundle, pipeline=RankingPipeline(state, name="pipeline"))
+    folder = alone.save(tmp_path / "alone")
+    assert not (folder / "ranker.json").exists()
+    assert json.loads((folder / META_FILE).read_text())["pipeline"]["ranked"] is False
+    loaded = ModelBundle.load(folder)
+    assert loaded.state.ranker is None and loaded.describe()["ranked_by"] == "lightfm"
+    users = [str(u) for u in bundle.user_ids[:8]]
+    recs = loaded.recommend(users, 10)
+    # exactly LightFM's own top 10 of each user, seen items left out
+    index = loaded.user_index(np.array(users, dtype=object))
+    history = loaded.history[index]
+    expected = top_k(loaded.state.models["lightfm"].score(index, history), 10, exclude=history)
+    got = recs.sort("user_id", "rank").group_by("user_id", maintain_order=True).agg("item_id")
+    by_user = dict(zip(got["user_id"].to_list(), got["item_id"].to_list(), strict=True))
+    for row, user in enumerate(users):
+        assert by_user[user] == [str(loaded.item_ids[i]) for i in expected[row] if i >= 0]
+    explained = explain(loaded, users[:2], k=3)
+    assert explained.height == 6 and explained["sources"].to_list() == ["lightfm"] * 6
+    assert all("ranked by the LightFM score alone" in reason for reason in explained["reason"].to_list())

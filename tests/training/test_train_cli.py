@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -62,3 +63,35 @@ def test_train_text_stage_end_to_end(tmp_path, tiny_bert_dir):
     child = client.search_runs([parent.info.experiment_id], f"tags.mlflow.parentRunId = '{parent.info.run_id}'")[0]
     history = client.get_metric_history(child.info.run_id, "valid/auc")
     assert len(history) == 2  # one holdout AUC per epoch
+
+
+def test_fifty_thousand_users_with_nanosecond_times_over_decades_train(tmp_path, tiny_bert_dir):
+    """The text tower's user windows once overflowed int64 here; any user count, unit and span must train."""
+    import numpy as np
+    import polars as pl
+
+    from recsys import contract as C
+
+    rng = np.random.default_rng(0)
+    n_users, n_items, per_user = 50_000, 400, 6
+    users = np.repeat([f"u{u}" for u in range(n_users)], per_user)
+    items = rng.integers(0, n_items, len(users))
+    # pandas writes nanoseconds; times spread over 1975-2024 with each user's events in order
+    base = rng.integers(0, 49 * 365 * 86_400, n_users).repeat(per_user) + np.tile(np.arange(per_user) * 3_600, n_users)
+    stamps = (np.datetime64("1975-01-01T00:00:00", "ns") + (base * 10**9).astype("timedelta64[ns]"))
+    data = tmp_path / "data"
+    data.mkdir()
+    pl.DataFrame({C.USER_ID: users, C.ITEM_ID: [f"i{i}" for i in items], C.TS: stamps,
+                  C.EVENT: ["click"] * len(users)}).write_parquet(data / "interactions.parquet")
+    pl.DataFrame({C.ITEM_ID: [f"i{i}" for i in range(n_items)],
+                  C.TITLE: [f"item number {i} about topic {i % 7}" for i in range(n_items)]}).write_parquet(
+        data / "items.parquet")
+    assert pl.read_parquet(data / "interactions.parquet")[C.TS].dtype.time_unit == "ns"
+    result = CliRunner().invoke(cli, [
+        "train", "--stage", "text", "--data", str(data), "--no-mlflow", "--no-recipe",
+        "--set", f"text.model={tiny_bert_dir}", "--set", "text.finetune.mode=bitfit", "--set", "text.max_epochs=1",
+        "--set", "text.max_train_examples=300", "--set", "n_bootstrap=20", "--set", "baselines=[popularity]"])
+    assert result.exit_code == 0, result.output
+    assert "Traceback" not in result.output and "│ text_bitfit" in result.output
+    tested = int(re.search(r"([\d,]+) test users", result.output).group(1).replace(",", ""))
+    assert tested > 10_000  # every user was scored: the windows of all 50,000 were built
