@@ -165,7 +165,8 @@ def choose(shape: DataShape, budget_minutes: float = 15.0, *, model: str | None 
     def choose_(key: str, value: object, why: str) -> None:
         settings[key], reasons[key] = value, why
 
-    choose_("split.mode", "per-user", "each user's newest events are held out, so every user is evaluated")
+    choose_("split", {"mode": "per-user", "valid": 0.1, "test": 0.2},
+            "each user's newest 20% of events are the test window, the 10% before them the valid one")
     choose_("history", "train+valid", "models fit on and see train + valid at test time, as the shipped model does")
     # text tower: top layer only, as many examples as its share of the budget affords
     max_length = int(min(64, max(16, 8 * round(shape.text_tokens_p90 / 8 + 0.5))))

@@ -64,6 +64,7 @@ def test_config_file_and_set_override_the_recipe(tmp_path, tiny_bert_dir):
     recipe = choose(SMALL, 15, model=str(tiny_bert_dir), cores=2, memory_gb=4)
     chosen = load_config(TrainConfig, None, (), base=recipe.overrides())
     assert chosen.text.finetune.mode == "freeze:1" and chosen.history == "train+valid"
+    assert (chosen.split.mode, chosen.split.valid, chosen.split.test) == ("per-user", 0.1, 0.2)
     assert chosen.text.max_train_examples == recipe.settings["text.max_train_examples"]
     assert chosen.pipeline.lightfm_epochs == (10, 20, 40)
     file = tmp_path / "mine.yaml"
