@@ -48,6 +48,11 @@ def _build(cls: type, values: dict, path: str) -> object:
             raise ConfigError(f"unknown config key '{where}'; valid keys here: {', '.join(fields)}")
         kind = hints[key]
         if dataclasses.is_dataclass(kind):
+            # one key of a nested block overrides the parent's default for it, not the block class's
+            # (TrainConfig.split defaults to per-user 70/10/20; ``split.mode=global`` keeps 10/20)
+            default = _default_of(fields[key])
+            if isinstance(value, dict) and dataclasses.is_dataclass(default):
+                value = _merged(_tree(default), value)
             kwargs[key] = _build(kind, value, where)
         elif isinstance(value, list):
             kwargs[key] = tuple(value)
@@ -57,6 +62,23 @@ def _build(cls: type, values: dict, path: str) -> object:
         return cls(**kwargs)
     except (TypeError, ValueError) as exc:
         raise ConfigError(f"{path or 'config'}: {exc}") from exc
+
+
+def _default_of(field) -> object:
+    """A dataclass field's default value (its factory called), or None when it has none."""
+    import dataclasses
+
+    if field.default_factory is not dataclasses.MISSING:
+        return field.default_factory()
+    return None if field.default is dataclasses.MISSING else field.default
+
+
+def _tree(instance: object) -> dict:
+    """A dataclass instance as the nested mapping ``_build`` reads (nested dataclasses as mappings)."""
+    import dataclasses
+
+    return {f.name: _tree(v) if dataclasses.is_dataclass(v := getattr(instance, f.name)) else v
+            for f in dataclasses.fields(instance)}
 
 
 def _coerce(value: object, kind: object, where: str) -> object:

@@ -37,6 +37,10 @@ def test_config_errors_name_the_key(tmp_path):
     with pytest.raises(ConfigError, match="bad.yaml: not valid YAML"):
         load_config(TrainConfig, str(bad))
     assert load_config(TrainConfig, None, ("text.lr=1e-4", "baselines=[ease]")).text.lr == 1e-4
+    # one key of a nested block changes only that key of the run's default (per-user 70/10/20)
+    split = load_config(TrainConfig, None, ("split.mode=global",)).split
+    assert (split.mode, split.valid, split.test) == ("global", 0.1, 0.2)
+    assert load_config(TrainConfig, None, ("text.finetune.lora_r=4",)).text.finetune.mode == "lora"
 
 
 def test_train_text_stage_end_to_end(tmp_path, tiny_bert_dir):
