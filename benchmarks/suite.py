@@ -153,14 +153,19 @@ def main() -> None:
             rows += dataset_rows(name, folder, store, wall, peak)
             print(f"{name}: {wall:.0f} s, peak {peak:.0f} MB", flush=True)
     print(render(rows))
+    write_result(rows, args.out, sys.argv[1:], args.budget_minutes)
+
+
+def write_result(rows: list[dict], out: Path, argv: list[str], budget_minutes: float) -> None:
+    """The suite's JSON in the shape of ``../shared/BENCHMARKS.md`` (one row per figure, dataset in each)."""
     result = {"benchmark": "suite", "dataset": "several",
               "split": {"mode": "per-user", "valid": 0.1, "test": 0.2, "history": "train+valid"},
               "machine": {"cpus": os.cpu_count()},
-              "command": portable_command("benchmarks/suite.py", sys.argv[1:], ROOT), "git_commit": git_commit(),
-              "budget_minutes": args.budget_minutes, "rows": rows}
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2))
-    print(f"wrote {args.out}")
+              "command": portable_command("benchmarks/suite.py", argv, ROOT), "git_commit": git_commit(),
+              "budget_minutes": budget_minutes, "rows": rows}
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2))
+    print(f"wrote {out}")
 
 
 if __name__ == "__main__":
