@@ -42,7 +42,7 @@ def git_commit(cwd: Path | None = None) -> str:
 def portable_command(script: str, argv: list[str], root: Path) -> str:
     """The command line a result file records, without this machine's paths.
 
-    Paths inside the checkout's parent become relative to the checkout (``../shared/data/...``);
+    Paths inside the checkout's parent become relative to the checkout (``../datasets/...``);
     any other absolute path (a scratch store, say) keeps at most its last two parts, never its
     top-level folder, behind ``<local>/``, so the file says what was run without naming a machine.
     """
