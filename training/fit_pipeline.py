@@ -232,9 +232,9 @@ class StageOne:
                  text_from: StageOne | None = None) -> None:
         self.config, self.text_config, self.eval_config = config, text, eval_config
         self.warm = warm
+        """An update: start the text tower and LightFM from this previous version (``recsys train --from``)."""
         self.text_from = text_from
         """Reuse this fitted stage one's kept text tower (it is inductive: it only re-reads histories)."""
-        """An update: start the text tower and LightFM from this previous version (``recsys train --from``)."""
         self.text_logger, self.show_progress = text_logger, show_progress
         self._data: FitInput | None = None
         self.inner: dict[str, Scorer] = {}
@@ -323,8 +323,7 @@ class StageOne:
         truth, history = _truth(self.labels, users, data.n_items), inner.interactions[users]
 
         def ndcg(n_epochs: int, model: FactorScorer) -> None:
-            top = top_k(model.score(users, history), 10, exclude=history)
-            self.lightfm_curve[n_epochs] = float(np.nanmean(ranking_metrics(top, truth, (10,))["ndcg@10"]))
+            self.lightfm_curve[n_epochs] = float(np.nanmean(label_ndcg(model, users, history, truth)))
 
         parent = self.warm.parent.state.models.get("lightfm") if self.warm is not None else None
         if isinstance(parent, FactorScorer) and parent.state:  # update: continue the previous version's LightFM
@@ -356,7 +355,6 @@ class StageOne:
         self.inner["popularity_recent"] = PopularityRecommender(PopularityConfig("recent")).fit(inner)
         self.full["popularity_recent"] = PopularityRecommender(PopularityConfig("recent")).fit(data)
         self.stats["cf_other"] = {"seconds": time.perf_counter() - start}
-
 
     def _fit_itemknn(self, data: FitInput, users: np.ndarray, history: sp.csr_matrix, truth: sp.csr_matrix) -> None:
         """Item-kNN (sparse, cheap), its neighbourhood chosen on the label window: a strong CF source on many logs."""
@@ -400,9 +398,9 @@ class PipelineRecommender:
                  cold: ColdExposure = ColdExposure(), gate: bool = False, keep: str | None = None) -> None:
         self.stage_one, self.name, self.without, self.cold = stage_one, name, tuple(without), cold
         self.gate = gate
+        """Hold out label users and keep the ranker only if it beats the best stage-one model alone on them."""
         self.keep = keep
         """A decision already taken (shipping refit): ``ranker``, or the stage-one model that serves alone."""
-        """Hold out label users and keep the ranker only if it beats the best stage-one model alone on them."""
         self.kept_: str = "ranker"
         """What the fitted pipeline ranks with: ``ranker``, or the stage-one model that won the gate."""
         self.gate_: dict[str, float] = {}
@@ -438,6 +436,10 @@ class PipelineRecommender:
         return PipelineState(kept, sources, ranker, events, _catalogue(data.items), cold, candidates,
                              cfg.features, _normalised_vectors(kept))
 
+    def _alone(self, model: str, data: FitInput) -> PipelineState:
+        """The state of a pipeline that ranks with stage one's ``model`` alone (no ranker, no other source)."""
+        return replace(self._state({model: self.stage_one.full[model]}, data, None), sources=(model,))
+
     def fit(self, data: FitInput) -> RankingPipeline:
         """Fit (or reuse) the stage-one models, train the ranker on the label window, then switch to the full window.
 
@@ -450,8 +452,7 @@ class PipelineRecommender:
         cfg = stage.config
         if self.keep not in (None, "ranker"):  # the gate already chose one model: no ranker to train
             self.kept_, self.stats_, self._data = self.keep, {}, data
-            state = replace(self._state({self.keep: stage.full[self.keep]}, data, None), sources=(self.keep,))
-            self.pipeline_ = RankingPipeline(state, name=self.name, cold=self.cold)
+            self.pipeline_ = RankingPipeline(self._alone(self.keep, data), name=self.name, cold=self.cold)
             return self.pipeline_
         start = time.perf_counter()
         inner = RankingPipeline(self._state(stage.inner, stage.inner_data, ranker=None))
@@ -485,9 +486,8 @@ class PipelineRecommender:
                 ranker, self.report_ = fit_ranker(table, feature_columns(table), config=cfg.ranker, base=base,
                                                   show_progress=stage.show_progress)
         self.train_table_, self.ranker_ = table, ranker
-        state = self._state(stage.full, data, ranker)
-        if self.kept_ != "ranker":  # one stage-one model serves alone, through the same interface
-            state = replace(self._state({self.kept_: stage.full[self.kept_]}, data, None), sources=(self.kept_,))
+        # the ranker, or the one stage-one model that serves alone through the same interface
+        state = self._state(stage.full, data, ranker) if self.kept_ == "ranker" else self._alone(self.kept_, data)
         self.pipeline_ = RankingPipeline(state, name=self.name, cold=self.cold)
         self.stats_ = {"features_s": features_s, "train_rows": table.height, "train_users": len(users),
                        "n_features": len(ranker.features), "ranker_s": time.perf_counter() - start - features_s}

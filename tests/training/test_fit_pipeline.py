@@ -13,7 +13,6 @@ from features.split import SplitConfig
 from recsys import contract as C
 from recsys.errors import NotFittedError
 from recsys.evaluation.eval_data import EvalConfig, build_eval_data
-from recsys.indexing import fit_input
 from recsys.io import Dataset
 from recsys.pipeline import ColdExposure, RankingPipeline, _positions
 from recsys.scorers import Scorer
@@ -29,6 +28,7 @@ from training.fit_pipeline import (
     refit_for_shipping,
 )
 from training.fit_ranker import RankerConfig
+from training.pipeline import all_events
 from training.text_tower import TextTowerConfig
 
 T0 = datetime(2024, 1, 1)
@@ -240,8 +240,7 @@ def test_shipping_refit_keeps_the_evaluated_choices_and_learns_the_newer_events(
     """The registered model: the same choices (epochs, ranker or one model), fitted on every event."""
     data, _, recommender, pipeline = fitted
     window = data.test.fit
-    rows = pl.concat([window.events, data.test_events.select(window.events.columns)], how="vertical_relaxed")
-    everything = fit_input(rows, (window.n_users, window.n_items), data.config, window.item_features, window.items)
+    everything = all_events(data, data.config)
     shipped = refit_for_shipping(recommender, everything)
     assert shipped.kept_ == recommender.kept_ and shipped.stage_one.config.lightfm_epochs == (
         int(recommender.stage_one.stats["lightfm"]["best_epochs"]),)
