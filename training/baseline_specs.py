@@ -53,8 +53,9 @@ def memory_budget(memory_gb: float | None = None) -> float:
 
 
 def ease_bytes(n_items: int) -> int:
-    """Peak of an EASE fit: about three dense float64 [n_items, n_items] matrices."""
-    return 3 * 8 * n_items * n_items
+    """Peak of an EASE fit: one dense float32 [n_items, n_items] matrix being solved, and the fitted one
+    of the window before it that the run still holds (``EASERecommender.fit`` solves in place)."""
+    return 2 * 4 * n_items * n_items
 
 
 def ease_fits(n_items: int, budget: float) -> bool:

@@ -182,7 +182,7 @@ class EASEConfig:
     l2: float = 500.0
     """Ridge penalty added to the Gram diagonal; > 0 (it also makes the inverse exist)."""
     max_items: int = 30_000
-    """Refuse catalogues larger than this: fitting holds a dense float64 [n_items, n_items]; >= 1."""
+    """Refuse catalogues larger than this: fitting holds a dense float32 [n_items, n_items]; >= 1."""
 
     def __post_init__(self) -> None:
         check_above(self, l2=0)
@@ -202,7 +202,11 @@ class EASERecommender:
         self.config = config
 
     def fit(self, data: FitInput) -> ItemItemScorer:
-        """Solve for ``B`` in float64 (Cholesky, or Woodbury when users < items), store it as float32.
+        """Solve for ``B`` in float32, in place (Cholesky, or Woodbury when users < items).
+
+        One dense [n_items, n_items] float32 matrix at peak (plus the small [n_users, n_users]
+        Woodbury kernel, solved in float64): a third of a float64 solve and its float32 copy,
+        with the same top-k lists (tests/training/test_baselines.py compares them).
 
         Args:
             data: ``interactions`` float32 [n_users, n_items] (binarised here).
@@ -212,20 +216,20 @@ class EASERecommender:
         """
         n = data.n_items
         if n > self.config.max_items:
-            gib = 3 * 8 * n * n / 2**30
+            gib = 4 * n * n / 2**30
             raise ValueError(
-                f"EASE on {n} items needs dense {n} x {n} float64 matrices (about {gib:.1f} GiB at peak), "
+                f"EASE on {n} items needs a dense {n} x {n} float32 matrix (about {gib:.1f} GiB at peak), "
                 f"above EASEConfig.max_items={self.config.max_items}; raise max_items if the machine has "
                 "that memory, or use ItemKNNRecommender on large catalogues"
             )
-        p = _ridge_gram_inverse(binarize(data.interactions).astype(np.float64), self.config.l2)
+        p = _ridge_gram_inverse(binarize(data.interactions).astype(np.float32), self.config.l2)
         p /= -np.diag(p).copy()
         p.flat[:: n + 1] = 0.0
-        return ItemItemScorer(self.name, np.asarray(p, dtype=np.float32, order="C"))
+        return ItemItemScorer(self.name, np.ascontiguousarray(p, dtype=np.float32))
 
 
 def _ridge_gram_inverse(x: sp.csr_matrix, l2: float) -> np.ndarray:
-    """``(X^T X + l2 * I)^-1`` in float64 for binary ``x`` [n_users, n_items].
+    """``(X^T X + l2 * I)^-1`` in the dtype of binary ``x`` [n_users, n_items].
 
     With fewer users than items (MovieLens-small: 610 x 9.7k) the Woodbury identity
     ``(l2 I + X^T X)^-1 = (I - X^T (l2 I + X X^T)^-1 X) / l2`` needs only a [n_users, n_users]
@@ -233,9 +237,9 @@ def _ridge_gram_inverse(x: sp.csr_matrix, l2: float) -> np.ndarray:
     """
     n_users, n_items = x.shape
     if n_users < n_items:
-        kernel = (x @ x.T).toarray()
+        kernel = (x @ x.T).toarray().astype(np.float64)  # small: solved in float64, then back to x's dtype
         kernel.flat[:: n_users + 1] += l2
-        solved = scipy.linalg.cho_solve(scipy.linalg.cho_factor(kernel), x.toarray())
+        solved = scipy.linalg.cho_solve(scipy.linalg.cho_factor(kernel), x.toarray()).astype(x.dtype)
         # csr rows stream contiguous rows of `solved`; the default csc product is ~2x slower here.
         inv = np.asarray(x.T.tocsr() @ solved)
         inv *= -1.0 / l2
@@ -249,11 +253,12 @@ def _ridge_gram_inverse(x: sp.csr_matrix, l2: float) -> np.ndarray:
 def _spd_inverse(gram: np.ndarray) -> np.ndarray:
     """Inverse of a symmetric positive definite matrix via LAPACK potrf/potri; overwrites ``gram``."""
     # gram is symmetric, so its transpose is the same matrix in the Fortran order LAPACK wants;
-    # passing it lets overwrite_a work in place instead of copying ~n^2 * 8 bytes.
-    chol, info = lapack.dpotrf(gram.T, lower=False, overwrite_a=True)
+    # passing it lets overwrite_a work in place instead of copying the whole matrix.
+    potrf, potri = lapack.get_lapack_funcs(("potrf", "potri"), (gram,))  # spotrf for float32, dpotrf for float64
+    chol, info = potrf(gram.T, lower=False, overwrite_a=True)
     if info != 0:
         raise ValueError(f"Gram matrix is not positive definite (LAPACK potrf info={info}); increase EASEConfig.l2")
-    inv, info = lapack.dpotri(chol, lower=False, overwrite_c=True)
+    inv, info = potri(chol, lower=False, overwrite_c=True)
     if info != 0:
         raise ValueError(f"Gram matrix is singular (LAPACK potri info={info}); increase EASEConfig.l2")
     # potri fills only the upper triangle; mirror it a block of rows at a time to stay memory-flat.

@@ -234,7 +234,7 @@ class StageOne:
         self.warm = warm
         """An update: start the text tower and LightFM from this previous version (``recsys train --from``)."""
         self.text_from = text_from
-        """Reuse this fitted stage one's kept text tower (it is inductive: it only re-reads histories)."""
+        """Shipping (:meth:`fit_full`): reuse this fitted stage one's kept tower (inductive: it re-reads histories)."""
         self.text_logger, self.show_progress = text_logger, show_progress
         self._data: FitInput | None = None
         self.inner: dict[str, Scorer] = {}
@@ -271,6 +271,46 @@ class StageOne:
         self._data = data
         return self
 
+    def fit_full(self, data: FitInput, only: str | None = None) -> Self:
+        """The whole-window models with the choices already made (shipping: no label window, no inner fits).
+
+        Args:
+            data: what the models learn from (every event).
+            only: fit just this stage-one model (the one that serves alone); None = all of them.
+
+        The config carries one LightFM epoch count and one item-kNN neighbourhood (the chosen
+        ones), and ``text_from`` the evaluated stage one whose kept tower re-reads ``data``.
+        """
+        if data.events is None or data.items is None:
+            raise ValueError("the ranked pipeline needs FitInput.events and FitInput.items (build_eval_data sets them)")
+        cfg = self.config
+        start = time.perf_counter()
+
+        def wanted(model: str) -> bool:
+            return only is None or only == model
+
+        if wanted("text") and "text" in cfg.sources and self.text_from is not None:
+            self.text_kept = self.text_from.text_kept
+            self.full["text"] = self.towers[self.text_kept] = self.text_from.full["text"].with_history(
+                data.events, data.n_users)
+        parent = self.warm.parent.state.models.get("lightfm") if self.warm is not None else None
+        epochs = cfg.lightfm_epochs[-1]
+        if wanted("lightfm") and isinstance(parent, FactorScorer) and parent.state:  # an update continues its parent
+            fit = self.warm.with_replay(data)
+            self.full["lightfm"] = LightFMRecommender(cfg.lightfm).warm_start(
+                parent, fit, self.warm.user_map, self.warm.item_map).partial_fit(fit, epochs=epochs).scorer()
+        elif wanted("lightfm"):
+            self.full["lightfm"] = LightFMRecommender(replace(cfg.lightfm, epochs=epochs)).fit(data)
+        if wanted("ease") and cfg.ease_l2 > 0:
+            self.full["ease"] = EASERecommender(EASEConfig(l2=cfg.ease_l2)).fit(data)
+        if wanted("itemknn") and "itemknn" in cfg.sources and cfg.itemknn_neighbours:
+            self.full["itemknn"] = ItemKNNRecommender(ItemKNNConfig(neighbours=cfg.itemknn_neighbours[-1])).fit(data)
+        if wanted("popularity_recent"):
+            self.full["popularity_recent"] = PopularityRecommender(PopularityConfig("recent")).fit(data)
+        self.stats["full_fit"] = {"seconds": time.perf_counter() - start}
+        self._data = data
+        return self
+
     def _fit_text(self, data: FitInput) -> None:
         if "text" not in self.config.sources:
             return
@@ -279,13 +319,6 @@ class StageOne:
         if self.warm is not None and isinstance(self.warm.parent.state.models.get("text"), TextScorer):
             update = self.warm.config
             warm = WarmText(self.warm.parent.state.models["text"], update.l2sp, self.warm.replay)
-        if self.text_from is not None:  # shipping: the evaluated tower, reading the new window's histories
-            self.text_kept = self.text_from.text_kept
-            kept = self.text_from.full["text"]
-            self.inner["text"] = kept.with_history(self.inner_data.events, data.n_users)
-            self.full["text"] = self.towers[self.text_kept] = kept.with_history(data.events, data.n_users)
-            self.stats["text_tower"] = {"seconds": time.perf_counter() - start, "reused": 1.0}
-            return
         tower = TextTowerRecommender(self.text_config, logger_=self.text_logger, warm=warm)
         inner = {tower.name: tower.fit(self.inner_data)}
         self.stats["text_tower"] = {"seconds": time.perf_counter() - start} | tower.stats_
@@ -395,12 +428,15 @@ class PipelineRecommender:
     """
 
     def __init__(self, stage_one: StageOne, *, name: str = "pipeline", without: Sequence[str] = (),
-                 cold: ColdExposure = ColdExposure(), gate: bool = False, keep: str | None = None) -> None:
+                 cold: ColdExposure = ColdExposure(), gate: bool = False, keep: str | None = None,
+                 ranker: RankerEnsemble | None = None) -> None:
         self.stage_one, self.name, self.without, self.cold = stage_one, name, tuple(without), cold
         self.gate = gate
         """Hold out label users and keep the ranker only if it beats the best stage-one model alone on them."""
         self.keep = keep
         """A decision already taken (shipping refit): ``ranker``, or the stage-one model that serves alone."""
+        self.ranker = ranker
+        """A ranker already trained (shipping refit, ``keep="ranker"``): it ranks the refit models' candidates."""
         self.kept_: str = "ranker"
         """What the fitted pipeline ranks with: ``ranker``, or the stage-one model that won the gate."""
         self.gate_: dict[str, float] = {}
@@ -453,6 +489,11 @@ class PipelineRecommender:
         if self.keep not in (None, "ranker"):  # the gate already chose one model: no ranker to train
             self.kept_, self.stats_, self._data = self.keep, {}, data
             self.pipeline_ = RankingPipeline(self._alone(self.keep, data), name=self.name, cold=self.cold)
+            return self.pipeline_
+        if self.ranker is not None:  # trained already: it ranks what the models fitted on ``data`` propose
+            self.kept_, self.stats_, self._data, self.ranker_ = "ranker", {}, data, self.ranker
+            self.pipeline_ = RankingPipeline(self._state(stage.full, data, self.ranker), name=self.name,
+                                             cold=self.cold)
             return self.pipeline_
         start = time.perf_counter()
         inner = RankingPipeline(self._state(stage.inner, stage.inner_data, ranker=None))
@@ -539,9 +580,14 @@ def refit_for_shipping(main: PipelineRecommender, data: FitInput) -> PipelineRec
     """``main``'s evaluated choices, refit on ``data`` (every event): what the registry ships.
 
     The evaluation's model never saw the test window; the shipped one must. The choices stay
-    those that were measured (the kept text tower, LightFM's epochs, ranker or one model
-    alone): collaborative models and the ranker refit on everything, and the text tower, which
-    is inductive, re-reads the longer histories instead of fine-tuning again.
+    those that were measured (the kept text tower, LightFM's epochs, item-kNN's neighbourhood,
+    ranker or one model alone): the collaborative models refit on everything, the text tower,
+    which is inductive, re-reads the longer histories instead of fine-tuning again, and the
+    ranker is the evaluated one. It learned to rank what models fitted on earlier events propose
+    for the events after them, which is exactly its place again here: in the evaluation it ranked
+    models fitted on train + valid for the test window, now models fitted on everything for
+    what comes next. Retraining it would cost its whole fit again (minutes on large logs) for
+    labels one window newer.
     """
     stage = main.stage_one
     config = stage.config
@@ -549,9 +595,11 @@ def refit_for_shipping(main: PipelineRecommender, data: FitInput) -> PipelineRec
         config = replace(config, lightfm_epochs=(int(stage.stats["lightfm"]["best_epochs"]),))
     if "itemknn" in stage.stats:
         config = replace(config, itemknn_neighbours=(int(stage.stats["itemknn"]["neighbours"]),))
+    alone = None if main.kept_ == "ranker" else main.kept_
     shipped = StageOne(config, stage.text_config, eval_config=stage.eval_config, show_progress=stage.show_progress,
-                       warm=stage.warm, text_from=stage if "text" in stage.full else None)
-    ship = PipelineRecommender(shipped, name=main.name, without=main.without, cold=main.cold, keep=main.kept_)
+                       warm=stage.warm, text_from=stage if "text" in stage.full else None).fit_full(data, alone)
+    ship = PipelineRecommender(shipped, name=main.name, without=main.without, cold=main.cold, keep=main.kept_,
+                               ranker=main.ranker_ if main.kept_ == "ranker" else None)
     ship.fit(data)
     return ship
 

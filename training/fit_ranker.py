@@ -18,8 +18,10 @@ Learning curves and importance plots: ``training.ranker_plots``.
 from __future__ import annotations
 
 import logging
+import os
 import time
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 
 import lightgbm as lgb
@@ -70,7 +72,8 @@ class RankerConfig:
     """LightGBM ``lambdarank_truncation_level``: pairs are formed only with the top this many
     rows of each group's current ranking; >= 1."""
     num_threads: int = 1
-    """LightGBM threads; >= 1. Runs with the same seed and thread count give identical models."""
+    """LightGBM threads per booster; >= 1. Runs with the same seed and thread count give identical
+    models; the fold boosters themselves train side by side, one per core."""
     seed: int = 0
     """Seeds the user shuffle, the row order within groups and LightGBM; >= 0."""
 
@@ -219,18 +222,24 @@ def fit_ranker(
     logger.info("fit_ranker: %d groups used, %d all-zero groups dropped, %d rows", used_groups.len(), n_dropped,
                 data.height)
 
-    folds = range(config.n_folds)
-    if show_progress:
-        from tqdm.auto import tqdm
+    # one single-threaded booster per fold, the folds side by side on the machine's cores: the same
+    # models as one after the other (each is deterministic with one thread), in a fraction of the time
+    from tqdm.auto import tqdm
 
-        folds = tqdm(folds, desc="ranker folds", unit="fold")
-    boosters, reports = [], []
-    for k in folds:
-        booster, report = _fit_fold(data, k, features, label, group, config, base)
-        boosters.append(booster)
-        reports.append(report)
-        logger.info("fit_ranker: fold %d best iteration %d, ndcg@%d %.4f", k, report.best_iteration, config.eval_at,
-                    report.best_ndcg)
+    workers = max(1, min(config.n_folds, os.cpu_count() or 1))
+    with ThreadPoolExecutor(workers) as pool, tqdm(total=config.n_folds, desc="ranker folds", unit="fold",
+                                                   disable=not show_progress, leave=False) as bar:
+        pending = [pool.submit(_fit_fold, data, k, features, label, group, config, base)
+                   for k in range(config.n_folds)]
+        for future in as_completed(pending):
+            future.result()
+            bar.update()
+        fitted = [future.result() for future in pending]
+    boosters = [booster for booster, _ in fitted]
+    reports = [report for _, report in fitted]
+    for report in reports:
+        logger.info("fit_ranker: fold %d best iteration %d, ndcg@%d %.4f", report.fold, report.best_iteration,
+                    config.eval_at, report.best_ndcg)
     ensemble = RankerEnsemble(boosters, features, [r.best_iteration for r in reports], base)
     report = RankerReport(
         folds=reports, assignment=assignment, metric=f"ndcg@{config.eval_at}", n_groups_used=used_groups.len(),

@@ -12,6 +12,7 @@ import logging
 import tempfile
 import time
 from dataclasses import dataclass, replace
+from datetime import timedelta
 from pathlib import Path
 
 import numpy as np
@@ -162,7 +163,9 @@ class TextTowerRecommender:
         with tempfile.TemporaryDirectory() as scratch:
             folder = Path(cfg.checkpoint_dir or scratch)
             best = ModelCheckpoint(dirpath=folder, filename="best", monitor="valid/auc", mode="max", save_last=True)
+            limit = timedelta(minutes=cfg.max_minutes) if cfg.max_minutes is not None else None
             trainer = L.Trainer(accelerator="cpu", devices=1, max_epochs=cfg.max_epochs, max_steps=cfg.max_steps,
+                                max_time=limit,
                                 gradient_clip_val=cfg.grad_clip, num_sanity_val_steps=0, logger=self.logger or False,
                                 enable_progress_bar=cfg.show_progress, enable_model_summary=False,
                                 log_every_n_steps=10, deterministic=True,
@@ -178,6 +181,7 @@ class TextTowerRecommender:
         score = best.best_model_score
         self.stats_ |= {"train_examples": len(train), "holdout_examples": len(holdout),
                         "epochs": trainer.current_epoch, "train_wall_s": elapsed,
+                        "stopped_by_clock": float(limit is not None and elapsed >= limit.total_seconds()),
                         "examples_per_s": trainer.global_step * cfg.batch_size / max(elapsed, 1e-9),
                         "best_valid_auc": float(score) if score is not None else float("nan")}
 

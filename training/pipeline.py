@@ -103,6 +103,9 @@ class TrainConfig:
     """Stage ``text``: also evaluate the tower with int8 catalogue encoding (``<name>_int8``): its quality cost."""
     n_bootstrap: int = 1000
     """Bootstrap resamples for the CIs."""
+    max_eval_users: int | None = None
+    """Evaluate (and tune the baselines) on at most this many users per window, a seeded sample;
+    every model still fits on every user (``EvalConfig.max_users``). None = every user."""
     report_dir: str | None = None
     """Where the report goes; None = ``DATA/reports/train``."""
     from_model: str | None = None
@@ -249,6 +252,7 @@ def train(config: TrainConfig, *, tracking_uri: str | None = None, show_progress
     start = time.perf_counter()
     paths = DatasetPaths.from_dir(config.data)
     eval_config = EvalConfig(split=config.split, history=config.history, n_bootstrap=config.n_bootstrap,
+                             max_users=config.max_eval_users,
                              event_weights=tuple((str(e), float(w)) for e, w in config.event_weights))
     previous = None
     if config.from_model:  # before anything is written: an unknown model or alias fails here

@@ -11,7 +11,8 @@ how long the item texts are, memory) and from ``--budget-minutes``:
   minutes up to 10k events, linear to 15 at 500k), never more than ``--budget-minutes``;
 * LightFM's epoch grid shrinks on large logs; the views that re-score every test user (ablations,
   the cold-exposure curve) are skipped on large ones, and the ranker's table is capped;
-* EASE (a dense item x item matrix) is left out where it would not fit the memory budget;
+* EASE (a dense item x item matrix) is left out where it would not fit the memory budget, or where
+  its fits (a cubic solve each) would take more than a fifth of the planned time;
 * the evaluation protocol is per-user 70/10/20 with train + valid as history.
 
 Every choice is a ``key=value`` override under any config file or ``--set`` (those win), is
@@ -30,9 +31,10 @@ import polars as pl
 
 from recsys import contract as C
 from recsys.io import DatasetPaths, scan_table
-from training.baseline_specs import ease_bytes, ease_fits, memory_budget
+from training.baseline_specs import DEFAULT_BASELINES, ease_bytes, ease_fits, memory_budget
 
-__all__ = ["DataShape", "Recipe", "measure", "choose", "planned_minutes", "TEXT_SHARE", "TOKENS_PER_SECOND"]
+__all__ = ["DataShape", "Recipe", "measure", "choose", "planned_minutes", "ease_seconds", "TEXT_SHARE",
+           "TOKENS_PER_SECOND"]
 
 TEXT_SHARE = 0.35
 """Share of the budget the text tower's fine-tuning may take (the rest: CF, baselines, ranker, scoring)."""
@@ -52,6 +54,14 @@ MANY_USERS = 10_000
 """Users above which the views that re-score every test user (ablations, cold-exposure curve) are skipped."""
 RANKER_ROWS, CANDIDATES_PER_USER = 2_000_000, 300
 """Rows the ranker's feature table may hold (about 50 columns each), and candidates a user (five sources)."""
+EASE_FLOPS_PER_CORE = 5e9
+"""float32 Cholesky inverse speed per core (n^3 counted; LAPACK spotrf + spotri, 5000 items on 2 busy
+cores: ~10 GFLOP/s). EASE solves the smaller of users and items (Woodbury when users are fewer)."""
+EASE_FITS, EASE_TIME_SHARE = 7, 0.2
+"""EASE fits in a default run (a 3-point baseline grid and its refit, the pipeline's two windows,
+shipping), and the share of the planned time they may take before EASE is left out."""
+EVAL_USERS = 10_000
+"""Users the evaluation scores per window on larger logs (every model scores each against the catalogue)."""
 CHARS_PER_TOKEN = 4.0
 """English wordpiece tokens are about four characters: text length is estimated without a tokenizer."""
 
@@ -135,6 +145,11 @@ def planned_minutes(events: int) -> float:
     return SMALL_MINUTES + slope * (events - SMALL_LOG)
 
 
+def ease_seconds(users: int, items: int, cores: int) -> float:
+    """Estimated seconds of one EASE fit: a dense solve over the smaller side (Woodbury below items)."""
+    return float(min(users, items)) ** 3 / (EASE_FLOPS_PER_CORE * cores)
+
+
 def _layers(model: str | None) -> int:
     """Transformer layers of the text model (its ``config.json``), so ``freeze:N-1`` trains the top one."""
     from recsys.text_encoder import resolve_model_path
@@ -185,6 +200,9 @@ def choose(shape: DataShape, budget_minutes: float = 15.0, *, model: str | None 
         choose_("text.max_epochs", epochs, "two passes; early stopping on the tower's holdout may stop sooner")
         choose_("text.max_train_examples", affordable, f"{TEXT_SHARE:.0%} of the budget at ~{rate:.0f} examples/s "
                 f"({cores} cores, ~{per_example:.0f} tokens each), {epochs} epochs")
+        minutes = round(TEXT_SHARE * planned, 2)
+        choose_("text.max_minutes", minutes, f"{TEXT_SHARE:.0%} of the planned {planned:.1f} min: a clock on "
+                "fine-tuning, in case this machine trains slower than the estimate")
     large = shape.events > LARGE_LOG
     choose_("pipeline.lightfm_epochs", [5, 10, 20] if large else [10, 20, 40],
             f"{'more than' if large else 'at most'} {LARGE_LOG:,} events: epochs tried on the label window")
@@ -194,6 +212,9 @@ def choose(shape: DataShape, budget_minutes: float = 15.0, *, model: str | None 
     choose_("pipeline.ablations", not heavy, f"each ablation refits the ranker and re-scores every test user; {why}")
     if heavy:
         choose_("pipeline.cold_curve_slots", [], f"each cold-exposure setting re-scores every test user; {why}")
+    if shape.users > EVAL_USERS:
+        choose_("max_eval_users", EVAL_USERS, f"{shape.users:,} users: the evaluation and the baselines' tuning "
+                f"score a seeded sample of {EVAL_USERS:,} per window (NDCG@10 within ~+-0.005); all fit on every user")
     label_users = RANKER_ROWS // CANDIDATES_PER_USER
     if shape.users > label_users:
         choose_("pipeline.max_label_users", label_users, f"{shape.users:,} users x ~{CANDIDATES_PER_USER} candidates:"
@@ -201,6 +222,11 @@ def choose(shape: DataShape, budget_minutes: float = 15.0, *, model: str | None 
     if not ease_fits(shape.items, memory):
         choose_("pipeline.ease_l2", 0.0, f"EASE on {shape.items:,} items needs ~{ease_bytes(shape.items) / 2**30:.1f}"
                 f" GiB, too much for the {memory / 2**30:.1f} GiB memory budget: left out of the pipeline")
+    elif (seconds := EASE_FITS * ease_seconds(shape.users, shape.items, cores)) > EASE_TIME_SHARE * planned * 60:
+        why = (f"EASE's {EASE_FITS} fits (baseline grid, pipeline, shipping) on {shape.items:,} items x "
+               f"{shape.users:,} users take ~{seconds / 60:.0f} min, over {EASE_TIME_SHARE:.0%} of the planned time")
+        choose_("pipeline.ease_l2", 0.0, why + ": left out of the pipeline")
+        choose_("baselines", [b for b in DEFAULT_BASELINES if b != "ease"], why + ": not a baseline in this run")
     return Recipe(shape, budget_minutes, settings, reasons, planned)
 
 

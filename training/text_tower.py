@@ -71,6 +71,10 @@ class TextTowerConfig:
     """Step limit (-1: none); bounds wall time on large logs."""
     max_train_examples: int | None = None
     """Sample at most this many training examples (seeded); None = all."""
+    max_minutes: float | None = None
+    """Wall-clock limit of fine-tuning (Lightning's ``max_time``), whatever the examples and epochs: the
+    best checkpoint so far is kept. CPU speed varies several-fold between machines and texts, so a
+    time budget needs a clock, not only an example count; None = no limit."""
     holdout: float = 0.1
     """Newest share of the fit window's examples kept for early stopping."""
     patience: int = 2
@@ -92,6 +96,8 @@ class TextTowerConfig:
         check_at_least(self, max_length=4, history_length=1, sampled_negatives=0, batch_size=2, weight_decay=0,
                        warmup_ratio=0, max_epochs=1, patience=0, grad_clip=0, encode_batch_size=1)
         check_above(self, lr=0, head_lr=0, temperature=0, holdout=0)
+        if self.max_minutes is not None:
+            check_above(self, max_minutes=0)
         if self.similarity not in ("cosine", "dot"):
             raise ValueError(f"Invalid similarity {self.similarity!r}. Must be one of cosine, dot")
         if self.impressions not in ("auto", "yes", "no"):

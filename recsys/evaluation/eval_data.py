@@ -54,6 +54,10 @@ class EvalConfig:
     """Users scored together against the whole catalogue; bounds memory to block x items."""
     n_bootstrap: int = 1000
     """Bootstrap resamples over users for confidence intervals."""
+    max_users: int | None = None
+    """Evaluate at most this many users per window (a seeded sample of those with relevant items);
+    models still fit on every user. Scoring grows with users x items for every model and grid
+    point: 10,000 users already bound NDCG@10 within about +-0.005. None = every user."""
     seed: int = 0
     """Seed of models, bootstrap and tie-breaking."""
 
@@ -66,6 +70,8 @@ class EvalConfig:
             raise ValueError(f"ks must be positive cut-offs, got {self.ks}")
         if self.block_size < 1 or self.n_bootstrap < 1 or self.recent_days < 1:
             raise ValueError("block_size, n_bootstrap and recent_days must be >= 1")
+        if self.max_users is not None and self.max_users < 1:
+            raise ValueError(f"max_users must be >= 1 (or None: every user); got {self.max_users}")
 
     @property
     def max_k(self) -> int:
@@ -131,9 +137,22 @@ def _window(fit_rows: pl.DataFrame, target_rows: pl.DataFrame, cfg: EvalConfig, 
     truth = event_matrix(target_rows.filter(pl.col(C.EVENT).is_in(list(cfg.positives))), shape, pl.lit(1.0))
     truth = (truth - truth.multiply(history > 0)).astype(bool).tocsr()
     truth.eliminate_zeros()
+    truth = _sample_users(truth, cfg)
     seen = np.zeros(shape[1], bool)
     seen[fit_rows[C.ITEM_IDX].unique().to_numpy()] = True
     return Window(fit, history, truth, ~seen)
+
+
+def _sample_users(truth: sp.csr_matrix, cfg: EvalConfig) -> sp.csr_matrix:
+    """``truth`` with only a seeded sample of ``cfg.max_users`` of its users left (all when fewer)."""
+    users = np.flatnonzero(np.diff(truth.indptr) > 0)
+    if cfg.max_users is None or len(users) <= cfg.max_users:
+        return truth
+    keep = np.zeros(truth.shape[0], np.float32)
+    keep[np.random.default_rng(cfg.seed).choice(users, cfg.max_users, replace=False)] = 1.0
+    sampled = (sp.diags(keep) @ truth.astype(np.float32)).astype(bool).tocsr()
+    sampled.eliminate_zeros()
+    return sampled
 
 
 def build_eval_data(data: Dataset, config: EvalConfig = EvalConfig(), *, extra_users: Sequence[str] = ()

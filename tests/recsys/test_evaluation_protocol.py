@@ -20,7 +20,7 @@ from recsys.datasets import write_synthetic
 from recsys.evaluation.eval_data import EvalConfig, build_eval_data
 from recsys.evaluation.report import write_report
 from recsys.evaluation.runner import score_model, summarise
-from recsys.evaluation.tracking import log_evaluation, mlflow_metric_key
+from recsys.evaluation.tracking import SLICE_METRICS, log_evaluation, mlflow_metric_key
 from recsys.indexing import FitInput
 from recsys.io import Dataset, DatasetPaths, load_dataset
 from recsys.scoring import rank_users
@@ -93,6 +93,24 @@ def synthetic_data(tmp_path_factory) -> tuple[Dataset, object]:
     write_synthetic(folder, SyntheticConfig(n_users=60, n_items=50, sessions_per_user=6, slate_size=6, seed=1))
     data = load_dataset(DatasetPaths.from_dir(folder))
     return folder, build_eval_data(data, EvalConfig(n_bootstrap=100))
+
+
+def test_max_users_evaluates_a_seeded_sample_and_fits_on_everyone(synthetic_data):
+    folder, full = synthetic_data
+    dataset = load_dataset(DatasetPaths.from_dir(folder))
+    config = EvalConfig(n_bootstrap=100, max_users=10)
+    sampled, again = (build_eval_data(dataset, config) for _ in range(2))
+    for window, whole in ((sampled.valid, full.valid), (sampled.test, full.test)):
+        assert len(window.users) == min(10, len(whole.users)) and set(window.users) <= set(whole.users)
+        # the sampled users keep their whole truth; the fit data is untouched
+        assert (window.truth[window.users] != whole.truth[window.users]).nnz == 0
+        assert (window.fit.interactions != whole.fit.interactions).nnz == 0
+    assert len(full.test.users) > 10
+    np.testing.assert_array_equal(sampled.test.users, again.test.users)  # seeded
+    result = evaluate_specs(sampled, [ModelSpec("oracle", lambda _: Oracle(sampled.test.truth))], reference="oracle")
+    assert result.models[0].topk.shape[0] == 10
+    with pytest.raises(ValueError, match="max_users must be >= 1"):
+        EvalConfig(max_users=0)
 
 
 def test_seen_items_never_appear_and_a_perfect_ranker_scores_one(synthetic_data):
@@ -191,6 +209,12 @@ def test_report_json_html_plots_and_mlflow(synthetic_data, tmp_path):
 
     run = MlflowClient(uri).get_run(run_id)
     assert run.data.metrics[mlflow_metric_key("popularity", "all", "ndcg@10")] == pytest.approx(row["value"])
+    # other slices log their headline metrics only (the full table is results.json)
+    sliced = result.table.filter((pl.col("slice") != "all") & pl.col("value").is_not_nan())
+    assert sliced.height > 0
+    for r in sliced.iter_rows(named=True):
+        logged = mlflow_metric_key(r["model"], r["slice"], r["metric"]) in run.data.metrics
+        assert logged == (r["metric"] in SLICE_METRICS), r
     assert run.data.params["split.mode"] == "per-user" and run.data.params["history"] == "train"
     artifacts = {a.path for a in MlflowClient(uri).list_artifacts(run_id)}
     assert {"report.html", "results.json", "metric_at_k.png"} <= artifacts

@@ -207,6 +207,26 @@ def test_ease_matches_the_closed_form_reference(train):
     np.testing.assert_allclose(model.score(users, train), x @ expected, rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.parametrize("shape", [(400, 150), (120, 300)], ids=["direct", "woodbury"])
+def test_ease_in_float32_ranks_as_the_float64_closed_form(shape):
+    """The float32 in-place solve keeps the float64 reference's lists on a realistic sparse matrix."""
+    rng = np.random.default_rng(3)
+    popularity = rng.pareto(1.2, shape[1]) + 0.05
+    x = (rng.random(shape) < 0.15 * popularity / popularity.max() + 0.01).astype(np.float64)
+    train = sp.csr_matrix(x.astype(np.float32))
+    model = EASERecommender(EASEConfig(l2=50.0)).fit(FitInput(train, train))
+    p = np.linalg.inv(x.T @ x + 50.0 * np.eye(shape[1]))
+    expected = -p / np.diag(p)[None, :]
+    np.fill_diagonal(expected, 0.0)
+    np.testing.assert_allclose(model.weights, expected, rtol=1e-3, atol=1e-5)
+    users = np.arange(shape[0])
+    got, want = model.score(users, train), x @ expected
+    masked = [np.where(x > 0, -np.inf, s) for s in (got, want)]
+    top = [np.argsort(-m, axis=1, kind="stable")[:, :10] for m in masked]
+    overlap = np.mean([len(set(a) & set(b)) / 10 for a, b in zip(*top, strict=True)])
+    assert overlap >= 0.99, overlap
+
+
 def test_ease_top_unseen_item_is_in_the_users_cluster():
     scores = EASERecommender(EASEConfig(l2=10.0)).fit(DATA).score(USERS, TWO_CLUSTERS)
     assert (CLUSTER_OF_ITEM[top_unseen(scores, TWO_CLUSTERS)] == CLUSTER_OF_USER).all()

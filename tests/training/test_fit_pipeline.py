@@ -246,6 +246,20 @@ def test_shipping_refit_keeps_the_evaluated_choices_and_learns_the_newer_events(
         int(recommender.stage_one.stats["lightfm"]["best_epochs"]),)
     assert shipped.pipeline_.state.events[C.TS].max() > pipeline.state.events[C.TS].max()
     assert shipped.stage_one.full["lightfm"].user_factors.shape == pipeline.state.models["lightfm"].user_factors.shape
+    # the evaluated ranker ranks the refit models' candidates; nothing is fitted before a label cut
+    assert shipped.kept_ == "ranker" and shipped.pipeline_.state.ranker is recommender.ranker_
+    assert shipped.stage_one.inner == {} and set(shipped.stage_one.full) == set(recommender.stage_one.full)
+    assert shipped.stage_one.full["lightfm"] is not recommender.stage_one.full["lightfm"]
+    users = data.test.users[:5]
+    top, _ = shipped.pipeline_.rank(users, everything.interactions[users], k=10)
+    assert top.shape == (5, 10) and (top >= 0).all()
+    # a model that serves alone ships alone: only it is refit
+    recommender.kept_ = "ease"
+    try:
+        alone = refit_for_shipping(recommender, everything)
+    finally:
+        recommender.kept_ = "ranker"
+    assert set(alone.stage_one.full) == {"ease"} and alone.pipeline_.state.ranker is None
     served = PipelineRecommender(recommender.stage_one, keep="ease")
     alone = served.fit(window)
     assert alone.state.ranker is None and alone.state.sources == ("ease",) and served.kept_ == "ease"

@@ -9,7 +9,7 @@ from recsys import contract as C
 from recsys.config import load_config
 from recsys.io import DatasetPaths
 from training.pipeline import TrainConfig
-from training.recipe import MIN_EXAMPLES, DataShape, choose, measure, planned_minutes
+from training.recipe import MIN_EXAMPLES, DataShape, choose, ease_seconds, measure, planned_minutes
 
 SMALL = DataShape(events=3_000, users=400, items=2_000, text_tokens_p50=30.0, text_tokens_p90=90.0)
 LARGE = DataShape(events=480_000, users=3_000, items=3_900, text_tokens_p50=8.0, text_tokens_p90=12.0)
@@ -37,20 +37,28 @@ def test_small_log_fine_tunes_the_top_layer_within_the_budget(tiny_bert_dir):
     many = choose(DataShape(150_000, 50_000, 19_000, 8.0, 12.0), 15, model=str(tiny_bert_dir), cores=2).settings
     assert many["pipeline.ablations"] is False and many["pipeline.cold_curve_slots"] == []
     assert many["pipeline.max_label_users"] * 300 <= 2_000_000
+    assert many["max_eval_users"] == 10_000 and "max_eval_users" not in s
     # a small log plans for 2 minutes whatever the budget; half of that affords half the examples
     assert recipe.planned_minutes == 2.0 == planned_minutes(SMALL.events)
     half = choose(SMALL, 1, model=str(tiny_bert_dir), cores=2, memory_gb=4).settings
     assert half["text.max_train_examples"] == pytest.approx(s["text.max_train_examples"] / 2, rel=0.01)
+    assert s["text.max_minutes"] == pytest.approx(0.7) and half["text.max_minutes"] == pytest.approx(0.35)
     text = recipe.render()
     assert "3,000 events, 400 users, 2,000 items" in text and "budget 15 min, planned 2.0" in text
     assert all(f"{key} = " in text for key in s)
 
 
 def test_large_log_shrinks_grids_and_leaves_out_what_does_not_fit(tiny_bert_dir):
-    s = choose(LARGE, 15, model=str(tiny_bert_dir), cores=2, memory_gb=0.2).settings
+    s = choose(LARGE, 15, model=str(tiny_bert_dir), cores=2, memory_gb=0.1).settings
     assert s["pipeline.lightfm_epochs"] == [5, 10, 20] and s["pipeline.ablations"] is False
     assert s["pipeline.cold_curve_slots"] == [] and "pipeline.max_label_users" not in s  # 3,000 users: all
-    assert s["pipeline.ease_l2"] == 0.0  # 3,900 items need ~0.3 GiB of dense EASE matrices: over 3/4 of 0.2 GiB
+    assert s["pipeline.ease_l2"] == 0.0  # 3,900 items need ~0.11 GiB of dense EASE matrices: over 3/4 of 0.1 GiB
+    assert "baselines" not in s  # the baseline EASE is left out by train() itself, which checks memory too
+    # a catalogue whose cubic solves would eat the budget: EASE leaves the pipeline and the baselines
+    slow = choose(DataShape(360_000, 50_000, 19_000, 8.0, 12.0), 15, model=str(tiny_bert_dir), cores=2,
+                  memory_gb=8).settings
+    assert slow["pipeline.ease_l2"] == 0.0 and "ease" not in slow["baselines"] and "lightfm" in slow["baselines"]
+    assert ease_seconds(50_000, 19_000, 2) == ease_seconds(19_000, 50_000, 2) > 10 * ease_seconds(600, 9_700, 2)
     assert s["text.max_length"] == 16  # short titles: no padding to 64
     tiny = choose(LARGE, 0.05, model=str(tiny_bert_dir), cores=2).settings
     assert tiny["text.finetune.mode"] == "zero-shot" and "text.max_train_examples" not in tiny

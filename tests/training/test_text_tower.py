@@ -155,6 +155,19 @@ def test_resume_continues_from_the_last_checkpoint(data, tiny_bert_dir, tmp_path
     assert torch.load(tmp_path / "last.ckpt", weights_only=False)["global_step"] == 2 * step_after_one
 
 
+def test_a_clock_stops_fine_tuning_and_keeps_what_it_learned(data, tiny_bert_dir):
+    """``max_minutes`` bounds the training's wall time however many epochs were asked for."""
+    free = TextTowerRecommender(_config(tiny_bert_dir, max_epochs=3))
+    free.fit(data.test.fit)
+    clocked = TextTowerRecommender(_config(tiny_bert_dir, max_epochs=50, max_minutes=0.02))
+    scorer = clocked.fit(data.test.fit)
+    assert clocked.stats_["stopped_by_clock"] == 1.0 and free.stats_["stopped_by_clock"] == 0.0
+    assert clocked.stats_["epochs"] < 50 and clocked.stats_["train_wall_s"] < 1.2 + 0.02 * 60
+    assert np.isfinite(scorer.score(np.arange(3), data.test.history[:3])).all()
+    with pytest.raises(ValueError, match="max_minutes must be > 0"):
+        _config(tiny_bert_dir, max_minutes=0)
+
+
 def test_scoring_before_fit_and_names(data, tiny_bert_dir):
     model = TextTowerRecommender(_config(tiny_bert_dir, "zero-shot"))
     assert not isinstance(model, Scorer) and not hasattr(model, "score")  # only fit() hands out a scorer
