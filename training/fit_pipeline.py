@@ -87,7 +87,8 @@ class PipelineConfig:
     users better. On a small label window the base wins (the trees alone cannot even match it);
     on a large one boosting from zero usually does."""
     max_label_users: int = 20000
-    """Users sampled (seeded) to train the ranker; bounds the feature table on large logs."""
+    """Label users sampled (seeded) to train the ranker and to judge stage one's choices (LightFM's
+    epochs, item-kNN's neighbourhood, the text gate); bounds the feature table and the scoring on large logs."""
     block_size: int = 512
     """Users per candidate/feature block."""
     ablations: bool = True
@@ -172,7 +173,9 @@ def _labels(events: pl.DataFrame, cuts: pl.DataFrame, positives: Sequence[str], 
 
 
 def _truth(labels: pl.DataFrame, users: np.ndarray, n_items: int) -> sp.csr_matrix:
-    rows = np.searchsorted(users, labels[C.USER_IDX].to_numpy())  # users: sorted, unique, a superset
+    """bool [len(users), n_items]: the label items of ``users`` (sorted, unique); other users' labels are left out."""
+    labels = labels.filter(pl.col(C.USER_IDX).is_in(users.tolist()))
+    rows = np.searchsorted(users, labels[C.USER_IDX].to_numpy())
     return sp.csr_matrix((np.ones(len(rows), bool), (rows, labels[C.ITEM_IDX].to_numpy())),
                          shape=(len(users), n_items))
 
@@ -263,6 +266,11 @@ class StageOne:
         if len(self.label_users) == 0:
             raise ValueError("the label window has no positives: too little history per user for the ranker "
                              f"(label_fraction={cfg.label_fraction}); raise it or use more data")
+        # the label users that train the ranker and judge stage one's choices (a seeded sample on large logs)
+        self.sampled_users = self.label_users
+        if len(self.label_users) > cfg.max_label_users:
+            self.sampled_users = np.sort(np.random.default_rng(data.seed).choice(self.label_users, cfg.max_label_users,
+                                                                                 replace=False))
         self.stats["split"] = {"seconds": time.perf_counter() - start, "label_users": len(self.label_users),
                                "label_pairs": self.labels.height, "inner_events": earlier.height,
                                "window_events": data.events.height}
@@ -337,7 +345,7 @@ class StageOne:
 
         Neither tower saw the label window: the fine-tuned one trained on the events before the cuts.
         """
-        users = self.label_users
+        users = self.sampled_users
         truth, history = _truth(self.labels, users, self.inner_data.n_items), self.inner_data.interactions[users]
         gate = _paired(label_ndcg(inner[fine], users, history, truth), label_ndcg(inner[zero], users, history, truth),
                        seed=self.inner_data.seed)
@@ -352,7 +360,7 @@ class StageOne:
     def _fit_cf(self, data: FitInput) -> None:
         cfg, inner = self.config, self.inner_data
         start = time.perf_counter()
-        users = self.label_users
+        users = self.sampled_users
         truth, history = _truth(self.labels, users, data.n_items), inner.interactions[users]
 
         def ndcg(n_epochs: int, model: FactorScorer) -> None:
@@ -497,9 +505,7 @@ class PipelineRecommender:
             return self.pipeline_
         start = time.perf_counter()
         inner = RankingPipeline(self._state(stage.inner, stage.inner_data, ranker=None))
-        users = stage.label_users
-        if len(users) > cfg.max_label_users:
-            users = np.sort(np.random.default_rng(data.seed).choice(users, cfg.max_label_users, replace=False))
+        users = stage.sampled_users
         blocks = []
         for lo in tqdm(range(0, len(users), cfg.block_size), desc=f"{self.name} features", unit="block",
                        disable=not stage.show_progress, leave=False):

@@ -263,3 +263,18 @@ def test_shipping_refit_keeps_the_evaluated_choices_and_learns_the_newer_events(
     served = PipelineRecommender(recommender.stage_one, keep="ease")
     alone = served.fit(window)
     assert alone.state.ranker is None and alone.state.sources == ("ease",) and served.kept_ == "ease"
+
+
+def test_a_sample_of_label_users_trains_the_ranker_and_judges_stage_ones_choices(fitted):
+    """On large logs every label-window scoring reads the same seeded sample (bounded time and memory)."""
+    data, stage, _, _ = fitted
+    small = StageOne(replace(stage.config, max_label_users=12, sources=("lightfm", "itemknn", "popularity_recent"),
+                             itemknn_neighbours=(3, 30)), TextTowerConfig())
+    recommender = PipelineRecommender(small)
+    recommender.fit(data.test.fit)
+    assert len(small.label_users) > 12 and len(small.sampled_users) == 12
+    assert set(small.sampled_users) <= set(small.label_users)
+    assert recommender.stats_["train_users"] == 12
+    assert recommender.train_table_[C.USER_IDX].n_unique() <= 12
+    again = StageOne(small.config, TextTowerConfig()).fit(data.test.fit)
+    np.testing.assert_array_equal(again.sampled_users, small.sampled_users)  # seeded
