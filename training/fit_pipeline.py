@@ -327,12 +327,14 @@ class StageOne:
         if self.warm is not None and isinstance(self.warm.parent.state.models.get("text"), TextScorer):
             update = self.warm.config
             warm = WarmText(self.warm.parent.state.models["text"], update.l2sp, self.warm.replay)
-        tower = TextTowerRecommender(self.text_config, logger_=self.text_logger, warm=warm)
+        gated = self.config.text_gate and self.text_config.finetune.mode != "zero-shot" and warm is None
+        tower = TextTowerRecommender(self.text_config, logger_=self.text_logger, warm=warm, keep_pretrained=gated)
         inner = {tower.name: tower.fit(self.inner_data)}
         self.stats["text_tower"] = {"seconds": time.perf_counter() - start} | tower.stats_
         # an update (--from) continues its parent's tower: the registry's gate against the parent judges it
-        if self.config.text_gate and self.text_config.finetune.mode != "zero-shot" and warm is None:
-            zero = TextTowerRecommender(with_mode(self.text_config, "zero-shot"))
+        if gated:  # freeze:N encoded the zero-shot vectors on its way (its frozen layers are the pretrained ones)
+            zero = TextTowerRecommender(with_mode(self.text_config, "zero-shot"),
+                                        item_vectors=tower.pretrained_vectors_)
             inner[zero.name] = zero.fit(self.inner_data)
             self.text_kept = self._text_gate(tower.name, zero.name, inner)
         else:

@@ -88,11 +88,21 @@ class TextTowerRecommender:
     """
 
     def __init__(self, config: TextTowerConfig = TextTowerConfig(), *, logger_: L.pytorch.loggers.Logger | None = None,
-                 warm: WarmText | None = None) -> None:
+                 warm: WarmText | None = None, keep_pretrained: bool = False,
+                 item_vectors: torch.Tensor | None = None) -> None:
+        if item_vectors is not None and config.finetune.mode != "zero-shot":
+            raise ValueError("item_vectors (the catalogue already encoded) are only for a zero-shot tower")
         self.config = config
         self.warm = warm
         self.name = tower_name(config)
         self.logger = logger_
+        self.keep_pretrained = keep_pretrained
+        """freeze:N: before training, also encode the catalogue with the pretrained top layers
+        (``pretrained_vectors_``): the zero-shot encoder's vectors, for the cost of the top layers
+        alone, since the frozen layers' outputs are cached for training anyway."""
+        self.given_vectors = item_vectors
+        """Zero-shot: the catalogue's vectors, already encoded (a freeze:N twin's ``pretrained_vectors_``)."""
+        self.pretrained_vectors_: torch.Tensor | None = None
         self.module_: TextTowerModule | None = None
         self.item_vectors_: torch.Tensor | None = None
         self.user_history_: np.ndarray | None = None
@@ -134,6 +144,12 @@ class TextTowerRecommender:
         module = self._module(encoder, tokens, examples, data, use_impressions)
         if self.warm is not None:
             self.warm.load_into(module)
+        elif self.keep_pretrained and getattr(encoder, "frozen_layers", None) is not None:
+            start_encode = time.perf_counter()
+            with torch.inference_mode():
+                self.pretrained_vectors_ = encode_items(encoder, tokens, np.arange(data.n_items),
+                                                        self.config.encode_batch_size)
+            self.stats_["pretrained_encode_wall_s"] = time.perf_counter() - start_encode
         if self.config.finetune.mode != "zero-shot" and len(examples):
             self._train(module, examples, tokens, trainable)
         self.stats_ |= {"trainable_params": trainable, "total_params": total, "fit_wall_s": time.perf_counter() - start}
@@ -208,9 +224,14 @@ class TextTowerRecommender:
         self.module_ = module
         self._tokens = tokens
         start = time.perf_counter()
-        with torch.inference_mode():
-            self.item_vectors_ = encode_items(module.encoder, tokens, np.arange(data.n_items),
-                                              self.config.encode_batch_size)
+        if self.given_vectors is not None:
+            if len(self.given_vectors) != data.n_items:
+                raise ValueError(f"item_vectors has {len(self.given_vectors)} rows for {data.n_items} items")
+            self.item_vectors_ = self.given_vectors
+        else:
+            with torch.inference_mode():
+                self.item_vectors_ = encode_items(module.encoder, tokens, np.arange(data.n_items),
+                                                  self.config.encode_batch_size)
         self.stats_["encode_wall_s"] = time.perf_counter() - start
         self.user_history_ = self._user_history(data.events, data.n_users)
 

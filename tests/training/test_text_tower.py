@@ -168,6 +168,24 @@ def test_a_clock_stops_fine_tuning_and_keeps_what_it_learned(data, tiny_bert_dir
         _config(tiny_bert_dir, max_minutes=0)
 
 
+def test_a_freeze_tower_hands_its_zero_shot_twin_the_pretrained_catalogue(data, tiny_bert_dir):
+    """freeze:N's frozen layers are the pretrained ones: encoding before training gives zero-shot's vectors."""
+    fine = TextTowerRecommender(_config(tiny_bert_dir, "freeze:1", max_epochs=1), keep_pretrained=True)
+    fine.fit(data.test.fit)
+    zero = TextTowerRecommender(_config(tiny_bert_dir, "zero-shot"))
+    zero.fit(data.test.fit)
+    torch.testing.assert_close(fine.pretrained_vectors_, zero.item_vectors_, rtol=1e-4, atol=1e-5)
+    assert not torch.allclose(fine.item_vectors_, fine.pretrained_vectors_)  # training moved the top layer
+    twin = TextTowerRecommender(_config(tiny_bert_dir, "zero-shot"), item_vectors=fine.pretrained_vectors_)
+    scorer = twin.fit(data.test.fit)
+    assert scorer.item_vectors_ is fine.pretrained_vectors_
+    users = np.arange(6)
+    np.testing.assert_allclose(scorer.score(users, data.test.history[:6]),
+                               zero.scorer().score(users, data.test.history[:6]), rtol=1e-3, atol=1e-4)
+    with pytest.raises(ValueError, match="only for a zero-shot tower"):
+        TextTowerRecommender(_config(tiny_bert_dir, "freeze:1"), item_vectors=fine.pretrained_vectors_)
+
+
 def test_scoring_before_fit_and_names(data, tiny_bert_dir):
     model = TextTowerRecommender(_config(tiny_bert_dir, "zero-shot"))
     assert not isinstance(model, Scorer) and not hasattr(model, "score")  # only fit() hands out a scorer
