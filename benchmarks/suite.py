@@ -31,7 +31,9 @@ sys.path.insert(0, str(ROOT))
 from recsys.evaluation.run import git_commit, portable_command  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results" / "suite.json"
-DATASETS = ("demo", "movielens", "ml-1m", "microlens-50k")
+SMALL, SMALL_EVENTS = "movielens-10k", 10_000
+"""The small-log check (2 minutes up to 10k events): a slice of MovieLens, not a fifth dataset."""
+DATASETS = ("demo", "movielens", "ml-1m", "microlens-50k", SMALL)
 BASELINES = ("popularity", "itemknn", "lightfm", "ease", "als")
 RECSYS = [sys.executable, "-c", "from recsys.cli import main; main()"]
 
@@ -39,6 +41,19 @@ RECSYS = [sys.executable, "-c", "from recsys.cli import main; main()"]
 def prepare(name: str, shared: Path, out: Path) -> Path:
     """The dataset as a contract folder under ``out``: imported from ``shared`` (or the demo, generated)."""
     folder = out / name
+    if name == SMALL:  # a small shop's log: MovieLens' first users up to 10k events, and the films they rated
+        import polars as pl
+
+        whole = prepare("movielens", shared, out / "whole")
+        events = pl.read_parquet(whole / "interactions.parquet")
+        per_user = events.group_by("user_id").len().sort("user_id")
+        users = per_user.filter(pl.col("len").cum_sum() <= SMALL_EVENTS)["user_id"]
+        events = events.filter(pl.col("user_id").is_in(users.implode()))
+        items = pl.read_parquet(whole / "items.parquet").filter(pl.col("item_id").is_in(events["item_id"].implode()))
+        folder.mkdir(parents=True, exist_ok=True)
+        events.write_parquet(folder / "interactions.parquet")
+        items.write_parquet(folder / "items.parquet")
+        return folder
     if name == "demo":
         from recsys.datasets import write_synthetic
         from recsys.synthetic import DEMO_CONFIG
@@ -62,6 +77,7 @@ def run_train(folder: Path, store: Path, budget: float) -> tuple[float, float, s
     start = time.perf_counter()
     done = subprocess.run(command, capture_output=True, text=True, env=env, check=False)
     wall = time.perf_counter() - start
+    (store / "train.log").write_text(done.stdout + "\n" + done.stderr)  # what the user saw, for a look afterwards
     peak = float(rss.read_text().split()[-1]) / 1024 if rss.is_file() else float("nan")  # this run's peak, MB
     if done.returncode:
         raise SystemExit(f"recsys train failed on {folder}:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}")

@@ -47,7 +47,7 @@ from training.fit_baselines import (
     PopularityRecommender,
 )
 from training.fit_lightfm import LightFMConfig, LightFMRecommender
-from training.fit_ranker import RankerConfig, RankerReport, fit_ranker
+from training.fit_ranker import RankerConfig, RankerReport, fit_ranker, out_of_fold
 from training.fit_text import TextTowerRecommender, WarmText, with_mode
 from training.text_tower import TextTowerConfig
 from training.warm_start import WarmStart
@@ -103,18 +103,15 @@ class PipelineConfig:
     """Keep the fine-tuned text tower only where it ranks the label window better than the zero-shot
     encoder (mean paired NDCG@10 difference > 0); otherwise the zero-shot tower is the text model."""
     gate: bool = True
-    """Keep the ranker only where the pipeline ranks held-out label users better than the best
-    stage-one model alone; otherwise that model is what the pipeline serves (no ranker)."""
-    gate_share: float = 0.25
-    """Share of the label users held out from the ranker for the gate (it is refit on all of them after)."""
+    """Keep the ranker only where it ranks the label users better than the best stage-one model alone,
+    each user scored by the fold booster that did not learn from them; otherwise that model is
+    what the pipeline serves (no ranker)."""
     gate_min_users: int = 30
-    """Fewer held-out users than this: too few to judge, so no gate (the ranker is kept)."""
+    """Fewer judged label users than this: too few to judge, so no gate (the ranker is kept)."""
 
     def __post_init__(self) -> None:
-        check_above(self, label_fraction=0, gate_share=0)
+        check_above(self, label_fraction=0)
         check_at_least(self, gate_min_users=1)
-        if self.gate_share >= 1:
-            raise ValueError(f"PipelineConfig.gate_share must be < 1; got {self.gate_share}")
         check_at_least(self, ease_l2=0, max_label_users=1, block_size=1)
         try:
             _cold_curve(self)
@@ -442,7 +439,7 @@ class PipelineRecommender:
                  ranker: RankerEnsemble | None = None) -> None:
         self.stage_one, self.name, self.without, self.cold = stage_one, name, tuple(without), cold
         self.gate = gate
-        """Hold out label users and keep the ranker only if it beats the best stage-one model alone on them."""
+        """Keep the ranker only if it beats the best stage-one model alone on the label users (out-of-fold)."""
         self.keep = keep
         """A decision already taken (shipping refit): ``ranker``, or the stage-one model that serves alone."""
         self.ranker = ranker
@@ -450,7 +447,7 @@ class PipelineRecommender:
         self.kept_: str = "ranker"
         """What the fitted pipeline ranks with: ``ranker``, or the stage-one model that won the gate."""
         self.gate_: dict[str, float] = {}
-        """The gate's figures (held-out users, NDCG@10 of both sides, paired difference and its CI)."""
+        """The gate's figures (judged users, NDCG@10 of both sides, paired difference and its CI)."""
         self.pipeline_: RankingPipeline | None = None
         self.report_: RankerReport | None = None
         self.stats_: dict[str, float] = {}
@@ -521,19 +518,14 @@ class PipelineRecommender:
         recall = candidate_recall(table, truth.select(C.USER_IDX, C.ITEM_IDX))
         bases = {c: candidate_ndcg(table, c) for c in table.columns if c.removeprefix("score_") in inner.state.models}
         tried = [None, max(bases, key=bases.get)] if cfg.ranker_base and bases else [None]
-        held = self._gate_users(users, data.seed) if self.gate and self.keep is None else np.empty(0, dtype=np.int64)
-        fitted = table.filter(~pl.col(C.USER_IDX).is_in(held.tolist())) if len(held) else table
-        fits = {base: fit_ranker(fitted, feature_columns(fitted), config=cfg.ranker, base=base,
+        fits = {base: fit_ranker(table, feature_columns(table), config=cfg.ranker, base=base,
                                  show_progress=stage.show_progress) for base in tried}
         # the same folds of users early-stop both: keep the start that ranks its held-out users better
         base = max(fits, key=lambda b: fits[b][1].mean_best_ndcg)
         ranker, self.report_ = fits[base]
         self.kept_, self.gate_ = "ranker", {}
-        if len(held):
-            self.kept_ = self._run_gate(table, held, ranker)
-            if self.kept_ == "ranker":  # it earned its place: now learn from every label user
-                ranker, self.report_ = fit_ranker(table, feature_columns(table), config=cfg.ranker, base=base,
-                                                  show_progress=stage.show_progress)
+        if self.gate and self.keep is None:
+            self.kept_ = self._run_gate(table, ranker, self.report_)
         self.train_table_, self.ranker_ = table, ranker
         # the ranker, or the one stage-one model that serves alone through the same interface
         state = self._state(stage.full, data, ranker) if self.kept_ == "ranker" else self._alone(self.kept_, data)
@@ -548,38 +540,35 @@ class PipelineRecommender:
         self._data = data
         return self.pipeline_
 
-    def _gate_users(self, users: np.ndarray, seed: int) -> np.ndarray:
-        """A seeded share of the label users kept from the ranker for the gate (none when too few to judge)."""
-        cfg = self.stage_one.config
-        n = int(round(len(users) * cfg.gate_share))
-        if n < cfg.gate_min_users:
-            logger.info("%s gate: %d held-out label users would be too few (< %d); keeping the ranker",
-                        self.name, n, cfg.gate_min_users)
-            return np.empty(0, dtype=np.int64)
-        return np.sort(np.random.default_rng(seed + 1).choice(users, n, replace=False))
+    def _run_gate(self, table: pl.DataFrame, ranker: RankerEnsemble, report: RankerReport) -> str:
+        """``ranker`` if it ranks the label users better than each stage-one model alone, else that model.
 
-    def _run_gate(self, table: pl.DataFrame, held: np.ndarray, ranker) -> str:
-        """``ranker`` if the pipeline ranks the held-out users better than each stage-one model alone, else that model.
-
-        "Better" is the mean paired NDCG@10 over the held-out users (whole catalogue, their
+        Every label user the ranker learned from is judged by the fold booster that did not train
+        on them (:func:`training.fit_ranker.out_of_fold`): no user is held out of the ranker, and
+        all of them judge it. "Better" is the mean paired NDCG@10 (whole catalogue, the user's
         earlier history excluded); the best single model is the one with the highest mean.
+        Fewer judged users than ``gate_min_users``: too few to judge, the ranker is kept.
         """
         stage = self.stage_one
-        rows = table.filter(pl.col(C.USER_IDX).is_in(held.tolist()))
-        labels = stage.labels.filter(pl.col(C.USER_IDX).is_in(held.tolist()))
-        truth, history = _truth(labels, held, stage.inner_data.n_items), stage.inner_data.interactions[held]
-        ranked = _table_ndcg(rows, ranker.predict(rows), held, truth)
-        alone = {name: label_ndcg(model, held, history, truth) for name, model in stage.inner.items()
+        judged = np.sort(report.assignment.drop_nulls().get_column(C.USER_IDX).to_numpy())
+        if len(judged) < stage.config.gate_min_users:
+            logger.info("%s gate: %d label users would be too few to judge (< %d); keeping the ranker",
+                        self.name, len(judged), stage.config.gate_min_users)
+            return "ranker"
+        rows = table.filter(pl.col(C.USER_IDX).is_in(judged.tolist()))
+        truth, history = _truth(stage.labels, judged, stage.inner_data.n_items), stage.inner_data.interactions[judged]
+        ranked = _table_ndcg(rows, out_of_fold(ranker, report, rows), judged, truth)
+        alone = {name: label_ndcg(model, judged, history, truth) for name, model in stage.inner.items()
                  if name not in self.without}
         best = max(alone, key=lambda n: float(np.nanmean(alone[n])))
         gate = _paired(ranked, alone[best], seed=stage.inner_data.seed)
         kept = "ranker" if gate["diff"] > 0 else best
-        self.gate_ = {"users": float(len(held)), "pipeline_ndcg@10": gate["a"], "best_alone_ndcg@10": gate["b"],
+        self.gate_ = {"users": float(len(judged)), "pipeline_ndcg@10": gate["a"], "best_alone_ndcg@10": gate["b"],
                       "diff": gate["diff"], "diff_low": gate["low"], "diff_high": gate["high"],
                       "kept_ranker": float(kept == "ranker")}
         self.gate_ |= {f"{name}_ndcg@10": float(np.nanmean(v)) for name, v in alone.items()}
-        logger.info("%s gate on %d held-out label users: ranked %.4f vs %s alone %.4f (diff %+.4f [%+.4f, %+.4f]); "
-                    "serving %s", self.name, len(held), gate["a"], best, gate["b"], gate["diff"], gate["low"],
+        logger.info("%s gate on %d label users (out-of-fold): ranked %.4f vs %s alone %.4f (diff %+.4f [%+.4f, %+.4f]);"
+                    " serving %s", self.name, len(judged), gate["a"], best, gate["b"], gate["diff"], gate["low"],
                     gate["high"], kept)
         return kept
 

@@ -32,7 +32,7 @@ from recsys import contract as C
 from recsys.config import check_above, check_at_least
 from recsys.ranker import RankerEnsemble, base_scores, feature_matrix
 
-__all__ = ["MAX_LABEL", "RankerConfig", "FoldReport", "RankerReport", "fit_ranker"]
+__all__ = ["MAX_LABEL", "RankerConfig", "FoldReport", "RankerReport", "fit_ranker", "out_of_fold"]
 
 logger = logging.getLogger(__name__)
 
@@ -247,6 +247,28 @@ def fit_ranker(
         fit_seconds=time.perf_counter() - start, features=features,
     )
     return ensemble, report
+
+
+def out_of_fold(ensemble: RankerEnsemble, report: RankerReport, table: pl.DataFrame, group: str = C.USER_IDX
+                ) -> np.ndarray:
+    """Each row's score by the fold booster that never trained on its user (the one that early-stopped on it).
+
+    The cross-fitted scores of every training user: what judging the ranker on users it did not
+    learn from needs, without holding users out of it. Rows of users outside the folds (their
+    labels were all zero) score NaN.
+
+    Returns:
+        float64 [table.height], in the row order of ``table`` (plus the base column, as ``predict``).
+    """
+    folds = table.select(group).join(report.assignment, on=group, how="left", maintain_order="left")
+    fold = folds.get_column(_FOLD).fill_null(-1).to_numpy()
+    matrix = feature_matrix(table, ensemble.features)
+    out = np.full(table.height, np.nan)
+    for k, (booster, best) in enumerate(zip(ensemble.boosters, ensemble.best_iterations, strict=True)):
+        rows = fold == k
+        if rows.any():
+            out[rows] = booster.predict(matrix[rows], num_iteration=best, raw_score=True)
+    return out + base_scores(table, ensemble.base) if ensemble.base is not None else out
 
 
 def _check_inputs(table: pl.DataFrame, features: list[str], label: str, group: str) -> None:

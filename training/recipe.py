@@ -36,7 +36,7 @@ from training.baseline_specs import DEFAULT_BASELINES, ease_bytes, ease_fits, me
 __all__ = ["DataShape", "Recipe", "measure", "choose", "planned_minutes", "ease_seconds", "TEXT_SHARE",
            "TOKENS_PER_SECOND"]
 
-TEXT_SHARE = 0.35
+TEXT_SHARE = 0.3
 """Share of the budget the text tower's fine-tuning may take (the rest: CF, baselines, ranker, scoring)."""
 TOKENS_PER_SECOND = 1500.0
 """Training throughput of top-layer fine-tuning of MiniLM-L6 per core, in example tokens per second
@@ -52,7 +52,7 @@ LARGE_MINUTES, LARGE_EVENTS = 15.0, 500_000
 (the product's targets on 2 cores); ``--budget-minutes`` caps it."""
 MANY_USERS = 10_000
 """Users above which the views that re-score every test user (ablations, cold-exposure curve) are skipped."""
-RANKER_ROWS, CANDIDATES_PER_USER = 2_000_000, 300
+RANKER_ROWS, CANDIDATES_PER_USER = 1_000_000, 300
 """Rows the ranker's feature table may hold (about 50 columns each), and candidates a user (five sources)."""
 EASE_FLOPS_PER_CORE = 5e9
 """float32 Cholesky inverse speed per core (n^3 counted; LAPACK spotrf + spotri, 5000 items on 2 busy

@@ -168,7 +168,7 @@ def test_config_errors_name_the_field():
 
 def _gated(fitted, ranker: RankerConfig) -> tuple[PipelineRecommender, RankingPipeline]:
     data, stage, _, _ = fitted
-    config = replace(stage.config, ranker=ranker, ranker_base=False, gate_share=0.4, gate_min_users=5)
+    config = replace(stage.config, ranker=ranker, ranker_base=False, gate_min_users=5)
     gated_stage = StageOne(config, TextTowerConfig())
     recommender = PipelineRecommender(gated_stage, gate=True)
     return recommender, recommender.fit(data.test.fit)
@@ -195,7 +195,8 @@ def test_gate_serves_the_best_stage_one_model_when_the_ranker_is_worse(fitted):
 
 
 def test_gate_keeps_a_ranker_that_ranks_held_out_users_better(fitted):
-    """The gate's figures decide: the ranker stays exactly when it beat the best model alone on held-out users."""
+    """The gate's figures decide: the ranker stays exactly when it beat the best model alone, each label user
+    judged by the fold booster that did not learn from them; no second fit."""
     recommender, pipeline = _gated(fitted, RankerConfig(n_estimators=30, min_data_in_leaf=5))
     gate = recommender.gate_
     alone = max(v for k, v in gate.items() if k.endswith("_ndcg@10") and k != "pipeline_ndcg@10"
@@ -203,6 +204,8 @@ def test_gate_keeps_a_ranker_that_ranks_held_out_users_better(fitted):
     assert gate["best_alone_ndcg@10"] == pytest.approx(alone)
     assert (recommender.kept_ == "ranker") == (gate["diff"] > 0)
     assert (pipeline.state.ranker is not None) == (recommender.kept_ == "ranker")
+    assert gate["users"] == recommender.report_.assignment[C.USER_IDX].len()  # every user in a fold judges
+    assert recommender.ranker_ is recommender.pipeline_.state.ranker or recommender.kept_ != "ranker"
     # too few label users to hold out: no gate, the ranker is kept
     data, stage, _, _ = fitted
     few = PipelineRecommender(StageOne(replace(stage.config, gate_min_users=10_000), TextTowerConfig()), gate=True)

@@ -8,7 +8,7 @@ import polars as pl
 import pytest
 
 from recsys.ranker import RankerEnsemble
-from training.fit_ranker import RankerConfig, RankerReport, fit_ranker
+from training.fit_ranker import RankerConfig, RankerReport, fit_ranker, out_of_fold
 from training.ranker_plots import plot_importance, plot_learning_curves
 
 FEATURES = ["f_signal", "f_noise_a", "f_noise_b", "f_noise_c"]
@@ -123,6 +123,24 @@ def test_no_user_is_in_training_and_early_stopping_of_a_fold(fitted, train_table
         assert fold.n_train_groups + fold.n_valid_groups == report.n_groups_used
         assert fold.n_valid_rows == len(valid) * N_ITEMS
     assert sorted(f.n_valid_groups for f in report.folds) == [60, 60, 60]
+
+
+def test_out_of_fold_scores_each_user_by_the_booster_that_did_not_learn_them(fitted, train_table):
+    ensemble, report = fitted
+    oof = out_of_fold(ensemble, report, train_table)
+    fold_of = dict(zip(report.assignment["user_idx"].to_list(), report.assignment["fold"].to_list(), strict=True))
+    users = train_table["user_idx"].to_numpy()
+    matrix = train_table.select(FEATURES).to_numpy().astype(np.float64)
+    for user in (0, 1, 2, 5, 8):
+        rows = users == user
+        k = fold_of[user]
+        expected = ensemble.boosters[k].predict(matrix[rows], num_iteration=ensemble.best_iterations[k],
+                                                raw_score=True)
+        np.testing.assert_allclose(oof[rows], expected)
+    assert np.isnan(oof[users % 10 == 7]).all()  # all-zero groups are in no fold
+    # unseen users rank nearly as well as the ensemble ranks them; in-sample scores are no better a judge
+    judged = train_table.filter(pl.col("user_idx") % 10 != 7)
+    assert _mean_ndcg(judged, out_of_fold(ensemble, report, judged)) > 0.9
 
 
 def test_same_seed_gives_identical_predictions(fitted, train_table):
