@@ -32,6 +32,7 @@ from recsys.evaluation.runner import (
     tuning_score,
 )
 from recsys.indexing import FitInput
+from recsys.memory import peak_rss_mb, release
 from recsys.scorers.base import Scorer
 
 __all__ = ["Estimator", "ModelSpec", "FittedModel", "fit_spec", "evaluate_specs"]
@@ -139,4 +140,6 @@ def evaluate_specs(data: EvalData, specs: Sequence[ModelSpec], *, reference: str
         results.append(score_model(data, spec.name, fitted.model, setting=fitted.setting, tuning=fitted.tuning,
                                    seconds=fitted.seconds, show_progress=show_progress))
         del fitted  # the next spec's fit should not have to share memory with this model
+        release()
+        results[-1].seconds["peak_rss_mb"] = peak_rss_mb()  # the process's peak so far: which model raised it
     return summarise(data, results, reference=reference)

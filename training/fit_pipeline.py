@@ -34,6 +34,7 @@ from recsys.evaluation.bootstrap import paired_bootstrap
 from recsys.evaluation.eval_data import EvalConfig
 from recsys.evaluation.metrics import ranking_metrics
 from recsys.indexing import FitInput, fit_input
+from recsys.memory import peak_rss_mb, release
 from recsys.pipeline import ColdExposure, PipelineState, RankingPipeline
 from recsys.ranker import RankerEnsemble
 from recsys.scorers import FactorScorer, Scorer, TextScorer
@@ -272,7 +273,10 @@ class StageOne:
                                "label_pairs": self.labels.height, "inner_events": earlier.height,
                                "window_events": data.events.height}
         self._fit_text(data)
+        release()  # the text tower's activation cache and training state are gone: give their pages back
+        self.stats["text_tower"] = self.stats.get("text_tower", {}) | {"peak_rss_mb": peak_rss_mb()}
         self._fit_cf(data)
+        self.stats["cf_other"] |= {"peak_rss_mb": peak_rss_mb()}
         self._data = data
         return self
 
@@ -531,6 +535,7 @@ class PipelineRecommender:
         state = self._state(stage.full, data, ranker) if self.kept_ == "ranker" else self._alone(self.kept_, data)
         self.pipeline_ = RankingPipeline(state, name=self.name, cold=self.cold)
         self.stats_ = {"features_s": features_s, "train_rows": table.height, "train_users": len(users),
+                       "peak_rss_mb": peak_rss_mb(),
                        "n_features": len(ranker.features), "ranker_s": time.perf_counter() - start - features_s}
         self.stats_ |= {f"label_candidate_{k}": v for k, v in recall.items()}
         self.stats_ |= {f"label_ndcg@10_{c.removeprefix('score_')}": v for c, v in bases.items()}

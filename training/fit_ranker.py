@@ -226,11 +226,15 @@ def fit_ranker(
     # models as one after the other (each is deterministic with one thread), in a fraction of the time
     from tqdm.auto import tqdm
 
+    # the fold data are binned one after the other (LightGBM's compact form; the float copies are
+    # dropped at once), so only the training runs side by side, not the memory of the raw tables
+    prepared = [_fold_sets(data, k, features, label, group, config, base) for k in range(config.n_folds)]
+    n_rows_used = data.height
+    del data
     workers = max(1, min(config.n_folds, os.cpu_count() or 1))
     with ThreadPoolExecutor(workers) as pool, tqdm(total=config.n_folds, desc="ranker folds", unit="fold",
                                                    disable=not show_progress, leave=False) as bar:
-        pending = [pool.submit(_fit_fold, data, k, features, label, group, config, base)
-                   for k in range(config.n_folds)]
+        pending = [pool.submit(_fit_fold, k, sets, config) for k, sets in enumerate(prepared)]
         for future in as_completed(pending):
             future.result()
             bar.update()
@@ -243,7 +247,7 @@ def fit_ranker(
     ensemble = RankerEnsemble(boosters, features, [r.best_iteration for r in reports], base)
     report = RankerReport(
         folds=reports, assignment=assignment, metric=f"ndcg@{config.eval_at}", n_groups_used=used_groups.len(),
-        n_groups_dropped=n_dropped, n_rows=table.height, n_rows_used=data.height,
+        n_groups_dropped=n_dropped, n_rows=table.height, n_rows_used=n_rows_used,
         fit_seconds=time.perf_counter() - start, features=features,
     )
     return ensemble, report
@@ -347,25 +351,45 @@ def _canonical_order(data: pl.DataFrame, features: list[str], label: str, group:
 
 
 def _lgb_dataset(rows: pl.DataFrame, features: list[str], label: str, group: str,
-                 reference: lgb.Dataset | None = None, base: str | None = None) -> lgb.Dataset:
+                 reference: lgb.Dataset | None = None, base: str | None = None,
+                 params: dict[str, object] | None = None) -> lgb.Dataset:
     sizes = rows.group_by(group, maintain_order=True).len().get_column("len").to_numpy()
     return lgb.Dataset(
         feature_matrix(rows, features), label=rows.get_column(label).cast(pl.Float64).to_numpy(), group=sizes,
-        feature_name=features, reference=reference, free_raw_data=True,
+        feature_name=features, reference=reference, free_raw_data=True, params=params,
         init_score=base_scores(rows, base) if base is not None else None,
     )
 
 
-def _fit_fold(data: pl.DataFrame, k: int, features: list[str], label: str, group: str,
-              config: RankerConfig, base: str | None = None) -> tuple[lgb.Booster, FoldReport]:
+@dataclass
+class _FoldSets:
+    """One fold's LightGBM data sets, already binned, and the counts its report needs."""
+
+    train: lgb.Dataset
+    valid: lgb.Dataset
+    n_train_groups: int
+    n_valid_groups: int
+    n_train_rows: int
+    n_valid_rows: int
+
+
+def _fold_sets(data: pl.DataFrame, k: int, features: list[str], label: str, group: str, config: RankerConfig,
+               base: str | None = None) -> _FoldSets:
     in_valid = pl.col(_FOLD).eq(k).fill_null(False)
     train_rows, valid_rows = data.filter(~in_valid), data.filter(in_valid)
-    train_set = _lgb_dataset(train_rows, features, label, group, base=base)
-    valid_set = _lgb_dataset(valid_rows, features, label, group, reference=train_set, base=base)
+    params = config.lgb_params()  # binning reads min_data_in_leaf and friends: the training's own values
+    train_set = _lgb_dataset(train_rows, features, label, group, base=base, params=params).construct()
+    valid_set = _lgb_dataset(valid_rows, features, label, group, reference=train_set, base=base,
+                             params=params).construct()
+    return _FoldSets(train_set, valid_set, train_rows.get_column(group).n_unique(),
+                     valid_rows.get_column(group).n_unique(), train_rows.height, valid_rows.height)
+
+
+def _fit_fold(k: int, sets: _FoldSets, config: RankerConfig) -> tuple[lgb.Booster, FoldReport]:
     curves: dict[str, dict[str, list[float]]] = {}
     booster = lgb.train(
-        config.lgb_params(), train_set, num_boost_round=config.n_estimators,
-        valid_sets=[train_set, valid_set], valid_names=["train", "valid"],
+        config.lgb_params(), sets.train, num_boost_round=config.n_estimators,
+        valid_sets=[sets.train, sets.valid], valid_names=["train", "valid"],
         callbacks=[lgb.early_stopping(config.early_stopping_rounds, verbose=False), lgb.record_evaluation(curves)],
     )
     metric = f"ndcg@{config.eval_at}"
@@ -374,6 +398,6 @@ def _fit_fold(data: pl.DataFrame, k: int, features: list[str], label: str, group
     return booster, FoldReport(
         fold=k, best_iteration=best, best_ndcg=valid_curve[best - 1], valid_ndcg=valid_curve,
         train_ndcg=[float(v) for v in curves["train"][metric]],
-        n_train_groups=train_rows.get_column(group).n_unique(), n_valid_groups=valid_rows.get_column(group).n_unique(),
-        n_train_rows=train_rows.height, n_valid_rows=valid_rows.height,
+        n_train_groups=sets.n_train_groups, n_valid_groups=sets.n_valid_groups,
+        n_train_rows=sets.n_train_rows, n_valid_rows=sets.n_valid_rows,
     )

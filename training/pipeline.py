@@ -27,6 +27,7 @@ from recsys.evaluation.run import git_commit
 from recsys.evaluation.runner import EvalResult
 from recsys.indexing import FitInput, fit_input
 from recsys.io import DatasetPaths, load_dataset
+from recsys.memory import peak_rss_mb
 from recsys.scorers import TextScorer
 from training.baseline_specs import (
     DEFAULT_BASELINES,
@@ -334,7 +335,7 @@ def train(config: TrainConfig, *, tracking_uri: str | None = None, show_progress
             if config.ship == "all":  # learn from everything: the test window's events too
                 fit = all_events(data, eval_config)
                 shipped = refit_for_shipping(main, fit)
-                stats["ship"] = {"seconds": time.perf_counter() - start_package}
+                stats["ship"] = {"seconds": time.perf_counter() - start_package, "peak_rss_mb": peak_rss_mb()}
             meta = {"run_id": run_id, "data": str(config.data), "git_commit": git_commit(),
                     "fitted_on": "every event" if config.ship == "all" else f"the evaluation's {config.history}",
                     "serves": shipped.kept_}
@@ -343,7 +344,10 @@ def train(config: TrainConfig, *, tracking_uri: str | None = None, show_progress
                                             fingerprint=fingerprint, git_commit=git_commit(),
                                             tracking_uri=tracking_uri, force=force_promote,
                                             tags=_parent_tags(config.from_model, tracking_uri))
-            stats["package"] = {"seconds": time.perf_counter() - start_package}
+            stats["package"] = {"seconds": time.perf_counter() - start_package, "peak_rss_mb": peak_rss_mb()}
+            with mlflow.start_run(run_id=run_id):  # shipping and packaging come after the run's other metrics
+                mlflow.log_metrics(metric_dict({f"{n}/{k}": v for n in ("ship", "package") for k, v in
+                                                stats.get(n, {}).items()}))
     headline = verdict(result, reference if config.stage == "all" else tower_name(config.text), config.baselines)
     logger.info(headline)
     return TrainResult(result, render_table(result), files, run_id, stats, curve, registration, headline, skipped)

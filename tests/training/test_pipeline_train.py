@@ -62,6 +62,8 @@ def test_run_tree_has_a_child_per_stage_with_metrics_and_plots(trained):
     assert client.get_metric_history(by_name["text_tower"].info.run_id, "valid/auc")
     assert parent.data.metrics["pipeline/ndcg_at_10"] > 0
     assert parent.data.metrics["run/wall_s"] > 0
+    # the process's peak memory after each stage: where a run's peak RSS came from
+    assert 100 < parent.data.metrics["ranker/peak_rss_mb"] <= parent.data.metrics["pipeline/peak_rss_mb"]
 
 
 def test_parent_run_holds_config_and_data_fingerprint(trained, tmp_path):
