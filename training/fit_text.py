@@ -175,6 +175,9 @@ class TextTowerRecommender:
             keep = np.sort(np.random.default_rng(cfg.seed).choice(len(examples), cfg.max_train_examples, replace=False))
             examples = examples.take(keep)
         train, holdout = split_holdout(examples, cfg.holdout)
+        if cfg.max_holdout_examples is not None and len(holdout) > cfg.max_holdout_examples:
+            rng = np.random.default_rng(cfg.seed + 1)
+            holdout = holdout.take(np.sort(rng.choice(len(holdout), cfg.max_holdout_examples, replace=False)))
         datamodule = TextDataModule(train, holdout, tokens.lengths, batch_size=cfg.batch_size, seed=cfg.seed)
         with tempfile.TemporaryDirectory() as scratch:
             folder = Path(cfg.checkpoint_dir or scratch)

@@ -206,6 +206,9 @@ def choose(shape: DataShape, budget_minutes: float = 15.0, *, model: str | None 
     large = shape.events > LARGE_LOG
     choose_("pipeline.lightfm_epochs", [5, 10, 20] if large else [10, 20, 40],
             f"{'more than' if large else 'at most'} {LARGE_LOG:,} events: epochs tried on the label window")
+    if large and cores > 1:
+        choose_("pipeline.lightfm.num_threads", cores, f"more than {LARGE_LOG:,} events: LightFM's SGD on {cores} "
+                "threads (Hogwild: about twice as fast, not bit-repeatable; set 1 for repeatable runs)")
     heavy = large or shape.users > MANY_USERS
     why = (f"more than {LARGE_LOG:,} events or {MANY_USERS:,} users: skipped" if heavy
            else "affordable on this log")

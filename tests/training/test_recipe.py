@@ -33,6 +33,7 @@ def test_small_log_fine_tunes_the_top_layer_within_the_budget(tiny_bert_dir):
     assert s["text.finetune.mode"] == "freeze:1"  # the tiny BERT has 2 layers: only the top one trains
     assert s["text.max_length"] == 64 and s["pipeline.ablations"] is True and s["history"] == "train+valid"
     assert s["pipeline.lightfm_epochs"] == [10, 20, 40] and "pipeline.ease_l2" not in s
+    assert "pipeline.lightfm.num_threads" not in s  # small logs stay bit-repeatable
     assert "pipeline.cold_curve_slots" not in s  # a small log affords the cold-exposure curve
     many = choose(DataShape(150_000, 50_000, 19_000, 8.0, 12.0), 15, model=str(tiny_bert_dir), cores=2).settings
     assert many["pipeline.ablations"] is False and many["pipeline.cold_curve_slots"] == []
@@ -51,6 +52,7 @@ def test_small_log_fine_tunes_the_top_layer_within_the_budget(tiny_bert_dir):
 def test_large_log_shrinks_grids_and_leaves_out_what_does_not_fit(tiny_bert_dir):
     s = choose(LARGE, 15, model=str(tiny_bert_dir), cores=2, memory_gb=0.1).settings
     assert s["pipeline.lightfm_epochs"] == [5, 10, 20] and s["pipeline.ablations"] is False
+    assert s["pipeline.lightfm.num_threads"] == 2
     assert s["pipeline.cold_curve_slots"] == [] and "pipeline.max_label_users" not in s  # 3,000 users: all
     assert s["pipeline.ease_l2"] == 0.0  # 3,900 items need ~0.11 GiB of dense EASE matrices: over 3/4 of 0.1 GiB
     assert "baselines" not in s  # the baseline EASE is left out by train() itself, which checks memory too

@@ -166,6 +166,10 @@ def test_a_clock_stops_fine_tuning_and_keeps_what_it_learned(data, tiny_bert_dir
     assert np.isfinite(scorer.score(np.arange(3), data.test.history[:3])).all()
     with pytest.raises(ValueError, match="max_minutes must be > 0"):
         _config(tiny_bert_dir, max_minutes=0)
+    # early stopping scores a capped sample of the holdout
+    capped = TextTowerRecommender(_config(tiny_bert_dir, max_epochs=1, max_holdout_examples=7))
+    capped.fit(data.test.fit)
+    assert capped.stats_["holdout_examples"] == 7 < free.stats_["holdout_examples"]
 
 
 def test_a_freeze_tower_hands_its_zero_shot_twin_the_pretrained_catalogue(data, tiny_bert_dir):
