@@ -141,5 +141,5 @@ def evaluate_specs(data: EvalData, specs: Sequence[ModelSpec], *, reference: str
                                    seconds=fitted.seconds, show_progress=show_progress))
         del fitted  # the next spec's fit should not have to share memory with this model
         release()
-        results[-1].seconds["peak_rss_mb"] = peak_rss_mb()  # the process's peak so far: which model raised it
+        results[-1].peak_rss_mb = peak_rss_mb()
     return summarise(data, results, reference=reference)

@@ -52,6 +52,8 @@ class ModelResult:
     impressions: dict[str, np.ndarray] | None = None
     cold_only: dict[str, np.ndarray] | None = None
     """Per-user metrics when only the cold items are ranked (users with a cold positive)."""
+    peak_rss_mb: float | None = None
+    """The process's peak memory once this model was fitted and scored (``recsys.memory``): which model raised it."""
 
 
 @dataclass

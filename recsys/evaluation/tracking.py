@@ -79,6 +79,8 @@ def log_evaluation(result: EvalResult, files: ReportFiles, *, tracking_uri: str,
                 metrics[f"{key}.ci_low"], metrics[f"{key}.ci_high"] = r["ci_low"], r["ci_high"]
     for m in result.models:
         metrics |= {f"{m.name}/{k}": v for k, v in m.seconds.items()}
+        if m.peak_rss_mb is not None:
+            metrics[f"{m.name}/peak_rss_mb"] = m.peak_rss_mb
     where = {"run_id": run_id} if run_id else {"experiment_id": experiment_id(mlflow, experiment, tracking_uri),
                                                "run_name": run_name}
     with mlflow.start_run(**where) as run:
