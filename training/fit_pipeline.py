@@ -48,7 +48,7 @@ from training.fit_baselines import (
     PopularityRecommender,
 )
 from training.fit_lightfm import LightFMConfig, LightFMRecommender
-from training.fit_ranker import RankerConfig, RankerReport, fit_ranker, out_of_fold
+from training.fit_ranker import RankerConfig, RankerReport, fit_rankers, out_of_fold
 from training.fit_text import TextTowerRecommender, WarmText, with_mode
 from training.text_tower import TextTowerConfig
 from training.warm_start import WarmStart
@@ -522,8 +522,7 @@ class PipelineRecommender:
         recall = candidate_recall(table, truth.select(C.USER_IDX, C.ITEM_IDX))
         bases = {c: candidate_ndcg(table, c) for c in table.columns if c.removeprefix("score_") in inner.state.models}
         tried = [None, max(bases, key=bases.get)] if cfg.ranker_base and bases else [None]
-        fits = {base: fit_ranker(table, feature_columns(table), config=cfg.ranker, base=base,
-                                 show_progress=stage.show_progress) for base in tried}
+        fits = fit_rankers(table, feature_columns(table), tried, config=cfg.ranker, show_progress=stage.show_progress)
         # the same folds of users early-stop both: keep the start that ranks its held-out users better
         base = max(fits, key=lambda b: fits[b][1].mean_best_ndcg)
         ranker, self.report_ = fits[base]

@@ -32,7 +32,7 @@ from recsys import contract as C
 from recsys.config import check_above, check_at_least
 from recsys.ranker import RankerEnsemble, base_scores, feature_matrix
 
-__all__ = ["MAX_LABEL", "RankerConfig", "FoldReport", "RankerReport", "fit_ranker", "out_of_fold"]
+__all__ = ["MAX_LABEL", "RankerConfig", "FoldReport", "RankerReport", "fit_ranker", "fit_rankers", "out_of_fold"]
 
 logger = logging.getLogger(__name__)
 
@@ -206,9 +206,33 @@ def fit_ranker(
             :data:`MAX_LABEL`, ``features`` is empty or holds ``label``/``group``, no group has a
             positive label, or there are too few such groups for the folds.
     """
+    return fit_rankers(table, features, [base], label=label, group=group, config=config,
+                       show_progress=show_progress)[base]
+
+
+def fit_rankers(
+    table: pl.DataFrame,
+    features: Sequence[str],
+    bases: Sequence[str | None],
+    *,
+    label: str = C.LABEL,
+    group: str = C.USER_IDX,
+    config: RankerConfig = RankerConfig(),
+    show_progress: bool = False,
+) -> dict[str | None, tuple[RankerEnsemble, RankerReport]]:
+    """:func:`fit_ranker` for each start in ``bases``, on the same folds, all boosters in one pool.
+
+    Comparing starts (from zero, from the best first-stage score) needs a booster per fold for
+    each; trained in one pool of single-threaded boosters, the machine's cores stay busy while
+    the longest of them finishes (three folds on two cores would leave one idle half the time).
+    Each ensemble is the one :func:`fit_ranker` returns for that ``base``.
+
+    Returns:
+        ``{base: (ensemble, report)}``, in the order of ``bases`` (a repeated start is trained once).
+    """
     start = time.perf_counter()
-    features = list(features)
-    _check_inputs(table, [*features, *([base] if base is not None and base not in features else [])], label, group)
+    features, bases = list(features), list(dict.fromkeys(bases))
+    _check_inputs(table, [*features, *(b for b in bases if b is not None and b not in features)], label, group)
     has_positive = table.group_by(group).agg((pl.col(label) > 0).any().alias("_pos"))
     used_groups = has_positive.filter(pl.col("_pos")).get_column(group)
     n_dropped = has_positive.height - used_groups.len()
@@ -222,35 +246,40 @@ def fit_ranker(
     logger.info("fit_ranker: %d groups used, %d all-zero groups dropped, %d rows", used_groups.len(), n_dropped,
                 data.height)
 
-    # one single-threaded booster per fold, the folds side by side on the machine's cores: the same
+    # one single-threaded booster per (start, fold), side by side on the machine's cores: the same
     # models as one after the other (each is deterministic with one thread), in a fraction of the time
     from tqdm.auto import tqdm
 
     # the fold data are binned one after the other (LightGBM's compact form; the float copies are
     # dropped at once), so only the training runs side by side, not the memory of the raw tables
-    prepared = [_fold_sets(data, k, features, label, group, config, base) for k in range(config.n_folds)]
+    jobs = [(base, k) for base in bases for k in range(config.n_folds)]
+    prepared = [_fold_sets(data, k, features, label, group, config, base) for base, k in jobs]
     n_rows_used = data.height
     del data
-    workers = max(1, min(config.n_folds, os.cpu_count() or 1))
-    with ThreadPoolExecutor(workers) as pool, tqdm(total=config.n_folds, desc="ranker folds", unit="fold",
+    workers = max(1, min(len(jobs), os.cpu_count() or 1))
+    with ThreadPoolExecutor(workers) as pool, tqdm(total=len(jobs), desc="ranker folds", unit="fold",
                                                    disable=not show_progress, leave=False) as bar:
-        pending = [pool.submit(_fit_fold, k, sets, config) for k, sets in enumerate(prepared)]
+        pending = [pool.submit(_fit_fold, k, sets, config) for (_, k), sets in zip(jobs, prepared, strict=True)]
         for future in as_completed(pending):
             future.result()
             bar.update()
         fitted = [future.result() for future in pending]
-    boosters = [booster for booster, _ in fitted]
-    reports = [report for _, report in fitted]
-    for report in reports:
-        logger.info("fit_ranker: fold %d best iteration %d, ndcg@%d %.4f", report.fold, report.best_iteration,
-                    config.eval_at, report.best_ndcg)
-    ensemble = RankerEnsemble(boosters, features, [r.best_iteration for r in reports], base)
-    report = RankerReport(
-        folds=reports, assignment=assignment, metric=f"ndcg@{config.eval_at}", n_groups_used=used_groups.len(),
-        n_groups_dropped=n_dropped, n_rows=table.height, n_rows_used=n_rows_used,
-        fit_seconds=time.perf_counter() - start, features=features,
-    )
-    return ensemble, report
+    seconds = time.perf_counter() - start
+    out: dict[str | None, tuple[RankerEnsemble, RankerReport]] = {}
+    for base in bases:
+        mine = [fit for (b, _), fit in zip(jobs, fitted, strict=True) if b == base]
+        reports = [report for _, report in mine]
+        for report in reports:
+            logger.info("fit_ranker%s: fold %d best iteration %d, ndcg@%d %.4f", f" (from {base})" if base else "",
+                        report.fold, report.best_iteration, config.eval_at, report.best_ndcg)
+        ensemble = RankerEnsemble([booster for booster, _ in mine], features, [r.best_iteration for r in reports],
+                                  base)
+        out[base] = ensemble, RankerReport(
+            folds=reports, assignment=assignment, metric=f"ndcg@{config.eval_at}", n_groups_used=used_groups.len(),
+            n_groups_dropped=n_dropped, n_rows=table.height, n_rows_used=n_rows_used, fit_seconds=seconds,
+            features=features,
+        )
+    return out
 
 
 def out_of_fold(ensemble: RankerEnsemble, report: RankerReport, table: pl.DataFrame, group: str = C.USER_IDX

@@ -27,7 +27,7 @@ from recsys.evaluation.run import git_commit
 from recsys.evaluation.runner import EvalResult
 from recsys.indexing import FitInput, fit_input
 from recsys.io import DatasetPaths, load_dataset
-from recsys.memory import peak_rss_mb
+from recsys.memory import frozen_heap, peak_rss_mb
 from recsys.scorers import TextScorer
 from training.baseline_specs import (
     DEFAULT_BASELINES,
@@ -250,6 +250,13 @@ def train(config: TrainConfig, *, tracking_uri: str | None = None, show_progress
         force_promote: move ``champion`` to the new version even if the gate says no.
         recipe: the settings chosen from the data (``training.recipe``), logged as ``recipe.json``.
     """
+    with frozen_heap():  # the imports' objects outlive the run: the collections between stages skip them
+        return _train(config, tracking_uri=tracking_uri, show_progress=show_progress, config_file=config_file,
+                      force_promote=force_promote, recipe=recipe)
+
+
+def _train(config: TrainConfig, *, tracking_uri: str | None, show_progress: bool, config_file: str | None,
+           force_promote: bool, recipe: Recipe | None) -> TrainResult:
     start = time.perf_counter()
     paths = DatasetPaths.from_dir(config.data)
     eval_config = EvalConfig(split=config.split, history=config.history, n_bootstrap=config.n_bootstrap,

@@ -16,3 +16,27 @@ def test_peak_rss_grows_with_an_allocation_and_release_keeps_it():
     del block
     release()  # frees pages; the peak is a high-water mark and stays
     assert peak_rss_mb() == after or peak_rss_mb() > after
+
+
+class _Node:
+    def __init__(self) -> None:
+        self.other: _Node | None = None
+
+
+def test_frozen_heap_skips_what_was_alive_and_still_frees_cycles_made_inside():
+    import gc
+    import weakref
+
+    from recsys.memory import frozen_heap
+
+    alive = [_Node() for _ in range(100)]
+    with frozen_heap():
+        assert gc.get_freeze_count() >= len(alive)  # the objects alive on entry are out of the walk
+        a, b = _Node(), _Node()
+        a.other, b.other = b, a  # a cycle made during the run: only the collector frees it
+        ref = weakref.ref(a)
+        del a, b
+        release()
+        assert ref() is None
+    assert gc.get_freeze_count() == 0  # handed back: a later collection frees them again
+    assert all(isinstance(n, _Node) for n in alive)

@@ -8,7 +8,7 @@ import polars as pl
 import pytest
 
 from recsys.ranker import RankerEnsemble
-from training.fit_ranker import RankerConfig, RankerReport, fit_ranker, out_of_fold
+from training.fit_ranker import RankerConfig, RankerReport, fit_ranker, fit_rankers, out_of_fold
 from training.ranker_plots import plot_importance, plot_learning_curves
 
 FEATURES = ["f_signal", "f_noise_a", "f_noise_b", "f_noise_c"]
@@ -269,3 +269,16 @@ def test_base_score_starts_every_booster_and_is_added_back(train_table, tmp_path
 def test_base_column_must_exist(train_table):
     with pytest.raises(ValueError, match="no_such_score"):
         fit_ranker(train_table, FEATURES, config=CONFIG, base="no_such_score")
+
+
+def test_several_starts_in_one_pool_are_the_single_fits(train_table):
+    """fit_rankers trains every (start, fold) booster side by side; each ensemble is fit_ranker's own."""
+    both = fit_rankers(train_table, FEATURES, [None, "f_signal", None], config=CONFIG)
+    assert list(both) == [None, "f_signal"]  # a repeated start is trained once
+    held_out = _table(60, seed=4, first_user=10_000)
+    for base, (ensemble, report) in both.items():
+        alone, alone_report = fit_ranker(train_table, FEATURES, config=CONFIG, base=base)
+        assert ensemble.base == base and len(ensemble.boosters) == CONFIG.n_folds
+        assert report.best_iterations == alone_report.best_iterations
+        np.testing.assert_array_equal(ensemble.predict(held_out), alone.predict(held_out))
+        assert report.assignment.equals(alone_report.assignment)

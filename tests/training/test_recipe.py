@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import polars as pl
 import pytest
 
@@ -9,7 +11,7 @@ from recsys import contract as C
 from recsys.config import load_config
 from recsys.io import DatasetPaths
 from training.pipeline import TrainConfig
-from training.recipe import MIN_EXAMPLES, DataShape, choose, ease_seconds, measure, planned_minutes
+from training.recipe import MIN_EXAMPLES, DataShape, choose, ease_seconds, encode_seconds, measure, planned_minutes
 
 SMALL = DataShape(events=3_000, users=400, items=2_000, text_tokens_p50=30.0, text_tokens_p90=90.0)
 LARGE = DataShape(events=480_000, users=3_000, items=3_900, text_tokens_p50=8.0, text_tokens_p90=12.0)
@@ -25,6 +27,7 @@ def test_measure_reads_counts_and_text_lengths_of_any_contract_format(tmp_path):
     shape = measure(DatasetPaths.from_dir(tmp_path))
     assert (shape.events, shape.users, shape.items) == (3, 2, 4)
     assert shape.text_tokens_p50 == pytest.approx(40 / 4, abs=0.5) and shape.text_tokens_p90 > 40
+    assert shape.text_tokens_mean == pytest.approx((3 * 10 + 64) / 4, abs=0.5)  # the long text counts as 64 tokens
 
 
 def test_small_log_fine_tunes_the_top_layer_within_the_budget(tiny_bert_dir):
@@ -39,11 +42,24 @@ def test_small_log_fine_tunes_the_top_layer_within_the_budget(tiny_bert_dir):
     assert many["pipeline.ablations"] is False and many["pipeline.cold_curve_slots"] == []
     assert many["pipeline.max_label_users"] * 300 <= 1_000_000
     assert many["max_eval_users"] == 10_000 and "max_eval_users" not in s
-    # a small log plans for 2 minutes whatever the budget; half of that affords half the examples
+    # a small log plans for 2 minutes whatever the budget: 30% for fine-tuning where the catalogue is small
     assert recipe.planned_minutes == 2.0 == planned_minutes(SMALL.events)
-    half = choose(SMALL, 1, model=str(tiny_bert_dir), cores=2, memory_gb=4).settings
-    assert half["text.max_train_examples"] == pytest.approx(s["text.max_train_examples"] / 2, rel=0.01)
-    assert s["text.max_minutes"] == pytest.approx(0.6) and half["text.max_minutes"] == pytest.approx(0.3)
+    few = choose(replace(SMALL, items=200), 15, model=str(tiny_bert_dir), cores=2, memory_gb=4)
+    assert few.settings["text.max_minutes"] == pytest.approx(0.6) and "30% of the planned 2.0 min" in few.render()
+    # 2,000 texts of ~30 tokens take ~27 s to encode (x1.5: the top of 2 layers once more), the run ~60 s:
+    # 33 s are left, less than 30% of 2 minutes, and fewer examples fit in them
+    assert encode_seconds(2_000, 30, 2) == pytest.approx(18.0)
+    assert s["text.max_minutes"] == pytest.approx(0.55)
+    assert s["text.max_train_examples"] == pytest.approx(few.settings["text.max_train_examples"] * 33 / 36, rel=0.01)
+    assert "leave after encoding the catalogue" in recipe.reasons["text.max_minutes"]
+    # a 10k-event log of 3,300 long texts: encoding them leaves no time worth fine-tuning in 2 minutes
+    long = choose(DataShape(9_800, 80, 3_300, 40.0, 120.0, text_tokens_mean=40.0), 15, model=str(tiny_bert_dir),
+                  cores=2, memory_gb=4)
+    assert long.settings["text.finetune.mode"] == "zero-shot" and "text.max_train_examples" not in long.settings
+    assert "encoding the 3,300 item texts" in long.reasons["text.finetune.mode"]
+    # a budget below the run's fixed cost leaves nothing to fine-tune
+    short = choose(SMALL, 1, model=str(tiny_bert_dir), cores=2, memory_gb=4)
+    assert short.settings["text.finetune.mode"] == "zero-shot"
     text = recipe.render()
     assert "3,000 events, 400 users, 2,000 items" in text and "budget 15 min, planned 2.0" in text
     assert all(f"{key} = " in text for key in s)
@@ -67,7 +83,7 @@ def test_large_log_shrinks_grids_and_leaves_out_what_does_not_fit(tiny_bert_dir)
     with pytest.raises(ValueError, match="--budget-minutes must be > 0"):
         choose(LARGE, 0)
     assert MIN_EXAMPLES > 0
-    assert planned_minutes(500_000) == pytest.approx(15.0) and 2 < planned_minutes(100_000) < 15
+    assert planned_minutes(500_000) == pytest.approx(13.0) and 2 < planned_minutes(100_000) < 13
 
 
 def test_config_file_and_set_override_the_recipe(tmp_path, tiny_bert_dir):
