@@ -214,9 +214,16 @@ class ModelBundle:
         index = self.user_index(user_ids)
         parts: list[pl.DataFrame] = []
         known = np.flatnonzero(index >= 0)
-        for start, top, scores in iter_ranked(self.pipeline, index[known], self.history, min(k, self.n_items),
+        # a user named twice is scored once (the ranker's table holds one row per user and item)
+        scored, position = _first_seen(index[known])
+        for start, top, scores in iter_ranked(self.pipeline, scored, self.history, min(k, self.n_items),
                                               block_size=block_size, exclude_seen=exclude_seen):
-            parts.append(self._rows(known[start:start + len(top)], top, scores, fallback=False))
+            if len(scored) == len(known):  # no repeats: block rows are input rows
+                parts.append(self._rows(known[start:start + len(top)], top, scores, fallback=False))
+                continue
+            rows = np.flatnonzero((position >= start) & (position < start + len(top)))
+            parts.append(self._rows(known[rows], top[position[rows] - start], scores[position[rows] - start],
+                                    fallback=False))
         unknown = np.flatnonzero(index < 0)
         if len(unknown):
             order = np.argsort(-self.popularity, kind="stable")[:k]
@@ -239,3 +246,12 @@ class ModelBundle:
                              FALLBACK: np.full(len(row), fallback)},
                             schema={"_row": pl.Int64, C.ITEM_ID: pl.String, "score": pl.Float64, "rank": pl.Int64,
                                     FALLBACK: pl.Boolean})
+
+
+def _first_seen(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The distinct values in order of first appearance, and each value's position among them."""
+    _, first, inverse = np.unique(values, return_index=True, return_inverse=True)
+    order = np.argsort(first, kind="stable")
+    place = np.empty_like(order)
+    place[order] = np.arange(len(order))
+    return values[first[order]], place[inverse.ravel()]

@@ -14,7 +14,7 @@ import polars as pl
 
 from features.split import SplitConfig, split_summary, temporal_split
 from recsys import contract as C
-from recsys.io import Dataset, DatasetPaths, load_dataset, validate_dataset, write_parquet_atomic
+from recsys.io import Dataset, DatasetPaths, load_dataset, validate_dataset, write_dataset_folder, write_parquet_atomic
 from recsys.summary import DatasetSummary, summarize
 from recsys.synthetic import SyntheticConfig, generate_synthetic
 from recsys.validation import ContractPolicy, ValidationReport
@@ -62,6 +62,5 @@ def split_dataset(data: Dataset | DatasetPaths, config: SplitConfig, out: Path) 
 def write_synthetic(out: Path, config: SyntheticConfig = SyntheticConfig()) -> DatasetPaths:
     """Generate a synthetic dataset (``recsys.synthetic``) and write it as contract Parquet."""
     items, interactions = generate_synthetic(config)
-    write_parquet_atomic(items, out / C.ITEMS_FILE)
-    write_parquet_atomic(interactions, out / C.INTERACTIONS_FILE)
+    write_dataset_folder({C.ITEMS_FILE: items, C.INTERACTIONS_FILE: interactions}, out)
     return DatasetPaths.from_dir(out)

@@ -6,16 +6,26 @@ block size, not by users x items. Each finished block is written as its own Parq
 end the parts become the row groups of one file, which is renamed into place only after the
 row counts check out. A killed run therefore leaves no output file, and ``resume`` skips the
 blocks already written.
+
+One export writes to an output at a time (a lock file ``.OUT.lock`` beside it; a second run
+is refused at once), so two runs can never share the parts. The parts folder's manifest pins
+what the blocks were made from: the model *version* an alias resolved to, the SHA-256 of the
+data, users and new-item files, and the settings; ``resume`` reuses blocks only when all match.
 """
 
 from __future__ import annotations
 
+import glob
 import hashlib
 import json
 import logging
+import os
 import shutil
+import tempfile
 import time
-from dataclasses import asdict, dataclass
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -31,7 +41,7 @@ from recsys.pipeline import ColdExposure
 
 __all__ = ["ExportConfig", "ExportSummary", "export_recommendations", "read_user_ids", "read_new_items",
            "prepare_bundle", "parts_folder", "check_users", "recommend_to_file", "assemble_parts",
-           "load_export_inputs"]
+           "load_export_inputs", "ExportInputs", "export_lock", "pin_model"]
 
 logger = logging.getLogger(__name__)
 
@@ -91,6 +101,46 @@ class ExportSummary:
                 f"{self.short_users:,} users have fewer than k unseen items left")
 
 
+@contextmanager
+def export_lock(out: Path) -> Iterator[None]:
+    """Hold ``.OUT.lock`` (an empty file, left in place) beside ``out``; a second export to ``out`` fails at once.
+
+    Two runs writing one output would share its parts folder and temporary file: one could
+    publish a file mixing both models' lists, or a torn one. The lock is an OS file lock, so a
+    killed run's lock is released with its process. Under the lock, temporaries a killed run
+    left beside ``out`` are removed.
+    """
+    from filelock import FileLock, Timeout
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    lock = FileLock(str(out.parent / f".{out.name}.lock"), timeout=0)
+    try:
+        lock.acquire()
+    except Timeout:
+        raise RecsysError(f"another export is writing {out} now (lock {lock.lock_file}); wait for it to finish "
+                          "or choose another --out") from None
+    try:
+        for stale in out.parent.glob(f".{glob.escape(out.name)}.*tmp"):  # a killed run's unfinished file
+            stale.unlink(missing_ok=True)
+        yield
+    finally:
+        lock.release()
+
+
+def pin_model(model_uri: str, tracking_uri: str | None = None) -> str:
+    """``models:/NAME@ALIAS`` as ``models:/NAME/VERSION``: what an alias pointed at when the export began.
+
+    An alias can move during a long export (or between a killed run and its ``--resume``); every
+    block, executor and manifest then names the version, never the alias. Other URIs are returned as given.
+    """
+    from recsys.registry import parse_model_uri, resolve_version
+
+    found = parse_model_uri(model_uri)
+    if found is None or found[1].isdigit():  # not a registry name, or already a version
+        return model_uri
+    return f"models:/{found[0]}/{resolve_version(*found, tracking_uri).version}"
+
+
 def parts_folder(out: Path) -> Path:
     """Where finished blocks wait until the output is assembled (hidden, beside it)."""
     return out.parent / f".{out.name}.parts"
@@ -147,9 +197,14 @@ def prepare_bundle(bundle: ModelBundle, data_dir: Path, new_items: Path | None =
     return bundle.with_interactions(dataset.interactions), users
 
 
-def _manifest(users: np.ndarray, config: ExportConfig, model: str) -> dict:
+def _manifest(users: np.ndarray, config: ExportConfig, model: str, inputs: dict | None) -> dict:
     digest = hashlib.sha256("\n".join(map(str, users)).encode()).hexdigest()
-    return {"model": model, "users": len(users), "users_sha256": digest} | asdict(config)
+    return {"model": model, "users": len(users), "users_sha256": digest} | asdict(config) | (inputs or {})
+
+
+def _shown(value: object) -> str:
+    text = json.dumps(value, sort_keys=True, default=str)
+    return text if len(text) <= 60 else text[:57] + "..."
 
 
 def _open_parts(out: Path, manifest: dict, resume: bool) -> Path:
@@ -158,9 +213,10 @@ def _open_parts(out: Path, manifest: dict, resume: bool) -> Path:
     if parts.exists() and resume and found.is_file():
         previous = json.loads(found.read_text())
         if previous != manifest:
-            changed = sorted(k for k in manifest if previous.get(k) != manifest[k])
-            raise RecsysError(f"--resume: the unfinished export in {parts} was started with other settings "
-                              f"({', '.join(changed)} differ); rerun without --resume to start over")
+            changed = sorted(k for k in manifest.keys() | previous.keys() if previous.get(k) != manifest.get(k))
+            what = "; ".join(f"{k}: {_shown(previous.get(k))} then, {_shown(manifest.get(k))} now" for k in changed)
+            raise RecsysError(f"--resume: the unfinished export in {parts} was started from other inputs or settings "
+                              f"({what}); rerun without --resume to start over")
         return parts
     if resume:
         logger.info("--resume: no unfinished export of %s; starting from the first block", out)
@@ -171,22 +227,34 @@ def _open_parts(out: Path, manifest: dict, resume: bool) -> Path:
 
 
 def export_recommendations(bundle: ModelBundle, users: np.ndarray, out: Path, config: ExportConfig = ExportConfig(),
-                           *, resume: bool = False, show_progress: bool = True, model: str = "") -> ExportSummary:
+                           *, resume: bool = False, show_progress: bool = True, model: str = "",
+                           inputs: dict | None = None) -> ExportSummary:
     """Write the top-k of every user in ``users`` to ``out`` (Parquet, one row group per block).
 
     Args:
         bundle: the model, with the histories it should read (:func:`prepare_bundle`).
         users: user ids, in output order.
         out: the Parquet file; appears only when complete and checked.
-        resume: keep the blocks an earlier run with the same settings finished.
-        model: the model URI, recorded so ``resume`` never mixes two models.
+        resume: keep the blocks an earlier run with the same model, inputs and settings finished.
+        model: the model URI (a pinned version: :func:`pin_model`), recorded so ``resume`` never mixes two models.
+        inputs: what else the blocks were made from (:attr:`ExportInputs.pins`: file fingerprints).
+
+    Raises:
+        RecsysError: no users, another export is writing ``out``, or ``resume`` found other inputs.
     """
-    start = time.perf_counter()
     out = Path(out)
+    with export_lock(out):
+        return _export(bundle, users, out, config, resume, show_progress, _manifest(np.asarray(users, dtype=object),
+                                                                                    config, model, inputs))
+
+
+def _export(bundle: ModelBundle, users: np.ndarray, out: Path, config: ExportConfig, resume: bool,
+            show_progress: bool, manifest: dict) -> ExportSummary:
+    start = time.perf_counter()
     users = np.asarray(users, dtype=object)
     if len(users) == 0:
         raise RecsysError("no users to export")
-    parts = _open_parts(out, _manifest(users, config, model), resume)
+    parts = _open_parts(out, manifest, resume)
     bundle = config.applied(bundle)
     starts = range(0, len(users), config.block_size)
     resumed = 0
@@ -212,8 +280,10 @@ def assemble_parts(bundle: ModelBundle, users: np.ndarray, parts: Path, n_blocks
     """Copy the parts into one file (a row group each), check every user's row count, rename into place."""
     expected = pl.DataFrame({C.USER_ID: users, "expected": bundle.expected_rows(users, config.k, config.exclude_seen)},
                             schema={C.USER_ID: pl.String, "expected": pl.Int64})
-    tmp = out.parent / f".{out.name}.tmp"
     out.parent.mkdir(parents=True, exist_ok=True)
+    handle, name = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp")  # this run's alone
+    os.close(handle)
+    tmp = Path(name)
     schema = pl.DataFrame(schema=RESULT_SCHEMA).to_arrow().schema
     counts, rows, fallback = [], 0, 0
     try:
@@ -249,24 +319,49 @@ def check_users(users: np.ndarray, known: np.ndarray, data_users: np.ndarray, pa
                                 f"(e.g. {', '.join(unknown.head(5).to_list())}); check the ids or the --data folder")
 
 
+@dataclass(frozen=True)
+class ExportInputs:
+    """An export's checked inputs: the model (pinned to a version), its users, and what pins them."""
+
+    bundle: ModelBundle
+    """The model with the data's histories and new items (:func:`prepare_bundle`)."""
+    users: np.ndarray
+    """User ids, in output order."""
+    model: str
+    """The model URI as a version (:func:`pin_model`): what every block is scored by."""
+    pins: dict = field(default_factory=dict)
+    """SHA-256 of the data, users and new-item files, for the manifest ``--resume`` checks."""
+
+
 def load_export_inputs(model_uri: str, data_dir: Path, out: Path, *, users_file: Path | None = None,
-                       new_items: Path | None = None, tracking_uri: str | None = None
-                       ) -> tuple[ModelBundle, np.ndarray]:
+                       new_items: Path | None = None, tracking_uri: str | None = None) -> ExportInputs:
     """The checked inputs of an export (any engine): the model with the data's histories and new items, the users.
 
     Raises a :class:`RecsysError` naming the bad input (output path, users file, model URI, data,
     new items) before anything is scored or written.
     """
+    from recsys.fingerprint import file_sha256
+    from recsys.io import DatasetPaths
     from recsys.pyfunc_model import load_registered
 
     if out.exists() and out.is_dir():
         raise RecsysError(f"--out {out} is a folder; give a file name such as recs.parquet")
     listed = read_user_ids(users_file) if users_file is not None else None
-    bundle, data_users = prepare_bundle(load_registered(model_uri, tracking_uri), data_dir, new_items)
-    if listed is None:
-        return bundle, data_users
-    check_users(listed, bundle.user_ids, data_users, users_file)
-    return bundle, listed
+    if tracking_uri:
+        import mlflow
+
+        mlflow.set_tracking_uri(tracking_uri)
+        mlflow.set_registry_uri(tracking_uri)
+    pinned = pin_model(model_uri, tracking_uri)
+    bundle, data_users = prepare_bundle(load_registered(pinned, tracking_uri), data_dir, new_items)
+    paths = DatasetPaths.from_dir(data_dir)
+    files = {"items": paths.items, "interactions": paths.interactions, "users": paths.users,
+             "users_file": users_file, "new_items": new_items}
+    pins = {"model_requested": model_uri} | {f"{name}_sha256": file_sha256(path) if path is not None else None
+                                             for name, path in files.items()}
+    if listed is not None:
+        check_users(listed, bundle.user_ids, data_users, users_file)
+    return ExportInputs(bundle, listed if listed is not None else data_users, pinned, pins)
 
 
 def recommend_to_file(model_uri: str, data_dir: Path, out: Path, config: ExportConfig = ExportConfig(), *,
@@ -276,7 +371,7 @@ def recommend_to_file(model_uri: str, data_dir: Path, out: Path, config: ExportC
 
     Every input is checked before the first block is scored, so bad input writes nothing.
     """
-    bundle, users = load_export_inputs(model_uri, data_dir, out, users_file=users_file, new_items=new_items,
-                                       tracking_uri=tracking_uri)
-    return export_recommendations(bundle, users, out, config, resume=resume, show_progress=show_progress,
-                                  model=model_uri)
+    found = load_export_inputs(model_uri, data_dir, out, users_file=users_file, new_items=new_items,
+                               tracking_uri=tracking_uri)
+    return export_recommendations(found.bundle, found.users, out, config, resume=resume, show_progress=show_progress,
+                                  model=found.model, inputs=found.pins)

@@ -9,8 +9,10 @@ leaves a half-written output behind.
 
 from __future__ import annotations
 
+import glob
 import logging
 import os
+import shutil
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -33,7 +35,7 @@ from recsys.validation import (
 
 __all__ = [
     "SUPPORTED_EXTENSIONS", "Dataset", "DatasetPaths", "scan_table", "read_table", "write_parquet_atomic",
-    "validate_dataset", "load_dataset",
+    "validate_dataset", "load_dataset", "write_dataset_folder", "recover_dataset_folder",
 ]
 
 logger = logging.getLogger(__name__)
@@ -119,6 +121,81 @@ def write_parquet_atomic(df: pl.DataFrame, path: str | os.PathLike[str]) -> Path
     return path
 
 
+_WRITING, _REPLACED = "writing", "replaced"
+
+
+def _siblings(out: Path, kind: str) -> list[Path]:
+    """Folders ``.OUT.<kind>-*`` beside ``out``: a dataset being written, or the one it replaced."""
+    return sorted(p for p in out.parent.glob(f".{glob.escape(out.name)}.{kind}-*") if p.is_dir())
+
+
+def recover_dataset_folder(out: str | os.PathLike[str]) -> None:
+    """Finish or undo a dataset write that was killed, so ``out`` holds one whole dataset.
+
+    * killed while writing the new tables: their folder is removed (``out`` was never touched);
+    * killed between the two renames (``out`` moved aside, the new folder not yet in place):
+      the previous dataset is renamed back;
+    * killed after them: the other files the previous folder held are moved over, and it is removed.
+    """
+    out = Path(out)
+    for writing in _siblings(out, _WRITING):
+        shutil.rmtree(writing, ignore_errors=True)
+    for replaced in _siblings(out, _REPLACED):
+        if not out.exists():
+            replaced.rename(out)
+            logger.warning("%s: an interrupted import had moved the previous dataset aside; restored it", out)
+            continue
+        _keep_other_files(replaced, out)
+        shutil.rmtree(replaced, ignore_errors=True)
+
+
+def _keep_other_files(old: Path, new: Path) -> None:
+    """Move what ``old`` held besides the dataset's tables (reports, splits) into ``new``, unless it has them."""
+    tables = {C.ITEMS_FILE, C.INTERACTIONS_FILE, C.USERS_FILE, C.USER_TAGS_FILE}
+    stems = {Path(name).stem for name in tables}
+    for entry in old.iterdir():
+        if Path(entry.name).stem in stems or (new / entry.name).exists():
+            continue
+        entry.rename(new / entry.name)
+
+
+def write_dataset_folder(tables: dict[str, pl.DataFrame], out: str | os.PathLike[str]) -> Path:
+    """Write a dataset's tables (file name -> frame) as one folder: a reader sees the old dataset or the new one.
+
+    The tables are written into a hidden sibling folder; only when all are complete is the old
+    ``out`` renamed aside and the new folder renamed into its place (files the old folder held
+    besides its tables, such as reports, are moved over). Writing table by table into ``out``
+    would leave a torn dataset (new items beside old interactions) after a kill, and that
+    validates. A killed write is finished or undone by :func:`recover_dataset_folder`, which
+    every write (and every read of a missing folder) runs first.
+    """
+    out = Path(out).absolute()
+    if out.resolve() in {Path.cwd().resolve(), Path.home().resolve(), Path(out.anchor)}:
+        raise DataContractError(f"--out {out}: give the dataset a folder of its own (it replaces the folder as a "
+                                "whole), not the current, home or root folder")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    recover_dataset_folder(out)
+    if out.exists() and not out.is_dir():
+        raise DataContractError(f"--out {out} is a file; give a folder for the dataset")
+    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.{_WRITING}-", dir=out.parent))
+    try:
+        for name, frame in tables.items():
+            frame.write_parquet(staging / name)
+        if not out.exists():
+            staging.rename(out)
+            return out
+        aside = Path(tempfile.mkdtemp(prefix=f".{out.name}.{_REPLACED}-", dir=out.parent))
+        aside.rmdir()  # a unique name, free for the rename
+        out.rename(aside)
+        staging.rename(out)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    _keep_other_files(aside, out)
+    shutil.rmtree(aside, ignore_errors=True)
+    return out
+
+
 @dataclass(frozen=True)
 class DatasetPaths:
     """Where a dataset's tables live; ``from_dir`` finds them in a folder written by an importer."""
@@ -135,6 +212,8 @@ class DatasetPaths:
         the contract allows; a missing table is named with the file names looked for.
         """
         folder = Path(folder)
+        if not folder.exists() and folder.parent.is_dir():
+            recover_dataset_folder(folder)  # an import killed between its two renames moved it aside
         if not folder.is_dir():
             raise DataContractError(f"{folder}: data folder not found")
         items = _table_file(folder, C.ITEMS_FILE)

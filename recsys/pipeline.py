@@ -13,6 +13,7 @@ well defined.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Literal
 
 import numpy as np
@@ -96,7 +97,8 @@ def user_cuts(events: pl.DataFrame, users: np.ndarray) -> pl.DataFrame:
     Features then read everything the model was given about the user, and nothing later.
     """
     last = events.group_by(C.USER_IDX).agg(pl.col(C.TS).max().alias("cut"))
-    fallback = events[C.TS].max()
+    # no event at all (the data given names only items the model does not know): now
+    fallback = events[C.TS].max() if events.height else datetime.now(UTC).replace(tzinfo=None)
     frame = pl.DataFrame({C.USER_IDX: np.asarray(users, dtype=np.int64)})
     return frame.join(last, on=C.USER_IDX, how="left").with_columns(
         (pl.col("cut").fill_null(fallback) + pl.duration(microseconds=1)).cast(C.DATETIME))

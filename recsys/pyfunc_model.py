@@ -1,14 +1,20 @@
 """The whole pipeline as one MLflow pyfunc model with a signature.
 
-Input rows: ``user_id`` (string), optional ``k`` (long, default 10), ``exclude_seen``
+Input rows: ``user_id`` (string), optional ``k`` (a whole number, default 10), ``exclude_seen``
 (boolean, default true) and ``explain`` (boolean, default false). Output rows: ``user_id,
 item_id, score, rank, fallback``, k per user, best first; ``fallback`` is true for users the
 model does not know (they get the most popular items). When any row of a request asks for
 ``explain``, the output has one more column, ``reason`` (string, :mod:`recsys.explain`): the
 explanation of each row of the users who asked, null for the others; without ``explain`` the
 output has the five columns only (``reason`` is an optional output column of the signature).
-Over REST, give ``explain`` on every row of a request that uses it: MLflow's JSON parsing casts
-a missing boolean to true (in-process ``predict`` reads a missing value as false).
+A user named on several rows gets its list on each.
+
+The optional columns are declared ``any`` in the signature, and the model checks them itself:
+MLflow's JSON parsing casts a declared ``long`` 2.5 to 2 and a missing boolean to true before a
+model sees them, and a string ``"false"`` reaches it as a truthy string. Here a wrong type, a
+fraction or a null user id is refused with the column, the row and the value; nothing else.
+Errors the model did not foresee are answered with their type and message, never a stack trace
+(the trace goes to the server's log).
 The same model answers ``mlflow models serve`` requests, batch export (``recsys recommend``)
 and Spark (``recsys.spark_export``).
 """
@@ -24,6 +30,7 @@ import pandas as pd
 import polars as pl
 from mlflow.models import ModelSignature
 from mlflow.types import ColSpec, Schema
+from mlflow.types.schema import AnyType
 
 from recsys import contract as C
 from recsys.bundle import FALLBACK, RESULT_SCHEMA, ModelBundle
@@ -43,8 +50,8 @@ REASON = "reason"
 """Optional output column: the explanation of a row (only when a request asks for ``explain``)."""
 
 SIGNATURE = ModelSignature(
-    inputs=Schema([ColSpec("string", C.USER_ID), ColSpec("long", "k", required=False),
-                   ColSpec("boolean", "exclude_seen", required=False), ColSpec("boolean", EXPLAIN, required=False)]),
+    inputs=Schema([ColSpec("string", C.USER_ID), ColSpec(AnyType(), "k", required=False),
+                   ColSpec(AnyType(), "exclude_seen", required=False), ColSpec(AnyType(), EXPLAIN, required=False)]),
     outputs=Schema([ColSpec("string", C.USER_ID), ColSpec("string", C.ITEM_ID), ColSpec("double", "score"),
                     ColSpec("long", "rank"), ColSpec("boolean", FALLBACK), ColSpec("string", REASON, required=False)]),
 )
@@ -70,12 +77,17 @@ class RecsysModel(mlflow.pyfunc.PythonModel):
         answers with HTTP 400 and this message (any other error would be a generic one).
         """
         from mlflow.exceptions import MlflowException
-        from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
+        from mlflow.protos.databricks_pb2 import INTERNAL_ERROR, INVALID_PARAMETER_VALUE
 
         try:
             return self._predict(model_input)
         except RecsysError as exc:
-            raise MlflowException(str(exc), error_code=INVALID_PARAMETER_VALUE) from exc
+            raise MlflowException(str(exc), error_code=INVALID_PARAMETER_VALUE) from None
+        except Exception as exc:  # not foreseen: the reason in the answer, the trace in the server's log only
+            logger.exception("recsys predict failed")
+            first = (str(exc).splitlines() or [""])[0][:300]
+            raise MlflowException(f"recsys could not score this request: {type(exc).__name__}: {first}",
+                                  error_code=INTERNAL_ERROR) from None
 
     def _predict(self, model_input: pd.DataFrame) -> pd.DataFrame:
         if self.bundle is None:
@@ -83,12 +95,12 @@ class RecsysModel(mlflow.pyfunc.PythonModel):
         frame = pd.DataFrame(model_input)
         if C.USER_ID not in frame.columns:
             raise RecsysError(f"input needs a {C.USER_ID!r} column; got {', '.join(map(str, frame.columns))}")
-        ks = _column(frame, "k", DEFAULT_K).astype(np.int64)
-        exclude = _column(frame, "exclude_seen", True).astype(bool)
+        ks = _whole_numbers(frame, "k", DEFAULT_K)
+        exclude = _flags(frame, "exclude_seen", True)
         for k in np.unique(ks):
             check_k(k)
-        asked = _column(frame, EXPLAIN, False).astype(bool)
-        users = frame[C.USER_ID].astype(str).to_numpy(dtype=object)
+        asked = _flags(frame, EXPLAIN, False)
+        users = _user_ids(frame)
         parts = []
         for k, ex in sorted({(int(a), bool(b)) for a, b in zip(ks, exclude, strict=True)}):
             rows = np.flatnonzero((ks == k) & (exclude == ex))
@@ -118,9 +130,48 @@ class RecsysModel(mlflow.pyfunc.PythonModel):
 
 
 def _column(frame: pd.DataFrame, name: str, default) -> np.ndarray:
+    """The column as objects, ``default`` where it is absent or null."""
     if name not in frame.columns:
-        return np.full(len(frame), default)
-    return frame[name].where(frame[name].notna(), default).to_numpy()
+        return np.full(len(frame), default, dtype=object)
+    values = frame[name].astype(object)
+    return values.where(values.notna(), default).to_numpy(dtype=object)
+
+
+def _refuse(name: str, values: np.ndarray, bad: np.ndarray, want: str) -> None:
+    if bad.any():
+        row = int(np.flatnonzero(bad)[0])
+        raise RecsysError(f"{name} must be {want}; got {values[row]!r} in row {row} "
+                          f"({int(bad.sum())} row(s) like it)")
+
+
+def _whole_numbers(frame: pd.DataFrame, name: str, default: int) -> np.ndarray:
+    """A column of whole numbers (5 or 5.0; not 2.5, "5", true or inf)."""
+    values = _column(frame, name, default)
+    number = np.array([isinstance(v, int | float | np.integer | np.floating) and not isinstance(v, bool | np.bool_)
+                       for v in values], dtype=bool)
+    _refuse(name, values, ~number, "a whole number")
+    as_float = values.astype(np.float64)
+    _refuse(name, values, ~np.isfinite(as_float) | (as_float != np.floor(as_float)), "a whole number")
+    return as_float.astype(np.int64)
+
+
+def _flags(frame: pd.DataFrame, name: str, default: bool) -> np.ndarray:
+    """A column of booleans (true or false; not "false", 0 or 1)."""
+    values = _column(frame, name, default)
+    _refuse(name, values, np.array([not isinstance(v, bool | np.bool_) for v in values], dtype=bool),
+            "true or false (a JSON boolean)")
+    return values.astype(bool)
+
+
+def _user_ids(frame: pd.DataFrame) -> np.ndarray:
+    """User ids as strings (numbers are read as their text); a null id is refused."""
+    values = frame[C.USER_ID].astype(object)
+    missing = values.isna().to_numpy()
+    if missing.any():
+        row = int(np.flatnonzero(missing)[0])
+        raise RecsysError(f"{C.USER_ID} is null in row {row} ({int(missing.sum())} row(s) like it); "
+                          "every row needs a user id")
+    return values.astype(str).to_numpy(dtype=object)
 
 
 def log_bundle(bundle: ModelBundle, folder: Path, *, name: str = "model", input_users: list[str] | None = None,

@@ -73,6 +73,39 @@ class GateResult:
         return "\n".join(lines)
 
 
+def check_store(uri: str, *, existing: bool) -> None:
+    """Fail at once, naming the URI, on a store that cannot be the one meant.
+
+    MLflow creates an empty SQLite store at any mistyped path (the next error is then a puzzling
+    "no registered model"), and retries an unreachable server for minutes before a traceback.
+
+    Args:
+        uri: the tracking URI.
+        existing: the command reads a store (models, runs): it must already exist.
+
+    Raises:
+        RecsysError: the SQLite file (or its folder) is missing, or the server does not answer.
+    """
+    from urllib.parse import urlparse
+
+    scheme = urlparse(uri).scheme
+    if scheme == "sqlite" and uri.startswith("sqlite:///"):
+        path = Path(uri.removeprefix("sqlite:///"))
+        if existing and not path.is_file():
+            raise RecsysError(f"no MLflow store at {uri} ({path} does not exist); check --tracking-uri or "
+                              "$MLFLOW_TRACKING_URI (a store is created by `recsys train`)")
+        if not path.parent.is_dir():
+            raise RecsysError(f"MLflow store {uri}: the folder {path.parent} does not exist; check --tracking-uri")
+    elif scheme in ("http", "https"):
+        import requests
+
+        try:
+            requests.get(f"{uri.rstrip('/')}/health", timeout=5)
+        except requests.RequestException as exc:
+            raise RecsysError(f"cannot reach the MLflow server at {uri} ({type(exc).__name__}); is it running? "
+                              "check --tracking-uri or $MLFLOW_TRACKING_URI") from None
+
+
 def _client(tracking_uri: str | None):
     from mlflow import MlflowClient
 
@@ -246,6 +279,24 @@ def show_model(name: str, tracking_uri: str | None = None) -> pl.DataFrame:
     rows = [{"version": int(v.version), "aliases": ", ".join(sorted(aliases.get(str(v.version), []))),
              METRIC_TAG: v.tags.get(METRIC_TAG, ""), "git_commit": v.tags.get("git_commit", ""),
              "data_fingerprint": v.tags.get("data_fingerprint", ""), "parent_run": v.tags.get(RUN_TAG, ""),
-             PARENT_TAG: v.tags.get(PARENT_TAG, "")}
+             PARENT_TAG: v.tags.get(PARENT_TAG, ""), "note": _run_note(client, v.tags.get(RUN_TAG, ""))}
             for v in versions]
     return pl.DataFrame(rows).sort("version", descending=True)
+
+
+def _run_note(client, run_id: str) -> str:
+    """Why a version should not be trusted: the run that registered it was killed before it finished."""
+    from recsys.scratch import INTERRUPTED_TAG, mark_interrupted
+
+    if not run_id:
+        return ""
+    try:
+        run = client.get_run(run_id)
+    except Exception:  # noqa: BLE001 - a deleted run: nothing to say about it
+        return ""
+    if run.info.status == "RUNNING" and mark_interrupted(client, [run.info.experiment_id]):
+        run = client.get_run(run_id)
+    if run.info.status in ("FAILED", "KILLED"):
+        why = run.data.tags.get(INTERRUPTED_TAG, "")
+        return f"interrupted: its run {run.info.status}" + (f" ({why})" if why else "") + "; do not promote"
+    return ""

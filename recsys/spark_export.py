@@ -40,7 +40,7 @@ import pandas as pd
 
 from recsys import contract as C
 from recsys.errors import RecsysError
-from recsys.export import ExportConfig, ExportSummary, assemble_parts, load_export_inputs, prepare_bundle
+from recsys.export import ExportConfig, ExportSummary, assemble_parts, export_lock, load_export_inputs, prepare_bundle
 
 __all__ = ["spark_recommend_to_file", "spark_session", "OUTPUT_SCHEMA"]
 
@@ -97,16 +97,6 @@ def spark_session(tracking_uri: str | None = None, *, show_progress: bool = True
         session = builder.getOrCreate()
     session.sparkContext.setLogLevel("WARN")
     return session, True
-
-
-def _pinned(model_uri: str, tracking_uri: str | None) -> str:
-    """``models:/NAME@ALIAS`` as ``models:/NAME/VERSION``: every executor loads the version the driver checked."""
-    from recsys.registry import parse_model_uri, resolve_version
-
-    found = parse_model_uri(model_uri)
-    if found is None or found[1].isdigit():  # not a registry name, or already a version
-        return model_uri
-    return f"models:/{found[0]}/{resolve_version(*found, tracking_uri).version}"
 
 
 def _stamp(data_dir: Path, new_items: Path | None) -> tuple:
@@ -211,15 +201,15 @@ def spark_recommend_to_file(model_uri: str, data_dir: Path, out: Path, config: E
     """
     start = time.perf_counter()
     out, data_dir = Path(out), Path(data_dir)
-    bundle, users = load_export_inputs(model_uri, data_dir, out, users_file=users_file, new_items=new_items,
-                                       tracking_uri=tracking_uri)
-    if len(users) == 0:
+    found = load_export_inputs(model_uri, data_dir, out, users_file=users_file, new_items=new_items,
+                               tracking_uri=tracking_uri)
+    if len(found.users) == 0:
         raise RecsysError("no users to export")
-    pinned = _pinned(model_uri, tracking_uri)
     stamp = _stamp(data_dir, new_items)
 
-    with _quiet():
-        return _run(bundle, users, pinned, stamp, data_dir, new_items, out, config, tracking_uri, show_progress, start)
+    with export_lock(out), _quiet():
+        return _run(found.bundle, found.users, found.model, stamp, data_dir, new_items, out, config, tracking_uri,
+                    show_progress, start)
 
 
 def _run(bundle, users: np.ndarray, pinned: str, stamp: tuple, data_dir: Path, new_items: Path | None, out: Path,

@@ -8,8 +8,10 @@ The same functions return the normalised frames that the rest of the project tru
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from typing import Literal
 
 import polars as pl
@@ -26,6 +28,8 @@ ROW = "__row"
 
 MAX_EXAMPLES = 5
 _ID_TYPES = (pl.String, pl.Int8, pl.Int16, pl.Int32, pl.Int64, pl.UInt8, pl.UInt16, pl.UInt32, pl.UInt64)
+EARLIEST = datetime(1900, 1, 1)
+"""Interaction times before this are refused: no click log is that old; a wrong unit or a broken value is."""
 _TS_FORMATS = ("%Y-%m-%d %H:%M:%S%.f", "%Y-%m-%dT%H:%M:%S%.f", "%Y-%m-%d", "%Y-%m-%dT%H:%M:%S%.fZ",
                "%Y/%m/%d %H:%M:%S", "%Y/%m/%d", "%m/%d/%Y %I:%M:%S %p", "%m/%d/%Y")
 _TS_ZONED_FORMATS = ("%Y-%m-%dT%H:%M:%S%.f%z", "%Y-%m-%d %H:%M:%S%.f%z")
@@ -154,7 +158,7 @@ def _text_column(df: pl.DataFrame, name: str, out: _Collector) -> pl.Expr | None
 
 
 def _epoch_seconds(expr: pl.Expr) -> pl.Expr:
-    return pl.from_epoch((expr.cast(pl.Float64) * 1_000_000).round().cast(pl.Int64), time_unit="us")
+    return pl.from_epoch((expr.cast(pl.Float64) * 1_000_000).round().cast(pl.Int64, strict=False), time_unit="us")
 
 
 def _datetime_expr(df: pl.DataFrame, name: str, out: _Collector) -> pl.Expr | None:
@@ -213,6 +217,12 @@ def _flag_unparsed(df: pl.DataFrame, normal: pl.DataFrame, name: str, out: _Coll
 def _check_columns(df: pl.DataFrame, required: tuple[str, ...], optional: tuple[str, ...],
                    out: _Collector, *, extra_ok: tuple[str, ...] = ()) -> bool:
     present = [c for c in df.columns if c != ROW]
+    for name in present:  # polars renames a repeated header to NAME_duplicated_N: which one is meant?
+        base = re.sub(r"_duplicated_\d+$", "", name)
+        if base != name and base in present:
+            out.add(base, f"the header names column '{base}' more than once; keep one")
+    present = [c for c in present if not (re.search(r"_duplicated_\d+$", c) and
+                                          re.sub(r"_duplicated_\d+$", "", c) in present)]
     missing = [c for c in required if c not in present]
     for name in missing:
         out.add(name, f"missing required column '{name}'; found columns: {', '.join(present) or 'none'}; "
@@ -337,6 +347,7 @@ def check_interactions(df: pl.DataFrame, *, file: str, item_ids: pl.Series | Non
     out.flag(normal, pl.col(C.USER_ID).is_null(), C.USER_ID, "null or empty user id")
     out.flag(normal, pl.col(C.ITEM_ID).is_null(), C.ITEM_ID, "null or empty item id")
     _flag_unparsed(df, normal, C.TS, out, required=True)
+    _flag_implausible_times(normal, out)
     if C.RATING in df.columns:
         _flag_unparsed_number(df, normal, out)
     _event_checks(normal, policy, out)
@@ -349,6 +360,9 @@ def check_interactions(df: pl.DataFrame, *, file: str, item_ids: pl.Series | Non
         else:
             out.flag(normal, unknown, C.ITEM_ID, "item id not in the item table; fix the catalogue or "
                                                  "pass --drop-unknown-items")
+    if normal.height == 0 and not out.has_errors:
+        out.add(C.ITEM_ID, "no interaction is left after dropping those on unknown items; check that the item "
+                           "ids of the two tables match")
     normal = _user_checks(normal, policy, out)
     normal = _duplicate_checks(normal, policy, out)
     if out.has_errors:
@@ -362,6 +376,19 @@ def _flag_unparsed_number(df: pl.DataFrame, normal: pl.DataFrame, out: _Collecto
     hits = normal.filter(failed)
     if hits.height:
         out.add(C.RATING, "not a number", rows=hits[ROW].head(MAX_EXAMPLES).to_list(), count=hits.height)
+    out.flag(normal, pl.col(C.RATING).is_not_null() & ~pl.col(C.RATING).is_finite(), C.RATING,
+             "NaN or infinite rating; a rating is a finite number")
+
+
+def _flag_implausible_times(normal: pl.DataFrame, out: _Collector) -> None:
+    """Times before 1900 or more than a year ahead: a wrong unit (milliseconds read as seconds) or a broken value."""
+    latest = datetime.now(UTC).replace(tzinfo=None) + timedelta(days=366)
+    hits = normal.filter(pl.col(C.TS).is_not_null() & ((pl.col(C.TS) < EARLIEST) | (pl.col(C.TS) > latest)))
+    if hits.height:
+        shown = ", ".join(hits[C.TS].head(3).cast(pl.String).to_list())  # polars text: Python dates end at year 1
+        out.add(C.TS, f"time before {EARLIEST.year} or more than a year ahead (e.g. {shown}); epoch values are "
+                      "read as seconds: milliseconds or nanoseconds need converting", rows=hits[ROW].head(
+                          MAX_EXAMPLES).to_list(), count=hits.height)
 
 
 def check_users(df: pl.DataFrame, *, file: str) -> CheckResult:

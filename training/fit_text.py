@@ -9,6 +9,7 @@ and one matrix product, like every other model, and the registered model needs n
 from __future__ import annotations
 
 import logging
+import pickle
 import tempfile
 import time
 from dataclasses import dataclass, replace
@@ -23,7 +24,7 @@ from pytorch_lightning.callbacks import EarlyStopping, ModelCheckpoint
 from transformers import AutoTokenizer
 
 from recsys import contract as C
-from recsys.errors import ConfigError, NotFittedError
+from recsys.errors import ConfigError, NotFittedError, RecsysError
 from recsys.indexing import FitInput
 from recsys.scorers.text import EncoderSource, ItemTokens, TextScorer, user_windows
 from recsys.text_encoder import quantize_int8, render_item_texts, resolve_model_path
@@ -193,10 +194,17 @@ class TextTowerRecommender:
                 self.logger.log_metrics({"trainable_params": trainable, "train_examples": len(train)})
             last = folder / "last.ckpt"
             start = time.perf_counter()
-            trainer.fit(module, datamodule=datamodule, ckpt_path=last if cfg.resume and last.exists() else None)
+            # checkpoints are read as tensors and plain values only (weights_only): a checkpoint folder is
+            # a file anyone could have written, and unpickling it would run their code
+            try:
+                trainer.fit(module, datamodule=datamodule, ckpt_path=last if cfg.resume and last.exists() else None,
+                            weights_only=True)
+            except pickle.UnpicklingError as exc:
+                raise RecsysError(f"{last}: the checkpoint holds more than tensors and plain values, so it is not "
+                                  "read (it could run code); delete it or resume from another folder") from exc
             elapsed = time.perf_counter() - start
             if best.best_model_path:
-                module.load_state_dict(torch.load(best.best_model_path, weights_only=False)["state_dict"])
+                module.load_state_dict(torch.load(best.best_model_path, weights_only=True)["state_dict"])
         score = best.best_model_score
         self.stats_ |= {"train_examples": len(train), "holdout_examples": len(holdout),
                         "epochs": trainer.current_epoch, "train_wall_s": elapsed,

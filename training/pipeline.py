@@ -25,10 +25,12 @@ from recsys.evaluation.eval_data import EvalConfig, EvalData, build_eval_data
 from recsys.evaluation.report import ReportFiles, render_table, verdict, write_report
 from recsys.evaluation.run import git_commit
 from recsys.evaluation.runner import EvalResult
+from recsys.fingerprint import data_fingerprint
 from recsys.indexing import FitInput, fit_input
 from recsys.io import DatasetPaths, load_dataset
 from recsys.memory import frozen_heap, peak_rss_mb
 from recsys.scorers import TextScorer
+from recsys.scratch import mark_interrupted, owner_tags, run_temp_folder
 from training.baseline_specs import (
     DEFAULT_BASELINES,
     baseline_specs,
@@ -53,7 +55,6 @@ from training.package import Registration, log_and_register, package_pipeline
 from training.recipe import Recipe
 from training.stage_logging import (
     cold_tradeoff,
-    data_fingerprint,
     log_stages,
     metric_dict,
     plot_cold_tradeoff,
@@ -250,7 +251,9 @@ def train(config: TrainConfig, *, tracking_uri: str | None = None, show_progress
         force_promote: move ``champion`` to the new version even if the gate says no.
         recipe: the settings chosen from the data (``training.recipe``), logged as ``recipe.json``.
     """
-    with frozen_heap():  # the imports' objects outlive the run: the collections between stages skip them
+    # the imports' objects outlive the run: the collections between stages skip them; temporary
+    # files go to one folder a later run removes if this one is killed
+    with frozen_heap(), run_temp_folder():
         return _train(config, tracking_uri=tracking_uri, show_progress=show_progress, config_file=config_file,
                       force_promote=force_promote, recipe=recipe)
 
@@ -287,7 +290,9 @@ def _train(config: TrainConfig, *, tracking_uri: str | None, show_progress: bool
         from recsys.evaluation.tracking import experiment_id
 
         mlflow.set_tracking_uri(tracking_uri)
-        parent = mlflow.start_run(experiment_id=experiment_id(mlflow, EXPERIMENT, tracking_uri),
+        experiment = experiment_id(mlflow, EXPERIMENT, tracking_uri)
+        mark_interrupted(mlflow.MlflowClient(), [experiment])  # runs a killed train left RUNNING
+        parent = mlflow.start_run(experiment_id=experiment, tags=owner_tags(),
                                   run_name=f"train-{config.stage}-{config.text.finetune.mode}")
         run_id = parent.info.run_id
         mlflow.log_params({f"train.{k}": str(v)[:500] for k, v in flatten(asdict(config)).items()})

@@ -1,4 +1,4 @@
-"""MLflow child runs of ``recsys train``'s stages, the data fingerprint, and the test-window candidate recall.
+"""MLflow child runs of ``recsys train``'s stages and the test-window candidate recall.
 
 One child run per stage (split, lightfm, candidates, features, ranker; the text tower logs
 its own through Lightning), each with its metrics, timing and plots, under the parent run
@@ -7,10 +7,8 @@ that holds the config, the fingerprint and the evaluation report.
 
 from __future__ import annotations
 
-import hashlib
 import re
 from dataclasses import asdict
-from pathlib import Path
 
 import matplotlib
 
@@ -22,27 +20,11 @@ import polars as pl  # noqa: E402
 from recsys import contract as C
 from recsys.candidates import candidate_recall  # noqa: E402
 from recsys.evaluation.runner import EvalResult  # noqa: E402
-from recsys.io import DatasetPaths  # noqa: E402
 from training.fit_pipeline import PipelineRecommender, StageOne  # noqa: E402
 from training.ranker_plots import plot_importance, plot_learning_curves  # noqa: E402
 
-__all__ = ["data_fingerprint", "window_candidate_recall", "log_stages", "metric_dict", "cold_tradeoff",
+__all__ = ["window_candidate_recall", "log_stages", "metric_dict", "cold_tradeoff",
            "plot_cold_tradeoff"]
-
-
-def data_fingerprint(paths: DatasetPaths) -> dict[str, dict[str, object]]:
-    """Row count, size and SHA-256 of each input file: which data a run saw, to the byte."""
-    out: dict[str, dict[str, object]] = {}
-    for name, path in (("items", paths.items), ("interactions", paths.interactions), ("users", paths.users)):
-        if path is None or not Path(path).exists():
-            continue
-        digest = hashlib.sha256()
-        with open(path, "rb") as handle:
-            for chunk in iter(lambda: handle.read(1 << 20), b""):
-                digest.update(chunk)
-        rows = pl.scan_parquet(path).select(pl.len()).collect().item() if str(path).endswith(".parquet") else None
-        out[name] = {"path": str(path), "bytes": Path(path).stat().st_size, "sha256": digest.hexdigest(), "rows": rows}
-    return out
 
 
 def window_candidate_recall(main: PipelineRecommender, result: EvalResult) -> dict[str, float]:

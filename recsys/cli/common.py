@@ -52,11 +52,20 @@ def cli(ctx: click.Context, verbose: bool) -> None:
     _setup_logging(verbose)
 
 
-def tracking_uri_of(flag: str | None, disabled: bool) -> str | None:
-    """Flag beats $MLFLOW_TRACKING_URI beats the local store under ./mlflow/."""
-    from recsys.evaluation.tracking import local_tracking_uri
+def tracking_uri_of(flag: str | None, disabled: bool, *, existing: bool = False) -> str | None:
+    """Flag beats $MLFLOW_TRACKING_URI beats the local store under ./mlflow/; checked before any work.
 
-    return None if disabled else (flag or os.environ.get("MLFLOW_TRACKING_URI") or local_tracking_uri())
+    ``existing``: the command reads models or runs, so the store must exist (a mistyped SQLite
+    path is an error, not a new empty store); a server must answer either way.
+    """
+    from recsys.evaluation.tracking import local_tracking_uri
+    from recsys.registry import check_store
+
+    if disabled:
+        return None
+    uri = flag or os.environ.get("MLFLOW_TRACKING_URI") or local_tracking_uri()
+    check_store(uri, existing=existing)
+    return uri
 
 
 def echo_evaluation(run, uri: str | None) -> None:

@@ -38,7 +38,7 @@ def recommend_cmd(model_uri, data_dir, k, out, users_file, new_items, resume, in
     """Batch top-k export for every user of --data (or the --users), from a registered model."""
     from recsys.export import ExportConfig, recommend_to_file
 
-    uri = tracking_uri_of(tracking_uri, False)
+    uri = tracking_uri_of(tracking_uri, False, existing=True)
     config = make_config(ExportConfig, k=k, block_size=block_size, exclude_seen=not include_seen, cold_slots=cold_slots)
     if engine == "spark":
         from recsys.spark_export import spark_recommend_to_file
@@ -69,7 +69,7 @@ def explain_cmd(model_uri, user_ids, item_ids, k, data_dir, include_seen, tracki
     from recsys.topk import check_k
 
     check_k(k)
-    bundle = load_registered(model_uri, tracking_uri_of(tracking_uri, False))
+    bundle = load_registered(model_uri, tracking_uri_of(tracking_uri, False, existing=True))
     if data_dir is not None:
         bundle, _ = prepare_bundle(bundle, data_dir)
     frame = explain(bundle, list(user_ids), k, items=list(item_ids) or None, exclude_seen=not include_seen)
@@ -96,7 +96,7 @@ def inspect_cmd(model_uri, data_dir, user_id, k, n_history, html_file, tracking_
     check_k(k)
     if n_history < 0:
         raise RecsysError(f"--history must be >= 0; got {n_history}")
-    bundle = load_registered(model_uri, tracking_uri_of(tracking_uri, False))
+    bundle = load_registered(model_uri, tracking_uri_of(tracking_uri, False, existing=True))
     found = inspect_user(bundle, data_dir, user_id, k=k, history=n_history, model=model_uri)
     click.echo(found.note)
     click.echo(f"\nrecent history ({found.history.height} latest clicks and purchases of {found.n_events} events):")
@@ -127,7 +127,7 @@ def drift_cmd(model_uri, data_dir, k, tracking_uri, no_mlflow) -> None:
     """Compare newer data with the model's training window: new items/users, popularity, topics, quality; verdict."""
     from recsys.drift import EXPERIMENT, run_drift
 
-    uri = tracking_uri_of(tracking_uri, False)
+    uri = tracking_uri_of(tracking_uri, False, existing=True)
     report, run_id = run_drift(model_uri, data_dir, tracking_uri=uri, k=k, log=not no_mlflow)
     click.echo(report.render())
     if run_id:
@@ -139,7 +139,7 @@ def drift_cmd(model_uri, data_dir, k, tracking_uri, no_mlflow) -> None:
 @click.pass_context
 def registry(ctx: click.Context, tracking_uri: str | None) -> None:
     """Registered models: versions, aliases, promotion."""
-    ctx.obj["tracking_uri"] = tracking_uri_of(tracking_uri, False)
+    ctx.obj["tracking_uri"] = tracking_uri_of(tracking_uri, False, existing=True)
 
 
 @registry.command("list")

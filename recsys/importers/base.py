@@ -14,7 +14,7 @@ from pathlib import Path
 import polars as pl
 
 from recsys import contract as C
-from recsys.io import write_parquet_atomic
+from recsys.io import write_dataset_folder
 
 __all__ = ["SourceCount", "ImportReport", "ImportedDataset", "write_dataset"]
 
@@ -79,10 +79,10 @@ class ImportedDataset:
 
 
 def write_dataset(data: ImportedDataset, out_dir: str | Path) -> ImportReport:
-    """Write the tables of ``data`` as Parquet into ``out_dir`` (atomically, file by file).
+    """Write the tables of ``data`` as Parquet into ``out_dir``, as one folder (:func:`recsys.io.write_dataset_folder`).
 
     Items and interactions are cast to the contract schemas, so a schema drift in an
-    importer fails here rather than in training.
+    importer fails here rather than in training; the row counts are checked before anything is written.
     """
     out = Path(out_dir)
     items = data.items.select([pl.col(c).cast(t) for c, t in C.ITEM_SCHEMA.items()])
@@ -95,8 +95,9 @@ def write_dataset(data: ImportedDataset, out_dir: str | Path) -> ImportReport:
         tables[C.USER_TAGS_FILE] = data.user_tags.select(
             [pl.col(c).cast(t) for c, t in C.USER_TAG_SCHEMA.items()])
     for name, frame in tables.items():
-        write_parquet_atomic(frame, out / name)
         data.report.tables[name] = frame.height
-        logger.info("wrote %s (%d rows)", out / name, frame.height)
     data.report.check()
+    write_dataset_folder(tables, out)
+    for name, frame in tables.items():
+        logger.info("wrote %s (%d rows)", out / name, frame.height)
     return data.report

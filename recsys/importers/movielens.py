@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import gzip
 import logging
+import time
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,7 +28,7 @@ from pathlib import Path
 import polars as pl
 
 from recsys import contract as C
-from recsys.errors import DataContractError
+from recsys.errors import ConfigError, DataContractError
 from recsys.importers.base import ImportedDataset, ImportReport, SourceCount
 
 __all__ = ["MovieLensOptions", "import_movielens", "TMDB_FILES"]
@@ -69,7 +70,8 @@ class MovieLensOptions:
         for name in ("purchase_threshold", "min_rating"):
             value = getattr(self, name)
             if value is not None and not 0 <= value <= 5:
-                raise ValueError(f"{name} must be between 0 and 5 (MovieLens stars), got {value}")
+                flag = "--" + name.replace("_", "-")
+                raise ConfigError(f"{flag} must be between 0 and 5 (MovieLens stars), got {value}")
 
 
 @dataclass(frozen=True)
@@ -174,7 +176,29 @@ def _ratings(layout: _Layout) -> pl.DataFrame:
         df = _read_dat(layout.ratings, _RATINGS_DAT).select(
             pl.col("UserID").alias("userId"), pl.col("MovieID").alias("movieId"),
             pl.col("Rating").alias("rating"), pl.col("Timestamp").alias("timestamp"))
-    return df.rename({"userId": C.USER_ID, "movieId": C.ITEM_ID, "rating": C.RATING, "timestamp": C.TS})
+    _check_ratings(df, layout.ratings)
+    return df.rename({"userId": C.USER_ID, "movieId": C.ITEM_ID, "rating": C.RATING, "timestamp": C.TS}).drop(
+        _LINE, strict=False)
+
+
+def _check_ratings(df: pl.DataFrame, path: Path) -> None:
+    """Stars between 0 and 5 and Unix seconds between 1970 and now: NaN, -3 or year -1199 is a broken file.
+
+    Raises:
+        DataContractError: naming the file, line, field and value of the first bad row.
+    """
+    lines = df[_LINE] if _LINE in df.columns else pl.int_range(2, df.height + 2, eager=True)  # CSV: header line 1
+    now = int(time.time()) + 86_400
+    checks = (("rating", ~df["rating"].is_finite() | (df["rating"] < 0) | (df["rating"] > 5),
+               "is not a MovieLens rating (0 to 5 stars)"),
+              ("timestamp", (df["timestamp"] < 0) | (df["timestamp"] > now),
+               "is not a Unix time in seconds between 1970 and now"))
+    for field, bad, why in checks:
+        bad = bad.fill_null(True)
+        if bad.any():
+            at = int(bad.arg_true()[0])
+            raise DataContractError(f"{path}: line {lines[at]}, field {field}: {df[field][at]!r} {why} "
+                                    f"({int(bad.sum())} row(s) like it)")
 
 
 def _movies(layout: _Layout) -> pl.DataFrame:

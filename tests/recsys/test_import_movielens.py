@@ -243,3 +243,23 @@ def test_ml_1m_truncated_gzip_and_several_ratings_files_are_named(ml_1m):
     with pytest.raises(DataContractError,
                        match=r"several ratings files \(ratings\.dat, ratings_users_1-2999\.dat\.gz\)"):
         import_movielens(ml_1m)
+
+
+@pytest.mark.parametrize(("line", "message"), [
+    ("3,1,NaN,964982703", r"ratings\.csv: line 8, field rating: nan is not a MovieLens rating \(0 to 5 stars\)"),
+    ("3,1,inf,964982703", r"line 8, field rating: inf is not a MovieLens rating"),
+    ("3,1,-3,964982703", r"line 8, field rating: -3\.0 is not a MovieLens rating"),
+    ("3,1,4.0,-100000000000", r"line 8, field timestamp: -100000000000 is not a Unix time in seconds between 1970"),
+])
+def test_ratings_outside_the_movielens_scale_or_time_are_refused(ml_latest, line, message):
+    ratings = ml_latest / "ml-latest-small" / "ratings.csv"
+    ratings.write_text(RATINGS + line + "\n")
+    with pytest.raises(DataContractError, match=message):
+        import_movielens(ml_latest)
+
+
+def test_a_threshold_outside_the_stars_is_one_line_from_the_cli(ml_latest, tmp_path):
+    result = CliRunner().invoke(cli, ["data", "import", "movielens", str(ml_latest), "--out", str(tmp_path / "o"),
+                                      "--purchase-threshold", "7"])
+    assert result.exit_code == 1 and "--purchase-threshold must be between 0 and 5" in result.output
+    assert "Traceback" not in result.output and not (tmp_path / "o").exists()

@@ -134,6 +134,18 @@ BAD_INPUTS = [
      r"inter\.parquet: the table has no rows"),
     ("impression-only user", _files(None, lambda f: _set(f, C.EVENT, 7, "impression")), "user_id",
      r"1 user\(s\) have only impressions .*'u3'.*--drop-impression-only-users \(3 rows, e\.g\. row 6, 7, 8\)"),
+    ("NaN rating", _files(None, lambda f: f.with_columns(pl.Series(C.RATING, [4.0] * 3 + [float("nan")] +
+                                                                   [float("inf")] + [3.0] * (f.height - 5)))),
+     "rating", r"NaN or infinite rating; a rating is a finite number \(2 rows, e\.g\. row 4, 5\)"),
+    ("year -1199", _files(None, lambda f: _set(f, C.TS, 1, "-100000000000")), "timestamp",
+     r"time before 1900 or more than a year ahead .*milliseconds or nanoseconds need converting \(1 row, e\.g\. "
+     r"row 2\)"),
+    ("milliseconds as seconds", _files(None, lambda f: _set(f, C.TS, 3, "1714000000000")), "timestamp",
+     r"time before 1900 or more than a year ahead \(e\.g\. \+56284-06-30"),
+    ("epoch overflow", _files(None, lambda f: _set(f, C.TS, 0, "1e20")), "timestamp",
+     r"missing or unparseable value; e\.g\. '1e20'"),
+    ("header twice", _files(None, lambda f: f.with_columns(pl.col(C.EVENT).alias("event_duplicated_0"))), "event",
+     r"the header names column 'event' more than once; keep one"),
 ]
 
 
@@ -214,3 +226,11 @@ def test_data_folder_option(tmp_path, items, interactions):
     assert result.exit_code == 0, result.output
     missing = CliRunner().invoke(cli, ["data", "validate", "--data", str(tmp_path / "none")])
     assert missing.exit_code == 1 and "data folder not found" in missing.output
+
+
+def test_nothing_left_after_dropping_unknown_items_is_an_error(tmp_path, items, interactions):
+    strangers = interactions.with_columns(pl.lit("not-in-catalogue").alias(C.ITEM_ID))
+    result = run_validate(write_table(items, tmp_path / "items.csv"), write_table(strangers, tmp_path / "inter.csv"),
+                          "--drop-unknown-items")
+    assert result.exit_code == 1 and "no interaction is left after dropping those on unknown items" in result.output
+    assert "time range None" not in result.output and "Traceback" not in result.output

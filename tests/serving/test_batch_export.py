@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import json
+import shutil
+import threading
+
 import mlflow
 import numpy as np
 import pandas as pd
@@ -12,18 +16,16 @@ from click.testing import CliRunner
 
 from recsys.bundle import ModelBundle
 from recsys.cli import cli
-from recsys.export import parts_folder
+from recsys.errors import RecsysError
+from recsys.export import ExportConfig, export_recommendations, load_export_inputs, parts_folder
 from recsys.pyfunc_model import SIGNATURE, load_registered
 
 CHAMPION = "models:/recsys@champion"
 
 
 @pytest.fixture(scope="module")
-def model(registered_model):
-    data, uri = registered_model
-    mlflow.set_tracking_uri(uri)
-    mlflow.set_registry_uri(uri)
-    return data, uri, mlflow.pyfunc.load_model(CHAMPION)
+def model(champion):
+    return champion
 
 
 def _recommend(uri: str, *args: str):
@@ -116,7 +118,97 @@ def test_resume_refuses_other_settings(model, tmp_path, monkeypatch):
     assert _recommend(uri, "--data", str(data), "--k", "5", "--out", str(out)).exit_code != 0
     monkeypatch.undo()
     other = _recommend(uri, "--data", str(data), "--k", "9", "--out", str(out), "--resume")
-    assert other.exit_code == 1 and "k differ" in other.output and not out.exists()
+    assert other.exit_code == 1 and "k: 5 then, 9 now" in other.output and not out.exists()
+
+
+def _crash_after(monkeypatch, blocks: int) -> None:
+    """ModelBundle.recommend dies (as a kill would end it) once ``blocks`` blocks are written."""
+    calls = {"n": 0}
+    original = ModelBundle.recommend
+
+    def crash(self, *args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] > blocks:
+            raise KeyboardInterrupt("killed")
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(ModelBundle, "recommend", crash)
+
+
+def test_resume_refuses_when_the_alias_moved_or_the_data_changed(model, tmp_path, monkeypatch):
+    """The manifest pins the version the alias named and the data's bytes, not the alias."""
+    data, uri, _ = model
+    client = mlflow.MlflowClient(uri, uri)
+    name = "resume_pins"
+    client.create_registered_model(name)
+    source = client.get_model_version("recsys", "1")
+    for _ in range(2):
+        client.create_model_version(name, source.source, run_id=source.run_id)
+    client.set_registered_model_alias(name, "live", "1")
+    out, live = tmp_path / "recs.parquet", f"models:/{name}@live"
+    args = ["recommend", "--model", live, "--tracking-uri", uri, "--data", str(data), "--k", "5", "--out", str(out),
+            "--block-size", "16"]
+    _crash_after(monkeypatch, 2)
+    assert CliRunner().invoke(cli, args).exit_code != 0
+    monkeypatch.undo()
+    manifest = json.loads((parts_folder(out) / "manifest.json").read_text())
+    assert manifest["model"] == f"models:/{name}/1" and manifest["model_requested"] == live
+    client.set_registered_model_alias(name, "live", "2")  # the alias moves while the export is unfinished
+    moved = CliRunner().invoke(cli, [*args, "--resume"])
+    assert moved.exit_code == 1 and f"models:/{name}/1\" then, \"models:/{name}/2\" now" in moved.output
+    assert not out.exists() and len(list(parts_folder(out).glob("part-*"))) == 2  # nothing of v2 mixed in
+    client.set_registered_model_alias(name, "live", "1")
+    copy = tmp_path / "data"
+    shutil.copytree(data, copy)
+    events = pl.read_parquet(copy / "interactions.parquet")
+    events.head(events.height - 1).write_parquet(copy / "interactions.parquet")  # one event fewer
+    changed = CliRunner().invoke(cli, [*args[:5], "--data", str(copy), *args[7:], "--resume"])
+    assert changed.exit_code == 1 and "interactions_sha256" in changed.output
+    same = CliRunner().invoke(cli, [*args, "--resume"])  # the alias is back on v1, the data as it was
+    assert same.exit_code == 0 and "2 resumed" in same.output, same.output
+
+
+def test_a_second_export_to_the_same_file_is_refused_while_the_first_runs(model, tmp_path, monkeypatch):
+    """Two exports to one --out would share its parts: the second stops at once, the first finishes alone."""
+    data, uri, _ = model
+    out = tmp_path / "recs.parquet"
+    started, go_on = threading.Event(), threading.Event()
+    original = ModelBundle.recommend
+
+    def slow(self, *args, **kwargs):
+        started.set()
+        go_on.wait(60)
+        return original(self, *args, **kwargs)
+
+    found = load_export_inputs(CHAMPION, data, out, tracking_uri=uri)
+    monkeypatch.setattr(ModelBundle, "recommend", slow)
+    first: dict = {}
+    worker = threading.Thread(target=lambda: first.update(
+        summary=export_recommendations(found.bundle, found.users, out, ExportConfig(k=5, block_size=64),
+                                       show_progress=False, model=found.model, inputs=found.pins)))
+    worker.start()
+    assert started.wait(60)
+    with pytest.raises(RecsysError, match="another export is writing"):
+        export_recommendations(found.bundle, found.users, out, ExportConfig(k=3), show_progress=False,
+                               model=found.model)
+    second = _recommend(uri, "--data", str(data), "--k", "3", "--out", str(out))
+    assert second.exit_code == 1 and "another export is writing" in second.output
+    assert "Traceback" not in second.output
+    go_on.set()
+    worker.join(120)
+    recs = pl.read_parquet(out)
+    assert first["summary"].resumed_blocks == 0 and recs.group_by("user_id").len()["len"].unique().to_list() == [5]
+    assert not parts_folder(out).exists() and not list(tmp_path.glob(".recs.parquet.*tmp"))
+
+
+def test_a_killed_runs_temporary_file_is_removed_by_the_next_export(model, tmp_path):
+    data, uri, _ = model
+    out = tmp_path / "recs.parquet"
+    stale = [tmp_path / ".recs.parquet.tmp", tmp_path / ".recs.parquet.x1y2.tmp"]
+    for path in stale:
+        path.write_bytes(b"half a parquet file")
+    assert _recommend(uri, "--data", str(data), "--k", "3", "--out", str(out)).exit_code == 0
+    assert not any(path.exists() for path in stale) and pl.read_parquet(out).height > 0
 
 
 def test_row_count_check_catches_a_short_list(model, tmp_path, monkeypatch):

@@ -100,3 +100,27 @@ def test_promote_unknown_version_is_a_clear_error(gate_store):
     add(base)
     result = _registry(uri, "promote", "gated", "99", CHAMPION)
     assert result.exit_code == 1 and "has no version '99'" in result.output
+
+
+def test_a_mistyped_or_unreachable_store_fails_at_once_naming_it(registered_model, tmp_path):
+    import socket
+    import time
+
+    data, uri = registered_model
+    typo = f"sqlite:///{tmp_path / 'mlfow.db'}"
+    for args in (["registry", "--tracking-uri", typo, "show", "recsys"],
+                 ["recommend", "--model", "models:/recsys@champion", "--tracking-uri", typo, "--data", str(data),
+                  "--out", str(tmp_path / "recs.parquet")]):
+        result = CliRunner().invoke(cli, args)
+        assert result.exit_code == 1 and f"no MLflow store at {typo}" in result.output, result.output
+    assert not (tmp_path / "mlfow.db").exists() and not (tmp_path / "recs.parquet").exists()
+    with socket.socket() as sock:  # a port nothing listens on
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    start = time.perf_counter()
+    result = CliRunner().invoke(cli, ["registry", "--tracking-uri", f"http://127.0.0.1:{port}", "list"])
+    assert result.exit_code == 1 and f"cannot reach the MLflow server at http://127.0.0.1:{port}" in result.output
+    assert time.perf_counter() - start < 30 and "Traceback" not in result.output
+    bad_folder = CliRunner().invoke(cli, ["train", "--data", str(data), "--tracking-uri",
+                                          f"sqlite:///{tmp_path / 'no' / 'such' / 'mlflow.db'}"])
+    assert bad_folder.exit_code == 1 and "does not exist; check --tracking-uri" in bad_folder.output

@@ -11,7 +11,7 @@ import torch
 from pytorch_lightning.loggers import CSVLogger
 
 from features.split import SplitConfig
-from recsys.errors import NotFittedError
+from recsys.errors import NotFittedError, RecsysError
 from recsys.evaluation.eval_data import EvalConfig, build_eval_data
 from recsys.io import Dataset
 from recsys.scorers import Scorer, TextScorer
@@ -148,11 +148,29 @@ def test_resume_continues_from_the_last_checkpoint(data, tiny_bert_dir, tmp_path
     first = TextTowerRecommender(cfg)
     first.fit(data.test.fit)
     assert (tmp_path / "last.ckpt").exists() and first.stats_["epochs"] == 1
-    step_after_one = torch.load(tmp_path / "last.ckpt", weights_only=False)["global_step"]
+    step_after_one = torch.load(tmp_path / "last.ckpt", weights_only=True)["global_step"]
     resumed = TextTowerRecommender(replace(cfg, max_epochs=2, resume=True))
     resumed.fit(data.test.fit)
     assert resumed.stats_["epochs"] == 2
-    assert torch.load(tmp_path / "last.ckpt", weights_only=False)["global_step"] == 2 * step_after_one
+    assert torch.load(tmp_path / "last.ckpt", weights_only=True)["global_step"] == 2 * step_after_one
+
+
+def test_a_checkpoint_that_would_run_code_is_refused_on_resume(data, tiny_bert_dir, tmp_path):
+    """Resuming reads tensors and plain values only: a crafted last.ckpt cannot execute anything."""
+    import pickle
+    from pathlib import Path
+
+    marker = tmp_path / "ran"
+
+    class Payload:
+        def __reduce__(self):
+            return (Path.touch, (marker,))
+
+    cfg = _config(tiny_bert_dir, max_epochs=1, checkpoint_dir=str(tmp_path), resume=True)
+    (tmp_path / "last.ckpt").write_bytes(pickle.dumps({"state_dict": {}, "global_step": Payload()}))
+    with pytest.raises(RecsysError, match="last.ckpt: the checkpoint holds more than tensors"):
+        TextTowerRecommender(cfg).fit(data.test.fit)
+    assert not marker.exists()
 
 
 def test_a_clock_stops_fine_tuning_and_keeps_what_it_learned(data, tiny_bert_dir):
