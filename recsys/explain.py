@@ -138,7 +138,7 @@ def explain(bundle: ModelBundle, user_ids, k: int = 10, items: Sequence[str] | N
 
     Args:
         bundle: the model (with the histories to explain from: see :func:`recsys.export.prepare_bundle`).
-        user_ids: users, in output order.
+        user_ids: users, in output order (a user given twice is explained once).
         k: list length (ignored when ``items`` is given).
         items: explain these item ids instead of the top-k: their rank is their position in the
             user's whole list; an item no source proposed says "not among the candidates", one
@@ -152,7 +152,9 @@ def explain(bundle: ModelBundle, user_ids, k: int = 10, items: Sequence[str] | N
         RecsysError: unknown users (with ``unknown="error"``, naming them), or item ids that
             are not in the model's catalogue.
     """
-    user_ids = np.asarray(list(user_ids) if not isinstance(user_ids, str) else [user_ids], dtype=object)
+    # a user asked twice (``--user u --user u``) is explained once, as an item asked twice is
+    user_ids = [user_ids] if isinstance(user_ids, str) else list(dict.fromkeys(user_ids))
+    user_ids = np.asarray(user_ids, dtype=object)
     index = bundle.user_index(user_ids)
     if unknown == "error" and (index < 0).any():
         missing = list(dict.fromkeys(user_ids[index < 0].tolist()))

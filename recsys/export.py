@@ -151,7 +151,12 @@ def read_user_ids(path: Path) -> np.ndarray:
     if path.suffix.lower() in (".txt", ".lst", ""):
         if not path.is_file():
             raise DataContractError(f"{path}: file not found; check the path")
-        ids = [line.strip() for line in path.read_text().splitlines() if line.strip()]
+        try:
+            text = path.read_text(encoding="utf-8")
+        except UnicodeDecodeError as exc:
+            raise DataContractError(f"{path}: not UTF-8 text (byte 0x{exc.object[exc.start]:02x} at offset "
+                                    f"{exc.start}); save the --users file as UTF-8") from None
+        ids = [line.strip() for line in text.splitlines() if line.strip()]
     else:
         frame = read_table(path)
         if C.USER_ID not in frame.columns:

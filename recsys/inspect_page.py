@@ -19,9 +19,10 @@ import polars as pl
 
 from recsys import contract as C
 from recsys.bundle import ModelBundle
+from recsys.errors import RecsysError
 from recsys.explain import explain
 
-__all__ = ["Inspection", "inspect_user", "render_page", "write_page", "HISTORY_COLUMNS"]
+__all__ = ["Inspection", "inspect_user", "render_page", "write_page", "check_page_path", "HISTORY_COLUMNS"]
 
 HISTORY_COLUMNS = (C.TS, C.EVENT, C.ITEM_ID, C.TITLE, C.CATEGORY, C.DESCRIPTION)
 """Columns of :attr:`Inspection.history`, in order."""
@@ -167,9 +168,28 @@ def render_page(inspection: Inspection) -> str:
 """
 
 
-def write_page(inspection: Inspection, path: str | os.PathLike[str]) -> Path:
-    """Write :func:`render_page` to ``path`` atomically (a temporary file in its folder, then renamed)."""
+def check_page_path(path: str | os.PathLike[str]) -> Path:
+    """``path`` as a ``Path`` when a page can be written there; a ``RecsysError`` saying why not otherwise.
+
+    Call it before the work, too: found when writing, a folder (``--html reports/``) or a path
+    under a file ended in ``IsADirectoryError`` with the inspection already done.
+    """
     path = Path(path)
+    if path.is_dir():
+        raise RecsysError(f"HTML page {path} is a folder; give a file name, e.g. {path / 'inspect.html'}")
+    blocker = next((p for p in path.parents if os.path.lexists(p)), None)
+    if blocker is not None and not blocker.is_dir():
+        raise RecsysError(f"HTML page {path}: {blocker} is a file, so nothing can be written under it")
+    return path
+
+
+def write_page(inspection: Inspection, path: str | os.PathLike[str]) -> Path:
+    """Write :func:`render_page` to ``path`` atomically (a temporary file in its folder, then renamed).
+
+    Raises:
+        RecsysError: ``path`` is a folder, or lies under a file (checked with :func:`check_page_path`).
+    """
+    path = check_page_path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:

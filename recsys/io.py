@@ -35,7 +35,7 @@ from recsys.validation import (
 
 __all__ = [
     "SUPPORTED_EXTENSIONS", "Dataset", "DatasetPaths", "scan_table", "read_table", "write_parquet_atomic",
-    "validate_dataset", "load_dataset", "write_dataset_folder", "recover_dataset_folder",
+    "validate_dataset", "load_dataset", "write_dataset_folder", "recover_dataset_folder", "check_own_folder",
 ]
 
 logger = logging.getLogger(__name__)
@@ -159,6 +159,14 @@ def _keep_other_files(old: Path, new: Path) -> None:
         entry.rename(new / entry.name)
 
 
+def check_own_folder(out: str | os.PathLike[str], option: str = "--out") -> None:
+    """A dataset replaces its folder as a whole: the current, home and root folders are refused."""
+    where = Path(out).absolute()
+    if where.resolve() in {Path.cwd().resolve(), Path.home().resolve(), Path(where.anchor)}:
+        raise DataContractError(f"{option} {where}: give the dataset a folder of its own (it replaces the folder as "
+                                "a whole), not the current, home or root folder")
+
+
 def write_dataset_folder(tables: dict[str, pl.DataFrame], out: str | os.PathLike[str]) -> Path:
     """Write a dataset's tables (file name -> frame) as one folder: a reader sees the old dataset or the new one.
 
@@ -170,9 +178,7 @@ def write_dataset_folder(tables: dict[str, pl.DataFrame], out: str | os.PathLike
     every write (and every read of a missing folder) runs first.
     """
     out = Path(out).absolute()
-    if out.resolve() in {Path.cwd().resolve(), Path.home().resolve(), Path(out.anchor)}:
-        raise DataContractError(f"--out {out}: give the dataset a folder of its own (it replaces the folder as a "
-                                "whole), not the current, home or root folder")
+    check_own_folder(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     recover_dataset_folder(out)
     if out.exists() and not out.is_dir():

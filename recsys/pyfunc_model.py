@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import mlflow.pyfunc
 import numpy as np
@@ -222,6 +223,10 @@ def load_registered(model_uri: str, tracking_uri: str | None = None) -> ModelBun
         mlflow.set_registry_uri(tracking_uri)
     if not model_uri:
         raise RecsysError("no model URI given; use models:/NAME@ALIAS (see `recsys registry list`)")
+    scheme = urlsplit(model_uri).scheme.lower()
+    if scheme not in ("models", "runs", "file", "") and len(scheme) > 1:  # one letter: a Windows drive
+        raise RecsysError(f"cannot load model {model_uri!r}: {scheme}:// model URIs are not supported; use "
+                          "models:/NAME@ALIAS or models:/NAME/VERSION from the tracking store")
     found = parse_model_uri(model_uri)
     if model_uri.startswith("models:/") and not model_uri.startswith("models:/m-"):
         if found is None:

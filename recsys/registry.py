@@ -11,6 +11,7 @@ the local SQLite store or a tracking server.
 from __future__ import annotations
 
 import logging
+import re
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -135,19 +136,28 @@ def resolve_version(name: str, ref: str, tracking_uri: str | None = None):
     from mlflow.exceptions import MlflowException
 
     client = _client(tracking_uri)
-    try:
-        client.get_registered_model(name)
-    except MlflowException as exc:
-        if _missing(exc):
-            raise RecsysError(f"no registered model {name!r} in {tracking_uri}; "
-                              "see `recsys registry list` (models are registered by `recsys train`)") from exc
-        raise
+    _registered(client, name, tracking_uri)
+    if ref.isdigit() and int(ref) >= 2**63:  # beyond the store's integer: no such version, not a crash
+        raise RecsysError(f"model {name!r} has no version {ref}; see `recsys registry show {name}`")
     try:
         return client.get_model_version(name, ref) if ref.isdigit() else client.get_model_version_by_alias(name, ref)
     except MlflowException as exc:
         if _missing(exc):
             kind = "version" if ref.isdigit() else "alias"
             raise RecsysError(f"model {name!r} has no {kind} {ref!r}; see `recsys registry show {name}`") from exc
+        raise
+
+
+def _registered(client, name: str, tracking_uri: str | None):
+    """The registered model ``name``; a clear error when there is none."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return client.get_registered_model(name)
+    except MlflowException as exc:
+        if _missing(exc):
+            raise RecsysError(f"no registered model {name!r} in {tracking_uri}; "
+                              "see `recsys registry list` (models are registered by `recsys train`)") from None
         raise
 
 
@@ -239,6 +249,8 @@ def _compare(client, challenger, champion, metric: str, n_resamples: int, name: 
 def promote(name: str, version: str, alias: str, *, force: bool = False,
             tracking_uri: str | None = None) -> GateResult | None:
     """Set ``alias`` on ``version``; ``champion`` goes through the gate unless ``force``."""
+    if not re.fullmatch(r"[A-Za-z0-9_-]+", alias):
+        raise RecsysError(f"alias {alias!r}: only letters, digits, _ and - (e.g. champion, challenger, staging)")
     if alias == CHAMPION:
         return gate(name, version, force=force, tracking_uri=tracking_uri)
     found = resolve_version(name, str(version), tracking_uri)
@@ -269,10 +281,12 @@ def list_models(tracking_uri: str | None = None) -> pl.DataFrame:
 def show_model(name: str, tracking_uri: str | None = None) -> pl.DataFrame:
     """One row per version of ``name``: aliases, test metric, git commit, data fingerprint, run."""
     client = _client(tracking_uri)
+    _registered(client, name, tracking_uri)  # the name is looked up as it is, never pasted into a filter
+    quoted = name.replace("\\", "\\\\").replace("'", "\\'")
     try:
-        versions = client.search_model_versions(f"name='{name}'")
-    except Exception as exc:  # noqa: BLE001
-        raise RecsysError(f"cannot list versions of {name!r}: {exc}") from exc
+        versions = [v for v in client.search_model_versions(f"name='{quoted}'") if v.name == name]
+    except Exception as exc:  # noqa: BLE001 - a name the store's filter language cannot hold
+        raise RecsysError(f"cannot list versions of {name!r}: {str(exc).splitlines()[0][:200]}") from None
     if not versions:
         raise RecsysError(f"no registered model {name!r} in {tracking_uri}; see `recsys registry list`")
     aliases = _aliases(client, name)

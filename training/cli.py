@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import click
 import polars as pl
@@ -25,6 +26,40 @@ from recsys.cli.common import (
     split_config,
     tracking_uri_of,
 )
+from recsys.cli.data import check_dataset_folder, check_output
+from recsys.errors import ConfigError
+
+MAX_BUDGET_MINUTES = 7 * 24 * 60
+"""The longest ``--budget-minutes`` (a week): the recipe plans epochs and grids from it, so more is a typo."""
+LOCAL_MODEL_SCHEMES = ("models", "runs", "file", "")
+"""Model URIs ``--from`` accepts: the registry, a run's artifact, or a local folder (no remote stores)."""
+
+
+def _check_budget(minutes: float) -> None:
+    if not 0 < minutes <= MAX_BUDGET_MINUTES:  # written so that NaN fails too
+        raise ConfigError(f"--budget-minutes must be more than 0 and at most {MAX_BUDGET_MINUTES} (a week); "
+                          f"got {minutes}")
+
+
+def _check_from(model_uri: str) -> None:
+    """Refuse a remote ``--from`` before the recipe reads the data.
+
+    MLflow would try it after that work and fail without a usable message: ``s3://`` needs
+    botocore, which is not installed, and ``http://`` breaks inside its URI parser.
+    """
+    scheme = urlsplit(model_uri).scheme.lower()
+    if scheme not in LOCAL_MODEL_SCHEMES:
+        raise ConfigError(f"--from {model_uri}: {scheme}:// model URIs are not supported; give a registered model, "
+                          "models:/NAME@ALIAS or models:/NAME/VERSION (e.g. models:/recsys@champion)")
+
+
+def _cutoffs(text: str) -> tuple[int, ...]:
+    """``--k`` as whole numbers (their range is ``EvalConfig``'s to check); ``a,b`` or ``5.5`` named, not int()'s."""
+    values = csv_values(text)
+    for value in values:
+        if not value.isdecimal():  # what int() reads: "a", "5.5", "-1" and "²" are named here
+            raise ConfigError(f"--k: {value!r} is not a cut-off (a whole number >= 1); give e.g. --k 5,10,20")
+    return tuple(int(v) for v in values)
 
 
 @click.command("demo")
@@ -35,8 +70,20 @@ from recsys.cli.common import (
 @click.option("--text-mode", default="freeze:5", show_default=True, help="Fine-tuning mode of the text tower.")
 def demo_cmd(out, tracking_uri, no_mlflow, text_model, text_mode) -> None:
     """Run the main job end to end on the bundled demo data."""
+    from recsys.text_encoder import resolve_model_path
     from training.demo import PENDING_STAGES, run_demo
+    from training.encoder_modes import FineTuneConfig
 
+    check_dataset_folder(out)  # what the demo would find wrong only after generating its data
+    try:
+        FineTuneConfig(mode=text_mode)
+    except ValueError as exc:
+        raise ConfigError(f"--text-mode: {exc}") from exc
+    if text_model is not None:
+        try:
+            resolve_model_path(text_model)
+        except ConfigError as exc:
+            raise ConfigError(f"--text-model: {exc}") from exc
     uri = tracking_uri_of(tracking_uri, no_mlflow)
     result = run_demo(out, tracking_uri=uri, text_model=text_model, text_mode=text_mode)
     click.echo(f"demo data: {result.data_dir}\n\n{result.summary.render()}\n\nsplit (global 80/10/10):")
@@ -87,10 +134,15 @@ def train_cmd(config_file, overrides, stage, data_dir, tracking_uri, no_mlflow, 
     from training.pipeline import TrainConfig, train
     from training.recipe import choose, measure
 
+    _check_budget(budget_minutes)
+    if from_model:
+        _check_from(from_model)
     extra = ([f"stage={stage}"] if stage else []) + ([f"data={data_dir}"] if data_dir else []) + (
         [f"from_model={from_model}"] if from_model else [])
     file = str(config_file) if config_file else None
     config = load_config(TrainConfig, file, (*overrides, *extra))
+    if config.report_dir:
+        check_output(Path(config.report_dir), "report_dir", folder=True)
     recipe = None
     if not no_recipe:
         recipe = choose(measure(DatasetPaths.from_dir(config.data)), budget_minutes, model=config.text.model,
@@ -132,7 +184,6 @@ def train_cmd(config_file, overrides, stage, data_dir, tracking_uri, no_mlflow, 
 def evaluate_cmd(data_dir, baselines, models, ks, split_mode, valid, test, history, positives, n_bootstrap, seed,
                  report_dir, tracking_uri, no_mlflow) -> None:
     """Rank the whole catalogue for every test user and compare models with bootstrap CIs."""
-    from recsys.errors import ConfigError
     from recsys.evaluation.eval_data import EvalConfig
     from training.baseline_specs import BASELINES
     from training.evaluate_baselines import evaluate_baselines  # fitting is training: reached lazily
@@ -144,7 +195,9 @@ def evaluate_cmd(data_dir, baselines, models, ks, split_mode, valid, test, histo
         if name not in BASELINES:
             raise ConfigError(f"--models: {name!r} is not a baseline; must be among {', '.join(BASELINES)}")
     config = make_config(EvalConfig, split=split_config(split_mode, valid, test), history=history,
-                     positives=csv_values(positives), ks=csv_values(ks, int), n_bootstrap=n_bootstrap, seed=seed)
+                         positives=csv_values(positives), ks=_cutoffs(ks), n_bootstrap=n_bootstrap, seed=seed)
+    if report_dir is not None:
+        check_output(report_dir, "--report", folder=True)
     uri = tracking_uri_of(tracking_uri, no_mlflow)
     run = evaluate_baselines(data_dir, config, baselines=names, report_dir=report_dir, tracking_uri=uri,
                              show_progress=True, command="recsys " + " ".join(sys.argv[1:]))

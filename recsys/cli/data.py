@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import click
@@ -11,9 +12,50 @@ from recsys.cli.common import (
     Group,
     cli,
     echo_frame,
+    make_config,
     split_config,
 )
-from recsys.errors import RecsysError
+from recsys.errors import ConfigError, RecsysError
+
+__all__ = ["data", "check_output", "check_dataset_folder", "MAX_SYNTH"]
+
+MAX_SYNTH = 1_000_000
+"""Most users or items ``data synth`` generates: its arrays grow with users x sessions x slate."""
+
+
+def check_output(path: Path, option: str, *, folder: bool, example: str = "") -> None:
+    """Refuse an output path nothing can be written to, before any work is done.
+
+    Found when writing, after an import, a split or an evaluation, a folder given for a file
+    (or a file for a folder, or a path under a file) ended in a traceback and the work was lost.
+
+    Args:
+        path: the output path as given.
+        option: the flag it came from, named in the message.
+        folder: the output is a folder (created if missing) rather than a file.
+        example: a file name to suggest when a folder is given for a file.
+    """
+    path = Path(path)
+    if folder and path.exists() and not path.is_dir():
+        raise RecsysError(f"{option} {path} is a file; give a folder (it is created if missing)")
+    if not folder and path.is_dir():
+        raise RecsysError(f"{option} {path} is a folder; give a file name, e.g. {path / (example or 'out')}")
+    blocker = next((p for p in path.parents if os.path.lexists(p)), None)
+    if blocker is not None and not blocker.is_dir():
+        raise RecsysError(f"{option} {path}: {blocker} is a file, so nothing can be written under it; "
+                          "give another path")
+
+
+def check_dataset_folder(path: Path, option: str = "--out") -> None:
+    """:func:`check_output` for a dataset folder, with the rule of ``recsys.io.write_dataset_folder``.
+
+    A dataset replaces its folder as a whole, so the current, home and root folders are refused;
+    checked here too so that the refusal comes before an import or a generation, not after it.
+    """
+    from recsys.io import check_own_folder
+
+    check_output(path, option, folder=True)
+    check_own_folder(path, option)
 
 
 @cli.group(cls=Group)
@@ -36,7 +78,10 @@ def _policy(events: str | None, drop_unknown_items: bool, dedupe: bool, drop_imp
     from recsys.validation import ContractPolicy
 
     names = tuple(e.strip() for e in events.split(",")) if events else ContractPolicy().events
-    return ContractPolicy(names, drop_unknown_items, dedupe, drop_impression_only_users)
+    try:
+        return ContractPolicy(names, drop_unknown_items, dedupe, drop_impression_only_users)
+    except ValueError as exc:
+        raise ConfigError(f"--events: {exc}") from exc
 
 
 def _policy_options(f):
@@ -91,6 +136,7 @@ def import_cmd(dataset, src, out, purchase_threshold, min_rating, tmdb, category
     """Convert a public dataset (MovieLens, MIND, Amazon reviews, MicroLens) to the data contract."""
     from recsys.importers import import_dataset
 
+    check_dataset_folder(out)
     options = {"movielens": {"purchase_threshold": purchase_threshold, "min_rating": min_rating, "tmdb": tmdb},
                "mind": {}, "amazon": {"category": category, "show_progress": True}, "microlens": {}}[dataset]
     click.echo(import_dataset(dataset, src, out, **options).render())
@@ -107,8 +153,14 @@ def split_cmd(data_dir, mode, valid, test, out) -> None:
     from recsys.datasets import SPLIT_FILE, split_dataset
     from recsys.io import DatasetPaths
 
-    summary, written = split_dataset(DatasetPaths.from_dir(data_dir), split_config(mode, valid, test),
-                                     out or data_dir / SPLIT_FILE)
+    config = split_config(mode, valid, test)
+    paths = DatasetPaths.from_dir(data_dir)
+    target = out or data_dir / SPLIT_FILE
+    check_output(target, "--out", folder=False, example=SPLIT_FILE)
+    if target.resolve() in {p.resolve() for p in (paths.items, paths.interactions, paths.users) if p is not None}:
+        raise RecsysError(f"--out {target} is one of the dataset's own tables; write the split to a file of its "
+                          f"own (default: {data_dir / SPLIT_FILE})")
+    summary, written = split_dataset(paths, config, target)
     echo_frame(summary)
     click.echo(f"wrote {written}")
 
@@ -123,5 +175,14 @@ def synth_cmd(out, n_users, n_items, seed) -> None:
     from recsys.datasets import write_synthetic
     from recsys.synthetic import SyntheticConfig
 
-    paths = write_synthetic(out, SyntheticConfig(n_users=n_users, n_items=n_items, seed=seed))
+    slate = SyntheticConfig.slate_size
+    for option, value, low in (("--users", n_users, 1), ("--items", n_items, slate)):
+        if not low <= value <= MAX_SYNTH:
+            raise ConfigError(f"{option} must be between {low} and {MAX_SYNTH:,}; got {value}"
+                              + (f" (the catalogue needs at least one slate of {slate} items)" if low > 1 else ""))
+    if seed < 0:  # NumPy's own refusal is a bare "expected non-negative integer"
+        raise ConfigError(f"--seed must be a whole number >= 0; got {seed}")
+    check_dataset_folder(out)
+    config = make_config(SyntheticConfig, n_users=n_users, n_items=n_items, seed=seed)
+    paths = write_synthetic(out, config)
     click.echo(f"wrote {paths.items} and {paths.interactions}")

@@ -94,6 +94,10 @@ def inspect_cmd(model_uri, data_dir, user_id, k, n_history, html_file, tracking_
     from recsys.topk import check_k
 
     check_k(k)
+    if html_file is not None:
+        from recsys.inspect_page import check_page_path
+
+        check_page_path(html_file)  # before the work, not after it
     if n_history < 0:
         raise RecsysError(f"--history must be >= 0; got {n_history}")
     bundle = load_registered(model_uri, tracking_uri_of(tracking_uri, False, existing=True))

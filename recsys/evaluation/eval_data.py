@@ -23,15 +23,26 @@ import scipy.sparse as sp
 
 from features.split import SplitConfig, temporal_split
 from recsys import contract as C
+from recsys.errors import DataContractError
 from recsys.indexing import FitInput, event_matrix, fit_input
 from recsys.io import Dataset
+from recsys.topk import MAX_K
 
-__all__ = ["EvalConfig", "EvalData", "Window", "build_eval_data", "HISTORY_BUCKETS", "HISTORY_CHOICES"]
+__all__ = ["EvalConfig", "EvalData", "Window", "build_eval_data", "HISTORY_BUCKETS", "HISTORY_CHOICES",
+           "MAX_BOOTSTRAP", "MAX_SEED"]
 
 HISTORY_CHOICES = ("train", "train+valid")
 HISTORY_BUCKETS: tuple[tuple[str, int, int], ...] = (("0", 0, 0), ("1-4", 1, 4), ("5-19", 5, 19),
                                                      ("20+", 20, 1 << 30))
 """User slices by the number of history items: (name, min, max), inclusive."""
+MAX_BOOTSTRAP = 100_000
+"""Most bootstrap resamples: a CI's ends stop moving long before; time and the kept means grow with the count."""
+MAX_SEED = 2**32 - 1
+"""Seeds are handed to NumPy, LightFM and implicit; the last two keep them in 32 bits."""
+
+
+def _whole(value: object) -> bool:
+    return isinstance(value, int | np.integer) and not isinstance(value, bool)
 
 
 @dataclass(frozen=True)
@@ -64,12 +75,19 @@ class EvalConfig:
     def __post_init__(self) -> None:
         if self.history not in HISTORY_CHOICES:
             raise ValueError(f"Invalid history {self.history!r}. Must be one of {', '.join(HISTORY_CHOICES)}")
+        # the flag of each setting is named too: these messages reach `recsys evaluate` users as they are
         if not self.positives or C.IMPRESSION in self.positives:
-            raise ValueError(f"positives must be non-empty events other than impressions, got {self.positives}")
-        if not self.ks or min(self.ks) < 1:
-            raise ValueError(f"ks must be positive cut-offs, got {self.ks}")
-        if self.block_size < 1 or self.n_bootstrap < 1 or self.recent_days < 1:
-            raise ValueError("block_size, n_bootstrap and recent_days must be >= 1")
+            raise ValueError(f"positives (--positives) must be non-empty events other than impressions, "
+                             f"got {self.positives}")
+        if not self.ks or not all(_whole(k) and 1 <= k <= MAX_K for k in self.ks):
+            # a list per user of the largest cut-off is kept: --k 1000000000 asked for terabytes
+            raise ValueError(f"ks (--k) must be whole-number cut-offs between 1 and {MAX_K}; got {self.ks}")
+        if not (_whole(self.n_bootstrap) and 1 <= self.n_bootstrap <= MAX_BOOTSTRAP):
+            raise ValueError(f"n_bootstrap (--bootstrap) must be between 1 and {MAX_BOOTSTRAP}; got {self.n_bootstrap}")
+        if not (_whole(self.seed) and 0 <= self.seed <= MAX_SEED):
+            raise ValueError(f"seed (--seed) must be between 0 and 2**32 - 1; got {self.seed}")
+        if self.block_size < 1 or self.recent_days < 1:
+            raise ValueError("block_size and recent_days must be >= 1")
         if self.max_users is not None and self.max_users < 1:
             raise ValueError(f"max_users must be >= 1 (or None: every user); got {self.max_users}")
 
@@ -155,6 +173,22 @@ def _sample_users(truth: sp.csr_matrix, cfg: EvalConfig) -> sp.csr_matrix:
     return sampled
 
 
+def _check_rankable(data: Dataset, config: EvalConfig) -> None:
+    """Refuse data the protocol cannot evaluate, saying why, before anything is split or fitted.
+
+    Found later, each case ended in a ``ValueError`` from the runner after every model was fitted.
+    """
+    n_items = data.items.height
+    if n_items < 2:
+        raise DataContractError(f"the catalogue has {n_items} item{'s' if n_items != 1 else ''}: there is nothing "
+                                "to rank; evaluation needs at least 2 items")
+    events = data.interactions[C.EVENT]
+    if not events.is_in(list(config.positives)).any():
+        found = ", ".join(sorted(events.drop_nulls().unique().to_list())) or "none"
+        raise DataContractError(f"positives (--positives) {', '.join(config.positives)}: no interaction has these "
+                                f"events; the data's events are: {found}")
+
+
 def build_eval_data(data: Dataset, config: EvalConfig = EvalConfig(), *, extra_users: Sequence[str] = ()
                     ) -> EvalData:
     """Split ``data`` in time and index it for the evaluation protocol.
@@ -167,7 +201,12 @@ def build_eval_data(data: Dataset, config: EvalConfig = EvalConfig(), *, extra_u
 
     Returns:
         The tuning (valid) and test windows over one user and item index.
+
+    Raises:
+        DataContractError: the data cannot be evaluated: fewer than two items, no event among the
+            positives, or no test user with a relevant item outside their history.
     """
+    _check_rankable(data, config)
     split = temporal_split(data.interactions, config.split).collect()
     known = pl.concat([split.select(C.USER_ID), pl.DataFrame({C.USER_ID: list(extra_users)},
                                                              schema={C.USER_ID: pl.String})])
@@ -182,11 +221,19 @@ def build_eval_data(data: Dataset, config: EvalConfig = EvalConfig(), *, extra_u
     test = indexed.filter(pl.col(C.SPLIT) == C.TEST)
     fit_rows = train if config.history == "train" else pl.concat([train, valid])
     tuning = _window(train, valid, config, shape, features, catalogue)
+    testing = _window(fit_rows, test, config, shape, features, catalogue,
+                      same_fit_as=tuning if config.history == "train" else None)
+    if not len(testing.users):
+        n = data.interactions.height
+        raise DataContractError(
+            f"too little data to evaluate: {n} interaction{'s' if n != 1 else ''} of {users.height} user(s) on "
+            f"{items.height} items leave no test user with a relevant item ({', '.join(config.positives)}) outside "
+            f"their history ({config.split.mode} split, test fraction {config.split.test}); give more data, or a "
+            "larger test window (--test)")
     return EvalData(
         user_ids=users[C.USER_ID].to_numpy(), item_ids=items[C.ITEM_ID].to_numpy(),
         valid=tuning,
-        test=_window(fit_rows, test, config, shape, features, catalogue,
-                     same_fit_as=tuning if config.history == "train" else None),
+        test=testing,
         test_events=test.select(C.USER_IDX, C.ITEM_IDX, C.EVENT, C.IMPRESSION_ID, C.TS),
         config=config,
         valid_events=valid.select(C.USER_IDX, C.ITEM_IDX, C.EVENT, C.IMPRESSION_ID, C.TS),

@@ -23,6 +23,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import polars as pl  # noqa: E402
 
+from recsys.errors import RecsysError  # noqa: E402
 from recsys.evaluation.bootstrap import paired_bootstrap  # noqa: E402
 from recsys.evaluation.runner import EvalResult  # noqa: E402
 
@@ -221,8 +222,15 @@ padding:2px 6px}}</style></head><body><h1>recsys evaluation: {html.escape(payloa
 
 def write_report(result: EvalResult, out_dir: str | Path, *, dataset: str, command: str,
                  git_commit: str = "unknown") -> ReportFiles:
-    """Write ``results.json``, ``report.html`` and the plots (PNG) into ``out_dir`` atomically."""
+    """Write ``results.json``, ``report.html`` and the plots (PNG) into ``out_dir`` atomically.
+
+    Raises:
+        RecsysError: ``out_dir`` is a file or lies under one (``mkdir`` would raise after the whole evaluation).
+    """
     out = Path(out_dir)
+    blocker = next((p for p in (out, *out.parents) if os.path.lexists(p)), None)
+    if blocker is not None and not blocker.is_dir():
+        raise RecsysError(f"report folder {out}: {blocker} is a file; give a folder for the report")
     out.mkdir(parents=True, exist_ok=True)
     payload = results_json(result, dataset=dataset, command=command, git_commit=git_commit)
     images = {"metric_at_k": _curves(result), "slices_ndcg10": _slice_bars(result),
