@@ -7,8 +7,8 @@ end the parts become the row groups of one file, which is renamed into place onl
 row counts check out. A killed run therefore leaves no output file, and ``resume`` skips the
 blocks already written.
 
-One export writes to an output at a time (a lock file ``.OUT.lock`` beside it; a second run
-is refused at once), so two runs can never share the parts. The parts folder's manifest pins
+One export writes to an output at a time (an OS lock on ``.OUT.lock`` beside it, removed at the
+end; a second run is refused at once), so two runs can never share the parts. The parts folder's manifest pins
 what the blocks were made from: the model *version* an alias resolved to, the SHA-256 of the
 data, users and new-item files, and the settings; ``resume`` reuses blocks only when all match.
 """
@@ -103,28 +103,39 @@ class ExportSummary:
 
 @contextmanager
 def export_lock(out: Path) -> Iterator[None]:
-    """Hold ``.OUT.lock`` (an empty file, left in place) beside ``out``; a second export to ``out`` fails at once.
+    """Hold a lock on ``out`` for an export; a second export to the same file fails at once.
 
     Two runs writing one output would share its parts folder and temporary file: one could
-    publish a file mixing both models' lists, or a torn one. The lock is an OS file lock, so a
-    killed run's lock is released with its process. Under the lock, temporaries a killed run
-    left beside ``out`` are removed.
+    publish a file mixing both models' lists, or a torn one. The lock is an OS lock (``flock``) on
+    ``.OUT.lock`` beside ``out``, so a killed run's lock is released with its process; the file is
+    removed while still held, and a run that locked a file someone removed meanwhile counts as
+    refused, so two runs never both hold it. Under the lock, temporaries a killed run left beside
+    ``out`` are removed.
     """
-    from filelock import FileLock, Timeout
+    import fcntl
 
     out.parent.mkdir(parents=True, exist_ok=True)
-    lock = FileLock(str(out.parent / f".{out.name}.lock"), timeout=0)
+    path = out.parent / f".{out.name}.lock"
+    handle = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
     try:
-        lock.acquire()
-    except Timeout:
-        raise RecsysError(f"another export is writing {out} now (lock {lock.lock_file}); wait for it to finish "
-                          "or choose another --out") from None
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        try:
+            held = os.stat(path).st_ino == os.fstat(handle).st_ino
+        except FileNotFoundError:
+            held = False
+    except BlockingIOError:
+        held = False
+    if not held:
+        os.close(handle)
+        raise RecsysError(f"another export is writing {out} now (lock {path}); wait for it to finish "
+                          "or choose another --out")
     try:
         for stale in out.parent.glob(f".{glob.escape(out.name)}.*tmp"):  # a killed run's unfinished file
             stale.unlink(missing_ok=True)
         yield
     finally:
-        lock.release()
+        path.unlink(missing_ok=True)
+        os.close(handle)
 
 
 def pin_model(model_uri: str, tracking_uri: str | None = None) -> str:

@@ -199,6 +199,7 @@ def test_a_second_export_to_the_same_file_is_refused_while_the_first_runs(model,
     recs = pl.read_parquet(out)
     assert first["summary"].resumed_blocks == 0 and recs.group_by("user_id").len()["len"].unique().to_list() == [5]
     assert not parts_folder(out).exists() and not list(tmp_path.glob(".recs.parquet.*tmp"))
+    assert not (tmp_path / ".recs.parquet.lock").exists()  # removed by the run that held it
 
 
 def test_a_killed_runs_temporary_file_is_removed_by_the_next_export(model, tmp_path):
