@@ -216,14 +216,11 @@ class ModelBundle:
         known = np.flatnonzero(index >= 0)
         # a user named twice is scored once (the ranker's table holds one row per user and item)
         scored, position = _first_seen(index[known])
-        for start, top, scores in iter_ranked(self.pipeline, scored, self.history, min(k, self.n_items),
-                                              block_size=block_size, exclude_seen=exclude_seen):
-            if len(scored) == len(known):  # no repeats: block rows are input rows
-                parts.append(self._rows(known[start:start + len(top)], top, scores, fallback=False))
-                continue
-            rows = np.flatnonzero((position >= start) & (position < start + len(top)))
-            parts.append(self._rows(known[rows], top[position[rows] - start], scores[position[rows] - start],
-                                    fallback=False))
+        blocks = list(iter_ranked(self.pipeline, scored, self.history, min(k, self.n_items), block_size=block_size,
+                                  exclude_seen=exclude_seen))
+        if blocks:
+            top, scores = np.concatenate([b[1] for b in blocks]), np.concatenate([b[2] for b in blocks])
+            parts.append(self._rows(known, top[position], scores[position], fallback=False))
         unknown = np.flatnonzero(index < 0)
         if len(unknown):
             order = np.argsort(-self.popularity, kind="stable")[:k]

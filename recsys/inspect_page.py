@@ -21,6 +21,7 @@ from recsys import contract as C
 from recsys.bundle import ModelBundle
 from recsys.errors import RecsysError
 from recsys.explain import explain
+from recsys.io import file_in_the_way
 
 __all__ = ["Inspection", "inspect_user", "render_page", "write_page", "check_page_path", "HISTORY_COLUMNS"]
 
@@ -177,8 +178,7 @@ def check_page_path(path: str | os.PathLike[str]) -> Path:
     path = Path(path)
     if path.is_dir():
         raise RecsysError(f"HTML page {path} is a folder; give a file name, e.g. {path / 'inspect.html'}")
-    blocker = next((p for p in path.parents if os.path.lexists(p)), None)
-    if blocker is not None and not blocker.is_dir():
+    if (blocker := file_in_the_way(path)) is not None:
         raise RecsysError(f"HTML page {path}: {blocker} is a file, so nothing can be written under it")
     return path
 

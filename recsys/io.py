@@ -36,6 +36,7 @@ from recsys.validation import (
 __all__ = [
     "SUPPORTED_EXTENSIONS", "Dataset", "DatasetPaths", "scan_table", "read_table", "write_parquet_atomic",
     "validate_dataset", "load_dataset", "write_dataset_folder", "recover_dataset_folder", "check_own_folder",
+    "file_in_the_way",
 ]
 
 logger = logging.getLogger(__name__)
@@ -157,6 +158,12 @@ def _keep_other_files(old: Path, new: Path) -> None:
         if Path(entry.name).stem in stems or (new / entry.name).exists():
             continue
         entry.rename(new / entry.name)
+
+
+def file_in_the_way(path: str | os.PathLike[str]) -> Path | None:
+    """The nearest existing folder-to-be above ``path`` when it is a file: nothing can be written under it."""
+    blocker = next((p for p in Path(path).parents if os.path.lexists(p)), None)
+    return blocker if blocker is not None and not blocker.is_dir() else None
 
 
 def check_own_folder(out: str | os.PathLike[str], option: str = "--out") -> None:

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from urllib.parse import urlsplit
 
 import mlflow.pyfunc
 import numpy as np
@@ -216,15 +215,14 @@ def load_registered(model_uri: str, tracking_uri: str | None = None) -> ModelBun
     import mlflow
     from mlflow.exceptions import MlflowException
 
-    from recsys.registry import parse_model_uri, resolve_version
+    from recsys.registry import parse_model_uri, remote_scheme, resolve_version
 
     if tracking_uri:
         mlflow.set_tracking_uri(tracking_uri)
         mlflow.set_registry_uri(tracking_uri)
     if not model_uri:
         raise RecsysError("no model URI given; use models:/NAME@ALIAS (see `recsys registry list`)")
-    scheme = urlsplit(model_uri).scheme.lower()
-    if scheme not in ("models", "runs", "file", "") and len(scheme) > 1:  # one letter: a Windows drive
+    if (scheme := remote_scheme(model_uri)) is not None:
         raise RecsysError(f"cannot load model {model_uri!r}: {scheme}:// model URIs are not supported; use "
                           "models:/NAME@ALIAS or models:/NAME/VERSION from the tracking store")
     found = parse_model_uri(model_uri)

@@ -118,6 +118,22 @@ def _missing(exc: Exception) -> bool:
     return "RESOURCE_DOES_NOT_EXIST" in text or "not found" in text.lower() or "does not exist" in text.lower()
 
 
+LOCAL_MODEL_SCHEMES = ("models", "runs", "file", "")
+"""Model URIs that load from the tracking store or a local folder; remote stores (s3, http...) are not supported."""
+
+
+def remote_scheme(model_uri: str) -> str | None:
+    """The scheme of a model URI this product cannot load (``s3``, ``http``...), or None for a local one.
+
+    MLflow would fail on them late and without a usable message (``s3://`` needs botocore, ``http://``
+    breaks in its URI parser). A one-letter scheme is a Windows drive, not a store.
+    """
+    from urllib.parse import urlsplit
+
+    scheme = urlsplit(model_uri).scheme.lower()
+    return scheme if scheme not in LOCAL_MODEL_SCHEMES and len(scheme) > 1 else None
+
+
 def parse_model_uri(model_uri: str) -> tuple[str, str] | None:
     """``(name, version or alias)`` of ``models:/NAME@ALIAS`` or ``models:/NAME/VERSION``; None for any other URI.
 

@@ -217,12 +217,11 @@ def _flag_unparsed(df: pl.DataFrame, normal: pl.DataFrame, name: str, out: _Coll
 def _check_columns(df: pl.DataFrame, required: tuple[str, ...], optional: tuple[str, ...],
                    out: _Collector, *, extra_ok: tuple[str, ...] = ()) -> bool:
     present = [c for c in df.columns if c != ROW]
-    for name in present:  # polars renames a repeated header to NAME_duplicated_N: which one is meant?
-        base = re.sub(r"_duplicated_\d+$", "", name)
-        if base != name and base in present:
-            out.add(base, f"the header names column '{base}' more than once; keep one")
-    present = [c for c in present if not (re.search(r"_duplicated_\d+$", c) and
-                                          re.sub(r"_duplicated_\d+$", "", c) in present)]
+    # polars renames a repeated header to NAME_duplicated_N: which one is meant?
+    repeats = {c: base for c in present if (base := re.sub(r"_duplicated_\d+$", "", c)) != c and base in present}
+    for base in dict.fromkeys(repeats.values()):
+        out.add(base, f"the header names column '{base}' more than once; keep one")
+    present = [c for c in present if c not in repeats]
     missing = [c for c in required if c not in present]
     for name in missing:
         out.add(name, f"missing required column '{name}'; found columns: {', '.join(present) or 'none'}; "

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from urllib.parse import urlsplit
 
 import click
 import polars as pl
@@ -28,11 +27,10 @@ from recsys.cli.common import (
 )
 from recsys.cli.data import check_dataset_folder, check_output
 from recsys.errors import ConfigError
+from recsys.registry import remote_scheme
 
 MAX_BUDGET_MINUTES = 7 * 24 * 60
 """The longest ``--budget-minutes`` (a week): the recipe plans epochs and grids from it, so more is a typo."""
-LOCAL_MODEL_SCHEMES = ("models", "runs", "file", "")
-"""Model URIs ``--from`` accepts: the registry, a run's artifact, or a local folder (no remote stores)."""
 
 
 def _check_budget(minutes: float) -> None:
@@ -47,8 +45,7 @@ def _check_from(model_uri: str) -> None:
     MLflow would try it after that work and fail without a usable message: ``s3://`` needs
     botocore, which is not installed, and ``http://`` breaks inside its URI parser.
     """
-    scheme = urlsplit(model_uri).scheme.lower()
-    if scheme not in LOCAL_MODEL_SCHEMES:
+    if (scheme := remote_scheme(model_uri)) is not None:
         raise ConfigError(f"--from {model_uri}: {scheme}:// model URIs are not supported; give a registered model, "
                           "models:/NAME@ALIAS or models:/NAME/VERSION (e.g. models:/recsys@champion)")
 

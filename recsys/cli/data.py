@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import click
@@ -16,6 +15,7 @@ from recsys.cli.common import (
     split_config,
 )
 from recsys.errors import ConfigError, RecsysError
+from recsys.io import check_own_folder, file_in_the_way
 
 __all__ = ["data", "check_output", "check_dataset_folder", "MAX_SYNTH"]
 
@@ -40,8 +40,7 @@ def check_output(path: Path, option: str, *, folder: bool, example: str = "") ->
         raise RecsysError(f"{option} {path} is a file; give a folder (it is created if missing)")
     if not folder and path.is_dir():
         raise RecsysError(f"{option} {path} is a folder; give a file name, e.g. {path / (example or 'out')}")
-    blocker = next((p for p in path.parents if os.path.lexists(p)), None)
-    if blocker is not None and not blocker.is_dir():
+    if (blocker := file_in_the_way(path)) is not None:
         raise RecsysError(f"{option} {path}: {blocker} is a file, so nothing can be written under it; "
                           "give another path")
 
@@ -52,8 +51,6 @@ def check_dataset_folder(path: Path, option: str = "--out") -> None:
     A dataset replaces its folder as a whole, so the current, home and root folders are refused;
     checked here too so that the refusal comes before an import or a generation, not after it.
     """
-    from recsys.io import check_own_folder
-
     check_output(path, option, folder=True)
     check_own_folder(path, option)
 

@@ -26,6 +26,7 @@ import polars as pl  # noqa: E402
 from recsys.errors import RecsysError  # noqa: E402
 from recsys.evaluation.bootstrap import paired_bootstrap  # noqa: E402
 from recsys.evaluation.runner import EvalResult  # noqa: E402
+from recsys.io import file_in_the_way  # noqa: E402
 
 __all__ = ["HEADLINE", "ReportFiles", "metric_name", "results_rows", "results_json", "render_table", "verdict",
            "write_report"]
@@ -228,8 +229,7 @@ def write_report(result: EvalResult, out_dir: str | Path, *, dataset: str, comma
         RecsysError: ``out_dir`` is a file or lies under one (``mkdir`` would raise after the whole evaluation).
     """
     out = Path(out_dir)
-    blocker = next((p for p in (out, *out.parents) if os.path.lexists(p)), None)
-    if blocker is not None and not blocker.is_dir():
+    if (blocker := file_in_the_way(out / "results.json")) is not None:  # out itself, or a folder above it
         raise RecsysError(f"report folder {out}: {blocker} is a file; give a folder for the report")
     out.mkdir(parents=True, exist_ok=True)
     payload = results_json(result, dataset=dataset, command=command, git_commit=git_commit)
