@@ -282,13 +282,31 @@ def fit_rankers(
     return out
 
 
-def out_of_fold(ensemble: RankerEnsemble, report: RankerReport, table: pl.DataFrame, group: str = C.USER_IDX
-                ) -> np.ndarray:
+def cross_validated_iterations(report: RankerReport) -> list[int]:
+    """Per fold, the tree count its *other* folds early-stopped at (their median; its own with one fold).
+
+    A fold's best iteration is picked on the very users it is then judged by, so its best NDCG
+    is the top of a noisy curve: optimistic, and most for a start whose curve peaks after a few
+    trees. Judged at the tree count the other folds chose, each fold's users score what the
+    ranker would do on users nobody looked at (nested cross-validation, with no extra training).
+    """
+    best = report.best_iterations
+    if len(best) == 1:
+        return list(best)
+    return [max(1, int(round(float(np.median(best[:k] + best[k + 1:]))))) for k in range(len(best))]
+
+
+def out_of_fold(ensemble: RankerEnsemble, report: RankerReport, table: pl.DataFrame, group: str = C.USER_IDX,
+                iterations: Sequence[int] | None = None) -> np.ndarray:
     """Each row's score by the fold booster that never trained on its user (the one that early-stopped on it).
 
     The cross-fitted scores of every training user: what judging the ranker on users it did not
     learn from needs, without holding users out of it. Rows of users outside the folds (their
     labels were all zero) score NaN.
+
+    Args:
+        iterations: trees each fold booster uses (e.g. :func:`cross_validated_iterations`);
+            None = its own best iteration (what the ensemble serves).
 
     Returns:
         float64 [table.height], in the row order of ``table`` (plus the base column, as ``predict``).
@@ -297,7 +315,8 @@ def out_of_fold(ensemble: RankerEnsemble, report: RankerReport, table: pl.DataFr
     fold = folds.get_column(_FOLD).fill_null(-1).to_numpy()
     matrix = feature_matrix(table, ensemble.features)
     out = np.full(table.height, np.nan)
-    for k, (booster, best) in enumerate(zip(ensemble.boosters, ensemble.best_iterations, strict=True)):
+    trees = ensemble.best_iterations if iterations is None else list(iterations)
+    for k, (booster, best) in enumerate(zip(ensemble.boosters, trees, strict=True)):
         rows = fold == k
         if rows.any():
             out[rows] = booster.predict(matrix[rows], num_iteration=best, raw_score=True)

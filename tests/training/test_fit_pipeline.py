@@ -212,6 +212,22 @@ def test_gate_keeps_a_ranker_that_ranks_held_out_users_better(fitted):
     assert few.fit(data.test.fit).state.ranker is not None and few.kept_ == "ranker" and few.gate_ == {}
 
 
+def test_the_ranker_boosts_from_zero_unless_the_base_start_ranks_held_out_users_better(fitted):
+    """Both starts are judged on the same label users, out of fold, at cross-validated tree counts."""
+    _, stage, recommender, pipeline = fitted
+    start = recommender.start_
+    assert start["users"] == recommender.report_.assignment[C.USER_IDX].len()
+    assert (recommender.base_ is not None) == (start["diff"] > 0) == (start["kept_base"] == 1.0)
+    assert start["diff"] == pytest.approx(start["base_ndcg@10"] - start["zero_ndcg@10"], abs=1e-9)
+    assert start["diff_low"] <= start["diff"] <= start["diff_high"]
+    assert pipeline.state.ranker.base == recommender.base_
+    assert recommender.stats_["start_diff"] == start["diff"]
+    # without a base start there is nothing to choose
+    data = fitted[0]
+    zero = PipelineRecommender(StageOne(replace(stage.config, ranker_base=False), TextTowerConfig()))
+    assert zero.fit(data.test.fit).state.ranker.base is None and zero.start_ == {}
+
+
 def test_text_gate_keeps_the_tower_that_ranks_the_label_window_better(fitted, tiny_bert_dir):
     """Both towers are fitted before the label cut; the pipeline's text model is the one the gate chose."""
     data, stage, _, _ = fitted

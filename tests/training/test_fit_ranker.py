@@ -2,13 +2,22 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import matplotlib.pyplot as plt
 import numpy as np
 import polars as pl
 import pytest
 
 from recsys.ranker import RankerEnsemble
-from training.fit_ranker import RankerConfig, RankerReport, fit_ranker, fit_rankers, out_of_fold
+from training.fit_ranker import (
+    RankerConfig,
+    RankerReport,
+    cross_validated_iterations,
+    fit_ranker,
+    fit_rankers,
+    out_of_fold,
+)
 from training.ranker_plots import plot_importance, plot_learning_curves
 
 FEATURES = ["f_signal", "f_noise_a", "f_noise_b", "f_noise_c"]
@@ -141,6 +150,24 @@ def test_out_of_fold_scores_each_user_by_the_booster_that_did_not_learn_them(fit
     # unseen users rank nearly as well as the ensemble ranks them; in-sample scores are no better a judge
     judged = train_table.filter(pl.col("user_idx") % 10 != 7)
     assert _mean_ndcg(judged, out_of_fold(ensemble, report, judged)) > 0.9
+
+
+def test_each_fold_is_judged_at_the_tree_count_its_other_folds_chose(fitted, train_table):
+    """Nested cross-validation without refitting: fold k's users see the median best iteration of the others."""
+    ensemble, report = fitted
+    folds = [replace(fold, best_iteration=b) for fold, b in zip(report.folds, (4, 10, 20), strict=True)]
+    assert cross_validated_iterations(replace(report, folds=folds)) == [15, 12, 7]
+    expected = cross_validated_iterations(report)
+    oof = out_of_fold(ensemble, report, train_table, iterations=expected)
+    fold_of = dict(zip(report.assignment["user_idx"].to_list(), report.assignment["fold"].to_list(), strict=True))
+    users = train_table["user_idx"].to_numpy()
+    matrix = train_table.select(FEATURES).to_numpy().astype(np.float64)
+    for user in (0, 1, 2):
+        rows, k = users == user, fold_of[user]
+        np.testing.assert_allclose(oof[rows], ensemble.boosters[k].predict(matrix[rows], num_iteration=expected[k],
+                                                                          raw_score=True))
+    one = fit_ranker(train_table, FEATURES, config=replace(CONFIG, n_folds=1))[1]
+    assert cross_validated_iterations(one) == one.best_iterations
 
 
 def test_same_seed_gives_identical_predictions(fitted, train_table):
