@@ -37,14 +37,18 @@ from recsys.io import DatasetPaths, scan_table
 from training.baseline_specs import DEFAULT_BASELINES, ease_bytes, ease_fits, memory_budget
 
 __all__ = ["DataShape", "Recipe", "measure", "choose", "planned_minutes", "ease_seconds", "encode_seconds",
-           "TEXT_SHARE", "TOKENS_PER_SECOND"]
+           "training_rate", "TEXT_SHARE", "TOKENS_PER_SECOND"]
 
 TEXT_SHARE = 0.3
 """Share of the budget the text tower's fine-tuning may take (the rest: CF, baselines, ranker, scoring)."""
-TOKENS_PER_SECOND = 1500.0
-"""Training throughput of top-layer fine-tuning of MiniLM-L6 per core, in example tokens per second
-(benchmarks/text_training.py, freeze:4 on 2 cores: 45 examples/s at 64 tokens on MovieLens, 250 at ~12
-on the demo). Examples/s = this x cores / tokens per example."""
+TOKENS_PER_SECOND, EXAMPLE_SECONDS = 3500.0, 0.0035
+"""Training cost of top-layer fine-tuning (``freeze:N-1``) of MiniLM-L6 per core: example tokens per
+second, plus a fixed cost per example (the head, the optimiser, batching). Measured in default runs on
+2 cores, positives only (each step also encodes 16 sampled negatives): 92.6 examples/s at 64 tokens
+(MovieLens), 358 at ~7.5 (ML-1M). Examples/s = cores / (EXAMPLE_SECONDS + tokens / TOKENS_PER_SECOND)."""
+IMPRESSION_SPEEDUP = 2.5
+"""With impressions, a step encodes only its own shown items (shared within the batch, no sampled
+negatives): the demo trained at 602-738 examples/s at ~30 tokens, ~3.6x the positives-only cost."""
 MIN_EXAMPLES = 400
 """Fewer affordable training examples than this: fine-tuning cannot learn much, stay zero-shot."""
 LARGE_LOG = 200_000
@@ -93,6 +97,8 @@ class DataShape:
     text_tokens_mean: float | None = None
     """Mean text length over the whole catalogue, each capped at 64 tokens: what encoding it reads
     (None: taken as ``text_tokens_p50``)."""
+    impressions: bool = False
+    """The log holds impression events: the text tower then trains on them (BCE), a cheaper step."""
 
     def describe(self) -> str:
         return (f"{self.events:,} events, {self.users:,} users, {self.items:,} items, ~{self.text_tokens_p50:.0f} "
@@ -136,7 +142,8 @@ def measure(paths: DatasetPaths) -> DataShape:
     plans the training is the event-weighted median; the catalogue's 90th percentile cuts texts.
     """
     interactions = scan_table(paths.interactions)
-    events = interactions.select(pl.len().alias("n"), pl.col(C.USER_ID).n_unique().alias("users")).collect()
+    events = interactions.select(pl.len().alias("n"), pl.col(C.USER_ID).n_unique().alias("users"),
+                                 (pl.col(C.EVENT).cast(pl.String) == C.IMPRESSION).any().alias("shown")).collect()
     items = scan_table(paths.items)
     present = items.collect_schema().names()
     text = pl.concat_str([pl.col(c).cast(pl.String).fill_null("") for c in (C.TITLE, C.DESCRIPTION) if c in present],
@@ -151,7 +158,8 @@ def measure(paths: DatasetPaths) -> DataShape:
         p50 = float(lengths["chars"].quantile(0.5) or 0.0) / CHARS_PER_TOKEN
     p90 = float(lengths["chars"].quantile(0.9) or 0.0) / CHARS_PER_TOKEN
     mean = float((lengths["chars"] / CHARS_PER_TOKEN).clip(upper_bound=64).mean() or 0.0)
-    return DataShape(int(events["n"][0]), int(events["users"][0]), lengths.height, p50, p90, mean)
+    return DataShape(int(events["n"][0]), int(events["users"][0]), lengths.height, p50, p90, mean,
+                     bool(events["shown"][0]))
 
 
 def planned_minutes(events: int) -> float:
@@ -170,6 +178,11 @@ def ease_seconds(users: int, items: int, cores: int) -> float:
 def encode_seconds(items: int, tokens: float, cores: int) -> float:
     """Estimated seconds to encode a catalogue of ``items`` texts of ``tokens`` each with the full encoder."""
     return items * (tokens + ENCODE_ITEM_TOKENS) / (ENCODE_TOKENS_PER_SECOND * cores)
+
+
+def training_rate(tokens: float, cores: int, *, impressions: bool = False) -> float:
+    """Estimated examples/s of top-layer fine-tuning on ``cores`` for examples of ``tokens`` each."""
+    return cores / (EXAMPLE_SECONDS + tokens / TOKENS_PER_SECOND) * (IMPRESSION_SPEEDUP if impressions else 1.0)
 
 
 def _layers(model: str | None) -> int:
@@ -209,7 +222,7 @@ def choose(shape: DataShape, budget_minutes: float = 15.0, *, model: str | None 
     max_length = int(min(64, max(16, 8 * round(shape.text_tokens_p90 / 8 + 0.5))))
     choose_("text.max_length", max_length, f"90% of item texts fit in ~{shape.text_tokens_p90:.0f} tokens (cap 64)")
     per_example = max(4.0, min(max_length, shape.text_tokens_p50 + 2))
-    rate = TOKENS_PER_SECOND * cores / per_example
+    rate = training_rate(per_example, cores, impressions=shape.impressions)
     epochs = 2
     layers = _layers(model)
     catalogue = shape.text_tokens_mean if shape.text_tokens_mean is not None else shape.text_tokens_p50
@@ -231,7 +244,8 @@ def choose(shape: DataShape, budget_minutes: float = 15.0, *, model: str | None 
         share = (f"{TEXT_SHARE:.0%} of the planned {planned:.1f} min" if seconds >= TEXT_SHARE * planned * 60 else
                  f"what the planned {planned:.1f} min leave after encoding the catalogue and the run's fixed cost")
         choose_("text.max_train_examples", affordable, f"{seconds:.0f} s ({share}) at ~{rate:.0f} examples/s "
-                f"({cores} cores, ~{per_example:.0f} tokens each), {epochs} epochs")
+                f"({cores} cores, ~{per_example:.0f} tokens each{', impressions' if shape.impressions else ''}), "
+                f"{epochs} epochs")
         choose_("text.max_minutes", round(seconds / 60, 2), f"{share}: a clock on fine-tuning, in case this machine "
                 "trains slower than the estimate")
     large = shape.events > LARGE_LOG

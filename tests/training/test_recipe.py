@@ -11,7 +11,16 @@ from recsys import contract as C
 from recsys.config import load_config
 from recsys.io import DatasetPaths
 from training.pipeline import TrainConfig
-from training.recipe import MIN_EXAMPLES, DataShape, choose, ease_seconds, encode_seconds, measure, planned_minutes
+from training.recipe import (
+    MIN_EXAMPLES,
+    DataShape,
+    choose,
+    ease_seconds,
+    encode_seconds,
+    measure,
+    planned_minutes,
+    training_rate,
+)
 
 SMALL = DataShape(events=3_000, users=400, items=2_000, text_tokens_p50=30.0, text_tokens_p90=90.0)
 LARGE = DataShape(events=480_000, users=3_000, items=3_900, text_tokens_p50=8.0, text_tokens_p90=12.0)
@@ -28,6 +37,10 @@ def test_measure_reads_counts_and_text_lengths_of_any_contract_format(tmp_path):
     assert (shape.events, shape.users, shape.items) == (3, 2, 4)
     assert shape.text_tokens_p50 == pytest.approx(40 / 4, abs=0.5) and shape.text_tokens_p90 > 40
     assert shape.text_tokens_mean == pytest.approx((3 * 10 + 64) / 4, abs=0.5)  # the long text counts as 64 tokens
+    assert shape.impressions is False
+    shown = inter.with_columns(pl.Series(C.EVENT, ["impression", "click", "click"]))
+    shown.write_ndjson(tmp_path / "interactions.jsonl")
+    assert measure(DatasetPaths.from_dir(tmp_path)).impressions is True
 
 
 def test_small_log_fine_tunes_the_top_layer_within_the_budget(tiny_bert_dir):
@@ -52,6 +65,11 @@ def test_small_log_fine_tunes_the_top_layer_within_the_budget(tiny_bert_dir):
     assert s["text.max_minutes"] == pytest.approx(0.55)
     assert s["text.max_train_examples"] == pytest.approx(few.settings["text.max_train_examples"] * 33 / 36, rel=0.01)
     assert "leave after encoding the catalogue" in recipe.reasons["text.max_minutes"]
+    # the measured speeds of default runs (2 cores): 92.6 examples/s at 64 tokens, 358 at ~7.5; impressions cheaper
+    assert training_rate(64, 2) == pytest.approx(92.6, rel=0.05)
+    assert training_rate(7.5, 2) == pytest.approx(358, rel=0.05)
+    shown = choose(replace(SMALL, impressions=True), 15, model=str(tiny_bert_dir), cores=2, memory_gb=4).settings
+    assert shown["text.max_train_examples"] == pytest.approx(2.5 * s["text.max_train_examples"], rel=0.01)
     # a 10k-event log of 3,300 long texts: encoding them leaves no time worth fine-tuning in 2 minutes
     long = choose(DataShape(9_800, 80, 3_300, 40.0, 120.0, text_tokens_mean=40.0), 15, model=str(tiny_bert_dir),
                   cores=2, memory_gb=4)
