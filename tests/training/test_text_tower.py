@@ -196,7 +196,8 @@ def test_a_freeze_tower_hands_its_zero_shot_twin_the_pretrained_catalogue(data, 
     fine.fit(data.test.fit)
     zero = TextTowerRecommender(_config(tiny_bert_dir, "zero-shot"))
     zero.fit(data.test.fit)
-    torch.testing.assert_close(fine.pretrained_vectors_, zero.item_vectors_, rtol=1e-4, atol=1e-5)
+    # up to the float16 the frozen layers' output is held in (training.encoder_modes.FROZEN_DTYPE)
+    torch.testing.assert_close(fine.pretrained_vectors_, zero.item_vectors_, rtol=0, atol=1e-3)
     assert not torch.allclose(fine.item_vectors_, fine.pretrained_vectors_)  # training moved the top layer
     twin = TextTowerRecommender(_config(tiny_bert_dir, "zero-shot"), item_vectors=fine.pretrained_vectors_)
     scorer = twin.fit(data.test.fit)
