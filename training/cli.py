@@ -172,14 +172,17 @@ def train_cmd(config_file, overrides, stage, data_dir, tracking_uri, no_mlflow, 
 @click.option("--test", type=float, default=0.2, show_default=True)
 @click.option("--history", type=click.Choice(["train", "train+valid"]), default="train", show_default=True,
               help="What models fit on and see at test time; exactly these items are excluded.")
-@click.option("--positives", default="click,purchase", show_default=True, help="Events that count as relevant.")
+@click.option("--positives", default="click,purchase", show_default=True,
+              help="Events models learn from (and the history excluded from rankings).")
+@click.option("--relevant", help="Events that count as relevant, some of the positives (default: all of them; "
+              "'purchase' judges rated data on what users liked).")
 @click.option("--bootstrap", "n_bootstrap", type=int, default=1000, show_default=True, help="Bootstrap resamples.")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--report", "report_dir", type=PATH, help="Folder for results.json, report.html and plots.")
 @click.option("--tracking-uri", help="MLflow store (default: $MLFLOW_TRACKING_URI, else ./mlflow/mlflow.db).")
 @click.option("--no-mlflow", is_flag=True, help="Do not log the run to MLflow.")
-def evaluate_cmd(data_dir, baselines, models, ks, split_mode, valid, test, history, positives, n_bootstrap, seed,
-                 report_dir, tracking_uri, no_mlflow) -> None:
+def evaluate_cmd(data_dir, baselines, models, ks, split_mode, valid, test, history, positives, relevant, n_bootstrap,
+                 seed, report_dir, tracking_uri, no_mlflow) -> None:
     """Rank the whole catalogue for every test user and compare models with bootstrap CIs."""
     from recsys.evaluation.eval_data import EvalConfig
     from training.baseline_specs import BASELINES
@@ -192,7 +195,8 @@ def evaluate_cmd(data_dir, baselines, models, ks, split_mode, valid, test, histo
         if name not in BASELINES:
             raise ConfigError(f"--models: {name!r} is not a baseline; must be among {', '.join(BASELINES)}")
     config = make_config(EvalConfig, split=split_config(split_mode, valid, test), history=history,
-                         positives=csv_values(positives), ks=_cutoffs(ks), n_bootstrap=n_bootstrap, seed=seed)
+                         positives=csv_values(positives), relevant=csv_values(relevant) if relevant else None,
+                         ks=_cutoffs(ks), n_bootstrap=n_bootstrap, seed=seed)
     if report_dir is not None:
         check_output(report_dir, "--report", folder=True)
     uri = tracking_uri_of(tracking_uri, no_mlflow)

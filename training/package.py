@@ -57,7 +57,8 @@ def package_pipeline(main: PipelineRecommender, data: EvalData, interactions: pl
     config = data.config
     bundle = ModelBundle(pipeline, data.user_ids.astype(object), data.item_ids.astype(object), fit.interactions,
                          binarize(fit.interactions).getnnz(axis=0).astype(np.float32), tuple(config.positives),
-                         {str(e): float(w) for e, w in config.event_weights}, meta or {})
+                         {str(e): float(w) for e, w in config.event_weights},
+                         {"relevant": list(config.relevance)} | (meta or {}))
     return bundle.with_interactions(interactions)
 
 

@@ -86,6 +86,9 @@ class TrainConfig:
     event_weights: tuple[tuple[str, float], ...] = tuple(C.DEFAULT_EVENT_WEIGHTS.items())
     """Weight of each event in the interaction matrices (summed per user and item): what EASE,
     item-kNN and ALS fit on, and LightFM too with ``pipeline.lightfm.use_weights``."""
+    relevant: tuple[str, ...] | None = None
+    """Events that are relevant: the windows' targets and the ranker's labels (``EvalConfig.relevant``;
+    None: clicks and purchases). The recipe sets ``[purchase]`` on rated data."""
     text: TextTowerConfig = field(default_factory=TextTowerConfig)
     """The text tower (its ``finetune.mode`` is the fine-tuned model; zero-shot runs beside it)."""
     pipeline: PipelineConfig = field(default_factory=PipelineConfig)
@@ -263,7 +266,7 @@ def _train(config: TrainConfig, *, tracking_uri: str | None, show_progress: bool
     start = time.perf_counter()
     paths = DatasetPaths.from_dir(config.data)
     eval_config = EvalConfig(split=config.split, history=config.history, n_bootstrap=config.n_bootstrap,
-                             max_users=config.max_eval_users,
+                             max_users=config.max_eval_users, relevant=config.relevant,
                              event_weights=tuple((str(e), float(w)) for e, w in config.event_weights))
     previous = None
     if config.from_model:  # before anything is written: an unknown model or alias fails here

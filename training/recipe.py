@@ -99,6 +99,10 @@ class DataShape:
     (None: taken as ``text_tokens_p50``)."""
     impressions: bool = False
     """The log holds impression events: the text tower then trains on them (BCE), a cheaper step."""
+    event_kinds: tuple[str, ...] = ()
+    """The distinct events of the log (sorted)."""
+    rated: bool = False
+    """The log carries ratings (a ``rating`` column with values): its events grade how much users liked items."""
 
     def describe(self) -> str:
         return (f"{self.events:,} events, {self.users:,} users, {self.items:,} items, ~{self.text_tokens_p50:.0f} "
@@ -142,8 +146,12 @@ def measure(paths: DatasetPaths) -> DataShape:
     plans the training is the event-weighted median; the catalogue's 90th percentile cuts texts.
     """
     interactions = scan_table(paths.interactions)
+    names = interactions.collect_schema().names()
+    rated = pl.col(C.RATING).is_not_null().any() if C.RATING in names else pl.lit(False)
     events = interactions.select(pl.len().alias("n"), pl.col(C.USER_ID).n_unique().alias("users"),
-                                 (pl.col(C.EVENT).cast(pl.String) == C.IMPRESSION).any().alias("shown")).collect()
+                                 pl.col(C.EVENT).cast(pl.String).unique().sort().implode().alias("kinds"),
+                                 rated.alias("rated")).collect()
+    kinds = tuple(k for k in events["kinds"][0].to_list() if k is not None)
     items = scan_table(paths.items)
     present = items.collect_schema().names()
     text = pl.concat_str([pl.col(c).cast(pl.String).fill_null("") for c in (C.TITLE, C.DESCRIPTION) if c in present],
@@ -159,7 +167,7 @@ def measure(paths: DatasetPaths) -> DataShape:
     p90 = float(lengths["chars"].quantile(0.9) or 0.0) / CHARS_PER_TOKEN
     mean = float((lengths["chars"] / CHARS_PER_TOKEN).clip(upper_bound=64).mean() or 0.0)
     return DataShape(int(events["n"][0]), int(events["users"][0]), lengths.height, p50, p90, mean,
-                     bool(events["shown"][0]))
+                     C.IMPRESSION in kinds, kinds, bool(events["rated"][0]))
 
 
 def planned_minutes(events: int) -> float:
@@ -218,6 +226,10 @@ def choose(shape: DataShape, budget_minutes: float = 15.0, *, model: str | None 
     choose_("split", {"mode": "per-user", "valid": 0.1, "test": 0.2},
             "each user's newest 20% of events are the test window, the 10% before them the valid one")
     choose_("history", "train+valid", "models fit on and see train + valid at test time, as the shipped model does")
+    if shape.rated and C.PURCHASE in shape.event_kinds and C.CLICK in shape.event_kinds:
+        choose_("relevant", [C.PURCHASE], "rated data: lists are judged, and the ranker learns, on what users liked "
+                "(purchase: a rating at or above the import's threshold); every rating still feeds the models and "
+                "is never recommended again")
     # text tower: top layer only, as many examples as its share of the budget affords
     max_length = int(min(64, max(16, 8 * round(shape.text_tokens_p90 / 8 + 0.5))))
     choose_("text.max_length", max_length, f"90% of item texts fit in ~{shape.text_tokens_p90:.0f} tokens (cap 64)")

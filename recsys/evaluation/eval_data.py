@@ -54,7 +54,12 @@ class EvalConfig:
     history: Literal["train", "train+valid"] = "train"
     """What models fit on and see at test time; exactly these items are excluded from the ranking."""
     positives: tuple[str, ...] = (C.CLICK, C.PURCHASE)
-    """Events that count as relevant (clicks, purchases, or both)."""
+    """Events that count as positive: what models learn from, and the history excluded from rankings."""
+    relevant: tuple[str, ...] | None = None
+    """Events that count as relevant: the valid and test windows' targets and the ranker's labels
+    (None: the positives). A subset of the positives: on rated data the strong signal alone
+    (``purchase``: a rating at or above the importer's threshold), so lists are judged on what
+    users liked while low ratings still feed the models and are never recommended again."""
     event_weights: tuple[tuple[str, float], ...] = tuple(C.DEFAULT_EVENT_WEIGHTS.items())
     """Weight of each event in the training matrices (the sum over a user's events on an item)."""
     ks: tuple[int, ...] = (5, 10, 20, 50, 100)
@@ -79,6 +84,9 @@ class EvalConfig:
         if not self.positives or C.IMPRESSION in self.positives:
             raise ValueError(f"positives (--positives) must be non-empty events other than impressions, "
                              f"got {self.positives}")
+        if self.relevant is not None and (not self.relevant or set(self.relevant) - set(self.positives)):
+            raise ValueError(f"relevant (--relevant) must be some of the positives ({', '.join(self.positives)}); "
+                             f"got {', '.join(self.relevant) or 'none'}")
         if not self.ks or not all(_whole(k) and 1 <= k <= MAX_K for k in self.ks):
             # a list per user of the largest cut-off is kept: --k 1000000000 asked for terabytes
             raise ValueError(f"ks (--k) must be whole-number cut-offs between 1 and {MAX_K}; got {self.ks}")
@@ -94,6 +102,11 @@ class EvalConfig:
     @property
     def max_k(self) -> int:
         return max(self.ks)
+
+    @property
+    def relevance(self) -> tuple[str, ...]:
+        """The events that are relevant (``relevant``, or the positives where it is not set)."""
+        return self.relevant if self.relevant is not None else self.positives
 
 
 @dataclass(frozen=True)
@@ -152,7 +165,7 @@ def _window(fit_rows: pl.DataFrame, target_rows: pl.DataFrame, cfg: EvalConfig, 
     # one FitInput object when the fit rows are the same: models cached per window (FitOnce) fit only once
     fit = same_fit_as.fit if same_fit_as is not None else fit_input(fit_rows, shape, cfg, features, items)
     history = fit.interactions
-    truth = event_matrix(target_rows.filter(pl.col(C.EVENT).is_in(list(cfg.positives))), shape, pl.lit(1.0))
+    truth = event_matrix(target_rows.filter(pl.col(C.EVENT).is_in(list(cfg.relevance))), shape, pl.lit(1.0))
     truth = (truth - truth.multiply(history > 0)).astype(bool).tocsr()
     truth.eliminate_zeros()
     truth = _sample_users(truth, cfg)
@@ -186,6 +199,10 @@ def _check_rankable(data: Dataset, config: EvalConfig) -> None:
     if not events.is_in(list(config.positives)).any():
         found = ", ".join(sorted(events.drop_nulls().unique().to_list())) or "none"
         raise DataContractError(f"positives (--positives) {', '.join(config.positives)}: no interaction has these "
+                                f"events; the data's events are: {found}")
+    if not events.is_in(list(config.relevance)).any():
+        found = ", ".join(sorted(events.drop_nulls().unique().to_list())) or "none"
+        raise DataContractError(f"relevant (--relevant) {', '.join(config.relevance)}: no interaction has these "
                                 f"events; the data's events are: {found}")
 
 
@@ -227,7 +244,7 @@ def build_eval_data(data: Dataset, config: EvalConfig = EvalConfig(), *, extra_u
         n = data.interactions.height
         raise DataContractError(
             f"too little data to evaluate: {n} interaction{'s' if n != 1 else ''} of {users.height} user(s) on "
-            f"{items.height} items leave no test user with a relevant item ({', '.join(config.positives)}) outside "
+            f"{items.height} items leave no test user with a relevant item ({', '.join(config.relevance)}) outside "
             f"their history ({config.split.mode} split, test fraction {config.split.test}); give more data, or a "
             "larger test window (--test)")
     return EvalData(

@@ -69,6 +69,7 @@ def results_json(result: EvalResult, *, dataset: str, command: str, git_commit: 
         "split": cfg.split.describe(),
         "history": cfg.history,
         "positives": list(cfg.positives),
+        "relevant": list(cfg.relevance),
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
         "command": command,
         "git_commit": git_commit,
@@ -120,7 +121,8 @@ def render_table(result: EvalResult) -> str:
     frame = pl.DataFrame(out).sort(pl.col("ndcg@10").str.slice(0, 6).cast(pl.Float64), descending=True)
     cfg = result.data.config
     head = (f"split {cfg.split.describe()}, history at test time: {cfg.history}, positives: "
-            f"{', '.join(cfg.positives)}, {len(result.data.test.users):,} test users, "
+            f"{', '.join(cfg.positives)}, relevant: {', '.join(cfg.relevance)}, "
+            f"{len(result.data.test.users):,} test users, "
             f"{len(result.data.item_ids):,} items ranked, 95% bootstrap CIs over users ({cfg.n_bootstrap})")
     with pl.Config(tbl_rows=100, tbl_cols=20, tbl_width_chars=250, tbl_hide_dataframe_shape=True,
                    tbl_hide_column_data_types=True, fmt_str_lengths=40):

@@ -49,11 +49,13 @@ def score_window(bundle: ModelBundle, history: pl.DataFrame, targets: pl.DataFra
     Args:
         bundle: the model.
         history: contract interactions before the cut (what the model reads and excludes).
-        targets: contract interactions after the cut; their positives are the relevant items.
+        targets: contract interactions after the cut; their relevant events (the training run's) are the targets.
         users: only these user ids (e.g. a held-back sample); default every user with a target.
     """
     model = bundle.with_interactions(history)
-    positive = targets.filter(pl.col(C.EVENT).is_in(list(bundle.positives)))
+    # the events the model was judged on when trained (older models: every positive)
+    relevant = bundle.meta.get("relevant") or list(bundle.positives)
+    positive = targets.filter(pl.col(C.EVENT).is_in(relevant))
     items = id_lookup(bundle.item_ids, C.ITEM_ID, C.ITEM_IDX)
     positive = positive.join(items, on=C.ITEM_ID).select(C.USER_ID, C.ITEM_IDX).unique()
     known = model.user_index(positive[C.USER_ID].to_numpy())

@@ -17,6 +17,7 @@ from features.split import SplitConfig
 from recsys import contract as C
 from recsys.cli import cli
 from recsys.datasets import write_synthetic
+from recsys.errors import DataContractError
 from recsys.evaluation.eval_data import EvalConfig, build_eval_data
 from recsys.evaluation.report import write_report
 from recsys.evaluation.runner import score_model, summarise
@@ -80,6 +81,34 @@ def test_windows_split_per_user_and_truth_excludes_history():
     full = build_eval_data(_dataset(), EvalConfig(split=CFG.split, history="train+valid"))
     assert full.test.fit.interactions.toarray()[0, items.index("c")] == 2.0
     assert full.test.cold_items.tolist() == [False, False, False, True, False, False]
+
+
+def test_relevance_judges_the_strong_events_while_every_positive_is_history():
+    """relevant=purchase: targets are purchases only; clicks still fill the fit matrices and are excluded."""
+    items = list(_dataset().items[C.ITEM_ID])
+    rows = [("u1", "a", 0, "click"), ("u1", "b", 1, "purchase"), ("u1", "c", 2, "click"), ("u1", "d", 3, "purchase"),
+            ("u2", "a", 0, "purchase"), ("u2", "e", 1, "click"), ("u2", "c", 2, "click"), ("u2", "f", 3, "click")]
+    base = _dataset()
+    inter = pl.DataFrame(rows, schema=[C.USER_ID, C.ITEM_ID, "h", C.EVENT], orient="row").select(
+        C.USER_ID, C.ITEM_ID, (pl.lit(T0) + pl.duration(hours=pl.col("h"))).cast(C.DATETIME).alias(C.TS), C.EVENT,
+        pl.lit(None, pl.String).alias(C.IMPRESSION_ID), pl.lit(None, pl.Float64).alias(C.RATING),
+        pl.lit(False).alias(C.FROM_HISTORY))
+    data = Dataset(base.items, inter)
+    strict = build_eval_data(data, EvalConfig(split=CFG.split, relevant=("purchase",)))
+    every = build_eval_data(data, EvalConfig(split=CFG.split))
+    # u1's test event d is a purchase: relevant either way; u2's test event f is a click: relevant only by default
+    assert strict.test.users.tolist() == [0] and every.test.users.tolist() == [0, 1]
+    assert strict.test.truth.toarray()[0].nonzero()[0].tolist() == [items.index("d")]
+    # the clicks are history in both: fit matrices are the same, whatever is judged
+    assert (strict.test.history != every.test.history).nnz == 0
+    assert strict.test.history.toarray()[0, items.index("a")] == 1.0  # u1's click on a: seen, never recommended
+    assert strict.config.relevance == ("purchase",) and every.config.relevance == ("click", "purchase")
+    with pytest.raises(ValueError, match=r"relevant \(--relevant\) must be some of the positives \(click\); "
+                                         r"got purchase"):
+        EvalConfig(positives=("click",), relevant=("purchase",))
+    clicks_only = Dataset(base.items, inter.with_columns(pl.lit("click").alias(C.EVENT)))
+    with pytest.raises(DataContractError, match=r"relevant \(--relevant\) purchase: no interaction has these events"):
+        build_eval_data(clicks_only, EvalConfig(split=CFG.split, relevant=("purchase",)))
 
 
 def test_item_features_are_one_hot_categories():
@@ -227,7 +256,21 @@ def test_cli_evaluate(synthetic_data, tmp_path):
                                       str(tmp_path / "r"), "--tracking-uri", uri, "--bootstrap", "50"])
     assert result.exit_code == 0, result.output
     assert "history at test time: train" in result.output and "popularity" in result.output
+    assert "relevant: click, purchase" in result.output
     assert (tmp_path / "r" / "report.html").exists() and "MLflow run" in result.output
+    strict = CliRunner().invoke(cli, ["evaluate", "--data", str(folder), "--models", "popularity", "--relevant",
+                                      "purchase", "--report", str(tmp_path / "s"), "--no-mlflow", "--bootstrap", "50"])
+    assert strict.exit_code == 0, strict.output
+    assert "relevant: purchase," in strict.output
+    judged = json.loads((tmp_path / "s" / "results.json").read_text())
+    assert judged["relevant"] == ["purchase"] and judged["positives"] == ["click", "purchase"]
+    n_users = {r["metric"]: r["n_users"] for r in judged["rows"] if r["model"] == "popularity" and "n_users" in r}
+    wide = json.loads((tmp_path / "r" / "results.json").read_text())
+    n_wide = {r["metric"]: r["n_users"] for r in wide["rows"] if r["model"] == "popularity" and "n_users" in r}
+    assert n_users["ndcg@10"] == n_wide["event_purchase_ndcg@10"] < n_wide["ndcg@10"]  # the strict slice's users
+    bad_relevance = CliRunner().invoke(cli, ["evaluate", "--data", str(folder), "--models", "popularity",
+                                             "--positives", "click", "--relevant", "purchase", "--no-mlflow"])
+    assert bad_relevance.exit_code == 1 and "must be some of the positives" in bad_relevance.output
     none = CliRunner().invoke(cli, ["evaluate", "--data", str(folder)])
     assert none.exit_code == 2 and "pass --baselines" in none.output
     bad = CliRunner().invoke(cli, ["evaluate", "--data", str(folder), "--models", "popularity", "--valid", "0.9",

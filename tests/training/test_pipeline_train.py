@@ -114,6 +114,7 @@ def test_run_prints_its_recipe_and_verdict_first_and_ships_a_model_of_every_even
     positives = pl.read_parquet(data / "interactions.parquet").filter(pl.col("event").is_in(["click", "purchase"]))
     assert bundle.state.events["timestamp"].max() == positives["timestamp"].max()  # the test window's newest event
     assert bundle.meta["fitted_on"] == "every event"
+    assert bundle.meta["relevant"] == ["click", "purchase"]  # unrated data: every positive; later windows judge so
     # where taste and freshness both matter the ranker earns its place on the held-out label users
     assert bundle.meta["serves"] == "ranker" and bundle.state.ranker is not None
     client, parent = _parent(uri)

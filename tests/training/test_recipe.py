@@ -41,6 +41,22 @@ def test_measure_reads_counts_and_text_lengths_of_any_contract_format(tmp_path):
     shown = inter.with_columns(pl.Series(C.EVENT, ["impression", "click", "click"]))
     shown.write_ndjson(tmp_path / "interactions.jsonl")
     assert measure(DatasetPaths.from_dir(tmp_path)).impressions is True
+    assert shape.event_kinds == ("click",) and shape.rated is False
+    rated = inter.with_columns(pl.Series(C.EVENT, ["click", "purchase", "click"]), pl.Series(C.RATING, [3.0, 5.0, 2.0]))
+    rated.write_ndjson(tmp_path / "interactions.jsonl")
+    again = measure(DatasetPaths.from_dir(tmp_path))
+    assert again.event_kinds == ("click", "purchase") and again.rated is True
+
+
+def test_rated_data_is_judged_on_what_users_liked(tiny_bert_dir):
+    """Ratings graded into clicks and purchases: relevance is the purchase; unrated logs keep every positive."""
+    rated = replace(SMALL, event_kinds=("click", "purchase"), rated=True)
+    recipe = choose(rated, 15, model=str(tiny_bert_dir), cores=2, memory_gb=4)
+    assert recipe.settings["relevant"] == ["purchase"] and "what users liked" in recipe.reasons["relevant"]
+    assert load_config(TrainConfig, None, (), base=recipe.overrides()).relevant == ("purchase",)
+    for shape in (replace(rated, rated=False), replace(rated, event_kinds=("purchase",)),
+                  replace(rated, event_kinds=("click", "impression"))):
+        assert "relevant" not in choose(shape, 15, model=str(tiny_bert_dir), cores=2, memory_gb=4).settings
 
 
 def test_small_log_fine_tunes_the_top_layer_within_the_budget(tiny_bert_dir):

@@ -99,3 +99,33 @@ def test_fifty_thousand_users_with_nanosecond_times_over_decades_train(tmp_path,
     assert "Traceback" not in result.output and "│ text_bitfit" in result.output
     tested = int(re.search(r"([\d,]+) test users", result.output).group(1).replace(",", ""))
     assert tested > 10_000  # every user was scored: the windows of all 50,000 were built
+
+
+def test_rated_data_trains_and_is_judged_on_what_users_liked(tmp_path, tiny_bert_dir):
+    """The default recipe on ratings (clicks below the importer's threshold, purchases at or above it)."""
+    import numpy as np
+    import polars as pl
+
+    from recsys import contract as C
+
+    rng = np.random.default_rng(1)
+    n_users, n_items, per_user = 60, 50, 12
+    ratings = rng.integers(1, 6, n_users * per_user).astype(float)
+    data = tmp_path / "data"
+    data.mkdir()
+    pl.DataFrame({C.USER_ID: np.repeat([f"u{u}" for u in range(n_users)], per_user),
+                  C.ITEM_ID: [f"i{i}" for i in rng.integers(0, n_items, n_users * per_user)],
+                  C.TS: (np.datetime64("2024-01-01T00:00:00", "s")
+                         + np.arange(n_users * per_user).astype("timedelta64[h]")).astype("datetime64[ms]"),
+                  C.EVENT: np.where(ratings >= 4, "purchase", "click"), C.RATING: ratings}).write_csv(
+        data / "interactions.csv")
+    pl.DataFrame({C.ITEM_ID: [f"i{i}" for i in range(n_items)],
+                  C.TITLE: [f"film {i} of genre {i % 5}" for i in range(n_items)]}).write_csv(data / "items.csv")
+    result = CliRunner().invoke(cli, [
+        "train", "--stage", "text", "--data", str(data), "--no-mlflow", "--set", f"text.model={tiny_bert_dir}",
+        "--set", "text.finetune.mode=zero-shot", "--set", "n_bootstrap=20", "--set", "baselines=[popularity]"])
+    assert result.exit_code == 0, result.output
+    assert 'relevant = ["purchase"]' in result.output and "what users liked" in result.output
+    assert "positives: click, purchase, relevant: purchase," in result.output
+    tested = int(re.search(r"([\d,]+) test users", result.output).group(1).replace(",", ""))
+    assert 0 < tested < n_users  # users whose test window holds no purchase are not judged
