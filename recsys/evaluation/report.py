@@ -23,6 +23,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import polars as pl  # noqa: E402
 
+from recsys import contract as C  # noqa: E402
 from recsys.errors import RecsysError  # noqa: E402
 from recsys.evaluation.bootstrap import paired_bootstrap  # noqa: E402
 from recsys.evaluation.runner import EvalResult  # noqa: E402
@@ -36,6 +37,8 @@ HEADLINE: tuple[tuple[str, str], ...] = (
     ("cold_items", "recall@20"), ("cold_only", "recall@20"), ("warm_items", "ndcg@10"), ("all", "coverage@10"),
 )
 """(slice, metric) pairs shown on the terminal; everything else is in the JSON and report."""
+STRICT_SLICE = f"event_{C.PURCHASE}"
+"""Each model's lists judged on purchases alone: the strict relevance, shown where the run's is wider."""
 
 _SLICE_PREFIX = {"all": "", "cold_items": "cold_", "cold_only": "cold_only_", "warm_items": "warm_",
                  "impressions": "imp_"}
@@ -109,17 +112,20 @@ def verdict(result: EvalResult, model: str, baselines: Sequence[str], metric: st
 def render_table(result: EvalResult) -> str:
     """Models x headline metrics, each as ``value [low, high]``, best first by NDCG@10."""
     t = result.table
+    cfg = result.data.config
+    headline = HEADLINE
+    if cfg.relevance != (C.PURCHASE,) and (t["slice"] == STRICT_SLICE).any():  # where relevance is wider: the strict
+        headline = (*HEADLINE[:1], (STRICT_SLICE, "ndcg@10"), *HEADLINE[1:])   # view (purchases only) beside it
     out = []
     for model in t["model"].unique(maintain_order=True):
         row: dict[str, object] = {"model": model}
-        for slice_name, metric in HEADLINE:
+        for slice_name, metric in headline:
             hit = t.filter((pl.col("model") == model) & (pl.col("slice") == slice_name) & (pl.col("metric") == metric))
             if hit.height:
                 v, lo, hi = hit.row(0)[3:6]
                 row[metric_name(slice_name, metric)] = f"{v:.4f}" + (f" [{lo:.3f}, {hi:.3f}]" if lo is not None else "")
         out.append(row)
     frame = pl.DataFrame(out).sort(pl.col("ndcg@10").str.slice(0, 6).cast(pl.Float64), descending=True)
-    cfg = result.data.config
     head = (f"split {cfg.split.describe()}, history at test time: {cfg.history}, positives: "
             f"{', '.join(cfg.positives)}, relevant: {', '.join(cfg.relevance)}, "
             f"{len(result.data.test.users):,} test users, "

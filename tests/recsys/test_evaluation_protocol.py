@@ -257,11 +257,12 @@ def test_cli_evaluate(synthetic_data, tmp_path):
     assert result.exit_code == 0, result.output
     assert "history at test time: train" in result.output and "popularity" in result.output
     assert "relevant: click, purchase" in result.output
+    assert "event_purchase_ndcg@10" in result.output  # the strict view beside the default relevance
     assert (tmp_path / "r" / "report.html").exists() and "MLflow run" in result.output
     strict = CliRunner().invoke(cli, ["evaluate", "--data", str(folder), "--models", "popularity", "--relevant",
                                       "purchase", "--report", str(tmp_path / "s"), "--no-mlflow", "--bootstrap", "50"])
     assert strict.exit_code == 0, strict.output
-    assert "relevant: purchase," in strict.output
+    assert "relevant: purchase," in strict.output and "event_purchase_ndcg@10" not in strict.output
     judged = json.loads((tmp_path / "s" / "results.json").read_text())
     assert judged["relevant"] == ["purchase"] and judged["positives"] == ["click", "purchase"]
     n_users = {r["metric"]: r["n_users"] for r in judged["rows"] if r["model"] == "popularity" and "n_users" in r}

@@ -231,7 +231,7 @@ def test_the_ranker_boosts_from_zero_unless_the_base_start_ranks_held_out_users_
     _, stage, recommender, pipeline = fitted
     start = recommender.start_
     assert start["users"] == recommender.report_.assignment[C.USER_IDX].len()
-    assert (recommender.base_ is not None) == (start["diff"] > 0) == (start["kept_base"] == 1.0)
+    assert (recommender.base_ is not None) == (start["diff_low"] > 0) == (start["kept_base"] == 1.0)
     assert start["diff"] == pytest.approx(start["base_ndcg@10"] - start["zero_ndcg@10"], abs=1e-9)
     assert start["diff_low"] <= start["diff"] <= start["diff_high"]
     assert pipeline.state.ranker.base == recommender.base_
