@@ -255,11 +255,13 @@ class StageOne:
             raise ValueError("the ranked pipeline needs FitInput.events and FitInput.items (build_eval_data sets them)")
         cfg = self.config
         start = time.perf_counter()
-        relevant = self.eval_config.relevance  # the label window is cut and labelled by what the evaluation judges
-        earlier, self.cuts = label_split(data.events, cfg.label_fraction, relevant)
+        # every positive labels the ranker, graded (purchase 2, others 1), whatever the evaluation judges: on
+        # rated data judged on purchases, labelling only those cost 0.010 NDCG@10 on MovieLens (0.104 vs 0.114)
+        positives = self.eval_config.positives
+        earlier, self.cuts = label_split(data.events, cfg.label_fraction, positives)
         self.inner_data = fit_input(earlier, (data.n_users, data.n_items), self.eval_config, data.item_features,
                                     data.items)
-        self.labels = _labels(data.events, self.cuts, relevant, self.inner_data.interactions)
+        self.labels = _labels(data.events, self.cuts, positives, self.inner_data.interactions)
         self.label_users = np.unique(self.labels[C.USER_IDX].to_numpy())
         if len(self.label_users) == 0:
             raise ValueError("the label window has no positives: too little history per user for the ranker "

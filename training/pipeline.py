@@ -87,8 +87,8 @@ class TrainConfig:
     """Weight of each event in the interaction matrices (summed per user and item): what EASE,
     item-kNN and ALS fit on, and LightFM too with ``pipeline.lightfm.use_weights``."""
     relevant: tuple[str, ...] | None = None
-    """Events that are relevant: the windows' targets and the ranker's labels (``EvalConfig.relevant``;
-    None: clicks and purchases). The recipe sets ``[purchase]`` on rated data."""
+    """Events that are relevant: the valid and test windows' targets (``EvalConfig.relevant``; None: the
+    positives). The recipe sets ``[purchase]`` on rated data; the ranker still learns from every positive."""
     text: TextTowerConfig = field(default_factory=TextTowerConfig)
     """The text tower (its ``finetune.mode`` is the fine-tuned model; zero-shot runs beside it)."""
     pipeline: PipelineConfig = field(default_factory=PipelineConfig)

@@ -227,9 +227,9 @@ def choose(shape: DataShape, budget_minutes: float = 15.0, *, model: str | None 
             "each user's newest 20% of events are the test window, the 10% before them the valid one")
     choose_("history", "train+valid", "models fit on and see train + valid at test time, as the shipped model does")
     if shape.rated and C.PURCHASE in shape.event_kinds and C.CLICK in shape.event_kinds:
-        choose_("relevant", [C.PURCHASE], "rated data: lists are judged, and the ranker learns, on what users liked "
-                "(purchase: a rating at or above the import's threshold); every rating still feeds the models and "
-                "is never recommended again")
+        choose_("relevant", [C.PURCHASE], "rated data: lists are judged on what users liked (purchase: a rating at "
+                "or above the import's threshold); every rating still feeds the models, labels the ranker (graded) "
+                "and is never recommended again")
     # text tower: top layer only, as many examples as its share of the budget affords
     max_length = int(min(64, max(16, 8 * round(shape.text_tokens_p90 / 8 + 0.5))))
     choose_("text.max_length", max_length, f"90% of item texts fit in ~{shape.text_tokens_p90:.0f} tokens (cap 64)")

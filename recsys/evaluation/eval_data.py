@@ -56,8 +56,8 @@ class EvalConfig:
     positives: tuple[str, ...] = (C.CLICK, C.PURCHASE)
     """Events that count as positive: what models learn from, and the history excluded from rankings."""
     relevant: tuple[str, ...] | None = None
-    """Events that count as relevant: the valid and test windows' targets and the ranker's labels
-    (None: the positives). A subset of the positives: on rated data the strong signal alone
+    """Events that count as relevant: the valid and test windows' targets (None: the positives).
+    A subset of the positives: on rated data the strong signal alone
     (``purchase``: a rating at or above the importer's threshold), so lists are judged on what
     users liked while low ratings still feed the models and are never recommended again."""
     event_weights: tuple[tuple[str, float], ...] = tuple(C.DEFAULT_EVENT_WEIGHTS.items())
