@@ -29,6 +29,8 @@ __all__ = ["BASELINES", "DEFAULT_BASELINES", "baseline_specs", "ease_bytes", "ea
 
 logger = logging.getLogger(__name__)
 
+LIGHTFM_EPOCHS = (5, 15, 30)
+"""Epoch counts of the LightFM baseline's grid (the recipe gives the pipeline's LightFM the same on small logs)."""
 BASELINES = ("random", "popularity", "popularity_recent", "itemknn", "lightfm", "ease", "als")
 DEFAULT_BASELINES = ("popularity", "itemknn", "lightfm", "ease", "als")
 """What every ``recsys train`` compares with (where it fits in memory): a user sees whether the pipeline
@@ -96,7 +98,7 @@ def baseline_specs(names: Sequence[str] = BASELINES, *, num_threads: int = 1) ->
                                        lambda _: PopularityRecommender(PopularityConfig("recent"))),
         "itemknn": ModelSpec("itemknn", lambda n: ItemKNNRecommender(ItemKNNConfig(neighbours=n)), (50, 200)),
         "lightfm": ModelSpec("lightfm", lambda e: LightFMRecommender(LightFMConfig(epochs=e, num_threads=num_threads)),
-                             (5, 15, 30)),
+                             LIGHTFM_EPOCHS),
         "ease": ModelSpec("ease", lambda l2: EASERecommender(EASEConfig(l2=l2)), (100.0, 500.0, 2000.0)),
         "als": ModelSpec("als", lambda f: ALSRecommender(ALSConfig(factors=f, num_threads=num_threads)), (32, 64, 128)),
     }

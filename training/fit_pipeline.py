@@ -85,8 +85,8 @@ class PipelineConfig:
     ranker_base: bool = True
     """Also fit a ranker that starts from the stage-one score ranking the label window best (LightGBM
     ``init_score``: the trees learn corrections of it), and keep it only where it ranks the held-out
-    fold users better than boosting from zero (paired 95% CI above 0). On a small label window the base wins (the trees
-    alone cannot even match it); on a large one boosting from zero usually does."""
+    fold users better than boosting from zero (paired 95% CI above 0). On a small label window the
+    base wins (the trees alone cannot even match it); on a large one boosting from zero usually does."""
     max_label_users: int = 20000
     """Label users sampled (seeded) to train the ranker and to judge stage one's choices (LightFM's
     epochs, item-kNN's neighbourhood, the text gate); bounds the feature table and the scoring on large logs."""
@@ -558,8 +558,8 @@ class PipelineRecommender:
         is the peak of a noisy curve, and the base start's curve peaks after a few trees. "Clearly"
         is the paired 95% CI above 0: each time the base start was kept on a small mean lead, the
         test window ranked it below boosting from zero (MovieLens 0.139 against 0.150; MicroLens
-        0.025 and 0.025 against 0.032 and 0.032), while where it wins (small label windows: 77
-        users of a 10k-event slice, +0.045 [+0.015, +0.079]) it wins clearly.
+        0.025 twice against 0.030-0.032), while where it wins (small label windows: 77 users of
+        a 10k-event slice, +0.045 [+0.015, +0.079]) it wins clearly.
         """
         self.start_ = {}
         if len(fits) == 1:

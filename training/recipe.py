@@ -34,7 +34,7 @@ import polars as pl
 
 from recsys import contract as C
 from recsys.io import DatasetPaths, scan_table
-from training.baseline_specs import DEFAULT_BASELINES, ease_bytes, ease_fits, memory_budget
+from training.baseline_specs import DEFAULT_BASELINES, LIGHTFM_EPOCHS, ease_bytes, ease_fits, memory_budget
 
 __all__ = ["DataShape", "Recipe", "measure", "choose", "planned_minutes", "ease_seconds", "encode_seconds",
            "training_rate", "TEXT_SHARE", "TOKENS_PER_SECOND"]
@@ -261,8 +261,12 @@ def choose(shape: DataShape, budget_minutes: float = 15.0, *, model: str | None 
         choose_("text.max_minutes", round(seconds / 60, 2), f"{share}: a clock on fine-tuning, in case this machine "
                 "trains slower than the estimate")
     large = shape.events > LARGE_LOG
-    choose_("pipeline.lightfm_epochs", [5, 10, 20] if large else [10, 20, 40],
-            f"{'more than' if large else 'at most'} {LARGE_LOG:,} events: epochs tried on the label window")
+    if large:
+        choose_("pipeline.lightfm_epochs", [5, 10, 20], f"more than {LARGE_LOG:,} events: epochs tried on the label "
+                "window")
+    else:  # where stage one's LightFM then serves alone (the gate), it is the baseline's very model
+        choose_("pipeline.lightfm_epochs", list(LIGHTFM_EPOCHS), f"at most {LARGE_LOG:,} events: the LightFM "
+                "baseline's epochs, tried on the label window (serving alone, it is the same model as the baseline)")
     if large and cores > 1:
         choose_("pipeline.lightfm.num_threads", cores, f"more than {LARGE_LOG:,} events: LightFM's SGD on {cores} "
                 "threads (Hogwild: about twice as fast, not bit-repeatable; set 1 for repeatable runs)")

@@ -212,6 +212,18 @@ def test_gate_keeps_a_ranker_that_ranks_held_out_users_better(fitted):
     assert few.fit(data.test.fit).state.ranker is not None and few.kept_ == "ranker" and few.gate_ == {}
 
 
+def test_stage_ones_lightfm_is_the_baselines_model_at_the_same_epochs(fitted):
+    """Served alone after the gate, stage one's LightFM ranks exactly as the LightFM baseline of the same epochs."""
+    from training.baseline_specs import baseline_specs
+
+    data, stage, _, _ = fitted
+    epochs = int(stage.stats["lightfm"]["best_epochs"])
+    baseline = baseline_specs(["lightfm"])[0].build(epochs).fit(data.test.fit)
+    users = data.test.users
+    np.testing.assert_array_equal(stage.full["lightfm"].score(users, data.test.history[users]),
+                                  baseline.score(users, data.test.history[users]))
+
+
 def test_every_positive_labels_the_ranker_graded_whatever_is_judged(fitted):
     """relevant=purchase (rated data): the evaluation judges purchases; the ranker still learns from clicks too."""
     data, stage, _, _ = fitted

@@ -10,6 +10,7 @@ import pytest
 from recsys import contract as C
 from recsys.config import load_config
 from recsys.io import DatasetPaths
+from training.baseline_specs import LIGHTFM_EPOCHS
 from training.pipeline import TrainConfig
 from training.recipe import (
     MIN_EXAMPLES,
@@ -64,7 +65,7 @@ def test_small_log_fine_tunes_the_top_layer_within_the_budget(tiny_bert_dir):
     s = recipe.settings
     assert s["text.finetune.mode"] == "freeze:1"  # the tiny BERT has 2 layers: only the top one trains
     assert s["text.max_length"] == 64 and s["pipeline.ablations"] is True and s["history"] == "train+valid"
-    assert s["pipeline.lightfm_epochs"] == [10, 20, 40] and "pipeline.ease_l2" not in s
+    assert s["pipeline.lightfm_epochs"] == list(LIGHTFM_EPOCHS) and "pipeline.ease_l2" not in s
     assert "pipeline.lightfm.num_threads" not in s  # small logs stay bit-repeatable
     assert "pipeline.cold_curve_slots" not in s  # a small log affords the cold-exposure curve
     many = choose(DataShape(150_000, 50_000, 19_000, 8.0, 12.0), 15, model=str(tiny_bert_dir), cores=2).settings
@@ -126,7 +127,7 @@ def test_config_file_and_set_override_the_recipe(tmp_path, tiny_bert_dir):
     assert chosen.text.finetune.mode == "freeze:1" and chosen.history == "train+valid"
     assert (chosen.split.mode, chosen.split.valid, chosen.split.test) == ("per-user", 0.1, 0.2)
     assert chosen.text.max_train_examples == recipe.settings["text.max_train_examples"]
-    assert chosen.pipeline.lightfm_epochs == (10, 20, 40)
+    assert chosen.pipeline.lightfm_epochs == LIGHTFM_EPOCHS
     file = tmp_path / "mine.yaml"
     file.write_text("history: train\ntext:\n  max_epochs: 5\n")
     mine = load_config(TrainConfig, str(file), ("text.finetune.mode=lora",), base=recipe.overrides())
