@@ -67,7 +67,9 @@ def test_update_recovers_quality_where_the_stale_model_does_not(drift):
     assert updated > 2 * stale and updated > 0.2, (stale, updated)
     results = json.loads((after / "reports" / "train" / "results.json").read_text())
     ndcg = {r["model"]: r["value"] for r in results["rows"] if r["metric"] == "ndcg@10"}
-    assert ndcg["pipeline"] > 2 * ndcg["parent"], ndcg  # the run itself compares the update with its parent
+    # the run itself compares the update with its parent, on the same users: clearly better
+    parent = next(p for p in results["paired"] if p["model"] == "parent" and p["metric"] == "ndcg@10")
+    assert ndcg["pipeline"] > 1.5 * ndcg["parent"] and parent["ci_high"] < 0, (ndcg, parent)
 
 
 def test_update_is_registered_as_a_challenger_naming_its_parent_and_gated_on_one_window(drift):

@@ -12,6 +12,7 @@ from mlflow.tracking import MlflowClient
 from trend_data import write_trend_data
 
 from recsys.cli import cli
+from training.baseline_specs import LIGHTFM_EPOCHS
 
 STAGE_RUNS = {"split", "text_tower", "lightfm", "candidates", "features", "ranker"}
 
@@ -51,7 +52,7 @@ def test_run_tree_has_a_child_per_stage_with_metrics_and_plots(trained):
     children = client.search_runs([parent.info.experiment_id], f"tags.mlflow.parentRunId = '{parent.info.run_id}'")
     by_name = {run.info.run_name: run for run in children}
     assert STAGE_RUNS <= set(by_name)
-    assert by_name["lightfm"].data.metrics["best_epochs"] in (10, 20, 40, 80)
+    assert by_name["lightfm"].data.metrics["best_epochs"] in LIGHTFM_EPOCHS  # the recipe: the baseline's grid
     assert 0 < by_name["candidates"].data.metrics["test_recall"] <= 1
     assert by_name["candidates"].data.metrics["label_recall"] > 0
     assert by_name["ranker"].data.metrics["mean_best_ndcg"] > 0

@@ -47,6 +47,11 @@ def trained_encoder(tiny_bert_dir, mode: str) -> ItemEncoder:
     return encoder.eval()
 
 
+def _tolerance(mode: str) -> float:
+    """freeze:N trains on its frozen layers' output rounded to float16; the serving transformer runs whole."""
+    return 1e-3 if mode.startswith("freeze") else 1e-5
+
+
 @pytest.mark.parametrize("mode", MODES)
 def test_serving_encoder_pools_as_the_training_encoder(tiny_bert_dir, tokens, plain, mode):
     encoder = trained_encoder(tiny_bert_dir, mode)
@@ -57,7 +62,7 @@ def test_serving_encoder_pools_as_the_training_encoder(tiny_bert_dir, tokens, pl
         got = served(ids, mask)
     assert isinstance(served, TextEncoder) and not served.training
     assert got.shape == (len(TEXTS), 32)
-    assert torch.allclose(got, expected, atol=1e-5), (got - expected).abs().max()
+    assert torch.allclose(got, expected, atol=_tolerance(mode)), (got - expected).abs().max()
     # lora and prompt change the vectors: the serving form carries the adapter, not the bare base model
     assert torch.allclose(got, plain, atol=1e-5) == (mode not in ("lora", "prompt"))
 
@@ -111,4 +116,4 @@ def test_stored_serving_encoder_still_pools_as_the_training_encoder(tiny_bert_di
         expected = encoder(ids, mask)
         got = loaded.encoder(ids, mask)
     assert not type(loaded.encoder.transformer).__module__.startswith("peft")
-    assert torch.allclose(got, expected, atol=1e-5), (got - expected).abs().max()
+    assert torch.allclose(got, expected, atol=_tolerance(mode)), (got - expected).abs().max()
