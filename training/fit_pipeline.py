@@ -527,11 +527,12 @@ class PipelineRecommender:
         bases = {c: candidate_ndcg(table, c) for c in table.columns if c.removeprefix("score_") in inner.state.models}
         tried = [None, max(bases, key=bases.get)] if cfg.ranker_base and bases else [None]
         fits = fit_rankers(table, feature_columns(table), tried, config=cfg.ranker, show_progress=stage.show_progress)
-        base = self._choose_start(table, fits)
+        held_out = _HeldOut(stage, table, fits)
+        base = self._choose_start(held_out, fits)
         ranker, self.report_ = fits[base]
         self.kept_, self.gate_ = "ranker", {}
         if self.gate and self.keep is None:
-            self.kept_ = self._run_gate(table, ranker, self.report_)
+            self.kept_ = self._run_gate(held_out, base)
         self.train_table_, self.ranker_ = table, ranker
         # the ranker, or the one stage-one model that serves alone through the same interface
         state = self._state(stage.full, data, ranker) if self.kept_ == "ranker" else self._alone(self.kept_, data)
@@ -548,7 +549,7 @@ class PipelineRecommender:
         self._data = data
         return self.pipeline_
 
-    def _choose_start(self, table: pl.DataFrame, fits: dict[str | None, tuple[RankerEnsemble, RankerReport]]
+    def _choose_start(self, held_out: _HeldOut, fits: dict[str | None, tuple[RankerEnsemble, RankerReport]]
                       ) -> str | None:
         """Boosting from zero, unless starting from the best stage-one score ranks held-out users clearly better.
 
@@ -565,19 +566,10 @@ class PipelineRecommender:
         if len(fits) == 1:
             return next(iter(fits))
         base = next(b for b in fits if b is not None)
-        (zero_model, report), (base_model, base_report) = fits[None], fits[base]
-        judged = np.sort(report.assignment.drop_nulls().get_column(C.USER_IDX).to_numpy())
+        judged = held_out.users
         if len(judged) == 0:  # one fold: no user was held out of training
             return max(fits, key=lambda b: fits[b][1].mean_best_ndcg)
-        stage = self.stage_one
-        rows = table.filter(pl.col(C.USER_IDX).is_in(judged.tolist()))
-        truth = _truth(stage.labels, judged, stage.inner_data.n_items)
-
-        def ndcg(model: RankerEnsemble, fitted: RankerReport) -> np.ndarray:
-            scores = out_of_fold(model, fitted, rows, iterations=cross_validated_iterations(fitted))
-            return _table_ndcg(rows, scores, judged, truth)
-
-        paired = _paired(ndcg(base_model, base_report), ndcg(zero_model, report), seed=stage.inner_data.seed)
+        paired = _paired(held_out.ndcg(base), held_out.ndcg(None), seed=self.stage_one.inner_data.seed)
         chosen = base if paired["low"] > 0 else None
         self.start_ = {"users": float(len(judged)), "base_ndcg@10": paired["a"], "zero_ndcg@10": paired["b"],
                        "diff": paired["diff"], "diff_low": paired["low"], "diff_high": paired["high"],
@@ -587,8 +579,9 @@ class PipelineRecommender:
                     paired["a"], paired["b"], paired["diff"], paired["low"], paired["high"], chosen or "zero")
         return chosen
 
-    def _run_gate(self, table: pl.DataFrame, ranker: RankerEnsemble, report: RankerReport) -> str:
-        """``ranker`` if it ranks the label users better than each stage-one model alone, else that model.
+    def _run_gate(self, held_out: _HeldOut, start: str | None) -> str:
+        """``ranker`` (the one from ``start``) if it ranks the label users better than each stage-one model alone,
+        else that model.
 
         Every label user the ranker learned from is judged by the fold booster that did not train
         on them (:func:`training.fit_ranker.out_of_fold`), cut at the tree count the other folds
@@ -598,19 +591,16 @@ class PipelineRecommender:
         Fewer judged users than ``gate_min_users``: too few to judge, the ranker is kept.
         """
         stage = self.stage_one
-        judged = np.sort(report.assignment.drop_nulls().get_column(C.USER_IDX).to_numpy())
+        judged = held_out.users
         if len(judged) < stage.config.gate_min_users:
             logger.info("%s gate: %d label users would be too few to judge (< %d); keeping the ranker",
                         self.name, len(judged), stage.config.gate_min_users)
             return "ranker"
-        rows = table.filter(pl.col(C.USER_IDX).is_in(judged.tolist()))
-        truth, history = _truth(stage.labels, judged, stage.inner_data.n_items), stage.inner_data.interactions[judged]
-        ranked = _table_ndcg(rows, out_of_fold(ranker, report, rows, iterations=cross_validated_iterations(report)),
-                             judged, truth)
-        alone = {name: label_ndcg(model, judged, history, truth) for name, model in stage.inner.items()
+        history = stage.inner_data.interactions[judged]
+        alone = {name: label_ndcg(model, judged, history, held_out.truth) for name, model in stage.inner.items()
                  if name not in self.without}
         best = max(alone, key=lambda n: float(np.nanmean(alone[n])))
-        gate = _paired(ranked, alone[best], seed=stage.inner_data.seed)
+        gate = _paired(held_out.ndcg(start), alone[best], seed=stage.inner_data.seed)
         kept = "ranker" if gate["diff"] > 0 else best
         self.gate_ = {"users": float(len(judged)), "pipeline_ndcg@10": gate["a"], "best_alone_ndcg@10": gate["b"],
                       "diff": gate["diff"], "diff_low": gate["low"], "diff_high": gate["high"],
@@ -620,6 +610,34 @@ class PipelineRecommender:
                     " serving %s", self.name, len(judged), gate["a"], best, gate["b"], gate["diff"], gate["low"],
                     gate["high"], kept)
         return kept
+
+
+class _HeldOut:
+    """The label users the ranker's folds held out, and each start's NDCG@10 on them, computed once.
+
+    Every start trains on the same folds of users (:func:`training.fit_ranker.fit_rankers`), so
+    one set of judged users serves the start choice and the gate; a start's per-user NDCG@10
+    (each user scored out of fold, at the tree counts the other folds chose) is scored when
+    first asked and read again by the gate.
+    """
+
+    def __init__(self, stage: StageOne, table: pl.DataFrame,
+                 fits: dict[str | None, tuple[RankerEnsemble, RankerReport]]) -> None:
+        report = next(iter(fits.values()))[1]
+        self.users = np.sort(report.assignment.drop_nulls().get_column(C.USER_IDX).to_numpy())
+        """int [n] the judged label users (sorted)."""
+        self.truth = _truth(stage.labels, self.users, stage.inner_data.n_items)
+        self._rows = table.filter(pl.col(C.USER_IDX).is_in(self.users.tolist()))
+        self._fits = fits
+        self._ndcg: dict[str | None, np.ndarray] = {}
+
+    def ndcg(self, start: str | None) -> np.ndarray:
+        """float [n] NDCG@10 of each judged user under the ranker from ``start`` (None: from zero)."""
+        if start not in self._ndcg:
+            model, report = self._fits[start]
+            scores = out_of_fold(model, report, self._rows, iterations=cross_validated_iterations(report))
+            self._ndcg[start] = _table_ndcg(self._rows, scores, self.users, self.truth)
+        return self._ndcg[start]
 
 
 def refit_for_shipping(main: PipelineRecommender, data: FitInput) -> PipelineRecommender:

@@ -196,14 +196,11 @@ def _check_rankable(data: Dataset, config: EvalConfig) -> None:
         raise DataContractError(f"the catalogue has {n_items} item{'s' if n_items != 1 else ''}: there is nothing "
                                 "to rank; evaluation needs at least 2 items")
     events = data.interactions[C.EVENT]
-    if not events.is_in(list(config.positives)).any():
-        found = ", ".join(sorted(events.drop_nulls().unique().to_list())) or "none"
-        raise DataContractError(f"positives (--positives) {', '.join(config.positives)}: no interaction has these "
-                                f"events; the data's events are: {found}")
-    if not events.is_in(list(config.relevance)).any():
-        found = ", ".join(sorted(events.drop_nulls().unique().to_list())) or "none"
-        raise DataContractError(f"relevant (--relevant) {', '.join(config.relevance)}: no interaction has these "
-                                f"events; the data's events are: {found}")
+    for setting, wanted in (("positives (--positives)", config.positives), ("relevant (--relevant)", config.relevance)):
+        if not events.is_in(list(wanted)).any():
+            found = ", ".join(sorted(events.drop_nulls().unique().to_list())) or "none"
+            raise DataContractError(f"{setting} {', '.join(wanted)}: no interaction has these events; the data's "
+                                    f"events are: {found}")
 
 
 def build_eval_data(data: Dataset, config: EvalConfig = EvalConfig(), *, extra_users: Sequence[str] = ()
