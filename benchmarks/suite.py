@@ -127,8 +127,11 @@ def dataset_rows(name: str, folder: Path, store: Path, wall: float, peak: float)
     metrics = parent.data.metrics
     rows.append({"dataset": name, "model": "text_kept", "metric": "kept_fine_tuned",
                  "value": metrics.get("text_gate/kept_fine", float("nan"))})
+    ranker_run = client.search_runs([experiment], f"tags.mlflow.parentRunId = '{parent.info.run_id}' "
+                                    "and attributes.run_name = 'ranker'")
+    serves = ranker_run[0].data.params.get("kept", "ranker") if ranker_run else "ranker"
     rows.append({"dataset": name, "model": "registered", "metric": "kept_ranker",
-                 "value": metrics.get("ranker/gate_kept_ranker", 1.0)})
+                 "value": metrics.get("ranker/gate_kept_ranker", 1.0), "serves": serves})
     # the strict view where the run judged more than the strongest event and the data has it: each
     # model's lists scored on the strongest event only (the report's event_purchase slice)
     if relevant != ["purchase"]:
@@ -143,7 +146,7 @@ def dataset_rows(name: str, folder: Path, store: Path, wall: float, peak: float)
 def render(rows: list[dict]) -> str:
     """One line per dataset: registered vs best baseline, towers, stages kept, cost."""
     out = [f"{'dataset':<14} {'relevant':>15} {'registered':>10} {'best baseline':>22} {'diff [95% CI]':>26} "
-           f"{'zero-shot':>9} {'fine-tuned':>10} {'kept fine':>9} {'ranker':>6} {'wall s':>7} {'peak MB':>8} "
+           f"{'zero-shot':>9} {'fine-tuned':>10} {'kept fine':>9} {'serves':>8} {'wall s':>7} {'peak MB':>8} "
            f"{'strict reg/base':>15}"]
     for name in dict.fromkeys(r["dataset"] for r in rows):
         got = {(r["model"], r["metric"]): r for r in rows if r["dataset"] == name}
@@ -159,7 +162,7 @@ def render(rows: list[dict]) -> str:
                    f"{base['baseline'] + ' ' + format(base['value'], '.4f'):>22} "
                    f"{diff['value']:+.4f} [{diff['ci_low']:+.4f}, {diff['ci_high']:+.4f}]".ljust(76)
                    + f" {v('zero_shot'):>9.4f} {v('text_finetuned'):>10.4f} {v('text_kept', 'kept_fine_tuned'):>9.0f}"
-                   f" {v('registered', 'kept_ranker'):>6.0f} {v('train', 'wall_s'):>7.0f} "
+                   f" {got.get(('registered', 'kept_ranker'), {}).get('serves', '?'):>8} {v('train', 'wall_s'):>7.0f} "
                    f"{v('train', 'peak_rss_mb'):>8.0f} {strict:>15}")
     return "\n".join(out)
 

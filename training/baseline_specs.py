@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Sequence
+from dataclasses import replace
 
 from training.fit_als import ALSConfig, ALSRecommender
 from training.fit_baselines import (
@@ -105,4 +106,6 @@ def baseline_specs(names: Sequence[str] = BASELINES, *, num_threads: int = 1) ->
     unknown = [n for n in names if n not in specs]
     if unknown:
         raise ValueError(f"Invalid baseline(s) {', '.join(map(repr, unknown))}. Must be among {', '.join(BASELINES)}")
-    return [specs[n] for n in names]
+    # every baseline is scored on the valid window, even with nothing to tune: the ranked pipeline falls back to
+    # the best of them there (``training.fit_pipeline``), and the choice must not depend on the test window
+    return [replace(specs[n], score_valid=True) for n in names]

@@ -35,7 +35,7 @@ from recsys.indexing import FitInput
 from recsys.memory import peak_rss_mb, release
 from recsys.scorers.base import Scorer
 
-__all__ = ["Estimator", "ModelSpec", "FittedModel", "fit_spec", "evaluate_specs"]
+__all__ = ["Estimator", "ModelSpec", "FittedModel", "Tuned", "fit_spec", "evaluate_specs"]
 
 logger = logging.getLogger(__name__)
 
@@ -58,6 +58,26 @@ class ModelSpec:
     """setting -> an unfitted estimator."""
     grid: tuple[Any, ...] = (None,)
     """Settings tried on the valid window; ``(None,)`` means nothing to tune."""
+    score_valid: bool = False
+    """Score the valid window even with one setting (the baselines: the run falls back to the best of them there)."""
+
+
+@dataclass(frozen=True)
+class Tuned:
+    """A spec's setting as the valid window chose it, and its score there: the model can be fit again, identically."""
+
+    spec: ModelSpec
+    setting: Any
+    valid_score: float
+    """Valid :data:`~recsys.evaluation.runner.TUNING_METRIC` of ``setting`` (NaN: not scored)."""
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+    def fit(self, data: FitInput) -> Scorer:
+        """The spec's model at its chosen setting, fitted on ``data`` (for the same data, the evaluation's model)."""
+        return self.spec.build(self.setting).fit(data)
 
 
 @dataclass
@@ -77,7 +97,7 @@ def _tune(spec: ModelSpec, data: EvalData, show_progress: bool) -> tuple[Any, di
     window = data.valid
     scores: dict[str, float] = {}
     best, best_score = spec.grid[0], -np.inf
-    if len(spec.grid) == 1:
+    if len(spec.grid) == 1 and not spec.score_valid:
         return best, scores
     if len(window.users) == 0:
         logger.warning("%s: the valid window has no relevant items; using the first setting %s", spec.name, best)
@@ -113,7 +133,7 @@ def fit_spec(spec: ModelSpec, data: EvalData, *, show_progress: bool = False) ->
 
 
 def evaluate_specs(data: EvalData, specs: Sequence[ModelSpec], *, reference: str = "popularity",
-                   show_progress: bool = False) -> EvalResult:
+                   show_progress: bool = False, tuned: dict[str, Tuned] | None = None) -> EvalResult:
     """Run the protocol for every model on the same split, history and catalogue.
 
     Models are fitted in the order of ``specs``, each scored as soon as it is fitted, so only one
@@ -124,6 +144,8 @@ def evaluate_specs(data: EvalData, specs: Sequence[ModelSpec], *, reference: str
         specs: the models and their tuning grids.
         reference: model that the others are compared with by paired bootstrap.
         show_progress: tqdm bars over blocks of users.
+        tuned: filled, as each spec is fitted, with its chosen setting and valid score (by name): a later
+            spec may read the earlier ones' (the ranked pipeline falls back to the best baseline).
 
     Returns:
         Per-model results, the tidy metrics table (with bootstrap CIs over users, per slice)
@@ -137,6 +159,8 @@ def evaluate_specs(data: EvalData, specs: Sequence[ModelSpec], *, reference: str
     for spec in specs:
         logger.info("evaluating %s", spec.name)
         fitted = fit_spec(spec, data, show_progress=show_progress)
+        if tuned is not None:
+            tuned[spec.name] = Tuned(spec, fitted.setting, fitted.tuning.get(str(fitted.setting), float("nan")))
         results.append(score_model(data, spec.name, fitted.model, setting=fitted.setting, tuning=fitted.tuning,
                                    seconds=fitted.seconds, show_progress=show_progress))
         del fitted  # the next spec's fit should not have to share memory with this model

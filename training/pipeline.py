@@ -209,15 +209,17 @@ def _child_logger(mlflow, parent, name: str, tracking_uri: str):
 def _pipeline_specs(config: TrainConfig, eval_config: EvalConfig, tracking: dict, show_progress: bool,
                     warm: WarmStart | None = None, data: EvalData | None = None
                     ) -> tuple[list[ModelSpec], StageOne, PipelineRecommender]:
-    """The ranked pipeline, its ablations and cold-exposure settings, the zero-shot tower and the baselines.
+    """The baselines, then the ranked pipeline, its ablations and cold-exposure settings and the zero-shot tower.
 
-    Every variant shares one :class:`StageOne`, so the text tower fine-tunes once per run.
+    Every variant shares one :class:`StageOne`, so the text tower fine-tunes once per run. The
+    baselines come first: ``evaluate_specs`` records their tuned settings and valid scores into
+    ``main.baselines``, and where the ranker loses its gate the best of them serves alone.
     """
     cfg = config.pipeline
     stage = StageOne(cfg, config.text, eval_config=eval_config, text_logger=tracking.pop("text_tower", None),
                      show_progress=show_progress, warm=warm)
-    main = PipelineRecommender(stage, name="pipeline", cold=cfg.cold, gate=cfg.gate)
-    specs = [ModelSpec("pipeline", lambda _: main)]
+    main = PipelineRecommender(stage, name="pipeline", cold=cfg.cold, gate=cfg.gate, baselines={})
+    specs = baseline_specs(config.baselines) + [ModelSpec("pipeline", lambda _: main)]
     if warm is not None:  # the previous version as it is: what the update must beat on the new window
         specs.append(ModelSpec("parent", lambda _: ParentView(warm, data)))
     if cfg.ablations:
@@ -237,7 +239,6 @@ def _pipeline_specs(config: TrainConfig, eval_config: EvalConfig, tracking: dict
         else:
             zero_config = with_mode(config.text, "zero-shot")
             specs.append(ModelSpec(zero, lambda _: TextTowerRecommender(zero_config)))
-    specs += baseline_specs(config.baselines)
     specs += [ModelSpec(f"pipeline_{c.label}", lambda _, c=c: ColdExposureView(main, c)) for c in cfg.cold_curve()]
     return specs, stage, main
 
@@ -316,7 +317,8 @@ def _train(config: TrainConfig, *, tracking_uri: str | None, show_progress: bool
         reference = "pipeline"
     else:
         specs, stage_one, main, reference = _specs(config, towers, tracking), None, None, "zero_shot"
-    result = evaluate_specs(data, specs, reference=reference, show_progress=show_progress)
+    result = evaluate_specs(data, specs, reference=reference, show_progress=show_progress,
+                            tuned=main.baselines if main is not None else None)
     files = write_report(result, report_dir, dataset=Path(config.data).name, command="recsys train",
                          git_commit=git_commit())
     stats = {name: model.stats_ for name, model in towers.items()}
@@ -363,7 +365,9 @@ def _train(config: TrainConfig, *, tracking_uri: str | None, show_progress: bool
             with mlflow.start_run(run_id=run_id):  # shipping and packaging come after the run's other metrics
                 mlflow.log_metrics(metric_dict({f"{n}/{k}": v for n in ("ship", "package") for k, v in
                                                 stats.get(n, {}).items()}))
-    headline = verdict(result, reference if config.stage == "all" else tower_name(config.text), config.baselines)
+    serves = main.fallback_.name if main is not None and main.fallback_ is not None else None
+    headline = verdict(result, reference if config.stage == "all" else tower_name(config.text), config.baselines,
+                       serves=serves)
     logger.info(headline)
     return TrainResult(result, render_table(result), files, run_id, stats, curve, registration, headline, skipped)
 

@@ -82,11 +82,13 @@ def results_json(result: EvalResult, *, dataset: str, command: str, git_commit: 
     }
 
 
-def verdict(result: EvalResult, model: str, baselines: Sequence[str], metric: str = "ndcg@10") -> str:
+def verdict(result: EvalResult, model: str, baselines: Sequence[str], metric: str = "ndcg@10",
+            serves: str | None = None) -> str:
     """One line: ``model`` against the best of ``baselines`` on ``metric``, with the paired 95% CI.
 
     The best baseline is the one with the highest test value; the difference is paired over the
     same test users (bootstrap), so its interval says whether the gap is more than noise.
+    ``serves``: the baseline ``model`` serves alone (its gate found no ranking better), said first.
     """
     by_name = {r.name: r for r in result.models}
     if model not in by_name:
@@ -105,6 +107,8 @@ def verdict(result: EvalResult, model: str, baselines: Sequence[str], metric: st
         outcome = f"the best baseline ({best}) beats {model}"
     else:
         outcome = f"{model} and the best baseline are level (the interval holds 0)"
+    if serves:
+        outcome = f"a simpler model won on held-out users, so {model} serves the {serves} baseline alone"
     return (f"{outcome}: {metric} {own:.4f} vs {best} {values[best]:.4f}, difference {paired.mean_diff:+.4f} "
             f"[{paired.low:+.4f}, {paired.high:+.4f}] (paired 95% CI over {len(result.data.test.users):,} test users)")
 

@@ -212,6 +212,41 @@ def test_gate_keeps_a_ranker_that_ranks_held_out_users_better(fitted):
     assert few.fit(data.test.fit).state.ranker is not None and few.kept_ == "ranker" and few.gate_ == {}
 
 
+def test_a_losing_ranker_falls_back_to_the_best_baseline_on_the_valid_window(fitted):
+    """The baseline with the best valid score serves alone at its tuned setting: its very lists, here and shipped."""
+    from training.baseline_specs import baseline_specs
+    from training.fit_models import ModelSpec, Tuned
+
+    data, stage, _, _ = fitted
+    specs = {s.name: s for s in baseline_specs(["popularity", "itemknn", "lightfm", "ease"])}
+    baselines = {"popularity": Tuned(specs["popularity"], None, 0.05), "itemknn": Tuned(specs["itemknn"], 50, 0.09),
+                 "lightfm": Tuned(specs["lightfm"], 5, 0.08), "ease": Tuned(specs["ease"], 100.0, float("nan")),
+                 "zero_shot": Tuned(ModelSpec("zero_shot", lambda _: None), None, 0.5)}  # not a baseline
+    config = replace(stage.config, ranker=RankerConfig(n_estimators=1, learning_rate=1e-9, min_data_in_leaf=5),
+                     ranker_base=False, gate_min_users=5)
+    recommender = PipelineRecommender(StageOne(config, TextTowerConfig()), gate=True, baselines=baselines)
+    pipeline = recommender.fit(data.test.fit)
+    assert recommender.kept_ == "itemknn" and recommender.fallback_ is baselines["itemknn"]
+    assert recommender.gate_["kept_ranker"] == 0.0 and recommender.gate_["kept_baseline"] == 1.0
+    assert pipeline.state.ranker is None and set(pipeline.state.models) == {"itemknn"}
+    users = data.test.users
+    history = data.test.history[users]
+    baseline = specs["itemknn"].build(50).fit(data.test.fit)
+    np.testing.assert_array_equal(top_k(pipeline.score(users, history), 10, exclude=history),
+                                  top_k(baseline.score(users, history), 10, exclude=history))
+    # shipped: the baseline alone, refit on every event (the stage-one models are not refit)
+    everything = all_events(data, data.config)
+    shipped = refit_for_shipping(recommender, everything)
+    assert shipped.kept_ == "itemknn" and shipped.pipeline_.state.ranker is None
+    history = everything.interactions[users]
+    np.testing.assert_array_equal(shipped.pipeline_.score(users, history),
+                                  specs["itemknn"].build(50).fit(everything).score(users, history))
+    # no baseline scored on the valid window: the best stage-one model alone, as before
+    alone = PipelineRecommender(recommender.stage_one, gate=True, baselines={"ease": baselines["ease"]})
+    alone.fit(data.test.fit)
+    assert alone.fallback_ is None and alone.kept_ in alone.stage_one.full and alone.gate_["kept_baseline"] == 0.0
+
+
 def test_stage_ones_lightfm_is_the_baselines_model_at_the_same_epochs(fitted):
     """Served alone after the gate, stage one's LightFM ranks exactly as the LightFM baseline of the same epochs."""
     from training.baseline_specs import baseline_specs

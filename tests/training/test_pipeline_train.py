@@ -121,3 +121,33 @@ def test_run_prints_its_recipe_and_verdict_first_and_ships_a_model_of_every_even
     client, parent = _parent(uri)
     assert parent.data.metrics["ranker/gate_kept_ranker"] == 1.0
     assert "recipe.json" in {a.path for a in client.list_artifacts(parent.info.run_id)}
+
+
+def test_a_ranker_that_cannot_learn_ships_the_best_baseline_on_the_valid_window(tmp_path, tiny_bert_dir):
+    """Where the ranker loses its gate, the run registers the baseline the valid window chose, as it was evaluated."""
+    from recsys.pyfunc_model import load_registered
+
+    data = write_trend_data(tmp_path / "data", seed=1)
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    result = CliRunner().invoke(cli, [
+        "train", "--data", str(data), "--tracking-uri", uri, "--no-recipe",
+        "--set", f"text.model={tiny_bert_dir}", "--set", "text.finetune.mode=zero-shot", "--set", "n_bootstrap=50",
+        "--set", "history=train+valid", "--set", "baselines=[popularity,itemknn]", "--set", "pipeline.ablations=false",
+        "--set", "pipeline.ranker.min_data_in_leaf=1000000", "--set", "pipeline.ranker_base=false",  # it cannot split
+        "--set", "pipeline.gate_min_users=5",
+        "--set", "pipeline.cold_curve_slots=[4]", "--set", "pipeline.cold_curve_places=[end]"])
+    assert result.exit_code == 0, result.output
+    bundle = load_registered("models:/recsys/1", uri)
+    served = bundle.meta["serves"]
+    assert served in ("popularity", "itemknn") and bundle.state.ranker is None
+    assert list(bundle.state.models) == [served]
+    verdict = next(line for line in result.output.splitlines() if "baseline alone" in line)
+    assert verdict.startswith(f"a simpler model won on held-out users, so pipeline serves the {served} baseline alone")
+    results = json.loads((data / "reports" / "train" / "results.json").read_text())
+    rows = {(r["model"], r["metric"], r.get("slice", "all")): r["value"] for r in results["rows"]}
+    for metric in ("ndcg@10", "recall@20", "mrr"):  # the registered model's figures are the baseline's own
+        assert rows[("pipeline", metric, "all")] == rows[(served, metric, "all")]
+    paired = next(p for p in results["paired"] if p["model"] == served and p["metric"] == "ndcg@10")
+    assert paired["mean_diff"] == paired["ci_low"] == paired["ci_high"] == 0
+    client, parent = _parent(uri)
+    assert parent.data.metrics["ranker/gate_kept_baseline"] == 1.0
