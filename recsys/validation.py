@@ -63,6 +63,8 @@ class Problem:
     rows: tuple[int, ...] = ()
     count: int = 0
     severity: Literal["error", "warning"] = "error"
+    values: tuple[str | None, ...] = ()
+    """The offending value of each example row (truncated; None where the cell is empty): what to search for."""
 
     def render(self) -> str:
         where = f"{self.file}" + (f", column '{self.column}'" if self.column else "")
@@ -70,7 +72,9 @@ class Problem:
         if self.count:
             text += f" ({self.count:,} row{'s' if self.count != 1 else ''}"
             if self.rows:
-                text += ", e.g. row " + ", ".join(str(r) for r in self.rows)
+                shown = [f"{r}" + (f" {v!r}" if v is not None else "")
+                         for r, v in zip(self.rows, self.values or (None,) * len(self.rows), strict=True)]
+                text += ", e.g. row " + ", ".join(shown)
             text += ")"
         return text
 
@@ -120,20 +124,32 @@ class _Collector:
         self.problems: list[Problem] = []
 
     def add(self, column: str | None, message: str, *, severity: Literal["error", "warning"] = "error",
-            rows: Iterable[int] = (), count: int = 0) -> None:
-        self.problems.append(Problem(self.file, column, message, tuple(rows), count, severity))
+            rows: Iterable[int] = (), count: int = 0, values: Iterable[str | None] = ()) -> None:
+        self.problems.append(Problem(self.file, column, message, tuple(rows), count, severity, tuple(values)))
 
     def flag(self, df: pl.DataFrame, mask: pl.Expr, column: str, message: str,
              severity: Literal["error", "warning"] = "error") -> int:
+        """Record the rows of ``df`` where ``mask`` holds, with their values of ``column`` (what to search for)."""
         hits = df.filter(mask)
         if hits.height:
-            self.add(column, message, severity=severity, rows=hits[ROW].head(MAX_EXAMPLES).to_list(),
-                     count=hits.height)
+            examples = hits.head(MAX_EXAMPLES)
+            self.add(column, message, severity=severity, rows=examples[ROW].to_list(), count=hits.height,
+                     values=_shown(examples[column]) if column in examples.columns else ())
         return hits.height
 
     @property
     def has_errors(self) -> bool:
         return any(p.severity == "error" for p in self.problems)
+
+
+SHOWN_CHARS = 40
+"""Longest value an error shows (longer ones end in an ellipsis)."""
+
+
+def _shown(values: pl.Series) -> list[str | None]:
+    """Values as an error shows them: text, at most :data:`SHOWN_CHARS` characters; None where empty."""
+    text = values.cast(pl.String, strict=False).to_list()
+    return [None if v is None else v if len(v) <= SHOWN_CHARS else v[:SHOWN_CHARS - 1] + "…" for v in text]
 
 
 def _id_column(df: pl.DataFrame, name: str, out: _Collector) -> pl.Expr | None:
@@ -374,7 +390,8 @@ def _flag_unparsed_number(df: pl.DataFrame, normal: pl.DataFrame, out: _Collecto
     failed = normal[C.RATING].is_null() & df[C.RATING].is_not_null()
     hits = normal.filter(failed)
     if hits.height:
-        out.add(C.RATING, "not a number", rows=hits[ROW].head(MAX_EXAMPLES).to_list(), count=hits.height)
+        out.add(C.RATING, "not a number", rows=hits[ROW].head(MAX_EXAMPLES).to_list(), count=hits.height,
+                values=_shown(df.filter(failed)[C.RATING].head(MAX_EXAMPLES)))
     out.flag(normal, pl.col(C.RATING).is_not_null() & ~pl.col(C.RATING).is_finite(), C.RATING,
              "NaN or infinite rating; a rating is a finite number")
 

@@ -12,10 +12,15 @@ year   reviews                             meta                        notes
                                                                        are ``parent_asin``
 =====  ==================================  ==========================  ============================
 
-A review is a ``purchase`` event with its star rating. Files are read in blocks of whole lines
-(gunzipped on the fly) and every block is parsed by ``pl.read_ndjson`` with a schema of only
-the fields used, so a 10 GB category never needs its text held as Python objects. Only the
-2014 meta is parsed line by line, because Python literals are not JSON.
+A review is a ``purchase`` event with its star rating. Item text is cleaned of scraped HTML
+(:mod:`recsys.importers.text_cleaning`); a title that is empty or only markup is taken from the
+``brand`` (2023: ``store``), else from the description's first sentence, and the report counts
+every such repair.
+
+Files are read in blocks of whole lines (gunzipped on the fly) and every block is parsed by
+``pl.read_ndjson`` with a schema of only the fields used, so a 10 GB category never needs its
+text held as Python objects. Only the 2014 meta is parsed line by line, because Python literals
+are not JSON.
 """
 
 from __future__ import annotations
@@ -36,8 +41,10 @@ import polars as pl
 from tqdm.auto import tqdm
 
 from recsys import contract as C
+from recsys.console import bars
 from recsys.errors import DataContractError
 from recsys.importers.base import ImportedDataset, ImportReport, SourceCount
+from recsys.importers.text_cleaning import clean_text, headline, markup_removed
 
 __all__ = ["import_amazon"]
 
@@ -46,8 +53,8 @@ logger = logging.getLogger(__name__)
 _BLOCK_BYTES = 8 << 20  # ~8 MiB of lines per read_ndjson call: tens of thousands of reviews
 
 # Working columns of the meta table, whatever the release calls them.
-_ID, _TITLE, _DESC, _PATH, _MAIN, _FEATURES, _REASON, _ORDER = (
-    "__id", "__title", "__desc", "__path", "__main", "__features", "__reason", "__order")
+_ID, _TITLE, _DESC, _PATH, _MAIN, _FEATURES, _REASON, _ORDER, _BRAND = (
+    "__id", "__title", "__desc", "__path", "__main", "__features", "__reason", "__order", "__brand")
 
 # Drop reasons, as they appear in the report.
 NO_ID = "missing item id"
@@ -57,8 +64,13 @@ MISSING_FIELD = "missing user id, item id or time"
 NOT_IN_META = "item not in meta file"
 DUPLICATE_REVIEW = "duplicate review (same user, item and time)"
 
-_HTML_TAG = r"<[^>]*>"
-_ENTITIES = {"&amp;": "&", "&quot;": '"', "&#39;": "'", "&apos;": "'", "&lt;": "<", "&gt;": ">", "&nbsp;": " "}
+# Repairs of kept items, as they appear in the report (the column of the meta frame flagging each).
+TITLE_FROM_BRAND = "title from brand"
+TITLE_FROM_DESCRIPTION = "title from description"
+TITLE_MARKUP = "markup removed from title"
+DESCRIPTION_MARKUP = "markup removed from description"
+_REPAIRS = {TITLE_FROM_BRAND: "__from_brand", TITLE_FROM_DESCRIPTION: "__from_desc",
+            TITLE_MARKUP: "__title_markup", DESCRIPTION_MARKUP: "__desc_markup"}
 
 
 @dataclass(frozen=True)
@@ -74,23 +86,29 @@ class _Release:
     time_unit: Literal["s", "ms"]
     meta_fields: dict[str, pl.DataType]
     """Source meta fields read, in the order ``_ID, _TITLE, _DESC, _PATH[, _MAIN[, _FEATURES]]``."""
+    brand: str
+    """Source meta field naming the maker or seller: a title when the item's own is missing or markup."""
     python_literals: bool = False
+
+    @property
+    def meta_schema(self) -> dict[str, pl.DataType]:
+        return {**self.meta_fields, self.brand: pl.String()}
 
 
 _RELEASES = (
     _Release(2014, re.compile(r"^reviews_(?P<name>.+)\.json(\.gz)?$"), ".json",
              ("reviewerID", "asin", "overall", "unixReviewTime"), "s",
              {"asin": pl.String(), "title": pl.String(), "description": pl.String(),
-              "categories": pl.List(pl.List(pl.String()))}, python_literals=True),
+              "categories": pl.List(pl.List(pl.String()))}, "brand", python_literals=True),
     _Release(2023, re.compile(r"^(?!meta_)(?P<name>.+)\.jsonl(\.gz)?$"), ".jsonl",
              ("user_id", "parent_asin", "rating", "timestamp"), "ms",
              {"parent_asin": pl.String(), "title": pl.String(), "description": pl.List(pl.String()),
               "categories": pl.List(pl.String()), "main_category": pl.String(),
-              "features": pl.List(pl.String())}),
+              "features": pl.List(pl.String())}, "store"),
     _Release(2018, re.compile(r"^(?!meta_|reviews_)(?P<name>.+)\.json(\.gz)?$"), ".json",
              ("reviewerID", "asin", "overall", "unixReviewTime"), "s",
              {"asin": pl.String(), "title": pl.String(), "description": pl.List(pl.String()),
-              "category": pl.List(pl.String()), "main_cat": pl.String()}),
+              "category": pl.List(pl.String()), "main_cat": pl.String()}, "brand"),
 )
 _LAYOUT = ("expected reviews_<Cat>[_5].json[.gz] + meta_<Cat>.json[.gz] (2014), <Cat>[_5].json[.gz] + "
            "meta_<Cat>.json[.gz] (2018) or <Cat>.jsonl[.gz] + meta_<Cat>.jsonl[.gz] (2023)")
@@ -108,9 +126,10 @@ def import_amazon(src: str | os.PathLike[str], *, category: str | None = None,
         show_progress: show a progress bar over the bytes read from each file.
 
     Returns:
-        Items (``asin``, or ``parent_asin`` for 2023; HTML-free title and description; the top
+        Items (``asin``, or ``parent_asin`` for 2023; HTML-free title and description, the title
+        repaired from the brand or the description when it is missing or only markup; the top
         category and the de-duplicated category path as tags) and ``purchase`` interactions with
-        the rating, plus a report accounting for every meta and review line.
+        the rating, plus a report accounting for every meta and review line and counting repairs.
 
     Raises:
         DataContractError: the folder, the reviews file or the meta file is missing, the
@@ -118,7 +137,7 @@ def import_amazon(src: str | os.PathLike[str], *, category: str | None = None,
     """
     reviews_path, meta_path, release = _locate(Path(src), category)
     logger.info("amazon %d: reading %s", release.year, meta_path)
-    meta = _read_lines(meta_path, release.meta_fields, show_progress=show_progress,
+    meta = _read_lines(meta_path, release.meta_schema, show_progress=show_progress,
                        python_literals=release.python_literals)
     meta = _clean_meta(_normalise_meta(meta, release))
     logger.info("amazon %d: reading %s", release.year, reviews_path)
@@ -190,7 +209,7 @@ def _first_line(exc: BaseException) -> str:
 def _blocks(path: Path, *, show_progress: bool) -> Iterator[tuple[int, bytes]]:
     """Whole lines of ``path`` (gunzipped on the fly) in ~8 MiB blocks, with the first line's number."""
     with path.open("rb") as raw, tqdm(total=path.stat().st_size, unit="B", unit_scale=True, desc=path.name,
-                                      disable=not show_progress) as bar:
+                                      disable=bars(show_progress)) as bar:
         stream = gzip.GzipFile(fileobj=raw) if path.name.endswith(".gz") else raw
         line, rest = 1, b""
         while True:
@@ -267,41 +286,55 @@ def _literals_as_json(block: bytes, first: int, path: Path, fields: list[str]) -
 def _normalise_meta(meta: pl.DataFrame, release: _Release) -> pl.DataFrame:
     """Rename a release's meta fields to the working columns, with lists for text and categories."""
     names = list(release.meta_fields)
-    meta = meta.rename(dict(zip(names, (_ID, _TITLE, _DESC, _PATH, _MAIN, _FEATURES)[:len(names)],
-                                strict=True)))
-    if release.python_literals:  # 2014: one description string, a list of category paths
-        meta = meta.with_columns(pl.concat_list(_DESC).list.drop_nulls(),
-                                 pl.col(_PATH).list.eval(pl.element().explode()))
+    meta = meta.rename({**dict(zip(names, (_ID, _TITLE, _DESC, _PATH, _MAIN, _FEATURES)[:len(names)], strict=True)),
+                        release.brand: _BRAND})
+    if release.python_literals:  # 2014: one description string (its lines, as 2018 lists paragraphs), category paths
+        meta = meta.with_columns(pl.col(_DESC).str.split("\n"), pl.col(_PATH).list.eval(pl.element().explode()))
     for name, dtype in ((_MAIN, pl.String()), (_FEATURES, pl.List(pl.String()))):
         if name not in meta.columns:
             meta = meta.with_columns(pl.lit(None, dtype).alias(name))
     return meta.with_row_index(_ORDER)
 
 
-def _clean_text(expr: pl.Expr) -> pl.Expr:
-    """HTML tags removed, common entities decoded, whitespace collapsed; empty becomes null."""
-    # One pass for whitespace: runs of 2+, or a lone tab/newline (``\s+`` rewrites every space: 3x slower).
-    text = (expr.str.replace_all(_HTML_TAG, " ").str.replace_many(_ENTITIES)
-            .str.replace_all(r"\s{2,}|[^\S ]", " ").str.strip_chars())
-    return text.replace("", None)  # not when/then: that evaluates ``text`` twice
-
-
 def _clean_meta(meta: pl.DataFrame) -> pl.DataFrame:
-    """Item text and categories, plus why a meta line is not an item (null reason: it is one)."""
-    tags = (pl.col(_PATH).list.eval(_clean_text(pl.element())).list.drop_nulls()
+    """Item text and categories, the repairs made to it, and why a meta line is not an item (null: it is one).
+
+    A title that is empty or only markup (most 2018 Magazine Subscriptions titles are a cut
+    ``<span class=...`` tag) is taken from the brand, else from the first sentence of the first
+    description line, so that the item keeps its reviews; flag columns (``_REPAIRS``) say which.
+    """
+    tags = (pl.col(_PATH).list.eval(clean_text(pl.element())).list.drop_nulls()
             .list.unique(maintain_order=True).fill_null([]))
     # 2018 main_cat is sometimes an <img ... alt="Digital Music"/> logo: its alt text is the name.
-    main = pl.coalesce(_clean_text(pl.col(_MAIN).str.extract(r'alt="([^"]*)"')), _clean_text(pl.col(_MAIN)))
+    main = pl.coalesce(clean_text(pl.col(_MAIN).str.extract(r'alt="([^"]*)"')), clean_text(pl.col(_MAIN)))
+    own, lines, features = "__own_title", "__lines", "__clean_features"
+    # Each text cleaned once (entities go through Python); what derives from it comes in a second step.
     cleaned = meta.with_columns(
         _non_empty(pl.col(_ID)).alias(_ID),
-        _clean_text(pl.col(_TITLE)).alias(_TITLE),
-        # 2023 items often have only bullet-point features: better text than none.
-        pl.coalesce(_clean_text(pl.col(_DESC).list.join(" ")),
-                    _clean_text(pl.col(_FEATURES).list.join(" "))).alias(_DESC),
+        clean_text(pl.col(_TITLE)).alias(own),
+        clean_text(pl.col(_BRAND)).alias(_BRAND),
+        pl.col(_DESC).list.eval(clean_text(pl.element())).list.drop_nulls().alias(lines),
+        clean_text(pl.col(_FEATURES).list.join(" ")).alias(features),
         tags.alias(_PATH),
-    ).with_columns(pl.coalesce(main, pl.col(_PATH).list.first()).alias(_MAIN))
-    # Titled copies first, so an id is only "untitled" when none of its lines has a title.
-    return cleaned.sort(pl.col(_TITLE).is_null(), _ORDER).with_columns(
+    )
+    description = pl.col(lines).list.join(" ").replace("", None)
+    from_description = headline(pl.col(lines).list.first())
+    untitled = pl.col(own).is_null()
+    cleaned = cleaned.with_columns(
+        pl.coalesce(own, _BRAND, from_description).alias(_TITLE),
+        # 2023 items often have only bullet-point features: better text than none.
+        pl.coalesce(description, features).alias(_DESC),
+        pl.coalesce(main, pl.col(_PATH).list.first()).alias(_MAIN),
+        (untitled & pl.col(_BRAND).is_not_null()).alias(_REPAIRS[TITLE_FROM_BRAND]),
+        (untitled & pl.col(_BRAND).is_null() & from_description.is_not_null()).alias(_REPAIRS[TITLE_FROM_DESCRIPTION]),
+        (~untitled & markup_removed(pl.col(_TITLE), pl.col(own))).alias(_REPAIRS[TITLE_MARKUP]),
+        (markup_removed(pl.col(_DESC).list.join(" "), description)
+         | (description.is_null() & markup_removed(pl.col(_FEATURES).list.join(" "), pl.col(features)))
+         ).alias(_REPAIRS[DESCRIPTION_MARKUP]),
+    ).drop(lines, features, _BRAND, _FEATURES)
+    # Titled copies first (their own title before a repaired one), so an id is only "untitled"
+    # when none of its lines has a title.
+    return cleaned.sort(pl.col(_TITLE).is_null(), pl.col(own).is_null(), _ORDER).drop(own).with_columns(
         pl.when(pl.col(_ID).is_null()).then(pl.lit(NO_ID))
         .when(~pl.col(_ID).is_first_distinct()).then(pl.lit(DUPLICATE_ITEM))
         .when(pl.col(_TITLE).is_null()).then(pl.lit(NO_TITLE)).alias(_REASON))
@@ -338,6 +371,15 @@ def _review_reasons(reviews: pl.DataFrame, meta: pl.DataFrame) -> pl.DataFrame:
 
 
 def _source(file: str, frame: pl.DataFrame) -> SourceCount:
-    """Every parsed line of ``file`` (a row of ``frame``): used when ``__reason`` is null."""
+    """Every parsed line of ``file`` (a row of ``frame``): used when ``__reason`` is null.
+
+    Repairs are counted among the used lines only, from the flag columns ``frame`` has.
+    """
     dropped = dict(frame.filter(pl.col(_REASON).is_not_null()).group_by(_REASON).len().sort(_REASON).iter_rows())
-    return SourceCount(file=file, rows_in=frame.height, rows_out=frame[_REASON].null_count(), dropped=dropped)
+    flags = {reason: column for reason, column in _REPAIRS.items() if column in frame.columns}
+    repaired = {}
+    if flags:
+        sums = frame.filter(pl.col(_REASON).is_null()).select(pl.col(c).sum().alias(r) for r, c in flags.items())
+        repaired = {reason: n for reason, n in sums.row(0, named=True).items() if n}
+    return SourceCount(file=file, rows_in=frame.height, rows_out=frame[_REASON].null_count(), dropped=dropped,
+                       repaired=repaired)

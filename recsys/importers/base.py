@@ -2,7 +2,9 @@
 
 An importer reads a public format and returns contract frames plus an :class:`ImportReport`
 that accounts for every input row: written, or dropped with a reason. ``ImportReport.check``
-makes "rows in = rows out + rows dropped" an enforced invariant rather than a hope.
+makes "rows in = rows out + rows dropped" an enforced invariant rather than a hope. Rows that
+were written only after their text was repaired (markup removed, a title taken from the brand)
+are counted too, so that a scraped dump's damage is visible rather than silently fixed.
 """
 
 from __future__ import annotations
@@ -27,12 +29,15 @@ class SourceCount:
 
     ``rows_out`` counts the input rows that made it into the output (an input row may yield
     several output rows, e.g. a MIND impression; those are reported in ``ImportReport.tables``).
+    ``repaired`` counts used rows whose text the importer fixed, per repair (a row may have
+    several); repairs move no row, so they are outside the balance.
     """
 
     file: str
     rows_in: int
     rows_out: int
     dropped: dict[str, int] = field(default_factory=dict)
+    repaired: dict[str, int] = field(default_factory=dict)
 
     @property
     def balanced(self) -> bool:
@@ -54,6 +59,9 @@ class ImportReport:
             if not s.balanced:
                 raise AssertionError(f"{s.file}: {s.rows_in} rows in != {s.rows_out} out + "
                                      f"{sum(s.dropped.values())} dropped")
+            for repair, n in s.repaired.items():
+                if not 0 <= n <= s.rows_out:
+                    raise AssertionError(f"{s.file}: {n} rows repaired ({repair}) but {s.rows_out} used")
 
     def render(self) -> str:
         lines = [f"import {self.dataset}: count check passed (rows in = rows out + rows dropped)"]
@@ -62,6 +70,9 @@ class ImportReport:
             for reason, n in s.dropped.items():
                 line += f", {n:,} dropped ({reason})"
             lines.append(line)
+            if s.repaired:
+                lines.append("    repaired (still used): " + ", ".join(
+                    f"{n:,} {repair}" for repair, n in s.repaired.items()))
         lines.append("  written: " + ", ".join(f"{name} {n:,} rows" for name, n in self.tables.items()))
         lines += [f"  note: {n}" for n in self.notes]
         return "\n".join(lines)

@@ -14,6 +14,9 @@ of the history becomes one ``click`` with ``from_history=True``, dated one secon
 user's first impression that lists it: early enough to be history for that impression, and
 no earlier than the data shows.
 
+Titles and abstracts are cleaned of HTML tags and entities (:mod:`recsys.importers.text_cleaning`);
+the report counts the news whose text that changed.
+
 Everything runs on lazy polars frames (MIND-large's ``behaviors.tsv`` is about 1 GB); the only
 eager tables are ``news.tsv`` (small) and the output.
 """
@@ -30,6 +33,7 @@ import polars as pl
 from recsys import contract as C
 from recsys.errors import DataContractError
 from recsys.importers.base import ImportedDataset, ImportReport, SourceCount
+from recsys.importers.text_cleaning import clean_text, markup_removed
 
 __all__ = ["import_mind"]
 
@@ -58,6 +62,11 @@ NO_LABEL = "shown item has no click label (MIND test split)"
 REPEATED_HISTORY = "history entry repeated (one click kept per user and item)"
 DUPLICATE_NEWS = "news id already read (duplicate)"
 BLANK_LINE = "blank line"
+
+# Repairs of kept news, as they appear in the report (the flag column of each).
+TITLE_MARKUP = "markup removed from title"
+ABSTRACT_MARKUP = "markup removed from abstract"
+_REPAIRS = {TITLE_MARKUP: "__title_markup", ABSTRACT_MARKUP: "__abstract_markup"}
 
 _BEHAVIORS_HELP = ("expected 5 tab-separated fields per line: impression id, user id, time like "
                    "'11/15/2019 10:22:32 AM', history (space-separated news ids, may be empty), impressions "
@@ -197,22 +206,26 @@ def _read_news(splits: list[_Split], report: ImportReport) -> tuple[pl.DataFrame
         lines[label] = _checked_lines(lf, pl.col(_NEWS_ID).is_null() | pl.col(_CATEGORY).is_null(), path,
                                       _NEWS_HELP)
         frames.append(lf.with_columns(pl.lit(label).alias(_FILE)).collect())
-    title = pl.col(_TITLE).str.strip_chars()
-    news = pl.concat(frames).with_row_index("__order").with_columns(
-        pl.when(title != "").then(title).alias(_TITLE))
+    raw = pl.concat(frames).with_row_index("__order")
+    news = raw.with_columns(clean_text(pl.col(_TITLE)), clean_text(pl.col(_ABSTRACT)))
+    news = news.with_columns(
+        (pl.col(_TITLE).is_not_null() & markup_removed(raw[_TITLE], pl.col(_TITLE))).alias(_REPAIRS[TITLE_MARKUP]),
+        markup_removed(raw[_ABSTRACT], pl.col(_ABSTRACT)).alias(_REPAIRS[ABSTRACT_MARKUP]))
     # Titled copies first, so an id is only "untitled" when no split has a title for it.
     ranked = news.sort(pl.col(_TITLE).is_null(), "__order").with_columns(
         pl.when(pl.col(_NEWS_ID).is_null()).then(pl.lit(BLANK_LINE))
         .when(~pl.col(_NEWS_ID).is_first_distinct()).then(pl.lit(DUPLICATE_NEWS))
         .when(pl.col(_TITLE).is_null()).then(pl.lit(UNTITLED_NEWS)).alias(_REASON))
     counts = ranked.group_by(_FILE, _REASON).len()
-    report.sources += [_source(label, n.total, counts.filter(pl.col(_FILE) == label))
+    repairs = ranked.filter(pl.col(_REASON).is_null()).group_by(_FILE).agg(
+        pl.col(c).sum().alias(r) for r, c in _REPAIRS.items())
+    report.sources += [_source(label, n.total, counts.filter(pl.col(_FILE) == label),
+                               repairs.filter(pl.col(_FILE) == label).drop(_FILE))
                        for label, n in lines.items()]
-    abstract = pl.col(_ABSTRACT).str.strip_chars()
     items = ranked.filter(pl.col(_REASON).is_null()).sort("__order").select(
         pl.col(_NEWS_ID).alias(C.ITEM_ID),
         pl.col(_TITLE).alias(C.TITLE),
-        pl.when(abstract != "").then(abstract).alias(C.DESCRIPTION),
+        pl.col(_ABSTRACT).alias(C.DESCRIPTION),
         pl.col(_CATEGORY).alias(C.CATEGORY),
         pl.concat_list(pl.col(_SUBCATEGORY)).list.drop_nulls().alias(C.TAGS),
         pl.lit(None, C.ITEM_SCHEMA[C.PUBLISHED_AT]).alias(C.PUBLISHED_AT),
@@ -220,14 +233,18 @@ def _read_news(splits: list[_Split], report: ImportReport) -> tuple[pl.DataFrame
     return items, ranked.filter(pl.col(_REASON) == UNTITLED_NEWS)[_NEWS_ID]
 
 
-def _source(file: str, rows_in: int, counts: pl.DataFrame) -> SourceCount:
+def _source(file: str, rows_in: int, counts: pl.DataFrame, repairs: pl.DataFrame | None = None) -> SourceCount:
     """A SourceCount from an independently counted ``rows_in`` and ``(__reason, len)`` counts.
 
-    A null reason means used; ``report.check`` then proves the two counts agree.
+    A null reason means used; ``report.check`` then proves the two counts agree. ``repairs``
+    is one row (or none) of used rows repaired, one column per repair.
     """
     per_reason = dict(counts.select(_REASON, "len").iter_rows())
     used = per_reason.pop(None, 0)
-    return SourceCount(file=file, rows_in=rows_in, rows_out=used, dropped=dict(sorted(per_reason.items())))
+    repaired = ({r: n for r, n in repairs.row(0, named=True).items() if n}
+                if repairs is not None and repairs.height else {})
+    return SourceCount(file=file, rows_in=rows_in, rows_out=used, dropped=dict(sorted(per_reason.items())),
+                       repaired=repaired)
 
 
 def _scan_behaviors(split: _Split) -> tuple[pl.LazyFrame, _Lines]:

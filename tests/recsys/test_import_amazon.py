@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import gzip
+import json
+import re
 from datetime import datetime
 from pathlib import Path
 
 import polars as pl
 import pytest
+from click.testing import CliRunner
 
 from recsys import contract as C
+from recsys.cli import cli
 from recsys.errors import DataContractError
 from recsys.importers.amazon import import_amazon
 from recsys.importers.base import ImportedDataset, write_dataset
@@ -125,7 +129,7 @@ def _counts(data: ImportedDataset) -> dict[str, tuple[int, int, dict[str, int]]]
 def test_2014_python_literal_meta_and_drops(amazon_2014: Path) -> None:
     data = import_amazon(amazon_2014)
     assert data.items.schema == pl.Schema(C.ITEM_SCHEMA)
-    assert data.items[C.ITEM_ID].to_list() == ["0001", "0003", "0004"]
+    assert data.items[C.ITEM_ID].to_list() == ["0001", "0002", "0003", "0004"]
     harry = _item(data, "0001")
     assert harry[C.TITLE] == "Harry Potter"  # first copy kept, tags stripped
     assert harry[C.DESCRIPTION] == "A wizard & his friends."
@@ -133,18 +137,20 @@ def test_2014_python_literal_meta_and_drops(amazon_2014: Path) -> None:
     assert _item(data, "0004")[C.TITLE] == "Don't Panic"
     assert _item(data, "0004")[C.TAGS] == ["Books", "Science Fiction"]
     assert _item(data, "0003")[C.DESCRIPTION] is None
+    assert _item(data, "0002")[C.TITLE] == "An item without a title"  # no title, no brand: the description's
     assert data.interactions.sort(C.TS).select(C.USER_ID, C.ITEM_ID, C.TS, C.EVENT, C.RATING).rows() == [
         ("A3", "0003", datetime(2014, 1, 1), C.PURCHASE, 4.0),
         ("A1", "0001", datetime(2014, 5, 13, 16, 53, 20), C.PURCHASE, 5.0),  # the repeat (4.0) is dropped
         ("A2", "0004", datetime(2014, 5, 14, 16, 53, 20), C.PURCHASE, 3.0),
+        ("A2", "0002", datetime(2014, 5, 14, 20, 40), C.PURCHASE, 2.0),
     ]
     assert _counts(data) == {
-        "meta_Books.json.gz": (5, 3, {"duplicate item id in meta (first titled copy kept)": 1,
-                                      "item has no title": 1}),
-        "reviews_Books_5.json": (7, 3, {"duplicate review (same user, item and time)": 1,
-                                        "item has no title": 1, "item not in meta file": 1,
-                                        "missing user id, item id or time": 1}),
+        "meta_Books.json.gz": (5, 4, {"duplicate item id in meta (first titled copy kept)": 1}),
+        "reviews_Books_5.json": (7, 4, {"duplicate review (same user, item and time)": 1,
+                                        "item not in meta file": 1, "missing user id, item id or time": 1}),
     }
+    assert data.report.sources[0].repaired == {"title from description": 1, "markup removed from title": 1,
+                                               "markup removed from description": 1}
 
 
 def test_2018_strips_html_and_reads_gzip(amazon_2018: Path) -> None:
@@ -246,3 +252,87 @@ def test_small_blocks_give_the_same_result_and_line_numbers(amazon_2014: Path,
     _write(amazon_2014 / "reviews_Books_5.json", REVIEWS_2014 + "not json\n")
     with pytest.raises(DataContractError, match="line 8 is not valid JSON"):
         import_amazon(amazon_2014)
+
+
+# Scraped HTML as the 2018 and 2023 dumps carry it (written with json.dumps: the markup is full of quotes).
+CUT_SPAN = '<span class="a-size-medium a-color-secondary"'  # the title of most 2018 Magazine Subscriptions
+LONG_LINE = ("Every issue brings the best of science, technology and culture from writers who know their field "
+             "and explain it plainly to curious readers")
+META_2018_MARKUP = [
+    {"asin": "M1", "title": CUT_SPAN, "brand": "Cond&eacute; Nast", "main_cat": "Magazine Subscriptions",
+     "description": ["<p>The magazine of &quot;ideas&quot;.</p>"], "category": []},
+    {"asin": "M2", "title": '<span class="a-size-medium a-color-secondary a-text-normal', "brand": "",
+     "description": ["<br/>", "<b>Wired</b> &#8211; the future, today. Subscribe now.", "Second line."],
+     "category": []},
+    {"asin": "M3", "title": "Tom &amp; Jerry&#39;s &#8217;Best&#8217;&nbsp;Of <i>Comics</i>", "brand": "Acme",
+     "description": ["Cartoons &amp; more&lt;br /&gt;every month"], "category": []},
+    {"asin": "M4", "title": '<span class="a-size-medium"></span>', "description": [], "category": []},
+    {"asin": "M5", "title": "", "description": [f"<p>{LONG_LINE}</p>"], "category": []},
+]
+META_2023_MARKUP = [
+    {"parent_asin": "P1", "title": "", "store": "Howard Products", "description": [], "features": [],
+     "categories": []},
+    {"parent_asin": "P2", "title": "<div>  </div>", "store": None,
+     "description": ["Soft &amp; gentle cleanser. Use daily."], "features": [], "categories": []},
+    {"parent_asin": "P3", "title": "Lip&nbsp;Balm &lt;SPF 15&gt; &amp; more", "store": "Acme", "description": [],
+     "features": [], "categories": []},
+    {"parent_asin": "P4", "title": "   ", "store": "", "description": ["<br>"], "features": ["<b>Soap</b>"],
+     "categories": []},
+]
+
+
+def _jsonl(records: list[dict]) -> str:
+    return "".join(json.dumps(r) + "\n" for r in records)
+
+
+def _import_cli(src: Path, out: Path) -> tuple[str, dict[str, dict]]:
+    """Run ``recsys data import amazon``; return its output and the written items by id."""
+    result = CliRunner().invoke(cli, ["data", "import", "amazon", str(src), "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    items = pl.read_parquet(out / C.ITEMS_FILE)
+    return result.output, {row[C.ITEM_ID]: row for row in items.iter_rows(named=True)}
+
+
+def test_2018_scraped_titles_are_cleaned_or_repaired_and_counted(tmp_path: Path) -> None:
+    src = tmp_path / "mags"
+    reviews = [{"reviewerID": f"U{i}", "asin": f"M{i}", "overall": 4.0, "unixReviewTime": 1500000000 + i}
+               for i in range(1, 6)]
+    _write(src / "Magazine_Subscriptions.json.gz", _jsonl(reviews))
+    _write(src / "meta_Magazine_Subscriptions.json.gz", _jsonl(META_2018_MARKUP))
+    output, items = _import_cli(src, tmp_path / "out")
+    assert sorted(items) == ["M1", "M2", "M3", "M5"]  # M4: markup-only title, no brand, no description
+    assert items["M1"][C.TITLE] == "Cond\u00e9 Nast"  # the cut <span ... tag is no title: the brand is
+    assert items["M1"][C.DESCRIPTION] == 'The magazine of "ideas".'
+    # No brand ("" is none): the first description line with text, its first sentence.
+    assert items["M2"][C.TITLE] == "Wired \u2013 the future, today"
+    assert items["M2"][C.DESCRIPTION] == "Wired \u2013 the future, today. Subscribe now. Second line."
+    assert items["M3"][C.TITLE] == "Tom & Jerry's \u2019Best\u2019 Of Comics"  # own title kept, brand unused
+    assert items["M3"][C.DESCRIPTION] == "Cartoons & more every month"  # escaped <br /> is markup too
+    # A first line without a sentence end is cut at a word boundary, at most 120 characters.
+    title = items["M5"][C.TITLE]
+    assert title == LONG_LINE[:LONG_LINE.rindex(" ", 0, 121)] and len(title) <= 120 < len(LONG_LINE)
+    texts = [row[c] for row in items.values() for c in (C.TITLE, C.DESCRIPTION)]
+    assert not [t for t in texts if re.search(r"<|&#?\w+;|\s{2}", t)]  # no tag, entity or run of spaces left
+    assert "meta_Magazine_Subscriptions.json.gz: 5 rows in, 4 used, 1 dropped (item has no title)" in output
+    assert ("repaired (still used): 1 title from brand, 2 title from description, 1 markup removed from title, "
+            "4 markup removed from description") in output
+    assert "\n  Magazine_Subscriptions.json.gz: 5 rows in, 4 used, 1 dropped (item has no title)" in output
+    assert "items.parquet 4 rows, interactions.parquet 4 rows" in output
+
+
+def test_2023_title_falls_back_to_store_then_description(tmp_path: Path) -> None:
+    src = tmp_path / "beauty"
+    reviews = [{"user_id": f"U{i}", "parent_asin": f"P{i}", "rating": 5.0, "timestamp": 1588687728923 + i}
+               for i in range(1, 5)]
+    _write(src / "All_Beauty.jsonl", _jsonl(reviews))
+    _write(src / "meta_All_Beauty.jsonl", _jsonl(META_2023_MARKUP))
+    output, items = _import_cli(src, tmp_path / "out")
+    assert sorted(items) == ["P1", "P2", "P3"]  # P4: features are description text, never a title
+    assert items["P1"][C.TITLE] == "Howard Products"
+    assert (items["P2"][C.TITLE], items["P2"][C.DESCRIPTION]) == ("Soft & gentle cleanser",
+                                                                  "Soft & gentle cleanser. Use daily.")
+    assert items["P3"][C.TITLE] == "Lip Balm <SPF 15> & more"  # escaped text that is no HTML element stays
+    assert "meta_All_Beauty.jsonl: 4 rows in, 3 used, 1 dropped (item has no title)" in output
+    # Entities count as markup: P2's "&amp;" was decoded.
+    assert ("repaired (still used): 1 title from brand, 1 title from description, 1 markup removed from title, "
+            "1 markup removed from description\n") in output

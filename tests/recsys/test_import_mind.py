@@ -7,8 +7,10 @@ from pathlib import Path
 
 import polars as pl
 import pytest
+from click.testing import CliRunner
 
 from recsys import contract as C
+from recsys.cli import cli
 from recsys.errors import DataContractError
 from recsys.importers.base import ImportedDataset, write_dataset
 from recsys.importers.mind import import_mind
@@ -195,3 +197,33 @@ def test_binary_behaviors_file(tmp_path: Path) -> None:
     (src / "behaviors.tsv").write_bytes(b"\x1f\x8b\x08\x00\xff\xfe\x00garbage\n")
     with pytest.raises(DataContractError, match=r"behaviors\.tsv: cannot be parsed"):
         import_mind(src)
+
+
+# Titles and abstracts with HTML tags and entities; N3's title is only a tag cut before its ">".
+MARKUP_NEWS = (
+    "N1\tnews\tnewsworld\t<b>Storm</b> hits &amp; floods the coast\tIt&#8217;s the worst in&nbsp;years.<br/>More"
+    "\thttps://assets.msn.com/labs/mind/AA1.html\t[]\t[]\n"
+    "N2\tsports\tfootball_nfl\tBears win &quot;again&quot;\t\thttps://assets.msn.com/labs/mind/AA2.html\t[]\t[]\n"
+    'N3\tnews\tnewsus\t<span class="headline"\tAn abstract under a broken title.'
+    "\thttps://assets.msn.com/labs/mind/AA3.html\t[]\t[]\n"
+    "N4\tfinance\tmarkets\tStocks rally\t<p>Markets rose on Friday.</p>\thttps://assets.msn.com/labs/mind/AA4.html"
+    "\t[]\t[]\n"
+    "N5\tfinance\tmarkets\tThe \"Big\" Rally\tPlain text.\thttps://assets.msn.com/labs/mind/AA5.html\t[]\t[]\n"
+)
+
+
+def test_cli_import_cleans_markup_in_titles_and_abstracts_and_counts_it(tmp_path: Path) -> None:
+    src = _write(tmp_path / "mind", MARKUP_NEWS, "1\tU1\t11/11/2019 9:05:58 AM\tN4\tN1-1 N2-0 N3-0 N5-0\n")
+    out = tmp_path / "out"
+    result = CliRunner().invoke(cli, ["data", "import", "mind", str(src), "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    items = {r[C.ITEM_ID]: r for r in pl.read_parquet(out / C.ITEMS_FILE).iter_rows(named=True)}
+    assert sorted(items) == ["N1", "N2", "N4", "N5"]  # N3's title was only markup: no title
+    assert items["N1"][C.TITLE] == "Storm hits & floods the coast"
+    assert items["N1"][C.DESCRIPTION] == "It\u2019s the worst in years. More"
+    assert (items["N2"][C.TITLE], items["N2"][C.DESCRIPTION]) == ('Bears win "again"', None)
+    assert items["N4"][C.DESCRIPTION] == "Markets rose on Friday."
+    assert (items["N5"][C.TITLE], items["N5"][C.DESCRIPTION]) == ('The "Big" Rally', "Plain text.")
+    assert "news.tsv: 5 rows in, 4 used, 1 dropped (news has no title)" in result.output
+    assert "repaired (still used): 2 markup removed from title, 2 markup removed from abstract" in result.output
+    assert "(shown items): 4 rows in, 3 used, 1 dropped (news has no title)" in result.output

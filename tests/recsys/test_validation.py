@@ -121,10 +121,10 @@ BAD_INPUTS = [
     ("null user id", _files(None, lambda f: _set(f, C.USER_ID, 4, "")), "user_id",
      r"null or empty user id \(1 row, e\.g\. row 5\)"),
     ("duplicate item ids", _files(lambda f: _set(f, C.ITEM_ID, 3, "a"), None), "item_id",
-     r"duplicate item id .*\(2 rows, e\.g\. row 1, 4\)"),
-    ("empty title", _files(lambda f: _set(f, C.TITLE, 1, "  "), None), "title", r"empty title .*row 2\)"),
+     r"duplicate item id .*\(2 rows, e\.g\. row 1 'a', 4 'a'\)"),
+    ("empty title", _files(lambda f: _set(f, C.TITLE, 1, "  "), None), "title", r"empty title .*row 2 '  '\)"),
     ("unknown item", _files(None, lambda f: _set(f, C.ITEM_ID, 7, "zz")), "item_id",
-     r"item id not in the item table; .*--drop-unknown-items \(1 row, e\.g\. row 8\)"),
+     r"item id not in the item table; .*--drop-unknown-items \(1 row, e\.g\. row 8 'zz'\)"),
     ("bad timestamp", _files(None, lambda f: _set(f, C.TS, 2, "yesterday")), "timestamp",
      r"missing or unparseable value; e\.g\. 'yesterday'.* \(1 row, e\.g\. row 3\)"),
     ("unknown event", _files(None, lambda f: _set(f, C.EVENT, 3, "view")), "event",
@@ -133,10 +133,11 @@ BAD_INPUTS = [
     ("empty interactions", _files(None, lambda f: f.clear(), ".parquet"), None,
      r"inter\.parquet: the table has no rows"),
     ("impression-only user", _files(None, lambda f: _set(f, C.EVENT, 7, "impression")), "user_id",
-     r"1 user\(s\) have only impressions .*'u3'.*--drop-impression-only-users \(3 rows, e\.g\. row 6, 7, 8\)"),
+     r"1 user\(s\) have only impressions .*'u3'.*--drop-impression-only-users "
+     r"\(3 rows, e\.g\. row 6 'u3', 7 'u3', 8 'u3'\)"),
     ("NaN rating", _files(None, lambda f: f.with_columns(pl.Series(C.RATING, [4.0] * 3 + [float("nan")] +
                                                                    [float("inf")] + [3.0] * (f.height - 5)))),
-     "rating", r"NaN or infinite rating; a rating is a finite number \(2 rows, e\.g\. row 4, 5\)"),
+     "rating", r"NaN or infinite rating; a rating is a finite number \(2 rows, e\.g\. row 4 'NaN', 5 'inf'\)"),
     ("year -1199", _files(None, lambda f: _set(f, C.TS, 1, "-100000000000")), "timestamp",
      r"time before 1900 or more than a year ahead .*milliseconds or nanoseconds need converting \(1 row, e\.g\. "
      r"row 2\)"),
@@ -169,7 +170,8 @@ def test_all_problems_are_reported_together(dataset_files, items, interactions):
     # Replacing item d by a second "a" also orphans d's two interactions: a fifth error.
     assert "5 error(s)" in result.output
     for fragment in ("empty title", "duplicate item id", "unknown event", "unparseable value",
-                     "--drop-unknown-items (2 rows, e.g. row 6, 8)"):
+                     "--drop-unknown-items (2 rows, e.g. row 6 'd', 8 'd')", "duplicate item id (ids must be unique; "
+                     "dedupe the catalogue) (2 rows, e.g. row 1 'a', 4 'a')"):
         assert fragment in result.output
 
 
@@ -215,7 +217,7 @@ def test_custom_event_names_are_allowed_by_policy(dataset_files, interactions):
 
 def test_load_dataset_raises_every_problem_at_once(dataset_files, items):
     files = dataset_files(_set(_set(items, C.TITLE, 0, ""), C.TITLE, 2, None))
-    with pytest.raises(DataContractError, match=r"empty title .*\(2 rows, e\.g\. row 1, 3\)"):
+    with pytest.raises(DataContractError, match=r"empty title .*\(2 rows, e\.g\. row 1 '', 3\)"):
         load_dataset(DatasetPaths(*files))
 
 
@@ -234,3 +236,14 @@ def test_nothing_left_after_dropping_unknown_items_is_an_error(tmp_path, items, 
                           "--drop-unknown-items")
     assert result.exit_code == 1 and "no interaction is left after dropping those on unknown items" in result.output
     assert "time range None" not in result.output and "Traceback" not in result.output
+
+
+def test_errors_show_the_offending_values_truncated(dataset_files, items, interactions):
+    """Each example row comes with its value, so a user can search for it; long values end in an ellipsis."""
+    long_id = "B" + "0" * 60
+    bad_inter = _set(_set(interactions, C.ITEM_ID, 2, "zz-unknown"), C.ITEM_ID, 5, long_id)
+    result = run_validate(*dataset_files(None, bad_inter))
+    assert result.exit_code == 1
+    line = next(x for x in result.output.splitlines() if "item id not in the item table" in x)
+    assert "(2 rows, e.g. row 3 'zz-unknown', 6 'B00000000000000000000000000000000000000…')" in line, line
+    assert long_id not in result.output
