@@ -35,6 +35,7 @@ from tqdm.auto import tqdm
 
 from recsys import contract as C
 from recsys.bundle import FALLBACK, RESULT_SCHEMA, ModelBundle
+from recsys.console import bars
 from recsys.errors import DataContractError, RecsysError
 from recsys.io import read_table, write_parquet_atomic
 from recsys.pipeline import ColdExposure
@@ -274,7 +275,7 @@ def _export(bundle: ModelBundle, users: np.ndarray, out: Path, config: ExportCon
     bundle = config.applied(bundle)
     starts = range(0, len(users), config.block_size)
     resumed = 0
-    with tqdm(total=len(users), unit="user", desc="recommend", disable=not show_progress, smoothing=0.1) as bar:
+    with tqdm(total=len(users), unit="user", desc="recommend", disable=bars(show_progress), smoothing=0.1) as bar:
         for block, lo in enumerate(starts):
             part = parts / f"part-{block:06d}.parquet"
             chunk = users[lo:lo + config.block_size]

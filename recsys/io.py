@@ -280,10 +280,10 @@ def validate_dataset(paths: DatasetPaths, policy: ContractPolicy = ContractPolic
     Returns:
         The report, and the normalised :class:`Dataset` when there is no error (else ``None``).
     """
-    logger.info("checking %s", paths.items)
+    logger.debug("checking %s", paths.items)
     items = _checked(paths.items, lambda df: check_items(df, file=paths.items.name))
     ids = items.frame[C.ITEM_ID] if items.frame is not None else _raw_item_ids(paths.items)
-    logger.info("checking %s", paths.interactions)
+    logger.debug("checking %s", paths.interactions)
     inter = _checked(paths.interactions, lambda df: check_interactions(
         df, file=paths.interactions.name, item_ids=ids, policy=policy))
     users = (_checked(paths.users, lambda df: check_users(df, file=paths.users.name))

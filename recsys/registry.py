@@ -180,10 +180,15 @@ def _registered(client, name: str, tracking_uri: str | None):
 def register(model_uri: str, name: str, *, run_id: str, tags: dict[str, str], tracking_uri: str | None = None) -> str:
     """Register ``model_uri`` as a new version of ``name`` with the alias ``challenger``; returns the version."""
     import mlflow
+    from mlflow.utils.logging_utils import disable_logging, enable_logging
 
     mlflow.set_tracking_uri(tracking_uri)
     mlflow.set_registry_uri(tracking_uri)
-    version = mlflow.register_model(model_uri, name, tags={RUN_TAG: run_id, **tags}).version
+    disable_logging()  # its "Successfully registered ..." prints: recsys says what it registered, once
+    try:
+        version = mlflow.register_model(model_uri, name, tags={RUN_TAG: run_id, **tags}).version
+    finally:
+        enable_logging()
     _client(tracking_uri).set_registered_model_alias(name, CHALLENGER, str(version))
     return str(version)
 

@@ -18,6 +18,7 @@ import numpy as np
 import scipy.sparse as sp
 from tqdm.auto import tqdm
 
+from recsys.console import bars
 from recsys.scorers.base import Scorer
 from recsys.topk import top_k
 
@@ -67,7 +68,7 @@ def iter_ranked(model: Scorer, users: np.ndarray, history: sp.csr_matrix, k: int
     """
     users = np.asarray(users, dtype=np.int64)
     starts = range(0, len(users), max(1, block_size))
-    for start in tqdm(starts, desc=desc, unit="block", disable=not show_progress, leave=False):
+    for start in tqdm(starts, desc=desc, unit="block", disable=bars(show_progress), leave=False):
         block = users[start:start + block_size]
         top, values = rank_block(model, block, history[block], k, exclude_seen=exclude_seen, only=only)
         yield start, top, values

@@ -28,6 +28,7 @@ import torch
 from tqdm.auto import tqdm
 
 from recsys import contract as C
+from recsys.console import bars
 from recsys.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -338,7 +339,7 @@ def encode_texts(model: torch.nn.Module, tokenizer: PreTrainedTokenizerBase, tex
     out = torch.empty((len(ids), dim), dtype=torch.float32)
     with torch.inference_mode(), _eval_mode(model), fast_cpu_linears(model):
         for rows in tqdm(_length_batches(lengths, batch_size), desc="encode", unit="batch",
-                         disable=not show_progress):
+                         disable=bars(show_progress)):
             input_ids, mask = _pad(ids, rows, tokenizer.pad_token_id)
             input_ids, mask = input_ids.to(device), mask.to(device)
             hidden = model(input_ids=input_ids, attention_mask=mask).last_hidden_state

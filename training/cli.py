@@ -8,6 +8,7 @@ imported inside each command, so ``recsys --help`` stays fast.
 
 from __future__ import annotations
 
+import logging
 import sys
 from pathlib import Path
 
@@ -20,6 +21,7 @@ from recsys.cli.common import (
     csv_values,
     echo_evaluation,
     echo_frame,
+    echo_next_steps,
     echo_registration,
     make_config,
     split_config,
@@ -28,6 +30,8 @@ from recsys.cli.common import (
 from recsys.cli.data import check_dataset_folder, check_output
 from recsys.errors import ConfigError
 from recsys.registry import remote_scheme
+
+logger = logging.getLogger(__name__)
 
 MAX_BUDGET_MINUTES = 7 * 24 * 60
 """The longest ``--budget-minutes`` (a week): the recipe plans epochs and grids from it, so more is a typo."""
@@ -95,13 +99,12 @@ def demo_cmd(out, tracking_uri, no_mlflow, text_model, text_mode) -> None:
         first = recs[C.USER_ID][0]
         click.echo(f"top 5 of user {first}:")
         echo_frame(recs.filter(pl.col(C.USER_ID) == first).head(5))
-        click.echo(f"serve it: MLFLOW_TRACKING_URI={uri} mlflow models serve -m models:/recsys@champion "
-                   "--env-manager local")
     else:
         click.echo("batch export skipped: it reads the model from the MLflow registry (run without --no-mlflow)")
     click.echo("timings: " + ", ".join(f"{k} {v:.2f}s" for k, v in result.seconds.items()))
     if PENDING_STAGES:
         click.echo("not in this build yet: " + "; ".join(PENDING_STAGES))
+    echo_next_steps(result.training, uri, result.data_dir)
 
 
 @click.command("train")
@@ -156,9 +159,10 @@ def train_cmd(config_file, overrides, stage, data_dir, tracking_uri, no_mlflow, 
     if result.cold_curve is not None:
         click.echo("cold exposure (slots: new items guaranteed in the first page; 0 = the ranker's own order):")
         echo_frame(result.cold_curve)
-    for name, stats in result.stats.items():
-        click.echo(f"{name}: " + ", ".join(f"{k}={v:.4g}" for k, v in stats.items()))
+    for name, stats in result.stats.items():  # every figure is in the MLflow run too; -v prints them here
+        logger.debug("%s: %s", name, ", ".join(f"{k}={v:.4g}" for k, v in stats.items()))
     echo_registration(result)
+    echo_next_steps(result, uri, config.data)
 
 
 @click.command("evaluate")

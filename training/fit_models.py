@@ -16,11 +16,15 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Sequence
+from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 import numpy as np
+from tqdm.auto import tqdm
+from tqdm.contrib.logging import logging_redirect_tqdm
 
+from recsys.console import bars, stderr_is_terminal
 from recsys.evaluation.eval_data import EvalData
 from recsys.evaluation.runner import (
     TUNING_METRIC,
@@ -106,7 +110,7 @@ def _tune(spec: ModelSpec, data: EvalData, show_progress: bool) -> tuple[Any, di
         model = spec.build(setting).fit(window.fit)
         value = tuning_score(data, model, show_progress=show_progress, desc=f"{spec.name} valid {setting}")
         scores[str(setting)] = value
-        logger.info("%s %s: valid %s %.4f", spec.name, setting, TUNING_METRIC, value)
+        logger.debug("%s %s: valid %s %.4f", spec.name, setting, TUNING_METRIC, value)
         if value > best_score:
             best, best_score = setting, value
     return best, scores
@@ -156,14 +160,18 @@ def evaluate_specs(data: EvalData, specs: Sequence[ModelSpec], *, reference: str
     """
     check_test_window(data)
     results: list[ModelResult] = []
-    for spec in specs:
-        logger.info("evaluating %s", spec.name)
-        fitted = fit_spec(spec, data, show_progress=show_progress)
-        if tuned is not None:
-            tuned[spec.name] = Tuned(spec, fitted.setting, fitted.tuning.get(str(fitted.setting), float("nan")))
-        results.append(score_model(data, spec.name, fitted.model, setting=fitted.setting, tuning=fitted.tuning,
-                                   seconds=fitted.seconds, show_progress=show_progress))
-        del fitted  # the next spec's fit should not have to share memory with this model
-        release()
-        results[-1].peak_rss_mb = peak_rss_mb()
+    # one bar over the models on a terminal (the log lines print above it); a line per model with -v
+    redirect = logging_redirect_tqdm() if show_progress and stderr_is_terminal() else nullcontext()
+    with redirect, tqdm(specs, desc="models", unit="model", disable=bars(show_progress)) as progress:
+        for spec in progress:
+            progress.set_postfix_str(spec.name, refresh=True)
+            logger.debug("evaluating %s", spec.name)
+            fitted = fit_spec(spec, data, show_progress=show_progress)
+            if tuned is not None:
+                tuned[spec.name] = Tuned(spec, fitted.setting, fitted.tuning.get(str(fitted.setting), float("nan")))
+            results.append(score_model(data, spec.name, fitted.model, setting=fitted.setting, tuning=fitted.tuning,
+                                       seconds=fitted.seconds, show_progress=show_progress))
+            del fitted  # the next spec's fit should not have to share memory with this model
+            release()
+            results[-1].peak_rss_mb = peak_rss_mb()
     return summarise(data, results, reference=reference)

@@ -29,6 +29,7 @@ from features.table import FeatureConfig, feature_columns
 from recsys import contract as C
 from recsys.candidates import CandidateConfig, candidate_recall
 from recsys.config import check_above, check_at_least
+from recsys.console import bars
 from recsys.errors import NotFittedError
 from recsys.evaluation.bootstrap import paired_bootstrap
 from recsys.evaluation.eval_data import EvalConfig
@@ -525,7 +526,7 @@ class PipelineRecommender:
         users = stage.sampled_users
         blocks = []
         for lo in tqdm(range(0, len(users), cfg.block_size), desc=f"{self.name} features", unit="block",
-                       disable=not stage.show_progress, leave=False):
+                       disable=bars(stage.show_progress), leave=False):
             block = users[lo:lo + cfg.block_size]
             cuts = stage.cuts.filter(pl.col(C.USER_IDX).is_in(block.tolist()))
             blocks.append(inner.candidate_table(block, stage.inner_data.interactions[block], cuts=cuts))
@@ -584,7 +585,7 @@ class PipelineRecommender:
         self.start_ = {"users": float(len(judged)), "base_ndcg@10": paired["a"], "zero_ndcg@10": paired["b"],
                        "diff": paired["diff"], "diff_low": paired["low"], "diff_high": paired["high"],
                        "kept_base": float(chosen is not None)}
-        logger.info("%s ranker start on %d label users (out-of-fold, cross-validated tree counts): from %s %.4f vs "
+        logger.debug("%s ranker start on %d label users (out-of-fold, cross-validated tree counts): from %s %.4f vs "
                     "from zero %.4f (diff %+.4f [%+.4f, %+.4f]); boosting from %s", self.name, len(judged), base,
                     paired["a"], paired["b"], paired["diff"], paired["low"], paired["high"], chosen or "zero")
         return chosen

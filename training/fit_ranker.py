@@ -30,6 +30,7 @@ import polars as pl
 
 from recsys import contract as C
 from recsys.config import check_above, check_at_least
+from recsys.console import bars
 from recsys.ranker import RankerEnsemble, base_scores, feature_matrix
 
 __all__ = ["MAX_LABEL", "RankerConfig", "FoldReport", "RankerReport", "fit_ranker", "fit_rankers", "out_of_fold"]
@@ -243,7 +244,7 @@ def fit_rankers(
         )
     assignment = _assign_folds(used_groups, group, config)
     data = _canonical_order(table.join(assignment, on=group, how="inner"), features, label, group, config.seed)
-    logger.info("fit_ranker: %d groups used, %d all-zero groups dropped, %d rows", used_groups.len(), n_dropped,
+    logger.debug("fit_ranker: %d groups used, %d all-zero groups dropped, %d rows", used_groups.len(), n_dropped,
                 data.height)
 
     # one single-threaded booster per (start, fold), side by side on the machine's cores: the same
@@ -258,7 +259,7 @@ def fit_rankers(
     del data
     workers = max(1, min(len(jobs), os.cpu_count() or 1))
     with ThreadPoolExecutor(workers) as pool, tqdm(total=len(jobs), desc="ranker folds", unit="fold",
-                                                   disable=not show_progress, leave=False) as bar:
+                                                   disable=bars(show_progress), leave=False) as bar:
         pending = [pool.submit(_fit_fold, k, sets, config) for (_, k), sets in zip(jobs, prepared, strict=True)]
         for future in as_completed(pending):
             future.result()
@@ -270,7 +271,7 @@ def fit_rankers(
         mine = [fit for (b, _), fit in zip(jobs, fitted, strict=True) if b == base]
         reports = [report for _, report in mine]
         for report in reports:
-            logger.info("fit_ranker%s: fold %d best iteration %d, ndcg@%d %.4f", f" (from {base})" if base else "",
+            logger.debug("fit_ranker%s: fold %d best iteration %d, ndcg@%d %.4f", f" (from {base})" if base else "",
                         report.fold, report.best_iteration, config.eval_at, report.best_ndcg)
         ensemble = RankerEnsemble([booster for booster, _ in mine], features, [r.best_iteration for r in reports],
                                   base)

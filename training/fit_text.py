@@ -24,6 +24,7 @@ from pytorch_lightning.callbacks import EarlyStopping, ModelCheckpoint
 from transformers import AutoTokenizer
 
 from recsys import contract as C
+from recsys.console import quiet_libraries, stderr_is_terminal
 from recsys.errors import ConfigError, NotFittedError, RecsysError
 from recsys.indexing import FitInput
 from recsys.scorers.text import EncoderSource, ItemTokens, TextScorer, user_windows
@@ -184,28 +185,35 @@ class TextTowerRecommender:
             folder = Path(cfg.checkpoint_dir or scratch)
             best = ModelCheckpoint(dirpath=folder, filename="best", monitor="valid/auc", mode="max", save_last=True)
             limit = timedelta(minutes=cfg.max_minutes) if cfg.max_minutes is not None else None
-            trainer = L.Trainer(accelerator="cpu", devices=1, max_epochs=cfg.max_epochs, max_steps=cfg.max_steps,
-                                max_time=limit,
-                                gradient_clip_val=cfg.grad_clip, num_sanity_val_steps=0, logger=self.logger or False,
-                                enable_progress_bar=cfg.show_progress, enable_model_summary=False,
-                                log_every_n_steps=10, deterministic=True,
-                                callbacks=[best, EarlyStopping("valid/auc", mode="max", patience=cfg.patience)])
-            if self.logger is not None:
-                self.logger.log_metrics({"trainable_params": trainable, "train_examples": len(train)})
+            logger.info("text tower: fine-tuning %s on %s examples (%s held out), at most %d epoch(s)%s",
+                        cfg.finetune.mode, f"{len(train):,}", f"{len(holdout):,}", cfg.max_epochs,
+                        f" or {cfg.max_minutes:.1f} min" if cfg.max_minutes is not None else "")
             last = folder / "last.ckpt"
             start = time.perf_counter()
-            # checkpoints are read as tensors and plain values only (weights_only): a checkpoint folder is
-            # a file anyone could have written, and unpickling it would run their code
-            try:
-                trainer.fit(module, datamodule=datamodule, ckpt_path=last if cfg.resume and last.exists() else None,
-                            weights_only=True)
-            except pickle.UnpicklingError as exc:
-                raise RecsysError(f"{last}: the checkpoint holds more than tensors and plain values, so it is not "
-                                  "read (it could run code); delete it or resume from another folder") from exc
+            with quiet_libraries():  # Lightning's accelerator banner, tips and its own deprecation warnings
+                trainer = L.Trainer(accelerator="cpu", devices=1, max_epochs=cfg.max_epochs, max_steps=cfg.max_steps,
+                                    max_time=limit, gradient_clip_val=cfg.grad_clip, num_sanity_val_steps=0,
+                                    logger=self.logger or False,
+                                    enable_progress_bar=cfg.show_progress and stderr_is_terminal(),
+                                    enable_model_summary=False, log_every_n_steps=10, deterministic=True,
+                                    callbacks=[best, EarlyStopping("valid/auc", mode="max", patience=cfg.patience)])
+                if self.logger is not None:
+                    self.logger.log_metrics({"trainable_params": trainable, "train_examples": len(train)})
+                # checkpoints are read as tensors and plain values only (weights_only): a checkpoint folder is
+                # a file anyone could have written, and unpickling it would run their code
+                try:
+                    trainer.fit(module, datamodule=datamodule, weights_only=True,
+                                ckpt_path=last if cfg.resume and last.exists() else None)
+                except pickle.UnpicklingError as exc:
+                    raise RecsysError(f"{last}: the checkpoint holds more than tensors and plain values, so it is "
+                                      "not read (it could run code); delete it or resume from another folder") from exc
             elapsed = time.perf_counter() - start
             if best.best_model_path:
                 module.load_state_dict(torch.load(best.best_model_path, weights_only=True)["state_dict"])
         score = best.best_model_score
+        logger.info("text tower: %d epoch(s) in %.0f s (%.0f examples/s), holdout AUC %.3f", trainer.current_epoch,
+                    elapsed, trainer.global_step * cfg.batch_size / max(elapsed, 1e-9),
+                    float(score) if score is not None else float("nan"))
         self.stats_ |= {"train_examples": len(train), "holdout_examples": len(holdout),
                         "epochs": trainer.current_epoch, "train_wall_s": elapsed,
                         "stopped_by_clock": float(limit is not None and elapsed >= limit.total_seconds()),

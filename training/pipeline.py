@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Literal
@@ -319,8 +320,11 @@ def _train(config: TrainConfig, *, tracking_uri: str | None, show_progress: bool
         specs, stage_one, main, reference = _specs(config, towers, tracking), None, None, "zero_shot"
     result = evaluate_specs(data, specs, reference=reference, show_progress=show_progress,
                             tuned=main.baselines if main is not None else None)
+    # the cold-exposure settings have their own table (and plot), not rows of the model table
+    cold_views = ({f"pipeline_{c.label}" for c in config.pipeline.cold_curve()} if config.stage == "all"
+                  else set())
     files = write_report(result, report_dir, dataset=Path(config.data).name, command="recsys train",
-                         git_commit=git_commit())
+                         git_commit=git_commit(), skip=cold_views)
     stats = {name: model.stats_ for name, model in towers.items()}
     curve = None
     if main is not None:
@@ -328,7 +332,8 @@ def _train(config: TrainConfig, *, tracking_uri: str | None, show_progress: bool
         stats["ranker"] = dict(main.stats_)
         stats["candidates"] = window_candidate_recall(main, result)
         curve = cold_tradeoff(result)
-        _save_figure(plot_cold_tradeoff(curve, _reference_ndcg(result)), report_dir / "cold_tradeoff.png")
+        _save_figure(plot_cold_tradeoff(curve, _reference_ndcg(result, config.baselines)),
+                     report_dir / "cold_tradeoff.png")
     stats["run"] = {"split_s": split_s, "wall_s": time.perf_counter() - start}
     if mlflow is not None and run_id is not None:
         from recsys.evaluation.tracking import log_evaluation
@@ -368,8 +373,8 @@ def _train(config: TrainConfig, *, tracking_uri: str | None, show_progress: bool
     serves = main.fallback_.name if main is not None and main.fallback_ is not None else None
     headline = verdict(result, reference if config.stage == "all" else tower_name(config.text), config.baselines,
                        serves=serves)
-    logger.info(headline)
-    return TrainResult(result, render_table(result), files, run_id, stats, curve, registration, headline, skipped)
+    table = render_table(result, skip=cold_views)
+    return TrainResult(result, table, files, run_id, stats, curve, registration, headline, skipped)
 
 
 def all_events(data: EvalData, config: EvalConfig) -> FitInput:
@@ -394,11 +399,16 @@ def _parent_tags(from_model: str | None, tracking_uri: str) -> dict[str, str]:
     return {"parent_model": from_model, PARENT_TAG: str(version.version)}
 
 
-def _reference_ndcg(result: EvalResult) -> dict[str, float]:
-    """NDCG@10 of the towers alone and the best baseline: the marks on the trade-off plot."""
-    rows = result.table.filter((pl.col("slice") == "all") & (pl.col("metric") == "ndcg@10")
-                               & pl.col("model").is_in(["text_alone", "lightfm_alone", "ease", "popularity"]))
-    return dict(zip(rows["model"].to_list(), rows["value"].to_list(), strict=True))
+def _reference_ndcg(result: EvalResult, baselines: Sequence[str]) -> dict[str, float]:
+    """NDCG@10 of the towers alone and of the best baseline (on the test window): the marks on the trade-off plot."""
+    rows = result.table.filter((pl.col("slice") == "all") & (pl.col("metric") == "ndcg@10"))
+    values = dict(zip(rows["model"].to_list(), rows["value"].to_list(), strict=True))
+    marks = {m: values[m] for m in ("text_alone", "lightfm_alone") if m in values}
+    scored = [b for b in baselines if b in values]
+    if scored:
+        best = max(scored, key=values.get)
+        marks[best] = values[best]
+    return marks
 
 
 def _save_figure(figure, path: Path) -> None:

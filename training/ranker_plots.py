@@ -12,6 +12,7 @@ matplotlib.use("Agg")  # headless: training runs on servers and in CI
 import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
+from recsys.evaluation.plots import LabelSpec, place_near  # noqa: E402
 from recsys.ranker import RankerEnsemble  # noqa: E402
 from training.fit_ranker import RankerReport  # noqa: E402
 
@@ -30,22 +31,24 @@ def plot_learning_curves(report: RankerReport, *, show_train: bool = True) -> Fi
     Returns:
         The figure (close it with ``plt.close(fig)`` when done).
     """
-    fig, ax = plt.subplots(figsize=(7, 4.5))
+    fig, ax = plt.subplots(figsize=(8, 4.5))
+    best, curves = [], []
     for fold in report.folds:
         rounds = range(1, len(fold.valid_ndcg) + 1)
         (line,) = ax.plot(rounds, fold.valid_ndcg, label=f"fold {fold.fold} valid")
+        curves.append(line)
         if show_train and fold.train_ndcg:
-            ax.plot(range(1, len(fold.train_ndcg) + 1), fold.train_ndcg, linestyle="--", color=line.get_color(),
-                    alpha=0.6, label=f"fold {fold.fold} train")
+            curves += ax.plot(range(1, len(fold.train_ndcg) + 1), fold.train_ndcg, linestyle="--",
+                              color=line.get_color(), alpha=0.6, label=f"fold {fold.fold} train")
         ax.plot([fold.best_iteration], [fold.best_ndcg], marker="o", color=line.get_color())
-        ax.annotate(f"{fold.best_iteration}", (fold.best_iteration, fold.best_ndcg), textcoords="offset points",
-                    xytext=(4, 4), fontsize=8, color=line.get_color())
+        best.append(LabelSpec(f"{fold.best_iteration}", fold.best_ndcg, fold.best_iteration, line.get_color()))
     ax.set_xlabel("boosting round")
     ax.set_ylabel(report.metric)
     ax.set_title(f"Ranker learning curves (best = dot; mean best {report.metric} {report.mean_best_ndcg:.4f})")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))  # outside: the curves fill the axes
     fig.tight_layout()
+    place_near(ax, best, [3.0] * len(best), lines=curves)  # folds stopping alike get names that do not overlap
     return fig
 
 

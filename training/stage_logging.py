@@ -19,6 +19,7 @@ import polars as pl  # noqa: E402
 
 from recsys import contract as C
 from recsys.candidates import candidate_recall  # noqa: E402
+from recsys.evaluation.plots import REGISTERED_COLOUR, LabelSpec, label_right, model_styles, place_near  # noqa: E402
 from recsys.evaluation.runner import EvalResult  # noqa: E402
 from training.fit_pipeline import PipelineRecommender, StageOne  # noqa: E402
 from training.ranker_plots import plot_importance, plot_learning_curves  # noqa: E402
@@ -81,27 +82,75 @@ def cold_tradeoff(result: EvalResult) -> pl.DataFrame:
     return curve.select("slots", "place", "model", "ndcg@10", "cold_recall@20").sort("place", "slots")
 
 
+PLACE_STYLE = {"spread": ("#2171b5", "s", "new-item slots spread through the first page"),
+               "end": ("#e6550d", "^", "new-item slots at the end of the first page")}
+"""Colour, marker and legend entry of each place of the new-item quota (others: grey)."""
+
+
 def plot_cold_tradeoff(curve: pl.DataFrame, reference: dict[str, float] | None = None) -> plt.Figure:
-    """NDCG@10 against new-item Recall@20 over the cold-exposure settings (reference models as lines)."""
-    fig, ax = plt.subplots(figsize=(6.5, 4.2))
+    """NDCG@10 against new-item Recall@20 over the cold-exposure settings (reference models as lines).
+
+    Each point is labelled by its number of new-item slots (points that coincide share one
+    label, ``0, 2, 4``); the reference models (towers alone, baselines) are dotted lines named
+    in the right margin, moved apart where their values are close. The layout is fixed, not
+    tight, so that the labels outside the axes are inside the saved PNG.
+    """
+    fig, ax = plt.subplots(figsize=(7.5, 5.0))
+    fig.subplots_adjust(left=0.11, right=0.76, top=0.9, bottom=0.25)
     origin = curve.filter(pl.col("slots") == 0)
     places = sorted(set(curve["place"].to_list()) - {"-"})
-    if not places:  # no cold-exposure setting was evaluated (a large log): the pipeline's own point
-        ax.plot(origin["cold_recall@20"], origin["ndcg@10"], marker="o", linestyle="", label="no new-item slots")
+    handles = []
+    points: list[tuple[float, float, int, str]] = []  # recall, ndcg, slots, place
     for place in places:
+        colour, marker, label = PLACE_STYLE.get(place, ("0.4", "o", f"new-item slots, {place}"))
         line = pl.concat([origin, curve.filter(pl.col("place") == place)]).sort("slots")
-        ax.plot(line["cold_recall@20"], line["ndcg@10"], marker="o", label=f"new-item slots, {place}")
-        for row in line.iter_rows(named=True):
-            ax.annotate(str(row["slots"]), (row["cold_recall@20"], row["ndcg@10"]), textcoords="offset points",
-                        xytext=(4, 4), fontsize=8)
+        (drawn,) = ax.plot(line["cold_recall@20"], line["ndcg@10"], marker=marker, color=colour, linewidth=1.6,
+                           markersize=6, label=label, zorder=3)
+        handles.append(drawn)
+        points += [(r["cold_recall@20"], r["ndcg@10"], r["slots"], place) for r in line.iter_rows(named=True)
+                   if r["slots"] > 0]
+    for row in origin.iter_rows(named=True):
+        handles.append(ax.plot([row["cold_recall@20"]], [row["ndcg@10"]], marker="o", markersize=10, linestyle="",
+                               color=REGISTERED_COLOUR, zorder=4, label="pipeline (no new-item slots)")[0])
+        points.append((row["cold_recall@20"], row["ndcg@10"], 0, "-"))
+    styles = model_styles(list(reference or {}), "pipeline")
     for name, value in (reference or {}).items():
-        ax.axhline(value, linestyle=":", linewidth=1, color="grey")
-        ax.annotate(name, (0, value), fontsize=8, color="grey", textcoords="offset points", xytext=(2, 2))
-    ax.set(xlabel="new-item Recall@20 (whole catalogue ranked)", ylabel="NDCG@10",
-           title="Cold exposure: new-item slots in the first page")
-    ax.legend(loc="best", fontsize=8)
-    fig.tight_layout()
+        ax.axhline(value, linestyle=":", linewidth=1.2, color=styles[name].colour, zorder=1)
+    high = max([p[0] for p in points] + [0.0])
+    high = high if high > 0 else 0.1  # no new item reached the top 20: still a readable axis from 0
+    ax.set_xlim(-0.05 * high, 1.1 * high)
+    ax.set(xlabel="new-item Recall@20 (whole catalogue ranked)", ylabel="NDCG@10")
+    ax.set_title("Cold exposure: new-item slots in the first page\n(points labelled by the number of slots)",
+                 fontsize=10)
+    ax.grid(alpha=0.3)
+    ax.margins(y=0.1)
+    fig.legend(handles=handles, loc="lower center", bbox_to_anchor=(0.45, 0.0), ncol=2, fontsize=8, frameon=False)
+    label_right(ax, [LabelSpec(name, value, None, styles[name].text_colour)
+                     for name, value in (reference or {}).items()])
+    place_near(ax, *_slot_labels(ax, points), lines=handles)
     return fig
+
+
+def _slot_labels(ax: plt.Axes, points: list[tuple[float, float, int, str]]) -> tuple[list[LabelSpec], list[float]]:
+    """One label per group of points within a marker of each other: their slot counts, ``0, 2, 4``."""
+    ax.set_xlim(ax.get_xlim())
+    ax.set_ylim(ax.get_ylim())
+    near = 6.0 * ax.figure.dpi / 72.0  # pixels: about a marker
+    groups: list[list[tuple[float, float, int, str]]] = []
+    for point in points:
+        xy = ax.transData.transform(point[:2])
+        group = next((g for g in groups if np.hypot(*(ax.transData.transform(g[0][:2]) - xy)) < near), None)
+        if group is None:
+            groups.append([point])
+        else:
+            group.append(point)
+    labels = []
+    for group in groups:
+        slots = sorted({p[2] for p in group})
+        colour = REGISTERED_COLOUR if 0 in slots else PLACE_STYLE.get(group[0][3], ("0.4",))[0]
+        labels.append(LabelSpec(", ".join(map(str, slots)), group[0][1], group[0][0], colour,
+                                "bold" if 0 in slots else "normal"))
+    return labels, [5.0] * len(labels)
 
 
 def _lightfm_figure(curve: dict[int, float]) -> plt.Figure:

@@ -18,7 +18,7 @@ import polars as pl
 from recsys.errors import RecsysError
 
 __all__ = ["cli", "PATH", "tracking_uri_of", "echo_frame", "echo_evaluation", "echo_registration", "make_config",
-           "split_config", "csv_values", "Group"]
+           "split_config", "csv_values", "Group", "echo_next_steps"]
 
 PATH = click.Path(path_type=Path)
 
@@ -37,6 +37,9 @@ class Group(click.Group):
 
 
 def _setup_logging(verbose: bool) -> None:
+    from recsys.console import quiet_environment
+
+    quiet_environment()  # again: a host program (a notebook, a test) may have imported transformers before recsys
     logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, format="%(message)s",
                         stream=sys.stderr, force=True)
     for noisy in ("matplotlib", "urllib3", "filelock"):
@@ -81,6 +84,31 @@ def echo_registration(result) -> None:
         reg = result.registration
         click.echo(f"registered models:/{reg.name}/{reg.version} (alias challenger) from {reg.model_uri}")
         click.echo(reg.gate.render())
+
+
+def echo_next_steps(result, uri: str | None, data_dir: Path | str) -> None:
+    """The run's last lines: what it registered and how it did, where its report is, and the commands that
+    open, use and serve the model."""
+    lines = []
+    reg = result.registration
+    if reg is not None:
+        alias = ", now the champion" if reg.gate.promoted else f", not promoted ({reg.gate.reason.rstrip(';')})"
+        lines.append(("registered", f"models:/{reg.name}/{reg.version}{alias}"))
+    if getattr(result, "verdict", ""):
+        lines.append(("result", result.verdict))
+    if result.files:
+        lines.append(("report", str(result.files.html)))
+    if uri:
+        lines.append(("runs", f"mlflow ui --backend-store-uri {uri}"))
+    if reg is not None:
+        model = f"models:/{reg.name}@champion" if reg.gate.promoted else f"models:/{reg.name}/{reg.version}"
+        env = f"MLFLOW_TRACKING_URI={uri} " if uri else ""
+        lines.append(("top-k lists", f"{env}recsys recommend --model {model} --data {data_dir} --k 20 "
+                                     "--out recs.parquet"))
+        lines.append(("serve", f"{env}mlflow models serve -m {model} --env-manager local"))
+    if lines:
+        width = max(len(name) for name, _ in lines)
+        click.echo("summary:\n" + "\n".join(f"  {name:<{width}}  {text}" for name, text in lines))
 
 
 def csv_values(text: str, cast=str) -> tuple:

@@ -8,24 +8,20 @@ from __future__ import annotations
 
 import base64
 import html
-import io
 import json
 import os
 import platform
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-import matplotlib
-
-matplotlib.use("Agg")  # headless: reports are rendered on servers and in CI
-import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import polars as pl  # noqa: E402
 
 from recsys import contract as C  # noqa: E402
 from recsys.errors import RecsysError  # noqa: E402
 from recsys.evaluation.bootstrap import paired_bootstrap  # noqa: E402
+from recsys.evaluation.plots import report_images  # noqa: E402
 from recsys.evaluation.runner import EvalResult  # noqa: E402
 from recsys.io import file_in_the_way  # noqa: E402
 
@@ -113,86 +109,70 @@ def verdict(result: EvalResult, model: str, baselines: Sequence[str], metric: st
             f"[{paired.low:+.4f}, {paired.high:+.4f}] (paired 95% CI over {len(result.data.test.users):,} test users)")
 
 
-def render_table(result: EvalResult) -> str:
-    """Models x headline metrics, each as ``value [low, high]``, best first by NDCG@10."""
+MIN_SLICE_USERS = 30
+"""A slice's metric is shown on the terminal only with at least this many test users behind it: fewer
+make an interval like [0.000, 0.375] that says nothing (every figure stays in the JSON)."""
+
+
+def _slice_shown(result: EvalResult, slice_name: str, metric: str) -> tuple[int, str | None]:
+    """Users behind ``slice_name`` and why its ``metric`` cannot vary (None: it can, so it is shown).
+
+    A slice needs :data:`MIN_SLICE_USERS` users; ``cold_only`` ranks only the new items, so with no
+    more of them than the cut-off every list holds them all and its recall is 1 for any model.
+    """
+    rows = result.table.filter((pl.col("slice") == slice_name) & (pl.col("metric") == metric))
+    n_users = int(rows["n_users"].max() or 0) if rows.height else 0
+    if slice_name == "all":
+        return n_users, None
+    if slice_name == "cold_only" and "@" in metric:
+        n_new, k = int(result.data.test.cold_items.sum()), int(metric.split("@")[1])
+        if n_new <= k:
+            return n_users, f"only {n_new} new item(s), so every list of {k} holds them all"
+    if n_users < MIN_SLICE_USERS:
+        return n_users, f"{n_users} user(s), fewer than {MIN_SLICE_USERS}"
+    return n_users, None
+
+
+def render_table(result: EvalResult, skip: Collection[str] = ()) -> str:
+    """Models x headline metrics, each as ``value [low, high]``, best first by NDCG@10.
+
+    Slice columns carry their user count (``cold_recall@20 (n=57)``); a slice metric that cannot
+    vary (:func:`_slice_shown`) is left out with a line saying why. ``skip``: models not shown
+    (views printed in a table of their own, such as the cold-exposure settings).
+    """
     t = result.table
     cfg = result.data.config
     headline = HEADLINE
     if cfg.relevance != (C.PURCHASE,) and (t["slice"] == STRICT_SLICE).any():  # where relevance is wider: the strict
         headline = (*HEADLINE[:1], (STRICT_SLICE, "ndcg@10"), *HEADLINE[1:])   # view (purchases only) beside it
+    columns, hidden = {}, []
+    for slice_name, metric in headline:
+        n_users, why = _slice_shown(result, slice_name, metric)
+        name = metric_name(slice_name, metric)
+        if why is not None:
+            hidden.append(f"{name} ({why})")
+        elif (t["slice"] == slice_name).any():
+            columns[(slice_name, metric)] = name if slice_name == "all" else f"{name} (n={n_users:,})"
     out = []
     for model in t["model"].unique(maintain_order=True):
+        if model in skip:
+            continue
         row: dict[str, object] = {"model": model}
-        for slice_name, metric in headline:
+        for (slice_name, metric), column in columns.items():
             hit = t.filter((pl.col("model") == model) & (pl.col("slice") == slice_name) & (pl.col("metric") == metric))
             if hit.height:
                 v, lo, hi = hit.row(0)[3:6]
-                row[metric_name(slice_name, metric)] = f"{v:.4f}" + (f" [{lo:.3f}, {hi:.3f}]" if lo is not None else "")
+                row[column] = f"{v:.4f}" + (f" [{lo:.3f}, {hi:.3f}]" if lo is not None else "")
         out.append(row)
     frame = pl.DataFrame(out).sort(pl.col("ndcg@10").str.slice(0, 6).cast(pl.Float64), descending=True)
     head = (f"split {cfg.split.describe()}, history at test time: {cfg.history}, positives: "
             f"{', '.join(cfg.positives)}, relevant: {', '.join(cfg.relevance)}, "
             f"{len(result.data.test.users):,} test users, "
             f"{len(result.data.item_ids):,} items ranked, 95% bootstrap CIs over users ({cfg.n_bootstrap})")
+    foot = f"\nnot shown (too few to say anything; results.json has them): {'; '.join(hidden)}" if hidden else ""
     with pl.Config(tbl_rows=100, tbl_cols=20, tbl_width_chars=250, tbl_hide_dataframe_shape=True,
                    tbl_hide_column_data_types=True, fmt_str_lengths=40):
-        return f"{head}\n{frame}"
-
-
-def _png(fig: plt.Figure) -> bytes:
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
-    plt.close(fig)
-    return buf.getvalue()
-
-
-def _curves(result: EvalResult) -> bytes:
-    t = result.table.filter(pl.col("slice") == "all")
-    ks = result.data.config.ks
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
-    for ax, family in zip(axes, ("ndcg", "recall"), strict=True):
-        for model in t["model"].unique(maintain_order=True):
-            values = [t.filter((pl.col("model") == model) & (pl.col("metric") == f"{family}@{k}"))["value"][0]
-                      for k in ks]
-            ax.plot(ks, values, marker="o", label=model)
-        ax.set(xscale="log", xlabel="K", ylabel=f"{family}@K", title=f"{family}@K, whole catalogue ranked")
-        ax.set_xticks(ks, [str(k) for k in ks])
-        ax.grid(alpha=0.3)
-    axes[1].legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
-    return _png(fig)
-
-
-def _slice_bars(result: EvalResult, metric: str = "ndcg@10") -> bytes:
-    t = result.table.filter((pl.col("metric") == metric) & ~pl.col("slice").is_in(["impressions", "cold_only"]))
-    slices = t["slice"].unique(maintain_order=True).to_list()
-    models = t["model"].unique(maintain_order=True).to_list()
-    fig, ax = plt.subplots(figsize=(max(8, 1.3 * len(slices)), 4))
-    width = 0.8 / max(len(models), 1)
-    for i, model in enumerate(models):
-        sub = {r["slice"]: r for r in t.filter(pl.col("model") == model).iter_rows(named=True)}
-        xs = [j + i * width for j, s in enumerate(slices) if s in sub]
-        vals = [sub[s]["value"] for s in slices if s in sub]
-        err = [[sub[s]["value"] - sub[s]["ci_low"] for s in slices if s in sub],
-               [sub[s]["ci_high"] - sub[s]["value"] for s in slices if s in sub]]
-        ax.bar(xs, vals, width, yerr=err, capsize=2, label=model)
-    ax.set_xticks([j + 0.4 - width / 2 for j in range(len(slices))], slices, rotation=20)
-    ax.set(ylabel=metric, title=f"{metric} by slice (95% bootstrap CI)")
-    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
-    return _png(fig)
-
-
-def _scatter(result: EvalResult) -> bytes:
-    t = result.table.filter(pl.col("slice") == "all")
-    fig, ax = plt.subplots(figsize=(6, 4.5))
-    for model in t["model"].unique(maintain_order=True):
-        get = {r["metric"]: r["value"] for r in t.filter(pl.col("model") == model).iter_rows(named=True)}
-        ax.scatter(get["popularity@10"], get["coverage@10"], s=40 + 2000 * get["ndcg@10"])
-        ax.annotate(model, (get["popularity@10"], get["coverage@10"]), fontsize=8, xytext=(4, 4),
-                    textcoords="offset points")
-    ax.set(xscale="symlog", xlabel="mean train popularity of top-10 items", ylabel="catalogue coverage@10",
-           title="coverage vs popularity (marker size ~ NDCG@10)")
-    ax.grid(alpha=0.3)
-    return _png(fig)
+        return f"{head}\n{frame}{foot}"
 
 
 @dataclass(frozen=True)
@@ -214,8 +194,8 @@ def _cell(value: object) -> str:
     return f"{value:.4f}" if isinstance(value, float) else html.escape("" if value is None else str(value))
 
 
-def _html(result: EvalResult, payload: dict, images: dict[str, bytes]) -> str:
-    table = html.escape(render_table(result))
+def _html(result: EvalResult, payload: dict, images: dict[str, bytes], skip: Collection[str] = ()) -> str:
+    table = html.escape(render_table(result, skip=skip))
     paired = result.paired
     figs = "".join(
         f'<figure><img alt="{name}" src="data:image/png;base64,{base64.b64encode(png).decode()}">'
@@ -234,8 +214,10 @@ padding:2px 6px}}</style></head><body><h1>recsys evaluation: {html.escape(payloa
 
 
 def write_report(result: EvalResult, out_dir: str | Path, *, dataset: str, command: str,
-                 git_commit: str = "unknown") -> ReportFiles:
+                 git_commit: str = "unknown", skip: Collection[str] = ()) -> ReportFiles:
     """Write ``results.json``, ``report.html`` and the plots (PNG) into ``out_dir`` atomically.
+
+    ``skip``: models left out of the report's table (views with a table of their own); the JSON keeps them.
 
     Raises:
         RecsysError: ``out_dir`` is a file or lies under one (``mkdir`` would raise after the whole evaluation).
@@ -245,11 +227,10 @@ def write_report(result: EvalResult, out_dir: str | Path, *, dataset: str, comma
         raise RecsysError(f"report folder {out}: {blocker} is a file; give a folder for the report")
     out.mkdir(parents=True, exist_ok=True)
     payload = results_json(result, dataset=dataset, command=command, git_commit=git_commit)
-    images = {"metric_at_k": _curves(result), "slices_ndcg10": _slice_bars(result),
-              "coverage_vs_popularity": _scatter(result)}
+    images = report_images(result)
     plots = tuple(_write(out / f"{name}.png", png) for name, png in images.items())
     json_path = _write(out / "results.json", (json.dumps(payload, indent=2, default=float) + "\n").encode())
-    html_path = _write(out / "report.html", _html(result, payload, images).encode())
+    html_path = _write(out / "report.html", _html(result, payload, images, skip).encode())
     return ReportFiles(json_path, html_path, plots)
 
 

@@ -88,5 +88,5 @@ def log_evaluation(result: EvalResult, files: ReportFiles, *, tracking_uri: str,
         mlflow.log_metrics(metrics)
         for path in (files.json, files.html, *files.plots):
             mlflow.log_artifact(str(path))
-        logger.info("logged MLflow run %s (%d metrics) to %s", run.info.run_id, len(metrics), tracking_uri)
+        logger.debug("logged MLflow run %s (%d metrics) to %s", run.info.run_id, len(metrics), tracking_uri)
         return run.info.run_id

@@ -329,3 +329,32 @@ def test_cli_evaluate_reads_a_folder_of_csv_tsv_or_json_lines(synthetic_data, tm
     both = CliRunner().invoke(cli, ["evaluate", "--data", str(plain), "--models", "popularity", "--no-mlflow"])
     assert both.exit_code == 1 and "Traceback" not in both.output
     assert f"items.{fmt}" in both.output and "items.parquet" in both.output and "keep one" in both.output
+
+
+def test_the_table_shows_a_slice_only_where_it_can_vary_with_its_user_count(tmp_path):
+    """A slice column carries its users; one with too few users, or new items that every list holds, is named
+    below the table instead of shown (every figure stays in results.json)."""
+    folder = tmp_path / "synth"
+    write_synthetic(folder, SyntheticConfig(n_users=300, n_items=400, sessions_per_user=6, slate_size=6, seed=1))
+    result = CliRunner().invoke(cli, ["evaluate", "--data", str(folder), "--models", "random,popularity",
+                                      "--split-mode", "global", "--report", str(tmp_path / "r"), "--no-mlflow",
+                                      "--bootstrap", "20"])
+    assert result.exit_code == 0, result.output
+    rows = json.loads((tmp_path / "r" / "results.json").read_text())["rows"]
+    n_users = {r["metric"]: r["n_users"] for r in rows if r["model"] == "random" and "n_users" in r}
+    header = next(line for line in result.output.splitlines() if line.startswith("│ model"))
+    assert f"event_purchase_ndcg@10 (n={n_users['event_purchase_ndcg@10']})" in header  # >= 30 users: shown
+    assert n_users["cold_recall@20"] < 30 and "cold_recall@20" not in header
+    hidden = next(line for line in result.output.splitlines() if line.startswith("not shown"))
+    assert f"cold_recall@20 ({n_users['cold_recall@20']} user(s), fewer than 30)" in hidden
+    assert any(r["metric"] == "cold_recall@20" for r in rows)  # still in the JSON
+    # on a small log the new items are fewer than the cut-off: every list of 20 holds them all
+    small = tmp_path / "small"
+    write_synthetic(small, SyntheticConfig(n_users=60, n_items=50, sessions_per_user=6, slate_size=6, seed=1))
+    data = build_eval_data(load_dataset(DatasetPaths.from_dir(small)),
+                           EvalConfig(split=SplitConfig("global", 0.1, 0.2), n_bootstrap=20))
+    n_new = int(data.test.cold_items.sum())
+    out = CliRunner().invoke(cli, ["evaluate", "--data", str(small), "--models", "random", "--split-mode", "global",
+                                   "--no-mlflow", "--bootstrap", "20"]).output
+    assert 0 < n_new <= 20
+    assert f"cold_only_recall@20 (only {n_new} new item(s), so every list of 20 holds them all)" in out

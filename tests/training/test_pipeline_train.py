@@ -42,8 +42,9 @@ def _parent(uri: str):
 def test_every_model_of_the_ablation_is_in_the_table(trained):
     _, _, output = trained
     for name in ("pipeline", "pipeline_no_text", "pipeline_no_cf", "pipeline_no_ease", "text_alone", "lightfm_alone",
-                 "zero_shot", "popularity", "pipeline_cold4of20_end"):
+                 "zero_shot", "popularity"):
         assert f"│ {name} " in output
+    assert "│ 4     ┆ end   ┆ pipeline_cold4of20_end" in output  # in the cold-exposure table
 
 
 def test_run_tree_has_a_child_per_stage_with_metrics_and_plots(trained):
@@ -151,3 +152,39 @@ def test_a_ranker_that_cannot_learn_ships_the_best_baseline_on_the_valid_window(
     assert paired["mean_diff"] == paired["ci_low"] == paired["ci_high"] == 0
     client, parent = _parent(uri)
     assert parent.data.metrics["ranker/gate_kept_baseline"] == 1.0
+
+
+def test_the_terminal_shows_the_run_not_the_libraries(trained):
+    """No library banners, tips or warnings; no bar lines in a log; per-fold detail only with -v; the run ends with
+    what was registered, how it compares, and the commands that open, use and serve it."""
+    _, uri, output = trained
+    for noise in ("GPU available", "TPU available", "Tip:", "LeafSpec", "in eval mode", "Loading weights",
+                  "fit_ranker: fold", "0%|", "ranker: features_s=", "`Trainer.fit` stopped"):
+        assert noise not in output, noise
+    verdict = next(line for line in output.splitlines() if "the best baseline" in line)
+    assert output.count(verdict) == 2  # first, and again in the closing summary
+    assert "text tower: fine-tuning full on " in output and "holdout AUC" in output  # its one line each way
+    tail = output[output.rindex("summary:"):].splitlines()
+    assert tail[1].split() == ["registered", "models:/recsys/1,", "now", "the", "champion"]
+    labels = [line.split()[0] for line in tail[1:]]
+    assert labels == ["registered", "result", "report", "runs", "top-k", "serve"]
+    assert f"mlflow ui --backend-store-uri {uri}" in tail[4]
+    assert "recsys recommend --model models:/recsys@champion --data " in tail[5]
+    assert tail[6].endswith("mlflow models serve -m models:/recsys@champion --env-manager local")
+    # the cold-exposure settings are in their own table, not in the model table
+    table = output[:output.index("cold exposure (slots")]
+    assert "pipeline_cold4of20_end" not in table and "│ pipeline " in table
+
+
+def test_verbose_prints_the_per_fold_and_per_stage_detail(tmp_path, tiny_bert_dir):
+    """`recsys -v train`: the detail the default output leaves to MLflow (folds, tuning, stage figures)."""
+    data = write_trend_data(tmp_path / "data", seed=2)
+    result = CliRunner().invoke(cli, [
+        "-v", "train", "--data", str(data), "--no-mlflow", "--set", f"text.model={tiny_bert_dir}",
+        "--set", "text.finetune.mode=zero-shot", "--set", "n_bootstrap=20", "--set", "baselines=[popularity,itemknn]",
+        "--set", "pipeline.ablations=false", "--set", "pipeline.cold_curve_slots=[4]",
+        "--set", "pipeline.cold_curve_places=[end]"])
+    assert result.exit_code == 0, result.output
+    for detail in ("fit_ranker: fold 0 best iteration", "itemknn 50: valid ndcg@10", "ranker: features_s=",
+                   "evaluating pipeline"):
+        assert detail in result.output, detail
