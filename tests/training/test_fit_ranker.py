@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 from dataclasses import replace
 
 import matplotlib.pyplot as plt
@@ -199,10 +200,20 @@ def test_one_fold_holds_out_valid_fraction(train_table):
     assert ensemble.predict(train_table).shape == (train_table.height,)
 
 
-def test_show_progress(train_table, capsys):
+class _Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_show_progress_draws_a_bar_on_a_terminal_only(train_table, capsys, monkeypatch):
+    """A bar that redraws itself is for a terminal; in a log file or pipe it would be a line per update."""
     config = RankerConfig(n_folds=2, n_estimators=3, early_stopping_rounds=2, num_leaves=4, min_data_in_leaf=20)
     fit_ranker(train_table, FEATURES, config=config, show_progress=True)
-    assert "ranker folds" in capsys.readouterr().err
+    assert "ranker folds" not in capsys.readouterr().err  # captured: not a terminal
+    terminal = _Terminal()
+    monkeypatch.setattr("sys.stderr", terminal)
+    fit_ranker(train_table, FEATURES, config=config, show_progress=True)
+    assert "ranker folds" in terminal.getvalue()
 
 
 @pytest.mark.parametrize(
