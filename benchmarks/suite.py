@@ -119,8 +119,8 @@ def dataset_rows(name: str, folder: Path, store: Path, wall: float, peak: float)
         add("text_kept", metric, _metric(results, "text_alone", metric))
     paired = next(p for p in results["paired"] if p["model"] == best and p["metric"] == "ndcg@10")  # best - pipeline
     rows.append({"dataset": name, "model": "registered", "metric": "paired_diff_ndcg@10",
-                 "value": round(-paired["mean_diff"], 5), "ci_low": round(-paired["ci_high"], 5),
-                 "ci_high": round(-paired["ci_low"], 5), "baseline": best})
+                 "value": round(-paired["mean_diff"], 5) + 0.0, "ci_low": round(-paired["ci_high"], 5) + 0.0,
+                 "ci_high": round(-paired["ci_low"], 5) + 0.0, "baseline": best})  # + 0.0: no "-0.0" for identity
     client = MlflowClient(f"sqlite:///{store}/mlflow.db")
     experiment = client.get_experiment_by_name("recsys-train").experiment_id
     parent = client.search_runs([experiment], "tags.stage = 'all'")[0]
