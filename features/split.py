@@ -1,16 +1,22 @@
-"""Temporal train / valid / test split, pure polars.
+"""Train / valid / test split, pure polars: in time, or by item for the new-item protocol.
 
-Two modes (``SplitConfig.mode``), recorded with every result through ``SplitConfig.describe``:
+Three modes (``SplitConfig.mode``), recorded with every result through ``SplitConfig.describe``:
 
 * ``global``: cut points in time (fractions of the event log, or explicit dates). Leak-free:
   nothing in train is later than the first cut. The default for large logs.
 * ``per-user``: each user's last ``test`` fraction of events is test, the ``valid`` fraction
   before it valid, the rest train. Small public sets need it: on MovieLens latest-small a
   global 80/10/10 cut leaves 18 test users with train history, a per-user 70/10/20 cut ~590.
+* ``items``: the new-item (item cold-start) protocol of CTR, CDL and DropoutNet. A seeded share
+  (``test``) of the items with events becomes new: every event on them is test; another share
+  (``valid``) is valid; every other event is train. So no test item has a train event and only
+  its text can place it. Not temporal (a new item's events may predate train events), and an
+  impression is cut by item: its shown new items are test, the rest train.
 
-Both keep an impression (rows sharing ``impression_id``) whole on one side, mark cold items
-and cold users (no train interactions), and are deterministic: ties in time are broken by
-impression id, item id and event, never by row order.
+The time modes keep an impression (rows sharing ``impression_id``) whole on one side. Every mode
+marks cold items and cold users (no train interactions) and is deterministic: ties in time are
+broken by impression id, item id and event, never by row order; the items mode draws its items
+from the sorted ids with ``SplitConfig.seed``.
 
 This module imports only ``recsys.contract`` (the column names, a leaf module), so the
 ``features`` package stays independent of the runtime library.
@@ -22,13 +28,14 @@ from dataclasses import asdict, dataclass
 from datetime import datetime
 from typing import Literal
 
+import numpy as np
 import polars as pl
 
 from recsys import contract as C
 
 __all__ = ["SplitConfig", "temporal_split", "split_summary", "SPLIT_MODES"]
 
-SPLIT_MODES = ("global", "per-user")
+SPLIT_MODES = ("global", "per-user", "items")
 _UNIT = "_split_unit"
 _UNIT_TS = "_split_unit_ts"
 
@@ -37,16 +44,20 @@ _UNIT_TS = "_split_unit_ts"
 class SplitConfig:
     """How interactions are cut into train, valid and test windows."""
 
-    mode: Literal["global", "per-user"] = "global"
-    """``global`` (cut points in time) or ``per-user`` (each user's last events)."""
+    mode: Literal["global", "per-user", "items"] = "global"
+    """``global`` (cut points in time), ``per-user`` (each user's last events) or ``items`` (new items)."""
     valid: float = 0.1
-    """Fraction of the log (global) or of each user's events (per-user) in the valid window."""
+    """Fraction of the log (global), of each user's events (per-user) or of the items with events
+    (items) in the valid window."""
     test: float = 0.1
-    """Fraction of the log (global) or of each user's events (per-user) in the test window."""
+    """Fraction of the log (global), of each user's events (per-user) or of the items with events
+    (items) in the test window."""
     valid_start: datetime | None = None
     """Global mode only: first instant of the valid window (overrides ``valid``)."""
     test_start: datetime | None = None
     """Global mode only: first instant of the test window (overrides ``test``)."""
+    seed: int | None = None
+    """Items mode only: seed of the draw of new items (None: 0; the evaluation passes ``EvalConfig.seed``)."""
 
     def __post_init__(self) -> None:
         if self.mode not in SPLIT_MODES:
@@ -61,6 +72,8 @@ class SplitConfig:
                                  "drop them or use mode='global'")
             if None in dates or self.valid_start > self.test_start:  # type: ignore[operator]
                 raise ValueError("give both valid_start and test_start, with valid_start <= test_start")
+        if self.seed is not None and self.mode != "items":
+            raise ValueError("seed draws the new items of the items mode; drop it or use mode='items'")
 
     def describe(self) -> dict[str, object]:
         """The split as recorded with results (the ``split`` field of benchmark JSON)."""
@@ -107,13 +120,30 @@ def _per_user_labels(units: pl.LazyFrame, cfg: SplitConfig) -> pl.LazyFrame:
         .otherwise(pl.lit(C.TRAIN)).alias(C.SPLIT)).drop("_pos")
 
 
+def _item_labels(units: pl.LazyFrame, cfg: SplitConfig) -> pl.LazyFrame:
+    """Every event of a drawn test item is test, of a drawn valid item valid, the rest train.
+
+    The draw permutes the sorted ids of the items with events, so it depends on the seed and the
+    set of items only; shares are rounded, with at least one test item.
+    """
+    ids = units.select(pl.col(C.ITEM_ID).unique().sort()).collect()[C.ITEM_ID]
+    n_test = max(1, round(len(ids) * cfg.test))
+    n_valid = min(round(len(ids) * cfg.valid), len(ids) - n_test)
+    drawn = ids.gather(np.random.default_rng(cfg.seed or 0).permutation(len(ids)))
+    window = pl.DataFrame({C.ITEM_ID: drawn, C.SPLIT: [C.TEST] * n_test + [C.VALID] * n_valid
+                           + [C.TRAIN] * (len(ids) - n_test - n_valid)}).lazy()
+    return units.join(window, on=C.ITEM_ID, how="left", maintain_order="left")
+
+
 def temporal_split(events: pl.LazyFrame | pl.DataFrame, config: SplitConfig = SplitConfig()) -> pl.LazyFrame:
     """Label every interaction train / valid / test and mark cold items and users.
+
+    Named for its time modes; ``config.mode == "items"`` cuts by item instead (the new-item protocol).
 
     Args:
         events: interactions in the contract schema (``user_id, item_id, timestamp, event,
             impression_id``).
-        config: the split mode and its fractions or dates.
+        config: the split mode and its fractions, dates or seed.
 
     Returns:
         The interactions with ``split`` (``train``/``valid``/``test``), ``is_cold_item`` (the
@@ -121,7 +151,8 @@ def temporal_split(events: pl.LazyFrame | pl.DataFrame, config: SplitConfig = Sp
         time, then user, item, event and impression.
     """
     units = _with_units(events.lazy())
-    labelled = _global_labels(units, config) if config.mode == "global" else _per_user_labels(units, config)
+    label = {"global": _global_labels, "per-user": _per_user_labels, "items": _item_labels}[config.mode]
+    labelled = label(units, config)
     in_train = pl.col(C.SPLIT) == C.TRAIN
     return labelled.with_columns(
         (~in_train.any().over(C.ITEM_ID)).alias(C.IS_COLD_ITEM),

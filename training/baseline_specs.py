@@ -24,6 +24,7 @@ from training.fit_baselines import (
 )
 from training.fit_lightfm import LightFMConfig, LightFMRecommender
 from training.fit_models import ModelSpec
+from training.fit_tfidf import TfidfRecommender
 
 __all__ = ["BASELINES", "DEFAULT_BASELINES", "baseline_specs", "ease_bytes", "ease_fits", "fitting_baselines",
            "memory_budget", "memory_bytes"]
@@ -32,10 +33,15 @@ logger = logging.getLogger(__name__)
 
 LIGHTFM_EPOCHS = (5, 15, 30)
 """Epoch counts of the LightFM baseline's grid (the recipe gives the pipeline's LightFM the same on small logs)."""
-BASELINES = ("random", "popularity", "popularity_recent", "itemknn", "lightfm", "ease", "als")
+LIGHTFM_TEXT_TERMS = 4000
+"""Vocabulary of ``lightfm_text``: the most frequent TF-IDF terms of title and description, its only item features."""
+BASELINES = ("random", "popularity", "popularity_recent", "itemknn", "lightfm", "ease", "als", "tfidf", "lightfm_text")
 DEFAULT_BASELINES = ("popularity", "itemknn", "lightfm", "ease", "als")
 """What every ``recsys train`` compares with (where it fits in memory): a user sees whether the pipeline
-was worth it against the models they would otherwise build."""
+was worth it against the models they would otherwise build. ``tfidf`` and ``lightfm_text`` are the text peers
+of the new-item protocol (``--split-mode items``), asked for by name."""
+UNSERVABLE = ("tfidf",)
+"""Baselines whose scorer a registered model cannot carry: evaluation peers only, never the run's fallback."""
 DEFAULT_MEMORY_GIB = 4.0
 """Memory a default run plans to stay within (at most half of the machine's): the product's target
 for logs of up to ~500k events on the 2-core, 24 GiB machines it is measured on."""
@@ -102,10 +108,15 @@ def baseline_specs(names: Sequence[str] = BASELINES, *, num_threads: int = 1) ->
                              LIGHTFM_EPOCHS),
         "ease": ModelSpec("ease", lambda l2: EASERecommender(EASEConfig(l2=l2)), (100.0, 500.0, 2000.0)),
         "als": ModelSpec("als", lambda f: ALSRecommender(ALSConfig(factors=f, num_threads=num_threads)), (32, 64, 128)),
+        "tfidf": ModelSpec("tfidf", lambda _: TfidfRecommender()),
+        "lightfm_text": ModelSpec("lightfm_text", lambda e: LightFMRecommender(LightFMConfig(
+            epochs=e, num_threads=num_threads, identity=False, use_item_features=False,
+            text_features=LIGHTFM_TEXT_TERMS)), LIGHTFM_EPOCHS),
     }
     unknown = [n for n in names if n not in specs]
     if unknown:
         raise ValueError(f"Invalid baseline(s) {', '.join(map(repr, unknown))}. Must be among {', '.join(BASELINES)}")
     # every baseline is scored on the valid window, even with nothing to tune: the ranked pipeline falls back to
-    # the best of them there (``training.fit_pipeline``), and the choice must not depend on the test window
-    return [replace(specs[n], score_valid=True) for n in names]
+    # the best of them there (``training.fit_pipeline``), and the choice must not depend on the test window;
+    # tfidf's scorer cannot be registered, so it is never a fallback
+    return [replace(specs[n], score_valid=n not in UNSERVABLE) for n in names]

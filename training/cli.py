@@ -168,10 +168,13 @@ def train_cmd(config_file, overrides, stage, data_dir, tracking_uri, no_mlflow, 
 @click.command("evaluate")
 @click.option("--data", "data_dir", type=PATH, required=True, help="Dataset folder (recsys data import).")
 @click.option("--baselines", is_flag=True,
-              help="Evaluate every baseline (random, popularity, item-kNN, LightFM, EASE, ALS).")
+              help="Evaluate every baseline (random, popularity, item-kNN, LightFM, EASE, ALS, TF-IDF and "
+              "LightFM on text features: the new-item peers of --split-mode items).")
 @click.option("--models", help="Comma-separated subset of baselines instead of all of them.")
 @click.option("--k", "ks", default="5,10,20,50,100", show_default=True, help="Metric cut-offs.")
-@click.option("--split-mode", type=click.Choice(["global", "per-user"]), default="per-user", show_default=True)
+@click.option("--split-mode", type=click.Choice(["global", "per-user", "items"]), default="per-user", show_default=True,
+              help="Cut in time (global, per-user), or by item: a seeded --test share of items becomes new "
+              "(items; the cold_only columns rank only them).")
 @click.option("--valid", type=float, default=0.1, show_default=True)
 @click.option("--test", type=float, default=0.2, show_default=True)
 @click.option("--history", type=click.Choice(["train", "train+valid"]), default="train", show_default=True,

@@ -5,6 +5,11 @@ as ``lightfm.data.Dataset`` builds them: the identity columns keep one free embe
 the feature columns let items that share a category or tag share signal, so a cold item
 (no interactions) is still placed by its features.
 
+``LightFMConfig(identity=False, text_features=n)`` is LightFM's documented cold-start path
+(``lightfm_text`` in the baselines): no per-item identity column, so every item, new or old, is
+the sum of its features' embeddings; the features are its ``n`` most frequent TF-IDF terms of title
+and description. A new item's representation then comes from its words only.
+
 Choosing the number of epochs on the validation window without refitting from scratch::
 
     model = LightFMRecommender(LightFMConfig(epochs=50))
@@ -61,6 +66,12 @@ class LightFMConfig:
     """Hogwild training threads; >= 1. Only 1 is reproducible for a given seed."""
     use_item_features: bool = True
     """Add ``FitInput.item_features`` to the identity features (ignored when they are None)."""
+    identity: bool = True
+    """Give each item its own identity feature (a free embedding). False: items are only their
+    features, so what is learned on old items carries to new ones through shared words."""
+    text_features: int = 0
+    """Add the item's most frequent ``text_features`` TF-IDF terms of title and description
+    (``FitInput.items``) as features; 0 = none."""
     use_weights: bool = False
     """Weight each (user, item) by its event-weight sum in ``FitInput.interactions`` (click 1,
     purchase 2 by default; the run's ``event_weights``) through LightFM's ``sample_weight``,
@@ -69,7 +80,9 @@ class LightFMConfig:
     def __post_init__(self) -> None:
         if self.loss not in LOSSES:
             raise ValueError(f"LightFMConfig.loss {self.loss!r} is invalid; must be one of {', '.join(LOSSES)}")
-        check_at_least(self, no_components=1, item_alpha=0, user_alpha=0, epochs=1, num_threads=1)
+        check_at_least(self, no_components=1, item_alpha=0, user_alpha=0, epochs=1, num_threads=1, text_features=0)
+        if not self.identity and not self.text_features and not self.use_item_features:
+            raise ValueError("LightFMConfig: without identity features items need use_item_features or text_features")
         check_above(self, learning_rate=0)
 
 
@@ -86,6 +99,8 @@ class LightFMRecommender:
 
     def __init__(self, config: LightFMConfig = LightFMConfig()) -> None:
         self.config = config
+        if config.text_features and not config.identity:
+            self.name = "lightfm_text"
         self.model_: LightFM | None = None
         """The underlying ``lightfm.LightFM``, set by ``fit``/``partial_fit``."""
         self.item_features_: sp.csr_matrix | None = None
@@ -182,6 +197,9 @@ class LightFMRecommender:
             data: this window's fit input (its item features fix the new layout).
             user_map, item_map: int [n_users] / [n_items] parent index of each new index, or -1.
         """
+        if not self.config.identity:
+            raise ValueError("a warm start carries each item's own embedding over; this config has no identity "
+                             "features")
         if not set(_STATE) <= set(parent.state):
             raise ValueError(f"the previous {parent.name!r} model carries no LightFM training state to continue from")
         source = parent.state
@@ -280,18 +298,28 @@ class LightFMRecommender:
         return weights.tocoo()
 
     def _build_item_features(self, data: FitInput) -> sp.csr_matrix | None:
-        """``[identity | item_features]`` with rows summing to 1, or None for identity only."""
-        if not self.config.use_item_features or data.item_features is None:
-            return None
-        if data.item_features.shape[0] != data.n_items:
-            raise ValueError(
-                f"item_features has {data.item_features.shape[0]} rows; expected one per item ({data.n_items})"
-            )
-        features = sp.hstack(
-            [sp.identity(data.n_items, dtype=np.float32, format="csr"), data.item_features],
-            format="csr",
-            dtype=np.float32,
-        )
-        # l1 row normalisation, as lightfm.data.Dataset(normalize=True); the identity makes every norm >= 1.
+        """``[identity | item_features | text terms]`` (the parts the config asks for) with rows summing to 1,
+        or None for identity only."""
+        parts = []
+        if self.config.use_item_features and data.item_features is not None:
+            if data.item_features.shape[0] != data.n_items:
+                raise ValueError(
+                    f"item_features has {data.item_features.shape[0]} rows; expected one per item ({data.n_items})"
+                )
+            parts.append(data.item_features)
+        if self.config.text_features:
+            if data.items is None:
+                raise ValueError("text_features reads item text: FitInput.items must hold the catalogue")
+            from training.fit_tfidf import item_tfidf
+
+            parts.append(item_tfidf(data.items, max_features=self.config.text_features))
+        if self.config.identity:
+            if not parts:
+                return None
+            parts.insert(0, sp.identity(data.n_items, dtype=np.float32, format="csr"))
+        features = sp.hstack(parts, format="csr", dtype=np.float32)
+        # l1 row normalisation, as lightfm.data.Dataset(normalize=True); with the identity every norm is >= 1,
+        # without it an item with no feature keeps an empty row (it scores its bias, 0 for a new item)
         row_norms = np.asarray(abs(features).sum(axis=1)).ravel()
-        return sp.csr_matrix(sp.diags(1.0 / row_norms, format="csr") @ features, dtype=np.float32)
+        scale = np.divide(1.0, row_norms, out=np.zeros_like(row_norms), where=row_norms > 0)
+        return sp.csr_matrix(sp.diags(scale, format="csr") @ features, dtype=np.float32)

@@ -14,7 +14,7 @@ user x item matrices. Two histories matter and are kept apart on purpose:
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Literal
 
 import numpy as np
@@ -119,7 +119,8 @@ class Window:
     truth: sp.csr_matrix
     """bool [n_users, n_items]: relevant items of the window, minus the history."""
     cold_items: np.ndarray
-    """bool [n_items]: items with no interaction in the fit window."""
+    """bool [n_items]: items with no interaction in the fit window (split mode ``items`` with train history:
+    less the valid window's new items, so the test window's are exactly its own)."""
     users: np.ndarray = field(init=False)
     """int [n]: users with at least one relevant item (the evaluated users)."""
 
@@ -203,6 +204,13 @@ def _check_rankable(data: Dataset, config: EvalConfig) -> None:
                                     f"events are: {found}")
 
 
+def _split_of(config: EvalConfig) -> SplitConfig:
+    """The split as run: the items mode draws its new items with the run's seed unless the split sets one."""
+    if config.split.mode == "items" and config.split.seed is None:
+        return replace(config.split, seed=config.seed)
+    return config.split
+
+
 def build_eval_data(data: Dataset, config: EvalConfig = EvalConfig(), *, extra_users: Sequence[str] = ()
                     ) -> EvalData:
     """Split ``data`` in time and index it for the evaluation protocol.
@@ -221,7 +229,7 @@ def build_eval_data(data: Dataset, config: EvalConfig = EvalConfig(), *, extra_u
             positives, or no test user with a relevant item outside their history.
     """
     _check_rankable(data, config)
-    split = temporal_split(data.interactions, config.split).collect()
+    split = temporal_split(data.interactions, _split_of(config)).collect()
     known = pl.concat([split.select(C.USER_ID), pl.DataFrame({C.USER_ID: list(extra_users)},
                                                              schema={C.USER_ID: pl.String})])
     users = known.select(pl.col(C.USER_ID).unique().sort()).with_row_index(C.USER_IDX)
@@ -237,6 +245,11 @@ def build_eval_data(data: Dataset, config: EvalConfig = EvalConfig(), *, extra_u
     tuning = _window(train, valid, config, shape, features, catalogue)
     testing = _window(fit_rows, test, config, shape, features, catalogue,
                       same_fit_as=tuning if config.history == "train" else None)
+    if config.split.mode == "items" and config.history == "train":
+        # the valid window's new items are unseen too, yet they are not the test's new items: cold_only ranks only those
+        held_out = np.zeros(shape[1], bool)
+        held_out[valid[C.ITEM_IDX].unique().to_numpy()] = True
+        testing = replace(testing, cold_items=testing.cold_items & ~held_out)
     if not len(testing.users):
         n = data.interactions.height
         raise DataContractError(

@@ -41,7 +41,8 @@ __all__ = ["BASELINES", "COLD_VIEW", "REGISTERED_COLOUR", "LabelSpec", "Style", 
            "metric_at_k_figure", "model_role", "model_styles", "place_near", "png", "registered_model", "report_images",
            "slices_figure", "spread"]
 
-BASELINES = frozenset({"random", "popularity", "popularity_recent", "itemknn", "lightfm", "ease", "als"})
+BASELINES = frozenset({"random", "popularity", "popularity_recent", "itemknn", "lightfm", "ease", "als", "tfidf",
+                       "lightfm_text"})
 """The baselines (those of ``training.baseline_specs``, which the runtime does not import): grey, named at the end."""
 COLD_VIEW = re.compile(r"^pipeline_cold(\d+)of(\d+)_(\w+)$")
 """``pipeline_cold<slots>of<page>_<place>``: the registered model with new items forced into its first page."""

@@ -285,6 +285,8 @@ def test_per_user_split_matches_a_naive_reference(valid, test):
     ({"valid_start": _t(1)}, r"give both valid_start and test_start"),
     ({"test_start": _t(1)}, r"give both valid_start and test_start"),
     ({"valid_start": _t(2), "test_start": _t(1)}, r"valid_start <= test_start"),
+    ({"mode": "per-user", "seed": 1}, r"seed draws the new items of the items mode"),
+    ({"mode": "items", "valid_start": _t(1), "test_start": _t(2)}, r"cut dates of the global mode"),
 ])
 def test_config_errors(kwargs, match):
     with pytest.raises(ValueError, match=match):
@@ -295,6 +297,8 @@ def test_describe_records_the_split_without_unset_dates():
     assert SplitConfig().describe() == {"mode": "global", "valid": 0.1, "test": 0.1}
     assert SplitConfig(mode="per-user", valid=0.1, test=0.2).describe() == {
         "mode": "per-user", "valid": 0.1, "test": 0.2}
+    assert SplitConfig(mode="items", test=0.2, seed=3).describe() == {
+        "mode": "items", "valid": 0.1, "test": 0.2, "seed": 3}
     described = _DATES_CFG.describe()
     assert described == {"mode": "global", "valid": 0.1, "test": 0.1,
                          "valid_start": "2024-01-01T05:30:00", "test_start": "2024-01-01T08:00:00"}
