@@ -1,0 +1,134 @@
+"""The new-item protocol on real data: how well does each model place items it has never seen an event on?
+
+For each dataset a seeded 20% of the items with events becomes new (``--split-mode items``:
+every event on them leaves the fit data, their text stays; a further 10% is the valid window's),
+and for each user with an event on a new item only the new items are ranked: the cold-start
+protocol of CTR, CDL and DropoutNet, read from the report's ``cold_only`` slice. One child
+process per dataset runs the text stage of the default command with that split and the
+new-item peers beside the towers:
+
+    recsys train --stage text --data DIR --no-mlflow --set split.mode=items --set split.test=0.2
+        --set split.valid=0.1 --set baselines=[random,popularity,tfidf,lightfm_text]
+
+so the fine-tuned tower (the recipe's mode and budget), the zero-shot encoder (the mean of each
+user's history vectors), TF-IDF of the same text and LightFM on its words are judged on the same
+users and items. Prints a table and writes JSON in the shape of ``../shared/BENCHMARKS.md``.
+
+    python benchmarks/new_items.py --shared ../shared/data [--only movielens,ml-1m,microlens-50k]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+from suite import RECSYS, prepare  # noqa: E402
+
+from recsys.evaluation.run import git_commit, portable_command  # noqa: E402
+
+RESULTS = ROOT / "benchmarks" / "results" / "new_items.json"
+DATASETS = ("movielens", "ml-1m", "microlens-50k")
+PEERS = ("random", "popularity", "tfidf", "lightfm_text")
+METRICS = ("recall@20", "recall@50", "ndcg@10")
+SPLIT = {"mode": "items", "valid": 0.1, "test": 0.2}
+
+
+def run_text_stage(folder: Path, report: Path, budget: float) -> float:
+    """The text stage under the new-item split in a child process; its wall seconds (the log lies beside the report)."""
+    command = [*RECSYS, "train", "--stage", "text", "--data", str(folder), "--no-mlflow",
+               "--budget-minutes", str(budget), "--set", f"split.mode={SPLIT['mode']}",
+               "--set", f"split.test={SPLIT['test']}", "--set", f"split.valid={SPLIT['valid']}",
+               "--set", f"baselines=[{','.join(PEERS)}]", "--set", f"report_dir={report}"]
+    env = os.environ | {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+    start = time.perf_counter()
+    done = subprocess.run(command, capture_output=True, text=True, env=env, check=False)
+    wall = time.perf_counter() - start
+    report.mkdir(parents=True, exist_ok=True)
+    (report / "train.log").write_text(done.stdout + "\n" + done.stderr)
+    if done.returncode:
+        raise SystemExit(f"recsys train --stage text failed on {folder}:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}")
+    return wall
+
+
+def dataset_rows(name: str, report: Path, wall: float) -> list[dict]:
+    """The cold_only figures of every model of the run (the towers under their roles), and the tower ratio."""
+    results = json.loads((report / "results.json").read_text())
+    found = {(r["model"], r["metric"]): r for r in results["rows"]}
+    towers = sorted({m for m, _ in found if m.startswith("text_") and not m.endswith("_int8")})
+    roles = {m: m for m in PEERS} | {"zero_shot": "zero_shot"} | {t: "text_finetuned" for t in towers}
+    rows: list[dict] = []
+    for model, role in roles.items():
+        for metric in METRICS:
+            hit = found.get((model, f"cold_only_{metric}"))
+            if hit is None:
+                continue
+            rows.append({"dataset": name, "model": role, "metric": f"cold_only_{metric}",
+                         "value": round(hit["value"], 5), "ci_low": round(hit["ci_low"], 5),
+                         "ci_high": round(hit["ci_high"], 5), "n_users": hit.get("n_users")}
+                        | ({"mode": model} if role == "text_finetuned" else {}))
+    fine = next((r for r in rows if r["model"] == "text_finetuned" and r["metric"] == "cold_only_recall@20"), None)
+    zero = next((r for r in rows if r["model"] == "zero_shot" and r["metric"] == "cold_only_recall@20"), None)
+    if fine and zero and zero["value"] > 0:
+        rows.append({"dataset": name, "model": "text_finetuned", "metric": "recall@20_vs_zero_shot",
+                     "value": round(fine["value"] / zero["value"], 3)})
+    rows.append({"dataset": name, "model": "train", "metric": "wall_s", "value": round(wall, 1)})
+    return rows
+
+
+def render(rows: list[dict]) -> str:
+    """One line per dataset and model: the new-item Recall@20, Recall@50 and NDCG@10 with CIs."""
+    out = [f"{'dataset':<14} {'model':<15} " + " ".join(f"{m:>24}" for m in METRICS)]
+    for name in dict.fromkeys(r["dataset"] for r in rows):
+        got = {(r["model"], r["metric"]): r for r in rows if r["dataset"] == name}
+        for model in (*PEERS, "zero_shot", "text_finetuned"):
+            cells = [got.get((model, f"cold_only_{m}")) for m in METRICS]
+            if not any(cells):
+                continue
+            text = [f"{c['value']:.4f} [{c['ci_low']:.3f}, {c['ci_high']:.3f}]" if c else "-" for c in cells]
+            out.append(f"{name:<14} {model:<15} " + " ".join(f"{t:>24}" for t in text))
+        ratio = got.get(("text_finetuned", "recall@20_vs_zero_shot"))
+        if ratio:
+            out.append(f"{name:<14} fine-tuned / zero-shot recall@20: {ratio['value']:.2f}x")
+    return "\n".join(out)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--shared", type=Path, default=ROOT.parent / "shared" / "data")
+    parser.add_argument("--only", help=f"comma-separated subset of {', '.join(DATASETS)}")
+    parser.add_argument("--budget-minutes", type=float, default=15.0)
+    parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument("--work", type=Path, help="keep the imported data and reports here (default: a temp folder)")
+    args = parser.parse_args()
+    names = [n.strip() for n in args.only.split(",")] if args.only else list(DATASETS)
+    rows: list[dict] = []
+    with tempfile.TemporaryDirectory() as tmp:
+        work = args.work or Path(tmp)
+        for name in names:
+            folder = prepare(name, args.shared, work / "data")
+            report = work / "reports" / name
+            wall = run_text_stage(folder, report, args.budget_minutes)
+            rows += dataset_rows(name, report, wall)
+            print(f"{name}: {wall:.0f} s", flush=True)
+    print(render(rows))
+    result = {"benchmark": "new_items", "dataset": "several", "split": SPLIT | {"history": "train+valid"},
+              "machine": {"cpus": os.cpu_count()}, "command": portable_command("benchmarks/new_items.py",
+                                                                              sys.argv[1:], ROOT),
+              "git_commit": git_commit(), "budget_minutes": args.budget_minutes, "rows": rows}
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=2))
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
