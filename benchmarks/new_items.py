@@ -19,7 +19,6 @@ users and items. Prints a table and writes JSON in the shape of ``../shared/BENC
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import subprocess
@@ -32,9 +31,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from suite import RECSYS, prepare  # noqa: E402
-
-from recsys.evaluation.run import git_commit, portable_command  # noqa: E402
+from suite import RECSYS, benchmark_args, prepare, write_result  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results" / "new_items.json"
 DATASETS = ("movielens", "ml-1m", "microlens-50k")
@@ -103,31 +100,19 @@ def render(rows: list[dict]) -> str:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--shared", type=Path, default=ROOT.parent / "shared" / "data")
-    parser.add_argument("--only", help=f"comma-separated subset of {', '.join(DATASETS)}")
-    parser.add_argument("--budget-minutes", type=float, default=15.0)
-    parser.add_argument("--out", type=Path, default=RESULTS)
-    parser.add_argument("--work", type=Path, help="keep the imported data and reports here (default: a temp folder)")
-    args = parser.parse_args()
-    names = [n.strip() for n in args.only.split(",")] if args.only else list(DATASETS)
+    args = benchmark_args(__doc__, DATASETS, RESULTS)
     rows: list[dict] = []
     with tempfile.TemporaryDirectory() as tmp:
         work = args.work or Path(tmp)
-        for name in names:
+        for name in args.names:
             folder = prepare(name, args.shared, work / "data")
             report = work / "reports" / name
             wall = run_text_stage(folder, report, args.budget_minutes)
             rows += dataset_rows(name, report, wall)
             print(f"{name}: {wall:.0f} s", flush=True)
     print(render(rows))
-    result = {"benchmark": "new_items", "dataset": "several", "split": SPLIT | {"history": "train+valid"},
-              "machine": {"cpus": os.cpu_count()}, "command": portable_command("benchmarks/new_items.py",
-                                                                              sys.argv[1:], ROOT),
-              "git_commit": git_commit(), "budget_minutes": args.budget_minutes, "rows": rows}
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2))
-    print(f"wrote {args.out}")
+    write_result(rows, args.out, sys.argv[1:], args.budget_minutes, benchmark="new_items",
+                 split=SPLIT | {"history": "train+valid"})
 
 
 if __name__ == "__main__":

@@ -167,19 +167,26 @@ def render(rows: list[dict]) -> str:
     return "\n".join(out)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def benchmark_args(description: str, datasets: tuple[str, ...], out: Path) -> argparse.Namespace:
+    """The command line every dataset benchmark shares: shared data, a subset, budget, output and work folders."""
+    parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--shared", type=Path, default=ROOT.parent / "shared" / "data")
-    parser.add_argument("--only", help=f"comma-separated subset of {', '.join(DATASETS)}")
+    parser.add_argument("--only", help=f"comma-separated subset of {', '.join(datasets)}")
     parser.add_argument("--budget-minutes", type=float, default=15.0)
-    parser.add_argument("--out", type=Path, default=RESULTS)
-    parser.add_argument("--work", type=Path, help="keep the imported data and stores here (default: a temp folder)")
+    parser.add_argument("--out", type=Path, default=out)
+    parser.add_argument("--work", type=Path, help="keep the imported data, stores and reports here (default: a temp "
+                        "folder)")
     args = parser.parse_args()
-    names = [n.strip() for n in args.only.split(",")] if args.only else list(DATASETS)
+    args.names = [n.strip() for n in args.only.split(",")] if args.only else list(datasets)
+    return args
+
+
+def main() -> None:
+    args = benchmark_args(__doc__, DATASETS, RESULTS)
     rows: list[dict] = []
     with tempfile.TemporaryDirectory() as tmp:
         work = args.work or Path(tmp)
-        for name in names:
+        for name in args.names:
             folder = prepare(name, args.shared, work / "data")
             store = work / "stores" / name
             store.mkdir(parents=True, exist_ok=True)
@@ -190,12 +197,15 @@ def main() -> None:
     write_result(rows, args.out, sys.argv[1:], args.budget_minutes)
 
 
-def write_result(rows: list[dict], out: Path, argv: list[str], budget_minutes: float) -> None:
-    """The suite's JSON in the shape of ``../shared/BENCHMARKS.md`` (one row per figure, dataset in each)."""
-    result = {"benchmark": "suite", "dataset": "several",
-              "split": {"mode": "per-user", "valid": 0.1, "test": 0.2, "history": "train+valid"},
+SUITE_SPLIT = {"mode": "per-user", "valid": 0.1, "test": 0.2, "history": "train+valid"}
+
+
+def write_result(rows: list[dict], out: Path, argv: list[str], budget_minutes: float, *, benchmark: str = "suite",
+                 split: dict = SUITE_SPLIT) -> None:
+    """A dataset benchmark's JSON in the shape of ``../shared/BENCHMARKS.md`` (one row per figure, dataset in each)."""
+    result = {"benchmark": benchmark, "dataset": "several", "split": split,
               "machine": {"cpus": os.cpu_count()},
-              "command": portable_command("benchmarks/suite.py", argv, ROOT), "git_commit": git_commit(),
+              "command": portable_command(f"benchmarks/{benchmark}.py", argv, ROOT), "git_commit": git_commit(),
               "budget_minutes": budget_minutes, "rows": rows}
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2))
