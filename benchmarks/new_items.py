@@ -7,12 +7,15 @@ protocol of CTR, CDL and DropoutNet, read from the report's ``cold_only`` slice.
 process per dataset runs the text stage of the default command with that split and the
 new-item peers beside the towers:
 
-    recsys train --stage text --data DIR --no-mlflow --set split.mode=items --set split.test=0.2
-        --set split.valid=0.1 --set baselines=[random,popularity,tfidf,lightfm_text]
+    recsys train --stage text --data DIR --tracking-uri sqlite:///REPORT/mlflow.db --set split.mode=items
+        --set split.test=0.2 --set split.valid=0.1 --set baselines=[random,popularity,tfidf,lightfm_text]
 
 so the fine-tuned tower (the recipe's mode and budget), the zero-shot encoder (the mean of each
 user's history vectors), TF-IDF of the same text and LightFM on its words are judged on the same
-users and items. Prints a table and writes JSON in the shape of ``../shared/BENCHMARKS.md``.
+users and items. The fine-tuned tower's own figures (its held-out-item AUC before and after
+fine-tuning, whether it kept the pretrained weights, the weight of its text-read appeal) are read
+back from the run's MLflow metrics. Prints a table and writes JSON in the shape of
+``../shared/BENCHMARKS.md``.
 
     python benchmarks/new_items.py --shared ../shared/data [--only movielens,ml-1m,microlens-50k]
 """
@@ -37,24 +40,41 @@ RESULTS = ROOT / "benchmarks" / "results" / "new_items.json"
 DATASETS = ("movielens", "ml-1m", "microlens-50k")
 PEERS = ("random", "popularity", "tfidf", "lightfm_text")
 METRICS = ("recall@20", "recall@50", "ndcg@10")
+TOWER_STATS = ("pretrained_valid_auc", "best_valid_auc", "kept_pretrained", "appeal_weight", "holdout_auc_match",
+               "holdout_auc_appeal", "train_examples", "epochs")
+"""The fine-tuned tower's figures kept in the results (MLflow metrics ``<tower>/<stat>`` of the run)."""
 SPLIT = {"mode": "items", "valid": 0.1, "test": 0.2}
 
 
 def run_text_stage(folder: Path, report: Path, budget: float) -> float:
     """The text stage under the new-item split in a child process; its wall seconds (the log lies beside the report)."""
-    command = [*RECSYS, "train", "--stage", "text", "--data", str(folder), "--no-mlflow",
+    command = [*RECSYS, "train", "--stage", "text", "--data", str(folder), "--tracking-uri", _store(report),
                "--budget-minutes", str(budget), "--set", f"split.mode={SPLIT['mode']}",
                "--set", f"split.test={SPLIT['test']}", "--set", f"split.valid={SPLIT['valid']}",
                "--set", f"baselines=[{','.join(PEERS)}]", "--set", f"report_dir={report}"]
     env = os.environ | {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+    report.mkdir(parents=True, exist_ok=True)  # the run's MLflow store lies in it
     start = time.perf_counter()
     done = subprocess.run(command, capture_output=True, text=True, env=env, check=False)
     wall = time.perf_counter() - start
-    report.mkdir(parents=True, exist_ok=True)
     (report / "train.log").write_text(done.stdout + "\n" + done.stderr)
     if done.returncode:
         raise SystemExit(f"recsys train --stage text failed on {folder}:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}")
     return wall
+
+
+def _store(report: Path) -> str:
+    return f"sqlite:///{report / 'mlflow.db'}"
+
+
+def tower_stats(report: Path, tower: str) -> dict[str, float]:
+    """The fine-tuned tower's :data:`TOWER_STATS` from the run's MLflow metrics."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(_store(report))
+    experiment = client.get_experiment_by_name("recsys-train").experiment_id
+    metrics = client.search_runs([experiment], "tags.stage = 'text'")[0].data.metrics
+    return {stat: metrics[f"{tower}/{stat}"] for stat in TOWER_STATS if f"{tower}/{stat}" in metrics}
 
 
 def dataset_rows(name: str, report: Path, wall: float) -> list[dict]:
@@ -78,6 +98,9 @@ def dataset_rows(name: str, report: Path, wall: float) -> list[dict]:
     if fine and zero and zero["value"] > 0:
         rows.append({"dataset": name, "model": "text_finetuned", "metric": "recall@20_vs_zero_shot",
                      "value": round(fine["value"] / zero["value"], 3)})
+    for tower in towers:
+        rows += [{"dataset": name, "model": "text_finetuned", "metric": f"tower_{stat}", "value": round(value, 4),
+                  "mode": tower} for stat, value in tower_stats(report, tower).items()]
     rows.append({"dataset": name, "model": "train", "metric": "wall_s", "value": round(wall, 1)})
     return rows
 
@@ -96,6 +119,14 @@ def render(rows: list[dict]) -> str:
         ratio = got.get(("text_finetuned", "recall@20_vs_zero_shot"))
         if ratio:
             out.append(f"{name:<14} fine-tuned / zero-shot recall@20: {ratio['value']:.2f}x")
+        tower = {m.removeprefix("tower_"): r["value"] for (_, m), r in got.items() if m.startswith("tower_")}
+        if tower:
+            nan = float("nan")
+            kept = " (kept pretrained)" if tower.get("kept_pretrained") else ""
+            out.append(f"{name:<14} tower on held-out items: AUC {tower.get('pretrained_valid_auc', nan):.3f} "
+                       f"pretrained -> {tower.get('best_valid_auc', nan):.3f} fine-tuned{kept}; text-read appeal "
+                       f"weight {tower.get('appeal_weight', 0):.1f} (AUC {tower.get('holdout_auc_match', nan):.3f} "
+                       f"-> {tower.get('holdout_auc_appeal', nan):.3f})")
     return "\n".join(out)
 
 

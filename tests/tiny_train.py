@@ -11,4 +11,6 @@ def tiny_train_args(data: Path, tracking_uri: str, bert: Path) -> list[str]:
             "--set", f"text.model={bert}", "--set", "text.finetune.mode=full", "--set", "text.max_epochs=1",
             "--set", "split.mode=global", "--set", "history=train+valid", "--set", "n_bootstrap=100",
             "--set", "baselines=[popularity]", "--set", "pipeline.ablations=false", "--set", "compare_zero_shot=false",
-            "--set", "pipeline.cold_curve_slots=[]"]
+            "--set", "pipeline.cold_curve_slots=[]",
+            # the tiny BERT's "pretrained" weights are random: what these runs study is what training does
+            "--set", "text.pretrained_fallback=false"]

@@ -30,7 +30,8 @@ from recsys.indexing import FitInput
 from recsys.scorers.text import EncoderSource, ItemTokens, TextScorer, user_windows
 from recsys.text_encoder import quantize_int8, render_item_texts, resolve_model_path
 from training.encoder_modes import ItemEncoder, build_encoder, count_parameters, serving_encoder
-from training.text_data import Examples, TextDataModule, build_examples, split_holdout
+from training.text_appeal import fit_appeal
+from training.text_data import Examples, TextDataModule, build_examples, holdout_negatives, split_holdout
 from training.text_tower import TextTowerConfig, TextTowerModule, encode_items, tower_name
 
 __all__ = ["TextTowerRecommender", "VAL_NEGATIVES"]
@@ -112,6 +113,7 @@ class TextTowerRecommender:
         self._tokens: ItemTokens | None = None
         self._tokenizer = None
         self._scorer: TextScorer | None = None
+        self._split: tuple[Examples, Examples, np.ndarray | None] | None = None
 
     def _prepare(self, data: FitInput) -> tuple[ItemTokens, Examples, bool]:
         if data.items is None or data.events is None:
@@ -152,10 +154,13 @@ class TextTowerRecommender:
                 self.pretrained_vectors_ = encode_items(encoder, tokens, np.arange(data.n_items),
                                                         self.config.encode_batch_size)
             self.stats_["pretrained_encode_wall_s"] = time.perf_counter() - start_encode
+        self._split = None
         if self.config.finetune.mode != "zero-shot" and len(examples):
             self._train(module, examples, tokens, trainable)
-        self.stats_ |= {"trainable_params": trainable, "total_params": total, "fit_wall_s": time.perf_counter() - start}
         self._finish(module, tokens, data)
+        if self._split is not None:
+            self.stats_ |= fit_appeal(module.head, self.item_vectors_, *self._split)
+        self.stats_ |= {"trainable_params": trainable, "total_params": total, "fit_wall_s": time.perf_counter() - start}
         return self.scorer()
 
     def _module(self, encoder, tokens: ItemTokens, examples: Examples, data: FitInput,
@@ -163,30 +168,36 @@ class TextTowerRecommender:
         counts = np.bincount(examples.items[examples.labels > 0], minlength=data.n_items).astype(np.float64) + 1.0
         log_q = np.log(counts / counts.sum())
         history_items = np.unique(examples.history[examples.history >= 0])
-        n_val = max(1, int(len(examples) * self.config.holdout))
-        rng = np.random.default_rng(self.config.seed)
-        val_negatives = rng.integers(data.n_items, size=(n_val + len(examples), VAL_NEGATIVES))
         steps = self.config.max_steps if self.config.max_steps > 0 else max(
             1, self.config.max_epochs * -(-len(examples) // self.config.batch_size))
-        return TextTowerModule(self.config, encoder, tokens, log_q, use_impressions, history_items, steps,
-                               val_negatives)
+        return TextTowerModule(self.config, encoder, tokens, log_q, use_impressions, history_items, steps)
 
     def _train(self, module: TextTowerModule, examples: Examples, tokens: ItemTokens, trainable: int) -> None:
         cfg = self.config
         if cfg.max_train_examples is not None and len(examples) > cfg.max_train_examples:
             keep = np.sort(np.random.default_rng(cfg.seed).choice(len(examples), cfg.max_train_examples, replace=False))
             examples = examples.take(keep)
-        train, holdout = split_holdout(examples, cfg.holdout)
+        items_held = cfg.holdout_items > 0 and not module.use_impressions
+        train, holdout = split_holdout(examples, cfg.holdout, items_share=cfg.holdout_items if items_held else 0.0,
+                                       seed=cfg.seed)
+        if items_held and not len(train):  # a single item: nothing left to train on; hold out by time instead
+            items_held = False
+            train, holdout = split_holdout(examples, cfg.holdout)
         if cfg.max_holdout_examples is not None and len(holdout) > cfg.max_holdout_examples:
             rng = np.random.default_rng(cfg.seed + 1)
             holdout = holdout.take(np.sort(rng.choice(len(holdout), cfg.max_holdout_examples, replace=False)))
+        negatives = None if module.use_impressions else holdout_negatives(
+            holdout, len(module.log_q), VAL_NEGATIVES, items_held=items_held, seed=cfg.seed + 2)
+        module.val_negatives = torch.as_tensor(negatives) if negatives is not None else None
+        self._split = (train, holdout, negatives)
         datamodule = TextDataModule(train, holdout, tokens.lengths, batch_size=cfg.batch_size, seed=cfg.seed)
         with tempfile.TemporaryDirectory() as scratch:
             folder = Path(cfg.checkpoint_dir or scratch)
             best = ModelCheckpoint(dirpath=folder, filename="best", monitor="valid/auc", mode="max", save_last=True)
             limit = timedelta(minutes=cfg.max_minutes) if cfg.max_minutes is not None else None
-            logger.info("text tower: fine-tuning %s on %s examples (%s held out), at most %d epoch(s)%s",
-                        cfg.finetune.mode, f"{len(train):,}", f"{len(holdout):,}", cfg.max_epochs,
+            logger.info("text tower: fine-tuning %s on %s examples (%s held out%s), at most %d epoch(s)%s",
+                        cfg.finetune.mode, f"{len(train):,}", f"{len(holdout):,}",
+                        f", on {len(np.unique(holdout.items)):,} unseen items" if items_held else "", cfg.max_epochs,
                         f" or {cfg.max_minutes:.1f} min" if cfg.max_minutes is not None else "")
             last = folder / "last.ckpt"
             start = time.perf_counter()
@@ -199,6 +210,10 @@ class TextTowerRecommender:
                                     callbacks=[best, EarlyStopping("valid/auc", mode="max", patience=cfg.patience)])
                 if self.logger is not None:
                     self.logger.log_metrics({"trainable_params": trainable, "train_examples": len(train)})
+                # the pretrained weights are a candidate too: where fine-tuning does not beat them on the
+                # holdout (unseen items), the tower keeps them instead of a worse fine-tuned encoder
+                pretrained_state = {k: v.detach().clone() for k, v in module.state_dict().items()}
+                pretrained = trainer.validate(module, datamodule=datamodule, verbose=False)[0]["valid/auc"]
                 # checkpoints are read as tensors and plain values only (weights_only): a checkpoint folder is
                 # a file anyone could have written, and unpickling it would run their code
                 try:
@@ -210,15 +225,20 @@ class TextTowerRecommender:
             elapsed = time.perf_counter() - start
             if best.best_model_path:
                 module.load_state_dict(torch.load(best.best_model_path, weights_only=True)["state_dict"])
-        score = best.best_model_score
-        logger.info("text tower: %d epoch(s) in %.0f s (%.0f examples/s), holdout AUC %.3f", trainer.current_epoch,
-                    elapsed, trainer.global_step * cfg.batch_size / max(elapsed, 1e-9),
-                    float(score) if score is not None else float("nan"))
+        score = float(best.best_model_score) if best.best_model_score is not None else float("nan")
+        # a NaN holdout AUC cannot judge
+        kept_pretrained = cfg.pretrained_fallback and pretrained == pretrained and not score > pretrained
+        if kept_pretrained:
+            module.load_state_dict(pretrained_state)
+        logger.info("text tower: %d epoch(s) in %.0f s (%.0f examples/s), holdout AUC %.3f (pretrained %.3f)%s",
+                    trainer.current_epoch, elapsed, trainer.global_step * cfg.batch_size / max(elapsed, 1e-9),
+                    score, pretrained, ": kept the pretrained weights" if kept_pretrained else "")
         self.stats_ |= {"train_examples": len(train), "holdout_examples": len(holdout),
                         "epochs": trainer.current_epoch, "train_wall_s": elapsed,
                         "stopped_by_clock": float(limit is not None and elapsed >= limit.total_seconds()),
                         "examples_per_s": trainer.global_step * cfg.batch_size / max(elapsed, 1e-9),
-                        "best_valid_auc": float(score) if score is not None else float("nan")}
+                        "best_valid_auc": pretrained if kept_pretrained else score,
+                        "pretrained_valid_auc": pretrained, "kept_pretrained": float(kept_pretrained)}
 
     def quantized(self) -> TextScorer:
         """The fitted tower with catalogue vectors from the int8 (dynamically quantised) encoder.

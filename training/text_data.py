@@ -8,8 +8,9 @@ Two kinds of examples, chosen by the data:
   other items of the batch plus sampled ones, with a logQ popularity correction.
 
 Every example carries the user's last ``history_length`` positive items strictly before it,
-so nothing from the future leaks into the user vector. The newest ``holdout`` share of the
-examples (by time) is kept aside for early stopping.
+so nothing from the future leaks into the user vector. Early stopping is judged on examples kept
+out of training: every example of a seeded share of the items (positives only: the tower is then
+chosen for ranking items it never trained on, the new-item case), or the newest share by time.
 """
 
 from __future__ import annotations
@@ -26,7 +27,8 @@ from torch.utils.data import DataLoader, Sampler
 from recsys import contract as C
 from recsys.scorers.text_head import history_windows
 
-__all__ = ["Examples", "build_examples", "split_holdout", "LengthBucketSampler", "TextDataModule"]
+__all__ = ["Examples", "build_examples", "split_holdout", "holdout_negatives", "holdout_grid", "LengthBucketSampler",
+           "TextDataModule"]
 
 
 @dataclass
@@ -81,15 +83,60 @@ def build_examples(events: pl.DataFrame, *, positives: tuple[str, ...], history_
                     rows["label"].to_numpy().astype(np.float32), history, times, rows["_group"].to_numpy())
 
 
-def split_holdout(examples: Examples, share: float) -> tuple[Examples, Examples]:
-    """The newest ``share`` of examples (by time; whole groups) for early stopping, the rest to train."""
+def split_holdout(examples: Examples, share: float, *, items_share: float = 0.0,
+                  seed: int = 0) -> tuple[Examples, Examples]:
+    """Examples kept out of training for early stopping, and the rest to train on.
+
+    Args:
+        examples: the fit window's examples.
+        share: the newest share of examples (by time; whole groups) held out, when ``items_share`` is 0.
+        items_share: > 0: instead, a seeded share of the items with examples is held out with every
+            example on them, so the holdout measures how the tower ranks items it has never trained on.
+        seed: seed of the held-out items.
+    """
     if not 0 < share < 1:
         raise ValueError(f"holdout share must be in (0, 1), got {share}")
+    if not 0 <= items_share < 1:
+        raise ValueError(f"held-out item share must be in [0, 1), got {items_share}")
+    if items_share > 0:
+        seen = np.unique(examples.items)
+        held = np.random.default_rng(seed).choice(seen, max(1, round(items_share * len(seen))), replace=False)
+        is_held = np.isin(examples.items, held)
+        return examples.take(np.flatnonzero(~is_held)), examples.take(np.flatnonzero(is_held))
     group_time = pl.DataFrame({"g": examples.group, "t": examples.times}).group_by("g").agg(pl.col("t").min())
     cut = group_time["t"].quantile(1 - share, interpolation="higher")
     late = set(group_time.filter(pl.col("t") >= cut)["g"].to_list())
     is_late = np.isin(examples.group, np.fromiter(late, dtype=np.int64, count=len(late)))
     return examples.take(np.flatnonzero(~is_late)), examples.take(np.flatnonzero(is_late))
+
+
+def holdout_negatives(holdout: Examples, n_items: int, per_example: int, *, items_held: bool,
+                      seed: int) -> np.ndarray:
+    """int64 [len(holdout), per_example] fixed negatives of each holdout positive (positives-only data).
+
+    With held-out items they are drawn among the held-out items other than the positive, so the
+    holdout AUC ranks unseen items among unseen items (as new items are ranked); otherwise among
+    the whole catalogue.
+    """
+    rng = np.random.default_rng(seed)
+    pool = np.unique(holdout.items) if items_held else np.arange(n_items)
+    if len(pool) < 2:
+        return rng.integers(n_items, size=(len(holdout), per_example))
+    # uniform over the pool without the positive: draw among len(pool) - 1 and step over the positive's slot
+    slot = np.searchsorted(pool, holdout.items)
+    draw = rng.integers(len(pool) - 1, size=(len(holdout), per_example))
+    return pool[draw + (draw >= slot[:, None])]
+
+
+def holdout_grid(items: torch.Tensor, labels: torch.Tensor, groups: torch.Tensor,
+                 negatives: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Holdout examples as [n, c] items, labels and groups to score: each example alone (impressions),
+    or each positive beside its fixed negatives in one group (positives only)."""
+    if negatives is None:
+        return items[:, None], labels[:, None], groups[:, None]
+    grid = torch.cat([items[:, None], negatives], dim=1)
+    grid_labels = torch.cat([torch.ones(len(items), 1), torch.zeros_like(negatives, dtype=torch.float32)], dim=1)
+    return grid, grid_labels, groups[:, None].expand_as(grid)
 
 
 class LengthBucketSampler(Sampler[list[int]]):

@@ -25,6 +25,7 @@ from recsys.scorers.text import ItemTokens
 from recsys.scorers.text_head import TowerHead
 from recsys.text_encoder import DEFAULT_TEMPLATE, fast_cpu_linears
 from training.encoder_modes import FineTuneConfig, ItemEncoder
+from training.text_data import holdout_grid
 
 __all__ = ["TextTowerConfig", "TextTowerModule", "encode_items", "tower_name"]
 
@@ -76,7 +77,16 @@ class TextTowerConfig:
     best checkpoint so far is kept. CPU speed varies several-fold between machines and texts, so a
     time budget needs a clock, not only an example count; None = no limit."""
     holdout: float = 0.1
-    """Newest share of the fit window's examples kept for early stopping."""
+    """Newest share of the fit window's examples kept for early stopping (when ``holdout_items`` is 0 or
+    the data has impressions)."""
+    holdout_items: float = 0.1
+    """Positives-only data: the share of items whose every example is kept out of training for early
+    stopping, the choice between fine-tuned and pretrained weights, and the weight of the text-read
+    appeal (``training.text_appeal``), all judged on items the tower never trained on, as new items
+    are. 0: the newest ``holdout`` share by time instead."""
+    pretrained_fallback: bool = True
+    """Keep the pretrained weights where no fine-tuned epoch beats them on the holdout (they are scored
+    first, as epoch 0). Off: always the best fine-tuned epoch, e.g. to study what fine-tuning changes."""
     max_holdout_examples: int | None = 2000
     """At most this many of them (a seeded sample) are scored after each epoch: each is a positive
     against 20 sampled negatives, so 5,000 cost about a third of an epoch of 50,000 training
@@ -100,6 +110,9 @@ class TextTowerConfig:
         check_at_least(self, max_length=4, history_length=1, sampled_negatives=0, batch_size=2, weight_decay=0,
                        warmup_ratio=0, max_epochs=1, patience=0, grad_clip=0, encode_batch_size=1)
         check_above(self, lr=0, head_lr=0, temperature=0, holdout=0)
+        check_at_least(self, holdout_items=0)
+        if not self.holdout_items < 1:
+            raise ValueError(f"TextTowerConfig.holdout_items must be < 1; got {self.holdout_items}")
         if self.max_holdout_examples is not None:
             check_at_least(self, max_holdout_examples=1)
         if self.max_minutes is not None:
@@ -137,7 +150,7 @@ class TextTowerModule(L.LightningModule):
     """The two towers on one encoder: one shared step, BCE (impressions) or sampled softmax."""
 
     def __init__(self, config: TextTowerConfig, encoder: ItemEncoder, tokens: ItemTokens, log_q: np.ndarray,
-                 use_impressions: bool, cache_items: np.ndarray, total_steps: int, val_negatives: np.ndarray) -> None:
+                 use_impressions: bool, cache_items: np.ndarray, total_steps: int) -> None:
         super().__init__()
         self.hparams.update({k: v if isinstance(v, int | float | str | bool) or v is None else str(v)
                              for k, v in flatten(asdict(config)).items()} | {"use_impressions": use_impressions})
@@ -145,7 +158,8 @@ class TextTowerModule(L.LightningModule):
         self.head = TowerHead(encoder.hidden_size, config.similarity, config.temperature)
         self.register_buffer("log_q", torch.as_tensor(log_q, dtype=torch.float32), persistent=False)
         self.use_impressions, self.cache_items, self.total_steps = use_impressions, cache_items, total_steps
-        self.val_negatives = torch.as_tensor(val_negatives)
+        self.val_negatives: torch.Tensor | None = None
+        """int64 [n_holdout, k] each holdout positive's fixed negatives (positives only), set with the holdout."""
         self.cache: torch.Tensor | None = None
         self._val: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
         self.l2sp = 0.0
@@ -206,13 +220,8 @@ class TextTowerModule(L.LightningModule):
 
     def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
         users = self._users(batch["history"])
-        if self.use_impressions:
-            items, labels, groups = batch["items"][:, None], batch["labels"][:, None], batch["group"][:, None]
-        else:  # a positive against fixed sampled negatives, per example
-            negatives = self.val_negatives[batch["index"]]
-            items = torch.cat([batch["items"][:, None], negatives], dim=1)
-            labels = torch.cat([torch.ones(len(items), 1), torch.zeros_like(negatives, dtype=torch.float32)], dim=1)
-            groups = batch["group"][:, None].expand_as(items)
+        negatives = None if self.use_impressions else self.val_negatives[batch["index"]]
+        items, labels, groups = holdout_grid(batch["items"], batch["labels"], batch["group"], negatives)
         unique, inverse = torch.unique(items, return_inverse=True)
         # a validation batch asks for thousands of items (each example's positive and 20 negatives):
         # encoded in catalogue-sized chunks, not at once, they do not spike memory by a gigabyte
@@ -237,7 +246,8 @@ class TextTowerModule(L.LightningModule):
                 (no_decay if name.endswith("bias") or "LayerNorm" in name else decay).append(param)
         groups = [{"params": decay, "weight_decay": self.config.weight_decay, "lr": self.config.lr},
                   {"params": no_decay, "weight_decay": 0.0, "lr": self.config.lr},
-                  {"params": list(self.head.parameters()), "weight_decay": 0.0, "lr": self.config.head_lr}]
+                  {"params": [p for p in self.head.parameters() if p.requires_grad], "weight_decay": 0.0,
+                   "lr": self.config.head_lr}]
         optimizer = torch.optim.AdamW([g for g in groups if g["params"]])
         warmup = max(1, int(self.total_steps * self.config.warmup_ratio))
 

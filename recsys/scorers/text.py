@@ -237,7 +237,11 @@ class TextScorer(StoredScorer):
         head_state = {k.removeprefix("head."): torch.from_numpy(v) for k, v in arrays.items() if k.startswith("head.")}
         vectors = torch.from_numpy(arrays["item_vectors"])
         head = TowerHead(vectors.shape[1], settings["similarity"])
-        head.load_state_dict(head_state)
+        # models registered before the text-read appeal existed have none: theirs stays zero, as it was
+        missing, unexpected = head.load_state_dict(head_state, strict=False)
+        if unexpected or any(not key.startswith("appeal.") for key in missing):
+            raise RecsysError(f"{folder}: the text head's arrays do not match (missing {missing}, "
+                              f"unexpected {unexpected}); the model folder is from another version or damaged")
         return cls(settings["name"], EncoderSource(path, prompt), head.eval(), vectors,
                    arrays["user_history"], settings["template"], int(settings["max_length"]),
                    tuple(settings["positives"]), int(settings["encode_batch_size"]))

@@ -64,26 +64,46 @@ class TowerHead(nn.Module):
         # -temperature (cos = 1 means even odds): pretrained encoders put most pairs near
         # cos 0.8-0.9, and a zero start would begin every fit by predicting "click" everywhere.
         self.bias = nn.Parameter(torch.tensor(-float(temperature) if similarity == "cosine" else 0.0))
+        # An item's appeal read from its text alone: a linear function of its (normalised) vector added to
+        # every user's score. New items have no popularity, yet their text often says how widely they will be
+        # chosen; zero (no effect) until ``training.text_appeal`` fits it on the logs and weighs it on held-out
+        # items. Not trained by the loss: logQ-corrected softmax would push it back toward zero.
+        self.appeal = nn.Linear(dim, 1)
+        nn.init.zeros_(self.appeal.weight)
+        nn.init.zeros_(self.appeal.bias)
+        self.appeal.requires_grad_(False)
 
     def users(self, history_vectors: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """User vectors [b, d] from history item vectors [b, L, d] and their mask [b, L]."""
         return self.pool(history_vectors, mask)
 
-    def logits(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
-        """Match logits of every user against every item: [b, d] x [n, d] -> [b, n]."""
+    def item_space(self, items: torch.Tensor) -> torch.Tensor:
+        """Item vectors as the score reads them: unit length (cosine) or as they are (dot)."""
+        return nn.functional.normalize(items, dim=-1) if self.similarity == "cosine" else items
+
+    def item_appeal(self, items: torch.Tensor) -> torch.Tensor:
+        """The text-read appeal of items [n, d] -> [n] (zero until fitted)."""
+        return self.appeal(self.item_space(items)).squeeze(-1)
+
+    def _user_side(self, users: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | float]:
+        """User vectors as the score reads them, and the scale of the match: temperature (cosine) or 1/sqrt(d)."""
         if self.similarity == "cosine":
-            users = nn.functional.normalize(users, dim=-1)
-            items = nn.functional.normalize(items, dim=-1)
-            return self.log_temperature.exp() * users @ items.T
-        return users @ items.T / math.sqrt(users.shape[-1])
+            return nn.functional.normalize(users, dim=-1), self.log_temperature.exp()
+        return users, 1.0 / math.sqrt(users.shape[-1])
+
+    def match_logits(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
+        """The user-item match alone, every user against every item: [b, d] x [n, d] -> [b, n]."""
+        users, scale = self._user_side(users)
+        return scale * users @ self.item_space(items).T
+
+    def logits(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
+        """Match logits of every user against every item, plus each item's appeal: [b, d] x [n, d] -> [b, n]."""
+        return self.match_logits(users, items) + self.item_appeal(items)[None, :]
 
     def pair_logits(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
-        """Click logits of aligned pairs, offset by the learned bias: [b, d] x [b, d] -> [b]."""
-        if self.similarity == "cosine":
-            users = nn.functional.normalize(users, dim=-1)
-            items = nn.functional.normalize(items, dim=-1)
-            return self.log_temperature.exp() * (users * items).sum(-1) + self.bias
-        return (users * items).sum(-1) / math.sqrt(users.shape[-1]) + self.bias
+        """Click logits of aligned pairs (match + appeal), offset by the learned bias: [b, d] x [b, d] -> [b]."""
+        users, scale = self._user_side(users)
+        return scale * (users * self.item_space(items)).sum(-1) + self.item_appeal(items) + self.bias
 
 
 def history_windows(user_sorted: np.ndarray, item_sorted: np.ndarray, time_sorted: np.ndarray,

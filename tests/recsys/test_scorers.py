@@ -244,6 +244,30 @@ def test_text_scorer_score_by_hand(text_parts):
     np.testing.assert_array_equal(scores[1], np.zeros(N_ITEMS, np.float32))  # user 1 has no history
 
 
+def test_text_read_appeal_adds_to_every_users_scores_and_survives_storage(tmp_path, text_parts):
+    """The appeal is a linear reading of each item's unit vector, the same for every user, stored with the head;
+    a model stored before the appeal existed (no appeal arrays) loads with none."""
+    scorer = _text_scorer(text_parts, None)
+    plain = scorer.score(USERS, HISTORY)
+    torch.manual_seed(3)
+    with torch.no_grad():
+        scorer.head.appeal.weight.copy_(torch.randn(1, 32))
+        scorer.head.appeal.bias.fill_(0.5)
+        unit = torch.nn.functional.normalize(scorer.item_vectors_, dim=-1)
+        appeal = (unit @ scorer.head.appeal.weight[0] + 0.5).numpy()
+    scores = scorer.score(USERS, HISTORY)
+    np.testing.assert_allclose(scores - plain, np.broadcast_to(appeal, plain.shape), rtol=1e-5, atol=1e-5)
+    save_scorer(scorer, tmp_path / "text")
+    np.testing.assert_array_equal(load_scorer(tmp_path / "text").score(USERS, HISTORY), scores)
+    for name in ("head.appeal.weight", "head.appeal.bias"):
+        (tmp_path / "text" / ARRAYS / f"{name}.npy").unlink()
+    older = load_scorer(tmp_path / "text")
+    np.testing.assert_allclose(older.score(USERS, HISTORY), plain, rtol=1e-6, atol=1e-6)
+    np.save(tmp_path / "text" / ARRAYS / "head.other.npy", np.zeros(3, np.float32))
+    with pytest.raises(RecsysError, match=r"the text head's arrays do not match .*unexpected \['other'\]"):
+        load_scorer(tmp_path / "text")
+
+
 def test_text_encoder_prepends_the_prompt_and_pools_only_the_words(text_parts):
     tokenizer, transformer, _ = text_parts
     batch = tokenizer(render_item_texts(ITEMS, TEMPLATE), padding=True, return_tensors="pt")

@@ -27,7 +27,7 @@ def trained(tmp_path_factory, tiny_bert_dir):
         "train", "--data", str(data), "--tracking-uri", uri,
         "--set", f"text.model={tiny_bert_dir}", "--set", "text.finetune.mode=full", "--set", "text.max_epochs=2",
         "--set", "split.mode=global", "--set", "history=train+valid", "--set", "n_bootstrap=100",
-        "--set", "baselines=[popularity]",
+        "--set", "baselines=[popularity]", "--set", "text.pretrained_fallback=false",
         "--set", "pipeline.cold_curve_slots=[4]", "--set", "pipeline.cold_curve_places=[end]"])
     assert result.exit_code == 0, result.output
     return data, uri, result.output

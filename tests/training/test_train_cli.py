@@ -66,7 +66,7 @@ def test_train_text_stage_end_to_end(tmp_path, tiny_bert_dir):
     assert {"config.yaml", "report.html", "results.json"} <= artifacts
     child = client.search_runs([parent.info.experiment_id], f"tags.mlflow.parentRunId = '{parent.info.run_id}'")[0]
     history = client.get_metric_history(child.info.run_id, "valid/auc")
-    assert len(history) == 2  # one holdout AUC per epoch
+    assert len(history) == 3  # the pretrained weights' holdout AUC (epoch 0), then one per epoch
 
 
 def test_fifty_thousand_users_with_nanosecond_times_over_decades_train(tmp_path, tiny_bert_dir):
