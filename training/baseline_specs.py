@@ -24,7 +24,7 @@ from training.fit_baselines import (
 )
 from training.fit_lightfm import LightFMConfig, LightFMRecommender
 from training.fit_models import ModelSpec
-from training.fit_tfidf import TfidfRecommender
+from training.fit_tfidf import TfidfConfig, TfidfRecommender
 
 __all__ = ["BASELINES", "DEFAULT_BASELINES", "baseline_specs", "ease_bytes", "ease_fits", "fitting_baselines",
            "memory_budget", "memory_bytes"]
@@ -88,12 +88,14 @@ def fitting_baselines(names: Sequence[str], n_items: int, budget: float) -> tupl
     return tuple(kept), skipped
 
 
-def baseline_specs(names: Sequence[str] = BASELINES, *, num_threads: int = 1) -> list[ModelSpec]:
+def baseline_specs(names: Sequence[str] = BASELINES, *, num_threads: int = 1,
+                   text_template: str | None = None) -> list[ModelSpec]:
     """Model specs for the named baselines, in the given order.
 
     Args:
         names: a subset of :data:`BASELINES`.
         num_threads: threads of LightFM and ALS (1 makes them repeatable).
+        text_template: the item text ``tfidf`` reads: the run's text tower template (None: the tower's default).
 
     Raises:
         ValueError: an unknown name (the message lists the allowed ones).
@@ -108,7 +110,7 @@ def baseline_specs(names: Sequence[str] = BASELINES, *, num_threads: int = 1) ->
                              LIGHTFM_EPOCHS),
         "ease": ModelSpec("ease", lambda l2: EASERecommender(EASEConfig(l2=l2)), (100.0, 500.0, 2000.0)),
         "als": ModelSpec("als", lambda f: ALSRecommender(ALSConfig(factors=f, num_threads=num_threads)), (32, 64, 128)),
-        "tfidf": ModelSpec("tfidf", lambda _: TfidfRecommender()),
+        "tfidf": ModelSpec("tfidf", lambda _: TfidfRecommender(TfidfConfig(template=text_template))),
         "lightfm_text": ModelSpec("lightfm_text", lambda e: LightFMRecommender(LightFMConfig(
             epochs=e, num_threads=num_threads, identity=False, use_item_features=False,
             text_features=LIGHTFM_TEXT_TERMS)), LIGHTFM_EPOCHS),

@@ -27,24 +27,26 @@ __all__ = ["TEXT_TEMPLATE", "TfidfConfig", "TfidfRecommender", "TfidfScorer", "i
 logger = logging.getLogger(__name__)
 
 TEXT_TEMPLATE = "{title}. {description}"
-"""The words read: title and description (category and tags are LightFM's other features)."""
+"""The words of ``lightfm_text``: title and description (category and tags are LightFM's other features)."""
 
 
-def item_tfidf(items: pl.DataFrame, max_features: int | None = None, min_df: int = 1) -> sp.csr_matrix:
-    """float32 [n_items, vocabulary] L2-normalised TF-IDF rows of each item's title and description.
+def item_tfidf(items: pl.DataFrame, max_features: int | None = None, min_df: int = 1,
+               template: str | None = TEXT_TEMPLATE) -> sp.csr_matrix:
+    """float32 [n_items, vocabulary] L2-normalised TF-IDF rows of each item's text.
 
     Args:
         items: the catalogue in item-index order (``FitInput.items``).
         max_features: keep the most frequent terms only (None: every term).
         min_df: terms in fewer items are dropped.
+        template: the text read (``render_item_texts``); None: the text tower's default template.
 
     Returns:
         One row per item (an item without words has an empty row); the vocabulary is the whole
         catalogue's, new items included: their text is known, only their events are held out.
     """
-    from recsys.text_encoder import render_item_texts  # the text tower's rendering; it loads torch, so only here
+    from recsys.text_encoder import DEFAULT_TEMPLATE, render_item_texts  # loads torch, so only here
 
-    texts = render_item_texts(items, TEXT_TEMPLATE)
+    texts = render_item_texts(items, DEFAULT_TEMPLATE if template is None else template)
     vectorizer = TfidfVectorizer(stop_words="english", sublinear_tf=True, min_df=min_df, max_features=max_features,
                                  dtype=np.float32)
     try:
@@ -81,6 +83,9 @@ class TfidfConfig:
 
     min_df: int = 1
     """Terms in fewer items are dropped; >= 1."""
+    template: str | None = None
+    """The text read; None: the text tower's template (title, category, tags, description), so that the
+    lexical peer reads exactly what the tower reads (``recsys train`` passes the run's ``text.template``)."""
 
     def __post_init__(self) -> None:
         check_at_least(self, min_df=1)
@@ -102,4 +107,4 @@ class TfidfRecommender:
         """
         if data.items is None:
             raise ValueError("tfidf reads item text: FitInput.items must hold the catalogue")
-        return TfidfScorer(self.name, item_tfidf(data.items, min_df=self.config.min_df))
+        return TfidfScorer(self.name, item_tfidf(data.items, min_df=self.config.min_df, template=self.config.template))

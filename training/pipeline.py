@@ -173,7 +173,7 @@ def _specs(config: TrainConfig, towers: dict[str, TextTowerRecommender], trackin
         configs.append(config.text)
     shared = {tower_name(c): tower(c) for c in configs}
     specs = [ModelSpec(name, lambda _, m=model: m) for name, model in shared.items()]
-    specs += baseline_specs(config.baselines)
+    specs += baseline_specs(config.baselines, text_template=config.text.template)
     if config.compare_int8:
         name = tower_name(config.text)
         fine = shared.get(name) or tower(config.text)
@@ -220,7 +220,8 @@ def _pipeline_specs(config: TrainConfig, eval_config: EvalConfig, tracking: dict
     stage = StageOne(cfg, config.text, eval_config=eval_config, text_logger=tracking.pop("text_tower", None),
                      show_progress=show_progress, warm=warm)
     main = PipelineRecommender(stage, name="pipeline", cold=cfg.cold, gate=cfg.gate, baselines={})
-    specs = baseline_specs(config.baselines) + [ModelSpec("pipeline", lambda _: main)]
+    specs = [*baseline_specs(config.baselines, text_template=config.text.template),
+             ModelSpec("pipeline", lambda _: main)]
     if warm is not None:  # the previous version as it is: what the update must beat on the new window
         specs.append(ModelSpec("parent", lambda _: ParentView(warm, data)))
     if cfg.ablations:

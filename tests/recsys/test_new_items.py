@@ -14,6 +14,7 @@ from dataclasses import replace
 import numpy as np
 import polars as pl
 import pytest
+import scipy.sparse as sp
 from click.testing import CliRunner
 
 from features.split import SplitConfig, temporal_split
@@ -24,7 +25,7 @@ from recsys.evaluation.eval_data import EvalConfig, build_eval_data
 from recsys.io import DatasetPaths, load_dataset
 from recsys.synthetic import SyntheticConfig, generate_synthetic
 from training.fit_lightfm import LightFMConfig, LightFMRecommender
-from training.fit_tfidf import TfidfRecommender
+from training.fit_tfidf import TfidfConfig, TfidfRecommender
 
 SMALL = SyntheticConfig(n_users=80, n_items=120, sessions_per_user=5, seed=7)
 
@@ -98,6 +99,17 @@ def test_lightfm_text_places_items_by_their_words_only(tmp_path):
     history.data[:] = 0
     history.eliminate_zeros()
     assert not tfidf.score(np.array([0]), history).any()  # nothing read, nothing known
+    # the lexical peer reads what the text tower reads (category and tags too), unless told another template
+    only_category = fit.items.with_columns(pl.lit(None, pl.String).alias(C.TITLE),
+                                           pl.lit(None, pl.String).alias(C.DESCRIPTION),
+                                           pl.lit(None, pl.String).alias(C.TAGS),
+                                           pl.lit("thriller", pl.String).alias(C.CATEGORY))
+    liked = sp.csr_matrix(([1.0], ([0], [2])), shape=(1, fit.n_items), dtype=np.float32)
+    same_words = TfidfRecommender().fit(replace(fit, items=only_category)).score(np.array([0]), liked)
+    np.testing.assert_allclose(same_words, 1.0, rtol=1e-5)  # every item reads "thriller"
+    titles_only = TfidfRecommender(TfidfConfig(template="{title}. {description}")).fit(
+        replace(fit, items=only_category))
+    assert not titles_only.score(np.array([0]), liked).any()
 
 
 @pytest.fixture(scope="module")
