@@ -113,7 +113,6 @@ class TextTowerRecommender:
         self._tokens: ItemTokens | None = None
         self._tokenizer = None
         self._scorer: TextScorer | None = None
-        self._split: tuple[Examples, Examples, np.ndarray | None] | None = None
 
     def _prepare(self, data: FitInput) -> tuple[ItemTokens, Examples, bool]:
         if data.items is None or data.events is None:
@@ -154,12 +153,12 @@ class TextTowerRecommender:
                 self.pretrained_vectors_ = encode_items(encoder, tokens, np.arange(data.n_items),
                                                         self.config.encode_batch_size)
             self.stats_["pretrained_encode_wall_s"] = time.perf_counter() - start_encode
-        self._split = None
+        held_out = None
         if self.config.finetune.mode != "zero-shot" and len(examples):
-            self._train(module, examples, tokens, trainable)
+            held_out = self._train(module, examples, tokens, trainable)
         self._finish(module, tokens, data)
-        if self._split is not None:
-            self.stats_ |= fit_appeal(module.head, self.item_vectors_, *self._split)
+        if held_out is not None:
+            self.stats_ |= fit_appeal(module.head, self.item_vectors_, *held_out)
         self.stats_ |= {"trainable_params": trainable, "total_params": total, "fit_wall_s": time.perf_counter() - start}
         return self.scorer()
 
@@ -172,7 +171,9 @@ class TextTowerRecommender:
             1, self.config.max_epochs * -(-len(examples) // self.config.batch_size))
         return TextTowerModule(self.config, encoder, tokens, log_q, use_impressions, history_items, steps)
 
-    def _train(self, module: TextTowerModule, examples: Examples, tokens: ItemTokens, trainable: int) -> None:
+    def _train(self, module: TextTowerModule, examples: Examples, tokens: ItemTokens,
+               trainable: int) -> tuple[Examples, Examples, np.ndarray | None]:
+        """Fine-tune ``module`` in place; returns what it trained on, its holdout and the holdout's negatives."""
         cfg = self.config
         if cfg.max_train_examples is not None and len(examples) > cfg.max_train_examples:
             keep = np.sort(np.random.default_rng(cfg.seed).choice(len(examples), cfg.max_train_examples, replace=False))
@@ -189,7 +190,6 @@ class TextTowerRecommender:
         negatives = None if module.use_impressions else holdout_negatives(
             holdout, len(module.log_q), VAL_NEGATIVES, items_held=items_held, seed=cfg.seed + 2)
         module.val_negatives = torch.as_tensor(negatives) if negatives is not None else None
-        self._split = (train, holdout, negatives)
         datamodule = TextDataModule(train, holdout, tokens.lengths, batch_size=cfg.batch_size, seed=cfg.seed)
         with tempfile.TemporaryDirectory() as scratch:
             folder = Path(cfg.checkpoint_dir or scratch)
@@ -239,6 +239,7 @@ class TextTowerRecommender:
                         "examples_per_s": trainer.global_step * cfg.batch_size / max(elapsed, 1e-9),
                         "best_valid_auc": pretrained if kept_pretrained else score,
                         "pretrained_valid_auc": pretrained, "kept_pretrained": float(kept_pretrained)}
+        return train, holdout, negatives
 
     def quantized(self) -> TextScorer:
         """The fitted tower with catalogue vectors from the int8 (dynamically quantised) encoder.

@@ -24,7 +24,7 @@ from recsys.evaluation.impressions import impression_metrics
 from recsys.scorers.text_head import TowerHead
 from training.text_data import Examples, holdout_grid
 
-__all__ = ["APPEAL_WEIGHTS", "fit_appeal", "holdout_auc"]
+__all__ = ["APPEAL_WEIGHTS", "fit_appeal"]
 
 logger = logging.getLogger(__name__)
 
@@ -36,23 +36,28 @@ MIN_ITEMS = 20
 """Fewer trained items than this: no appeal (a regression on a handful of items is noise)."""
 
 
-def holdout_auc(head: TowerHead, vectors: torch.Tensor, holdout: Examples, negatives: np.ndarray | None,
-                appeal: np.ndarray | None = None) -> float:
-    """Mean per-group AUC of the holdout under ``head`` over the catalogue ``vectors``, optionally
-    plus a per-item ``appeal`` [n_items] (the head's own appeal is left out: it is what is being chosen)."""
-    history = torch.from_numpy(holdout.history)
-    negs = None if negatives is None else torch.from_numpy(negatives)
-    items, labels, groups = holdout_grid(torch.from_numpy(holdout.items), torch.from_numpy(holdout.labels),
-                                         torch.from_numpy(holdout.group), negs)
-    with torch.inference_mode():
-        users = head.users(vectors[history.clamp(min=0)], history >= 0)
-        scores = torch.stack([head.pair_logits(users, vectors[items[:, j]]) - head.item_appeal(vectors[items[:, j]])
-                              for j in range(items.shape[1])], 1).numpy().astype(np.float64)
-    if appeal is not None:
-        scores = scores + appeal[items.numpy()]
-    auc = impression_metrics(scores.ravel(), labels.numpy().ravel(), groups.numpy().ravel())["auc"]
-    auc = auc[np.isfinite(auc)]  # groups of one label (an impression with no click) have no AUC
-    return float(auc.mean()) if len(auc) else float("nan")
+class _HoldoutMatch:
+    """The holdout's candidates and their match scores under ``head`` (its own appeal left out: it is what is
+    being chosen), computed once; :meth:`auc` then adds any per-item appeal."""
+
+    def __init__(self, head: TowerHead, vectors: torch.Tensor, holdout: Examples,
+                 negatives: np.ndarray | None) -> None:
+        history = torch.from_numpy(holdout.history)
+        negs = None if negatives is None else torch.from_numpy(negatives)
+        items, labels, groups = holdout_grid(torch.from_numpy(holdout.items), torch.from_numpy(holdout.labels),
+                                             torch.from_numpy(holdout.group), negs)
+        with torch.inference_mode():
+            users = head.users(vectors[history.clamp(min=0)], history >= 0)
+            match = torch.stack([head.pair_match(users, vectors[items[:, j]]) for j in range(items.shape[1])], 1)
+        self.items, self.labels, self.groups = items.numpy().ravel(), labels.numpy().ravel(), groups.numpy().ravel()
+        self.match = match.numpy().astype(np.float64).ravel()
+
+    def auc(self, appeal: np.ndarray | None = None) -> float:
+        """Mean per-group AUC of the match, plus ``appeal`` [n_items] of each candidate when given."""
+        scores = self.match if appeal is None else self.match + appeal[self.items]
+        auc = impression_metrics(scores, self.labels, self.groups)["auc"]
+        auc = auc[np.isfinite(auc)]  # groups of one label (an impression with no click) have no AUC
+        return float(auc.mean()) if len(auc) else float("nan")
 
 
 def fit_appeal(head: TowerHead, vectors: torch.Tensor, train: Examples, holdout: Examples,
@@ -71,7 +76,8 @@ def fit_appeal(head: TowerHead, vectors: torch.Tensor, train: Examples, holdout:
     """
     counts = np.bincount(train.items[train.labels > 0], minlength=len(vectors)).astype(np.float64)
     fitted = np.flatnonzero(counts > 0)
-    base = holdout_auc(head, vectors, holdout, negatives)
+    judged = _HoldoutMatch(head, vectors, holdout, negatives)
+    base = judged.auc()
     stats = {"appeal_weight": 0.0, "holdout_auc_match": base, "holdout_auc_appeal": base}
     if len(fitted) < MIN_ITEMS or not np.isfinite(base):
         return stats
@@ -82,7 +88,7 @@ def fit_appeal(head: TowerHead, vectors: torch.Tensor, train: Examples, holdout:
     if not spread > 0:
         return stats
     z = (predicted - centre) / spread
-    scores = {w: holdout_auc(head, vectors, holdout, negatives, w * z) if w else base for w in APPEAL_WEIGHTS}
+    scores = {w: judged.auc(w * z) if w else base for w in APPEAL_WEIGHTS}
     weight = max(APPEAL_WEIGHTS, key=lambda w: (scores[w], -w))  # ties: the smaller weight
     with torch.no_grad():
         head.appeal.weight.copy_(torch.as_tensor(weight * ridge.coef_ / spread, dtype=torch.float32)[None, :])

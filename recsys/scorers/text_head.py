@@ -100,10 +100,14 @@ class TowerHead(nn.Module):
         """Match logits of every user against every item, plus each item's appeal: [b, d] x [n, d] -> [b, n]."""
         return self.match_logits(users, items) + self.item_appeal(items)[None, :]
 
+    def pair_match(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
+        """The user-item match alone of aligned pairs: [b, d] x [b, d] -> [b]."""
+        users, scale = self._user_side(users)
+        return scale * (users * self.item_space(items)).sum(-1)
+
     def pair_logits(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
         """Click logits of aligned pairs (match + appeal), offset by the learned bias: [b, d] x [b, d] -> [b]."""
-        users, scale = self._user_side(users)
-        return scale * (users * self.item_space(items)).sum(-1) + self.item_appeal(items) + self.bias
+        return self.pair_match(users, items) + self.item_appeal(items) + self.bias
 
 
 def history_windows(user_sorted: np.ndarray, item_sorted: np.ndarray, time_sorted: np.ndarray,
