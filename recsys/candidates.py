@@ -85,9 +85,12 @@ def generate_candidates(scores: Mapping[str, np.ndarray], users: np.ndarray, exc
     users = np.asarray(users, dtype=np.int64)
     n_items = exclude.shape[1]
     picks: dict[str, np.ndarray] = {s: top_k(scores[s], config.n_per_source, exclude=exclude) for s in sources}
-    if cold is not None and config.n_cold and cold.any():
+    if cold is not None and config.n_cold:
+        # the flag column is there even when no item is new (a catalogue whose every item has events): a ranker
+        # trained with new items in its label window needs it at every later scoring
         only_cold = np.where(cold[None, :], scores[config.cold_by], -np.inf)
-        picks[COLD_SOURCE] = top_k(only_cold, config.n_cold, exclude=exclude)
+        picks[COLD_SOURCE] = (top_k(only_cold, config.n_cold, exclude=exclude) if cold.any()
+                              else np.empty((len(users), 0), np.int64))
     keys_by_source = {}
     for source, top in picks.items():
         rows = np.repeat(np.arange(len(users)), top.shape[1])

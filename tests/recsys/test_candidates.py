@@ -49,6 +49,14 @@ def test_new_items_come_in_through_the_cold_source():
     assert got.filter(pl.col("src_cold") == 1).height == 2
 
 
+def test_a_catalogue_without_new_items_still_has_the_cold_flag():
+    """A pipeline shipped on every event has no new item left, yet its ranker learned the flag in its label
+    window: the column is there (all zero), or serving without new items fails on a missing feature."""
+    got = generate_candidates({"cf": CF, "text": TEXT}, USERS, HISTORY, sources=("cf", "text"),
+                              config=CandidateConfig(n_per_source=2, n_cold=1), cold=np.zeros(6, bool))
+    assert got["src_cold"].to_list() == [0] * got.height and got.height == 7
+
+
 def test_unknown_source_is_an_error_naming_it():
     with pytest.raises(ValueError, match="lightfm"):
         generate_candidates({"cf": CF}, USERS, HISTORY, sources=("lightfm",))
