@@ -28,9 +28,10 @@ from recsys.console import quiet_libraries, stderr_is_terminal
 from recsys.errors import ConfigError, NotFittedError, RecsysError
 from recsys.indexing import FitInput
 from recsys.scorers.text import EncoderSource, ItemTokens, TextScorer, user_windows
+from recsys.scorers.text_lexical import LexicalIndex
 from recsys.text_encoder import quantize_int8, render_item_texts, resolve_model_path
 from training.encoder_modes import ItemEncoder, build_encoder, count_parameters, serving_encoder
-from training.text_appeal import fit_appeal
+from training.text_appeal import ImpressionJudge, NewItemJudge, fit_item_terms, held_out_users
 from training.text_data import Examples, TextDataModule, build_examples, holdout_negatives, split_holdout
 from training.text_tower import TextTowerConfig, TextTowerModule, encode_items, tower_name
 
@@ -109,6 +110,8 @@ class TextTowerRecommender:
         self.module_: TextTowerModule | None = None
         self.item_vectors_: torch.Tensor | None = None
         self.user_history_: np.ndarray | None = None
+        self.lexical_: LexicalIndex | None = None
+        """The weighted lexical term (``recsys.scorers.text_lexical``), where the holdout chose one."""
         self.stats_: dict[str, float] = {}
         self._tokens: ItemTokens | None = None
         self._tokenizer = None
@@ -158,7 +161,19 @@ class TextTowerRecommender:
             held_out = self._train(module, examples, tokens, trainable)
         self._finish(module, tokens, data)
         if held_out is not None:
-            self.stats_ |= fit_appeal(module.head, self.item_vectors_, *held_out)
+            start_terms = time.perf_counter()
+            train, holdout, negatives, held = held_out
+            lexical = LexicalIndex.fit(tokens.ids, len(self._tokenizer), self._tokenizer.all_special_ids)
+            if held is not None:  # the new-item protocol in miniature: held-out items ranked for their users
+                users = held_out_users(data.events, data.n_users, data.n_items, held, tuple(self.config.positives),
+                                       self.config.history_length, relevant=self.config.relevant,
+                                       seed=self.config.seed)
+                judged = NewItemJudge(module.head, self.item_vectors_, users, lexical)
+            else:
+                judged = ImpressionJudge(module.head, self.item_vectors_, holdout, negatives, lexical)
+            stats, lexical = fit_item_terms(module.head, self.item_vectors_, lexical, train, judged)
+            self.lexical_ = lexical if lexical is not None and lexical.active else None  # stored only where used
+            self.stats_ |= stats | {"item_terms_wall_s": time.perf_counter() - start_terms}
         self.stats_ |= {"trainable_params": trainable, "total_params": total, "fit_wall_s": time.perf_counter() - start}
         return self.scorer()
 
@@ -172,8 +187,9 @@ class TextTowerRecommender:
         return TextTowerModule(self.config, encoder, tokens, log_q, use_impressions, history_items, steps)
 
     def _train(self, module: TextTowerModule, examples: Examples, tokens: ItemTokens,
-               trainable: int) -> tuple[Examples, Examples, np.ndarray | None]:
-        """Fine-tune ``module`` in place; returns what it trained on, its holdout and the holdout's negatives."""
+               trainable: int) -> tuple[Examples, Examples, np.ndarray | None, np.ndarray | None]:
+        """Fine-tune ``module`` in place; returns what it trained on, its holdout, the holdout's negatives and
+        the held-out items (None where the holdout is by time)."""
         cfg = self.config
         if cfg.max_train_examples is not None and len(examples) > cfg.max_train_examples:
             keep = np.sort(np.random.default_rng(cfg.seed).choice(len(examples), cfg.max_train_examples, replace=False))
@@ -184,6 +200,7 @@ class TextTowerRecommender:
         if items_held and not len(train):  # a single item: nothing left to train on; hold out by time instead
             items_held = False
             train, holdout = split_holdout(examples, cfg.holdout)
+        held = np.unique(holdout.items) if items_held else None  # every held-out item, before the cap
         if cfg.max_holdout_examples is not None and len(holdout) > cfg.max_holdout_examples:
             rng = np.random.default_rng(cfg.seed + 1)
             holdout = holdout.take(np.sort(rng.choice(len(holdout), cfg.max_holdout_examples, replace=False)))
@@ -239,7 +256,7 @@ class TextTowerRecommender:
                         "examples_per_s": trainer.global_step * cfg.batch_size / max(elapsed, 1e-9),
                         "best_valid_auc": pretrained if kept_pretrained else score,
                         "pretrained_valid_auc": pretrained, "kept_pretrained": float(kept_pretrained)}
-        return train, holdout, negatives
+        return train, holdout, negatives, held
 
     def quantized(self) -> TextScorer:
         """The fitted tower with catalogue vectors from the int8 (dynamically quantised) encoder.
@@ -261,6 +278,7 @@ class TextTowerRecommender:
     def _finish(self, module: TextTowerModule, tokens: ItemTokens, data: FitInput) -> None:
         module.eval()
         self._scorer = None  # a new fit: the serving form of the previous one is stale
+        self.lexical_ = None
         self.module_ = module
         self._tokens = tokens
         start = time.perf_counter()
@@ -293,7 +311,7 @@ class TextTowerRecommender:
             source = EncoderSource.of(serving_encoder(encoder), self._tokenizer)
             self._scorer = TextScorer(self.name, source, self.module_.head.eval(), self.item_vectors_,
                                       self.user_history_, self.config.template, self.config.max_length,
-                                      tuple(self.config.positives), self.config.encode_batch_size)
+                                      tuple(self.config.positives), self.config.encode_batch_size, self.lexical_)
         return self._scorer
 
 

@@ -267,6 +267,8 @@ def train(config: TrainConfig, *, tracking_uri: str | None = None, show_progress
 def _train(config: TrainConfig, *, tracking_uri: str | None, show_progress: bool, config_file: str | None,
            force_promote: bool, recipe: Recipe | None) -> TrainResult:
     start = time.perf_counter()
+    if config.relevant is not None and config.text.relevant is None:  # item terms aim where lists are judged
+        config = replace(config, text=replace(config.text, relevant=config.relevant))
     paths = DatasetPaths.from_dir(config.data)
     eval_config = EvalConfig(split=config.split, history=config.history, n_bootstrap=config.n_bootstrap,
                              max_users=config.max_eval_users, relevant=config.relevant,

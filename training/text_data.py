@@ -16,7 +16,7 @@ chosen for ranking items it never trained on, the new-item case), or the newest 
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import polars as pl
@@ -25,7 +25,7 @@ import torch
 from torch.utils.data import DataLoader, Sampler
 
 from recsys import contract as C
-from recsys.scorers.text_head import history_windows
+from recsys.scorers.text_head import PAD, history_windows
 
 __all__ = ["Examples", "build_examples", "split_holdout", "holdout_negatives", "holdout_grid", "LengthBucketSampler",
            "TextDataModule"]
@@ -91,7 +91,8 @@ def split_holdout(examples: Examples, share: float, *, items_share: float = 0.0,
         examples: the fit window's examples.
         share: the newest share of examples (by time; whole groups) held out, when ``items_share`` is 0.
         items_share: > 0: instead, a seeded share of the items with examples is held out with every
-            example on them, so the holdout measures how the tower ranks items it has never trained on.
+            example on them, and left out of every history window (padding), so the holdout measures how
+            the tower ranks items it has never trained on.
         seed: seed of the held-out items.
     """
     if not 0 < share < 1:
@@ -102,7 +103,11 @@ def split_holdout(examples: Examples, share: float, *, items_share: float = 0.0,
         seen = np.unique(examples.items)
         held = np.random.default_rng(seed).choice(seen, max(1, round(items_share * len(seen))), replace=False)
         is_held = np.isin(examples.items, held)
-        return examples.take(np.flatnonzero(~is_held)), examples.take(np.flatnonzero(is_held))
+        # nor are they in any history window: a new item has never been a history item either, and a tower whose
+        # history side learned their text looks better on them than on new items (ML-1M: the held-out match
+        # judged 0.31 Recall@20 fine-tuned vs 0.16 zero-shot, while on new items the two were 0.12 vs 0.09)
+        unseen = replace(examples, history=np.where(np.isin(examples.history, held), PAD, examples.history))
+        return unseen.take(np.flatnonzero(~is_held)), unseen.take(np.flatnonzero(is_held))
     group_time = pl.DataFrame({"g": examples.group, "t": examples.times}).group_by("g").agg(pl.col("t").min())
     cut = group_time["t"].quantile(1 - share, interpolation="higher")
     late = set(group_time.filter(pl.col("t") >= cut)["g"].to_list())

@@ -52,6 +52,9 @@ class TextTowerConfig:
     """Initial temperature of the cosine similarity."""
     positives: tuple[str, ...] = (C.CLICK, C.PURCHASE)
     """Events that count as a positive."""
+    relevant: tuple[str, ...] | None = None
+    """Events the item terms' weights are judged on (held-out items ranked for their users; None: the
+    positives). ``recsys train`` sets its own ``relevant`` here: the lists are judged on those events."""
     impressions: Literal["auto", "yes", "no"] = "auto"
     """BCE on shown items where the data has impressions ("auto"), or sampled softmax."""
     sampled_negatives: int = 16
@@ -81,9 +84,10 @@ class TextTowerConfig:
     the data has impressions)."""
     holdout_items: float = 0.1
     """Positives-only data: the share of items whose every example is kept out of training for early
-    stopping, the choice between fine-tuned and pretrained weights, and the weight of the text-read
-    appeal (``training.text_appeal``), all judged on items the tower never trained on, as new items
-    are. 0: the newest ``holdout`` share by time instead."""
+    stopping, the choice between fine-tuned and pretrained weights, and the weights of the text-read
+    appeal and the lexical term (``training.text_appeal``: those items ranked for their users), all
+    judged on items the tower never trained on, as new items are. 0: the newest ``holdout`` share by
+    time instead."""
     pretrained_fallback: bool = True
     """Keep the pretrained weights where no fine-tuned epoch beats them on the holdout (they are scored
     first, as epoch 0). Off: always the best fine-tuned epoch, e.g. to study what fine-tuning changes."""

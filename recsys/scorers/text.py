@@ -6,8 +6,9 @@ freeze:N is just the whole model, and prompt tuning keeps its learned virtual to
 array prepended to the word embeddings. So serving needs neither peft nor training code, and
 the encoder is stored as a Hugging Face folder (safetensors), never as serialised Python objects.
 
-The scorer ranks users by pooling their stored recent items, re-reads newer histories without
-refitting (the tower is inductive), and encodes items that arrived after training.
+The scorer ranks users by pooling their stored recent items (plus, where training weighed one in,
+the lexical term of ``recsys.scorers.text_lexical`` over their whole history), re-reads newer
+histories without refitting (the tower is inductive), and encodes items that arrived after training.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from recsys import contract as C
 from recsys.errors import RecsysError
 from recsys.scorers.base import StoredScorer, load_arrays, read_json, save_arrays
 from recsys.scorers.text_head import TowerHead, history_windows
+from recsys.scorers.text_lexical import ARRAY_PREFIX, LexicalIndex
 from recsys.text_encoder import fast_cpu_linears, mean_pool, render_item_texts
 
 __all__ = ["EncoderSource", "ItemTokens", "TextEncoder", "TextScorer", "user_windows"]
@@ -172,6 +174,8 @@ class TextScorer(StoredScorer):
     max_length: int
     positives: tuple[str, ...]
     encode_batch_size: int = 128
+    lexical: LexicalIndex | None = None
+    """The words the history shares with each item (``recsys.scorers.text_lexical``); None or weight 0: off."""
 
     @property
     def encoder(self) -> TextEncoder:
@@ -182,13 +186,17 @@ class TextScorer(StoredScorer):
         return self.source.get()[1]
 
     def score(self, users: np.ndarray, history: sp.csr_matrix) -> np.ndarray:
-        """float32 [b, n_items] match logits; users pool their stored recent items (``history``: shape only)."""
+        """float32 [b, n_items] logits; users pool their stored recent items (``history``: the lexical term's
+        profiles, where the tower has one, else its shape only)."""
         if history.shape[1] != self.item_vectors_.shape[0]:
             raise ValueError(f"history has {history.shape[1]} items; the text tower has {self.item_vectors_.shape[0]}")
         window = torch.from_numpy(self.user_history_[np.asarray(users)])
         with torch.inference_mode():
             vectors = self.head.users(self.item_vectors_[window.clamp(min=0)], window >= 0)
-            return self.head.logits(vectors, self.item_vectors_).numpy().astype(np.float32, copy=False)
+            logits = self.head.logits(vectors, self.item_vectors_).numpy().astype(np.float32, copy=False)
+        if self.lexical is not None and self.lexical.active:
+            logits += self.lexical.logits(history)
+        return logits
 
     def with_history(self, events: pl.DataFrame, n_users: int) -> TextScorer:
         """The same tower pooling each user's recent positives in ``events`` (indexed rows)."""
@@ -197,9 +205,15 @@ class TextScorer(StoredScorer):
 
     def encode(self, items: pl.DataFrame) -> torch.Tensor:
         """float32 [len(items), d]: vectors of contract item rows, through the fine-tuned encoder."""
-        encoder, tokenizer = self.source.get()
-        tokens = ItemTokens(render_item_texts(items, self.template), tokenizer, self.max_length)
-        out = torch.empty((items.height, self.item_vectors_.shape[1]))
+        return self._encode_tokens(self.tokens(items))
+
+    def tokens(self, items: pl.DataFrame) -> ItemTokens:
+        """Contract item rows rendered with the tower's template and tokenised."""
+        return ItemTokens(render_item_texts(items, self.template), self.source.get()[1], self.max_length)
+
+    def _encode_tokens(self, tokens: ItemTokens) -> torch.Tensor:
+        encoder = self.encoder
+        out = torch.empty((len(tokens.lengths), self.item_vectors_.shape[1]))
         order = np.argsort(tokens.lengths, kind="stable")
         encoder.eval()
         with torch.inference_mode(), fast_cpu_linears(encoder):
@@ -211,8 +225,12 @@ class TextScorer(StoredScorer):
 
     def with_items(self, items: pl.DataFrame) -> TextScorer:
         """The catalogue extended by ``items`` (contract rows, appended in order), encoded now."""
-        vectors = torch.cat([self.item_vectors_, self.encode(items)]) if items.height else self.item_vectors_
-        return replace(self, item_vectors_=vectors)
+        if not items.height:
+            return self
+        tokens = self.tokens(items)
+        vectors = torch.cat([self.item_vectors_, self._encode_tokens(tokens)])
+        lexical = self.lexical.with_items(tokens.ids) if self.lexical is not None else None
+        return replace(self, item_vectors_=vectors, lexical=lexical)
 
     # ---- storage ---------------------------------------------------------------------------
     def save(self, folder: Path) -> dict[str, Any]:
@@ -222,6 +240,8 @@ class TextScorer(StoredScorer):
         arrays |= {"item_vectors": self.item_vectors_.numpy(), "user_history": self.user_history_}
         if self.source.prompt.numel():
             arrays["prompt"] = self.source.prompt.detach().numpy()
+        if self.lexical is not None:
+            arrays |= self.lexical.arrays()
         save_arrays(folder, arrays)
         return {"similarity": self.head.similarity, "template": self.template, "max_length": self.max_length,
                 "positives": list(self.positives), "encode_batch_size": self.encode_batch_size}
@@ -244,7 +264,8 @@ class TextScorer(StoredScorer):
                               f"unexpected {unexpected}); the model folder is from another version or damaged")
         return cls(settings["name"], EncoderSource(path, prompt), head.eval(), vectors,
                    arrays["user_history"], settings["template"], int(settings["max_length"]),
-                   tuple(settings["positives"]), int(settings["encode_batch_size"]))
+                   tuple(settings["positives"]), int(settings["encode_batch_size"]),
+                   LexicalIndex.from_arrays({k: v for k, v in arrays.items() if k.startswith(ARRAY_PREFIX)}))
 
 
 def _read_encoder(path: Path, prompt: torch.Tensor | None) -> tuple[TextEncoder, Any]:

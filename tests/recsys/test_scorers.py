@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from dataclasses import replace
 
 import numpy as np
 import polars as pl
@@ -30,6 +31,7 @@ from recsys.scorers import (
 from recsys.scorers.base import ARRAYS
 from recsys.scorers.text import EncoderSource, TextEncoder
 from recsys.scorers.text_head import PAD, TowerHead
+from recsys.scorers.text_lexical import LexicalIndex
 from recsys.text_encoder import render_item_texts
 from training.fit_lightfm import LightFMConfig, LightFMRecommender
 
@@ -266,6 +268,53 @@ def test_text_read_appeal_adds_to_every_users_scores_and_survives_storage(tmp_pa
     np.save(tmp_path / "text" / ARRAYS / "head.other.npy", np.zeros(3, np.float32))
     with pytest.raises(RecsysError, match=r"the text head's arrays do not match .*unexpected \['other'\]"):
         load_scorer(tmp_path / "text")
+
+
+def _tfidf_by_hand(ids: list[np.ndarray], vocab: int, special: list[int]) -> np.ndarray:
+    """Unit rows of count x log((1 + n) / (1 + df)), special tokens and tokens in every item weighing 0."""
+    counts = np.zeros((len(ids), vocab))
+    for row, tokens in enumerate(ids):
+        np.add.at(counts[row], tokens, 1.0)
+    idf = np.log((1 + len(ids)) / (1 + (counts > 0).sum(0)))
+    idf[special] = 0.0
+    rows = counts * idf
+    return rows / np.maximum(np.linalg.norm(rows, axis=1, keepdims=True), 1e-12)
+
+
+def test_the_lexical_term_adds_its_weight_times_the_token_tfidf_cosine_and_survives_storage(tmp_path, text_parts):
+    """Items are TF-IDF rows of their WordPiece tokens, a user the unit mean of their history's rows; the term adds
+    weight x cosine to the dense scores, is stored as arrays, and new items get rows under the stored idf."""
+    tokenizer = text_parts[0]
+    scorer = _text_scorer(text_parts, None)
+    ids = scorer.tokens(ITEMS).ids
+    lexical = LexicalIndex.fit(ids, len(tokenizer), tokenizer.all_special_ids)
+    assert not lexical.active and lexical.idf[tokenizer.cls_token_id] == 0
+    rows = _tfidf_by_hand(ids, len(tokenizer), tokenizer.all_special_ids)
+    np.testing.assert_allclose(lexical.items.toarray(), rows, rtol=1e-5, atol=1e-6)
+    worded = replace(scorer, lexical=lexical.with_weight(3.0))
+    plain = scorer.score(USERS, HISTORY)
+    seen = HISTORY.toarray() > 0  # the whole history (an explicit zero is not seen), not the tower's window
+    profiles = np.stack([rows[s].mean(0) if s.any() else np.zeros(rows.shape[1]) for s in seen])
+    profiles /= np.maximum(np.linalg.norm(profiles, axis=1, keepdims=True), 1e-12)
+    scores = worded.score(USERS, HISTORY)
+    np.testing.assert_allclose(scores - plain, 3.0 * profiles @ rows.T, rtol=1e-4, atol=1e-5)
+    assert (scores - plain).max() > 0.5  # shared words ("book", "movie", "guide") really add
+    save_scorer(worded, tmp_path / "text")
+    loaded = load_scorer(tmp_path / "text")
+    assert loaded.lexical.weight == 3.0
+    np.testing.assert_array_equal(loaded.score(USERS, HISTORY), scores)
+    # new items: their rows come from the stored tokenizer and idf (the same text gives the same rows)
+    again = ITEMS.with_columns(pl.concat_str(pl.lit("new-"), pl.col(C.ITEM_ID)).alias(C.ITEM_ID))
+    grown = loaded.with_items(again)
+    assert grown.lexical.items.shape == (2 * N_ITEMS, len(tokenizer))
+    np.testing.assert_allclose(grown.lexical.items[N_ITEMS:].toarray(), rows, rtol=1e-5, atol=1e-6)
+    history = sp.hstack([HISTORY, sp.csr_matrix((3, N_ITEMS), dtype=np.float32)], format="csr")
+    np.testing.assert_allclose(grown.score(USERS, history)[:, N_ITEMS:], scores, rtol=1e-5, atol=1e-5)
+    # a model stored without the term (before it existed, or where its weight was 0) scores the dense match alone
+    for path in (tmp_path / "text" / ARRAYS).glob("lexical.*"):
+        path.unlink()
+    assert load_scorer(tmp_path / "text").lexical is None
+    np.testing.assert_allclose(load_scorer(tmp_path / "text").score(USERS, HISTORY), plain, rtol=1e-6, atol=1e-6)
 
 
 def test_text_encoder_prepends_the_prompt_and_pools_only_the_words(text_parts):

@@ -1,20 +1,24 @@
 """The text tower judged on items it never trained on: held-out items, their negatives, the pretrained
-fallback and the text-read appeal."""
+fallback, and the item terms weighed on them (the text-read appeal, the lexical term)."""
 
 from __future__ import annotations
 
 import numpy as np
+import polars as pl
 import pytest
+import scipy.sparse as sp
 import torch
 
 from features.split import SplitConfig
+from recsys import contract as C
 from recsys.evaluation.eval_data import EvalConfig, build_eval_data
 from recsys.io import Dataset
 from recsys.scorers.text_head import TowerHead
+from recsys.scorers.text_lexical import LexicalIndex
 from recsys.synthetic import SyntheticConfig, generate_synthetic
 from training.encoder_modes import FineTuneConfig
 from training.fit_text import TextTowerRecommender, with_mode
-from training.text_appeal import fit_appeal
+from training.text_appeal import HeldOutUsers, ImpressionJudge, NewItemJudge, fit_item_terms, held_out_users
 from training.text_data import Examples, build_examples, holdout_negatives, split_holdout
 from training.text_tower import TextTowerConfig
 
@@ -44,6 +48,8 @@ def test_held_out_items_leave_training_with_every_example(examples):
     seen = np.unique(examples.items)
     assert len(held) == round(0.2 * len(seen))
     assert not np.isin(train.items, held).any()  # no example of a held-out item is trained on
+    assert not np.isin(train.history, held).any() and not np.isin(holdout.history, held).any()  # nor read as history
+    assert (train.history >= 0).any(axis=1).mean() > 0.5  # the other history items stay
     assert len(train) + len(holdout) == len(examples)
     assert np.array_equal(np.unique(split_holdout(examples, 0.1, items_share=0.2, seed=3)[1].items), held)
     assert not np.array_equal(np.unique(split_holdout(examples, 0.1, items_share=0.2, seed=4)[1].items), held)
@@ -65,6 +71,40 @@ def test_holdout_negatives_are_other_held_out_items(examples):
     assert not np.isin(anywhere, np.unique(holdout.items)).all()
 
 
+def test_the_new_item_judge_sees_users_as_the_new_item_protocol_does():
+    """Users with a held-out positive, their held-out positives as truth, their history and window without any
+    held-out item; a seeded sample where there are more users than the cap."""
+    events = pl.DataFrame({C.USER_IDX: [0, 0, 0, 1, 1, 2, 3, 3], C.ITEM_IDX: [1, 5, 2, 5, 6, 3, 6, 1],
+                           C.EVENT: ["click"] * 7 + ["impression"],
+                           C.TS: pl.datetime_range(pl.datetime(2024, 1, 1), pl.datetime(2024, 1, 8), "1d",
+                                                   eager=True)})
+    users = held_out_users(events, 4, 8, np.array([6, 5]), ("click",), length=3)
+    np.testing.assert_array_equal(users.items, [5, 6])
+    assert users.truth.toarray().tolist() == [[True, False], [True, True], [False, True]]  # users 0, 1 and 3
+    history = users.history.toarray()
+    assert history[:, [5, 6]].sum() == 0  # no held-out item in any history
+    np.testing.assert_array_equal(history[0].nonzero()[0], [1, 2])
+    assert history[2].sum() == 0  # user 3 only saw item 1: an impression is not a positive
+    np.testing.assert_array_equal(users.windows, [[-1, 1, 2], [-1, -1, -1], [-1, -1, -1]])
+    assert held_out_users(events, 4, 8, np.array([5, 6]), ("click",), length=3, max_users=1).truth.shape == (1, 2)
+    # judged on purchases (rated data): only users with a purchase on a held-out item; histories keep every positive
+    bought = events.with_columns(pl.when((pl.col(C.USER_IDX) == 0) & (pl.col(C.ITEM_IDX) == 5)).then(pl.lit("purchase"))
+                                 .otherwise(pl.col(C.EVENT)).alias(C.EVENT))
+    judged = held_out_users(bought, 4, 8, np.array([5, 6]), ("click", "purchase"), length=3, relevant=("purchase",))
+    assert judged.truth.toarray().tolist() == [[True, False]]
+    np.testing.assert_array_equal(judged.history.toarray()[0].nonzero()[0], [1, 2])
+
+
+def _users(holdout: Examples, held: np.ndarray, n: int) -> HeldOutUsers:
+    """One judged user per held-out positive: their window is its history, their history the same items."""
+    rows = np.repeat(np.arange(len(holdout)), holdout.history.shape[1])
+    history = sp.csr_matrix((np.ones(len(rows), np.float32), (rows, holdout.history.ravel())), shape=(len(holdout), n))
+    columns = np.searchsorted(held, holdout.items)
+    truth = sp.csr_matrix((np.ones(len(holdout), bool), (np.arange(len(holdout)), columns)),
+                          shape=(len(holdout), len(held)))
+    return HeldOutUsers(held, holdout.history, history, truth)
+
+
 def _appeal_case(sign: float):
     """Items whose vectors carry their popularity along one direction; held-out positives follow it (sign 1)
     or run against it (sign -1)."""
@@ -83,16 +123,16 @@ def _appeal_case(sign: float):
     positives = rng.choice(held, size=300, p=weights / weights.sum())
     holdout = Examples(np.zeros(300, np.int64), positives, np.ones(300, np.float32), rng.integers(n, size=(300, 4)),
                        np.arange(300), np.arange(300))
-    negatives = holdout_negatives(holdout, n, 20, items_held=True, seed=0)
-    return vectors, train, holdout, negatives
+    return vectors, train, _users(holdout, held, n)
 
 
 def test_the_appeal_is_kept_where_it_ranks_held_out_items_better():
-    vectors, train, holdout, negatives = _appeal_case(1.0)
+    vectors, train, users = _appeal_case(1.0)
     head = TowerHead(16)
-    stats = fit_appeal(head, vectors, train, holdout, negatives)
+    stats, lexical = fit_item_terms(head, vectors, None, train, NewItemJudge(head, vectors, users))
+    assert lexical is None and stats["lexical_weight"] == 0
     assert stats["appeal_weight"] > 0
-    assert stats["holdout_auc_appeal"] > stats["holdout_auc_match"] + 0.1
+    assert stats["terms_score_appeal"] > stats["terms_score_match"] + 0.05
     with torch.no_grad():
         read = head.item_appeal(vectors).numpy()
     unit = torch.nn.functional.normalize(vectors, dim=-1).numpy()
@@ -100,11 +140,58 @@ def test_the_appeal_is_kept_where_it_ranks_held_out_items_better():
 
 
 def test_the_appeal_stays_zero_where_it_does_not_carry_over_to_new_items():
-    vectors, train, holdout, negatives = _appeal_case(-1.0)
+    vectors, train, users = _appeal_case(-1.0)
     head = TowerHead(16)
-    stats = fit_appeal(head, vectors, train, holdout, negatives)
-    assert stats["appeal_weight"] == 0 and stats["holdout_auc_appeal"] == stats["holdout_auc_match"]
+    stats, _ = fit_item_terms(head, vectors, None, train, NewItemJudge(head, vectors, users))
+    assert stats["appeal_weight"] == 0 and stats["terms_score_appeal"] == stats["terms_score_match"]
     assert not head.appeal.weight.any() and not head.appeal.bias.any()
+
+
+def _lexical_case(shared: bool):
+    """Uninformative item vectors; each item's tokens name one of 10 topics plus a word of its own. Each
+    held-out positive's history is of the positive's topic (``shared``) or of another topic."""
+    rng = np.random.default_rng(5)
+    n, topics = 200, 10
+    vectors = torch.from_numpy(rng.normal(size=(n, 16)).astype(np.float32))
+    topic = np.arange(n) % topics
+    tokens = [np.array([1000 + topic[i], 2000 + i]) for i in range(n)]
+    lexical = LexicalIndex.fit(tokens, 3000, special_ids=[0])
+    held = np.arange(150, 200)
+    positives = rng.choice(held, size=300)
+    history_topic = topic[positives] if shared else (topic[positives] + 1 + rng.integers(topics - 1, size=300)) % topics
+    history = np.stack([rng.choice(np.flatnonzero(topic[:150] == t), size=4) for t in history_topic])
+    holdout = Examples(np.zeros(300, np.int64), positives, np.ones(300, np.float32), history, np.arange(300),
+                       np.arange(300))
+    train = Examples(np.zeros(150, np.int64), np.arange(150), np.ones(150, np.float32),
+                     rng.integers(150, size=(150, 4)), np.arange(150), np.arange(150))
+    return vectors, lexical, train, holdout, held
+
+
+@pytest.mark.parametrize("judge", ["new_items", "impressions"])
+def test_the_lexical_term_is_weighed_in_where_held_out_items_share_words_with_the_history(judge):
+    """Both judges: held-out items ranked for their users (Recall@20), and each positive against its
+    negatives (AUC, the judge of logs with impressions)."""
+    vectors, lexical, train, holdout, held = _lexical_case(shared=True)
+    head = TowerHead(16)
+    judged = (NewItemJudge(head, vectors, _users(holdout, held, 200), lexical) if judge == "new_items" else
+              ImpressionJudge(head, vectors, holdout, holdout_negatives(holdout, 200, 20, items_held=True, seed=0),
+                              lexical))
+    stats, weighed = fit_item_terms(head, vectors, lexical, train, judged)
+    assert stats["lexical_weight"] > 0 and weighed.active
+    assert stats["terms_score_lexical"] > stats["terms_score_match"] + 0.2
+    assert stats["terms_score_chosen"] >= stats["terms_score_lexical"]
+    # the weight in logits is the chosen grid weight times the match's spread per unit of cosine spread
+    assert weighed.weight == pytest.approx(stats["lexical_weight"] * judged.lexical_scale)
+    assert lexical.weight == 0  # the index given is not changed
+
+
+def test_the_lexical_term_stays_off_where_words_do_not_follow_the_choices():
+    vectors, lexical, train, holdout, held = _lexical_case(shared=False)
+    head = TowerHead(16)
+    stats, weighed = fit_item_terms(head, vectors, lexical, train,
+                                    NewItemJudge(head, vectors, _users(holdout, held, 200), lexical))
+    assert stats["lexical_weight"] == 0 and not weighed.active
+    assert stats["terms_score_lexical"] == stats["terms_score_match"]
 
 
 def test_positives_only_tower_is_judged_on_items_it_never_trained_on(data, tiny_bert_dir):
@@ -114,7 +201,10 @@ def test_positives_only_tower_is_judged_on_items_it_never_trained_on(data, tiny_
     assert stats["holdout_examples"] > 0 and 0 < stats["train_examples"]
     assert 0.0 <= stats["pretrained_valid_auc"] <= 1.0
     assert stats["best_valid_auc"] >= stats["pretrained_valid_auc"]  # never worse than where it started
-    assert "appeal_weight" in stats and stats["holdout_auc_appeal"] >= stats["holdout_auc_match"]
+    assert "appeal_weight" in stats and stats["terms_score_appeal"] >= stats["terms_score_match"]
+    assert stats["terms_score_chosen"] >= max(stats["terms_score_appeal"], stats["terms_score_lexical"])
+    # the lexical term is stored only where the holdout weighed it in
+    assert (model.scorer().lexical is not None) == (stats["lexical_weight"] > 0)
 
 
 def test_fine_tuning_that_ruins_the_encoder_falls_back_to_the_pretrained_weights(data, tiny_bert_dir):
