@@ -12,9 +12,13 @@ new-item peers beside the towers:
 
 so the fine-tuned tower (the recipe's mode and budget), the zero-shot encoder (the mean of each
 user's history vectors), TF-IDF of the same text and LightFM on its words are judged on the same
-users and items. The fine-tuned tower's own figures (its held-out-item AUC before and after
-fine-tuning, whether it kept the pretrained weights, the weight of its text-read appeal) are read
-back from the run's MLflow metrics. Prints a table and writes JSON in the shape of
+users and items. The registered pipeline joins them as a product user meets it
+(``benchmarks/new_items_registered.py``): the default ``recsys train`` on the data without the new
+items, then ``recsys recommend --new-items NEW --cold-slots 20 --k 20`` for the same users
+(``--skip-registered`` leaves it out: the towers' comparison alone takes a third of the time).
+The fine-tuned tower's own figures (its held-out-item AUC before and after fine-tuning, whether it
+kept the pretrained weights, the weights of its text-read appeal and lexical term) are read back
+from the run's MLflow metrics. Prints a table and writes JSON in the shape of
 ``../shared/BENCHMARKS.md``.
 
     python benchmarks/new_items.py --shared ../shared/data [--only movielens,ml-1m,microlens-50k]
@@ -34,14 +38,17 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
+from new_items_registered import SLOTS, registered_rows  # noqa: E402
 from suite import RECSYS, benchmark_args, prepare, write_result  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results" / "new_items.json"
 DATASETS = ("movielens", "ml-1m", "microlens-50k")
 PEERS = ("random", "popularity", "tfidf", "lightfm_text")
+"""Peers evaluated in the text stage's run; ``registered`` (the pipeline given the new items later) is scored apart."""
 METRICS = ("recall@20", "recall@50", "ndcg@10")
-TOWER_STATS = ("pretrained_valid_auc", "best_valid_auc", "kept_pretrained", "appeal_weight", "holdout_auc_match",
-               "holdout_auc_appeal", "train_examples", "epochs")
+TOWER_STATS = ("pretrained_valid_auc", "best_valid_auc", "kept_pretrained", "appeal_weight", "lexical_weight",
+               "terms_score_match", "terms_score_appeal", "terms_score_lexical", "terms_score_chosen", "train_examples",
+               "epochs", "stopped_by_clock")
 """The fine-tuned tower's figures kept in the results (MLflow metrics ``<tower>/<stat>`` of the run)."""
 SPLIT = {"mode": "items", "valid": 0.1, "test": 0.2}
 
@@ -67,14 +74,26 @@ def _store(report: Path) -> str:
     return f"sqlite:///{report / 'mlflow.db'}"
 
 
-def tower_stats(report: Path, tower: str) -> dict[str, float]:
-    """The fine-tuned tower's :data:`TOWER_STATS` from the run's MLflow metrics."""
+def _text_run(report: Path):
+    """The text stage's MLflow client and parent run."""
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient(_store(report))
     experiment = client.get_experiment_by_name("recsys-train").experiment_id
-    metrics = client.search_runs([experiment], "tags.stage = 'text'")[0].data.metrics
+    return client, client.search_runs([experiment], "tags.stage = 'text'")[0]
+
+
+def tower_stats(report: Path, tower: str) -> dict[str, float]:
+    """The fine-tuned tower's :data:`TOWER_STATS` from the run's MLflow metrics."""
+    metrics = _text_run(report)[1].data.metrics
     return {stat: metrics[f"{tower}/{stat}"] for stat in TOWER_STATS if f"{tower}/{stat}" in metrics}
+
+
+def run_config(report: Path) -> str:
+    """The text stage's resolved config (``config.yaml`` of its MLflow run): the split, history and relevant events."""
+    client, run = _text_run(report)
+    with tempfile.TemporaryDirectory() as folder:
+        return Path(client.download_artifacts(run.info.run_id, "config.yaml", folder)).read_text()
 
 
 def dataset_rows(name: str, report: Path, wall: float) -> list[dict]:
@@ -110,12 +129,16 @@ def render(rows: list[dict]) -> str:
     out = [f"{'dataset':<14} {'model':<15} " + " ".join(f"{m:>24}" for m in METRICS)]
     for name in dict.fromkeys(r["dataset"] for r in rows):
         got = {(r["model"], r["metric"]): r for r in rows if r["dataset"] == name}
-        for model in (*PEERS, "zero_shot", "text_finetuned"):
+        for model in (*PEERS, "zero_shot", "text_finetuned", "registered"):
             cells = [got.get((model, f"cold_only_{m}")) for m in METRICS]
             if not any(cells):
                 continue
             text = [f"{c['value']:.4f} [{c['ci_low']:.3f}, {c['ci_high']:.3f}]" if c else "-" for c in cells]
             out.append(f"{name:<14} {model:<15} " + " ".join(f"{t:>24}" for t in text))
+        share = got.get(("registered", "new_share_of_lists"))
+        if share:
+            out.append(f"{name:<14} registered pipeline: --new-items, --cold-slots {SLOTS} --k {SLOTS}; "
+                       f"{share['value']:.0%} of its list slots held new items")
         ratio = got.get(("text_finetuned", "recall@20_vs_zero_shot"))
         if ratio:
             out.append(f"{name:<14} fine-tuned / zero-shot recall@20: {ratio['value']:.2f}x")
@@ -124,23 +147,37 @@ def render(rows: list[dict]) -> str:
             nan = float("nan")
             kept = " (kept pretrained)" if tower.get("kept_pretrained") else ""
             out.append(f"{name:<14} tower on held-out items: AUC {tower.get('pretrained_valid_auc', nan):.3f} "
-                       f"pretrained -> {tower.get('best_valid_auc', nan):.3f} fine-tuned{kept}; text-read appeal "
-                       f"weight {tower.get('appeal_weight', 0):.1f} (AUC {tower.get('holdout_auc_match', nan):.3f} "
-                       f"-> {tower.get('holdout_auc_appeal', nan):.3f})")
+                       f"pretrained -> {tower.get('best_valid_auc', nan):.3f} fine-tuned{kept}; ranking them: match "
+                       f"{tower.get('terms_score_match', nan):.3f}, + appeal {tower.get('terms_score_appeal', nan):.3f}"
+                       f", + words {tower.get('terms_score_lexical', nan):.3f}; chosen: appeal weight "
+                       f"{tower.get('appeal_weight', 0):.1f}, lexical weight {tower.get('lexical_weight', 0):.2f} "
+                       f"({tower.get('terms_score_chosen', nan):.3f}: Recall@20 of held-out items for their users)")
     return "\n".join(out)
 
 
 def main() -> None:
-    args = benchmark_args(__doc__, DATASETS, RESULTS)
+    args = benchmark_args(__doc__, DATASETS, RESULTS,
+                          flags={"skip-registered": "leave out the registered pipeline (its recsys train and export)",
+                                 "reuse-text-stage": "keep the text stage's reports (and the registered pipeline's "
+                                                     "lists) already under --work"})
     rows: list[dict] = []
     with tempfile.TemporaryDirectory() as tmp:
         work = args.work or Path(tmp)
         for name in args.names:
             folder = prepare(name, args.shared, work / "data")
             report = work / "reports" / name
-            wall = run_text_stage(folder, report, args.budget_minutes)
+            timing = report / "text_stage_wall_s.txt"
+            if args.reuse_text_stage and (report / "results.json").is_file() and timing.is_file():
+                wall = float(timing.read_text())
+            else:
+                wall = run_text_stage(folder, report, args.budget_minutes)
+                timing.write_text(f"{wall:.1f}")
             rows += dataset_rows(name, report, wall)
-            print(f"{name}: {wall:.0f} s", flush=True)
+            print(f"{name}: text stage {wall:.0f} s", flush=True)
+            if not args.skip_registered:
+                rows += registered_rows(name, folder, run_config(report), work / "registered" / name, RECSYS,
+                                        args.budget_minutes, reuse=args.reuse_text_stage)
+                print(f"{name}: registered pipeline done", flush=True)
     print(render(rows))
     write_result(rows, args.out, sys.argv[1:], args.budget_minutes, benchmark="new_items",
                  split=SPLIT | {"history": "train+valid"})

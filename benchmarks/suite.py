@@ -167,9 +167,13 @@ def render(rows: list[dict]) -> str:
     return "\n".join(out)
 
 
-def benchmark_args(description: str, datasets: tuple[str, ...], out: Path) -> argparse.Namespace:
-    """The command line every dataset benchmark shares: shared data, a subset, budget, output and work folders."""
+def benchmark_args(description: str, datasets: tuple[str, ...], out: Path,
+                   flags: dict[str, str] | None = None) -> argparse.Namespace:
+    """The command line every dataset benchmark shares: shared data, a subset, budget, output and work folders
+    (and a benchmark's own on/off ``flags``: name -> help)."""
     parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
+    for flag, text in (flags or {}).items():
+        parser.add_argument(f"--{flag}", action="store_true", help=text)
     parser.add_argument("--shared", type=Path, default=ROOT.parent / "shared" / "data")
     parser.add_argument("--only", help=f"comma-separated subset of {', '.join(datasets)}")
     parser.add_argument("--budget-minutes", type=float, default=15.0)
