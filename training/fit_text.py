@@ -31,8 +31,8 @@ from recsys.scorers.text import EncoderSource, ItemTokens, TextScorer, user_wind
 from recsys.scorers.text_lexical import LexicalIndex
 from recsys.text_encoder import quantize_int8, render_item_texts, resolve_model_path
 from training.encoder_modes import ItemEncoder, build_encoder, count_parameters, serving_encoder
-from training.text_appeal import ImpressionJudge, NewItemJudge, fit_item_terms, held_out_users
 from training.text_data import Examples, TextDataModule, build_examples, holdout_negatives, split_holdout
+from training.text_item_terms import ImpressionJudge, NewItemJudge, fit_item_terms, held_out_users
 from training.text_tower import TextTowerConfig, TextTowerModule, encode_items, tower_name
 
 __all__ = ["TextTowerRecommender", "VAL_NEGATIVES"]

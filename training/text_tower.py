@@ -85,7 +85,7 @@ class TextTowerConfig:
     holdout_items: float = 0.1
     """Positives-only data: the share of items whose every example is kept out of training for early
     stopping, the choice between fine-tuned and pretrained weights, and the weights of the text-read
-    appeal and the lexical term (``training.text_appeal``: those items ranked for their users), all
+    appeal and the lexical term (``training.text_item_terms``: those items ranked for their users), all
     judged on items the tower never trained on, as new items are. 0: the newest ``holdout`` share by
     time instead."""
     pretrained_fallback: bool = True

@@ -66,7 +66,7 @@ class TowerHead(nn.Module):
         self.bias = nn.Parameter(torch.tensor(-float(temperature) if similarity == "cosine" else 0.0))
         # An item's appeal read from its text alone: a linear function of its (normalised) vector added to
         # every user's score. New items have no popularity, yet their text often says how widely they will be
-        # chosen; zero (no effect) until ``training.text_appeal`` fits it on the logs and weighs it on held-out
+        # chosen; zero (no effect) until ``training.text_item_terms`` fits it on the logs and weighs it on held-out
         # items. Not trained by the loss: logQ-corrected softmax would push it back toward zero.
         self.appeal = nn.Linear(dim, 1)
         nn.init.zeros_(self.appeal.weight)

@@ -5,13 +5,13 @@ learn that two short video titles sharing a rare hashtag, or two films sharing a
 the same people. TF-IDF of the same text can, and on such catalogues it places new items better than
 the encoder. This term adds that reading to the tower: each item is the TF-IDF vector of its
 WordPiece tokens (the encoder's own tokenizer is the vocabulary, so nothing new is stored and a new
-item's words need no refit), a user is the mean of their history window's vectors, and the cosine
-of the two, times a weight, joins the match logit. A user's profile reads their whole history (the
-history matrix every scorer is given), not the tower's short recent window: a genre or hashtag
-profile needs many items to settle (on ML-1M's new items, 0.163 Recall@20 from the whole history
-against 0.138 from the last 20 items). The weight is chosen on items the tower never
-trained on (``training.text_appeal``) from a grid that starts at zero, so where words add nothing
-the tower is the dense match alone.
+item's words need no refit), a user is the mean of their history's vectors, and the cosine of the
+two, times a weight, joins the match logit. The profile reads the whole history (the history matrix
+every scorer is given), not the tower's short recent window: a genre or hashtag profile needs many
+items to settle (on ML-1M's new items, 0.163 Recall@20 from the whole history against 0.138 from the
+last 20 items). The weight is chosen on items the tower never trained on
+(``training.text_item_terms``) from a grid that starts at zero, so where words add nothing the
+tower is the dense match alone.
 
 Stored as arrays (the inverse document frequencies, the catalogue's rows in CSR form and the weight),
 so serving needs nothing from training.

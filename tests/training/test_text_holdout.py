@@ -18,8 +18,8 @@ from recsys.scorers.text_lexical import LexicalIndex
 from recsys.synthetic import SyntheticConfig, generate_synthetic
 from training.encoder_modes import FineTuneConfig
 from training.fit_text import TextTowerRecommender, with_mode
-from training.text_appeal import HeldOutUsers, ImpressionJudge, NewItemJudge, fit_item_terms, held_out_users
 from training.text_data import Examples, build_examples, holdout_negatives, split_holdout
+from training.text_item_terms import HeldOutUsers, ImpressionJudge, NewItemJudge, fit_item_terms, held_out_users
 from training.text_tower import TextTowerConfig
 
 
