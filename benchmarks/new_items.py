@@ -27,11 +27,8 @@ from the run's MLflow metrics. Prints a table and writes JSON in the shape of
 from __future__ import annotations
 
 import json
-import os
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -39,7 +36,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from new_items_registered import SLOTS, registered_rows  # noqa: E402
-from suite import RECSYS, benchmark_args, prepare, write_result  # noqa: E402
+from suite import RECSYS, benchmark_args, prepare, run_logged, write_result  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results" / "new_items.json"
 DATASETS = ("movielens", "ml-1m", "microlens-50k")
@@ -59,15 +56,8 @@ def run_text_stage(folder: Path, report: Path, budget: float) -> float:
                "--budget-minutes", str(budget), "--set", f"split.mode={SPLIT['mode']}",
                "--set", f"split.test={SPLIT['test']}", "--set", f"split.valid={SPLIT['valid']}",
                "--set", f"baselines=[{','.join(PEERS)}]", "--set", f"report_dir={report}"]
-    env = os.environ | {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
     report.mkdir(parents=True, exist_ok=True)  # the run's MLflow store lies in it
-    start = time.perf_counter()
-    done = subprocess.run(command, capture_output=True, text=True, env=env, check=False)
-    wall = time.perf_counter() - start
-    (report / "train.log").write_text(done.stdout + "\n" + done.stderr)
-    if done.returncode:
-        raise SystemExit(f"recsys train --stage text failed on {folder}:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}")
-    return wall
+    return run_logged(command, report / "train.log", f"recsys train --stage text on {folder}")[0]
 
 
 def _store(report: Path) -> str:

@@ -17,15 +17,13 @@ ranker's order. So the same users and new items as the text stage's ``cold_only`
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import subprocess
-import time
 from pathlib import Path
 
 import numpy as np
 import polars as pl
 import yaml
+from suite import run_logged
 
 from features.split import SplitConfig
 from recsys import contract as C
@@ -67,16 +65,6 @@ def write_before(folder: Path, new_ids: np.ndarray, out: Path) -> Path:
     return before
 
 
-def _run(command: list[str], log: Path) -> float:
-    env = os.environ | {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
-    start = time.perf_counter()
-    done = subprocess.run(command, capture_output=True, text=True, env=env, check=False)
-    log.write_text(done.stdout + "\n" + done.stderr)
-    if done.returncode:
-        raise SystemExit(f"{' '.join(command[3:6])} failed:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}")
-    return time.perf_counter() - start
-
-
 def registered_rows(name: str, folder: Path, config_yaml: str, work: Path, recsys: list[str],
                     budget: float, reuse: bool = False) -> list[dict]:
     """The registered pipeline's new-item Recall@20 and NDCG@10 (with CIs) on the text stage's users and items.
@@ -115,15 +103,16 @@ def _train_and_export(data: EvalData, folder: Path, new_ids: np.ndarray, users: 
     """``recsys train`` on the data without the new items, then its lists for the users it knows; wall seconds."""
     before = write_before(folder, new_ids, work)
     store = f"sqlite:///{work / 'mlflow.db'}"
-    train_s = _run([*recsys, "train", "--data", str(before), "--tracking-uri", store, "--budget-minutes", str(budget),
-                    "--set", f"report_dir={work / 'report'}"], work / "train.log")
+    train_s = run_logged([*recsys, "train", "--data", str(before), "--tracking-uri", store, "--budget-minutes",
+                          str(budget), "--set", f"report_dir={work / 'report'}"], work / "train.log",
+                         f"recsys train on {before}")[0]
     ids = pl.Series(C.USER_ID, data.user_ids[users].astype(str))
     known = pl.read_parquet(before / "interactions.parquet", columns=[C.USER_ID])[C.USER_ID].cast(pl.String)
     pl.DataFrame(ids.filter(ids.is_in(known.implode()))).write_parquet(work / "users.parquet")
-    export_s = _run([*recsys, "recommend", "--model", "models:/recsys@challenger", "--data", str(before),
-                     "--users", str(work / "users.parquet"), "--new-items", str(work / "new_items.parquet"),
-                     "--cold-slots", str(SLOTS), "--k", str(SLOTS), "--out", str(work / "lists.parquet"),
-                     "--tracking-uri", store], work / "recommend.log")
+    export_s = run_logged([*recsys, "recommend", "--model", "models:/recsys@challenger", "--data", str(before),
+                           "--users", str(work / "users.parquet"), "--new-items", str(work / "new_items.parquet"),
+                           "--cold-slots", str(SLOTS), "--k", str(SLOTS), "--out", str(work / "lists.parquet"),
+                           "--tracking-uri", store], work / "recommend.log", f"recsys recommend on {before}")[0]
     return {"train_wall_s": train_s, "export_wall_s": export_s}
 
 

@@ -71,20 +71,30 @@ def prepare(name: str, shared: Path, out: Path) -> Path:
     return folder
 
 
+def run_logged(command: list[str], log: Path, what: str) -> tuple[float, str]:
+    """A command in a child process, offline (no model downloads): its wall seconds and output.
+
+    Everything it printed goes to ``log`` (what the user saw, for a look afterwards); a failure stops the
+    benchmark with the end of that output.
+    """
+    env = os.environ | {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+    start = time.perf_counter()
+    done = subprocess.run(command, capture_output=True, text=True, env=env, check=False)
+    wall = time.perf_counter() - start
+    log.write_text(done.stdout + "\n" + done.stderr)
+    if done.returncode:
+        raise SystemExit(f"{what} failed:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}")
+    return wall, done.stdout
+
+
 def run_train(folder: Path, store: Path, budget: float) -> tuple[float, float, str]:
     """The default ``recsys train`` in a child process: wall seconds, peak RSS (MB) of the child tree, output."""
     rss = store / "max_rss_kb.txt"
     command = ["/usr/bin/time", "-f", "%M", "-o", str(rss), *RECSYS, "train", "--data", str(folder),
                "--tracking-uri", f"sqlite:///{store}/mlflow.db", "--budget-minutes", str(budget)]
-    env = os.environ | {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
-    start = time.perf_counter()
-    done = subprocess.run(command, capture_output=True, text=True, env=env, check=False)
-    wall = time.perf_counter() - start
-    (store / "train.log").write_text(done.stdout + "\n" + done.stderr)  # what the user saw, for a look afterwards
+    wall, output = run_logged(command, store / "train.log", f"recsys train on {folder}")
     peak = float(rss.read_text().split()[-1]) / 1024 if rss.is_file() else float("nan")  # this run's peak, MB
-    if done.returncode:
-        raise SystemExit(f"recsys train failed on {folder}:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}")
-    return wall, peak, done.stdout
+    return wall, peak, output
 
 
 def _metric(results: dict, model: str, metric: str) -> dict | None:

@@ -29,6 +29,7 @@ from __future__ import annotations
 import itertools
 import logging
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 import polars as pl
@@ -107,7 +108,7 @@ def held_out_users(events: pl.DataFrame, n_users: int, n_items: int, held: np.nd
                              (np.searchsorted(users, others[C.USER_IDX].to_numpy()), others[C.ITEM_IDX].to_numpy())),
                             shape=(len(users), n_items))
     history.sum_duplicates()
-    windows = user_windows(others, n_users, positives, length)[users]
+    windows = user_windows(others, n_users, positives, length, users=users)
     return HeldOutUsers(held, windows, history, truth.astype(bool))
 
 
@@ -116,11 +117,11 @@ class _Judge:
     and their lexical cosines, computed once; :meth:`judge` then adds any per-item appeal and lexical weight."""
 
     items: np.ndarray
-    """int item index of each scored candidate, shaped like :attr:`match`."""
+    """int item index of each scored candidate, broadcastable to :attr:`match`."""
     match: np.ndarray
     cosines: np.ndarray | None
 
-    @property
+    @cached_property
     def lexical_scale(self) -> float:
         """Logits per unit of lexical weight (0: the lexical term cannot tell the candidates apart)."""
         spread = 0.0 if self.cosines is None else self.cosines.std()
@@ -147,7 +148,7 @@ class NewItemJudge(_Judge):
         with torch.inference_mode():
             pooled = head.users(vectors[windows.clamp(min=0)], windows >= 0)
             self.match = head.match_logits(pooled, vectors[torch.from_numpy(users.items)]).numpy().astype(np.float64)
-        self.items = np.broadcast_to(users.items, self.match.shape)
+        self.items = users.items[None, :]  # every user ranks the same pool: one row of appeals broadcasts
         self.cosines = None if lexical is None else lexical.cosines(lexical.profiles(users.history), users.items)
         self.truth = users.truth
 

@@ -37,17 +37,20 @@ __all__ = ["EncoderSource", "ItemTokens", "TextEncoder", "TextScorer", "user_win
 ENCODER_FOLDER = "encoder"
 
 
-def user_windows(events: pl.DataFrame, n_users: int, positives: tuple[str, ...], length: int) -> np.ndarray:
+def user_windows(events: pl.DataFrame, n_users: int, positives: tuple[str, ...], length: int,
+                 users: np.ndarray | None = None) -> np.ndarray:
     """int64 [n_users, length]: each user's last ``length`` positive items (most recent last, -1 padded).
 
     Args:
         events: indexed rows with ``user_idx``, ``item_idx``, ``event``, ``timestamp``.
+        users: only these users' windows, in this order ([len(users), length]); None: every user.
     """
     pos = events.filter(pl.col(C.EVENT).is_in(list(positives))).sort(C.USER_IDX, C.TS)
     times = pos[C.TS].dt.epoch("us").to_numpy().astype(np.int64)
-    end = np.full(n_users, np.iinfo(np.int64).max // 4, dtype=np.int64)
+    query = np.arange(n_users, dtype=np.int64) if users is None else np.asarray(users, dtype=np.int64)
+    end = np.full(len(query), np.iinfo(np.int64).max // 4, dtype=np.int64)
     return history_windows(pos[C.USER_IDX].to_numpy().astype(np.int64), pos[C.ITEM_IDX].to_numpy().astype(np.int64),
-                           times, np.arange(n_users, dtype=np.int64), end, length)
+                           times, query, end, length)
 
 
 class ItemTokens:
