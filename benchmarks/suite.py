@@ -26,6 +26,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -87,11 +88,13 @@ def run_logged(command: list[str], log: Path, what: str) -> tuple[float, str]:
     return wall, done.stdout
 
 
-def run_train(folder: Path, store: Path, budget: float) -> tuple[float, float, str]:
-    """The default ``recsys train`` in a child process: wall seconds, peak RSS (MB) of the child tree, output."""
+def run_train(folder: Path, store: Path, budget: float, sets: Sequence[str] = ()) -> tuple[float, float, str]:
+    """The default ``recsys train`` (plus any ``--set`` of ``sets``) in a child process: wall seconds, peak RSS
+    (MB) of the child tree, output."""
     rss = store / "max_rss_kb.txt"
     command = ["/usr/bin/time", "-f", "%M", "-o", str(rss), *RECSYS, "train", "--data", str(folder),
-               "--tracking-uri", f"sqlite:///{store}/mlflow.db", "--budget-minutes", str(budget)]
+               "--tracking-uri", f"sqlite:///{store}/mlflow.db", "--budget-minutes", str(budget),
+               *(arg for setting in sets for arg in ("--set", setting))]
     wall, output = run_logged(command, store / "train.log", f"recsys train on {folder}")
     peak = float(rss.read_text().split()[-1]) / 1024 if rss.is_file() else float("nan")  # this run's peak, MB
     return wall, peak, output

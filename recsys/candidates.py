@@ -38,6 +38,9 @@ class CandidateConfig:
     """Top-N among the new items (no interaction before the cut) by ``cold_by``; 0 turns it off."""
     cold_by: str = "text"
     """Model whose scores choose the new-item candidates."""
+    new_items: bool = True
+    """False: no source proposes a new item (the ablation that measures what new items on merit are worth;
+    the text tower and LightFM's features score new items too, so turning ``n_cold`` off alone keeps some)."""
 
     def __post_init__(self) -> None:
         check_at_least(self, n_per_source=1, n_cold=0)
@@ -68,7 +71,8 @@ def generate_candidates(scores: Mapping[str, np.ndarray], users: np.ndarray, exc
         sources: models (keys of ``scores``) whose top ``config.n_per_source`` become candidates.
         config: list sizes and the new-item source.
         cold: bool [n_items], True for new items; with ``config.n_cold`` > 0 the top new items by
-            ``config.cold_by`` are added (flag ``src_cold``).
+            ``config.cold_by`` are added (flag ``src_cold``); with ``config.new_items`` False no new item
+            is a candidate.
 
     Returns:
         ``user_idx`` Int64, ``item_idx`` Int64, ``src_<source>`` Int8 (0/1) per source, and
@@ -84,8 +88,11 @@ def generate_candidates(scores: Mapping[str, np.ndarray], users: np.ndarray, exc
         raise ValueError(f"candidate source(s) {missing} have no scores; models scored: {sorted(scores)}")
     users = np.asarray(users, dtype=np.int64)
     n_items = exclude.shape[1]
-    picks: dict[str, np.ndarray] = {s: top_k(scores[s], config.n_per_source, exclude=exclude) for s in sources}
-    if cold is not None and config.n_cold:
+    ranked = {s: scores[s] for s in sources}
+    if cold is not None and not config.new_items:
+        ranked = {s: np.where(cold[None, :], -np.inf, v) for s, v in ranked.items()}
+    picks: dict[str, np.ndarray] = {s: top_k(v, config.n_per_source, exclude=exclude) for s, v in ranked.items()}
+    if cold is not None and config.n_cold and config.new_items:
         # the flag column is there even when no item is new (a catalogue whose every item has events): a ranker
         # trained with new items in its label window needs it at every later scoring
         only_cold = np.where(cold[None, :], scores[config.cold_by], -np.inf)

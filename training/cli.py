@@ -157,12 +157,27 @@ def train_cmd(config_file, overrides, stage, data_dir, tracking_uri, no_mlflow, 
         click.echo(f"left out: {name} ({why})")
     echo_evaluation(result, uri)
     if result.cold_curve is not None:
-        click.echo("cold exposure (slots: new items guaranteed in the first page; 0 = the ranker's own order):")
+        click.echo("new items (whole catalogue ranked): on merit (the ranker's own order), with slots guaranteed in "
+                   "the first page, and without them:")
         echo_frame(result.cold_curve)
+        if line := merit_line(result.stats.get("new_items", {})):
+            click.echo(line)
     for name, stats in result.stats.items():  # every figure is in the MLflow run too; -v prints them here
         logger.debug("%s: %s", name, ", ".join(f"{k}={v:.4g}" for k, v in stats.items()))
     echo_registration(result)
     echo_next_steps(result, uri, config.data)
+
+
+def merit_line(evidence: dict[str, float]) -> str:
+    """One sentence on what the ranker did with new items (:func:`training.stage_logging.merit_evidence`)."""
+    if "page_end_hit_rate" not in evidence:
+        return ""
+    page_end = f"the items at positions 16-20 were chosen {evidence['page_end_hit_rate']:.2%} of the time"
+    if "first_new_hit_rate" not in evidence:
+        return f"on merit no list held a new item; {page_end}"
+    return (f"on merit {evidence['users_with_new']:.0%} of lists held a new item (first at position "
+            f"{evidence['first_new_position']:.0f} on average, chosen {evidence['first_new_hit_rate']:.2%} of the "
+            f"time; {evidence['new_per_list']:.2f} new items in the first 20); {page_end}")
 
 
 @click.command("evaluate")

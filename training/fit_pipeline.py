@@ -56,13 +56,19 @@ from training.text_tower import TextTowerConfig
 from training.warm_start import WarmStart
 
 __all__ = ["PipelineConfig", "StageOne", "PipelineRecommender", "StageView", "ColdExposureView", "label_split",
-           "refit_for_shipping", "VARIANTS"]
+           "refit_for_shipping", "VARIANTS", "NO_NEW_ITEMS"]
 
 logger = logging.getLogger(__name__)
 
 CF_MODELS = ("lightfm", "ease", "itemknn")
-VARIANTS = {"pipeline": (), "pipeline_no_text": ("text",), "pipeline_no_cf": CF_MODELS, "pipeline_no_ease": ("ease",)}
-"""Ablations: name -> stage-one models left out (their candidates and their features)."""
+VARIANTS = {"pipeline": (), "pipeline_no_text": ("text",), "pipeline_no_cf": CF_MODELS, "pipeline_no_ease": ("ease",),
+            "pipeline_no_new": ()}
+"""Ablations: name -> stage-one models left out (their candidates and their features). ``pipeline_no_new``
+keeps every model and lets no new item be a candidate instead (:data:`NO_NEW_ITEMS`)."""
+NO_NEW_ITEMS = "pipeline_no_new"
+"""The ablation without new-item handling: no source proposes a new item, so its ranker never sees one and
+its lists hold one only below all of its candidates. The full pipeline's new items reach its lists on merit
+(no quota by default): this variant is what its overall recall is compared with."""
 
 
 @dataclass(frozen=True)
@@ -95,7 +101,8 @@ class PipelineConfig:
     block_size: int = 512
     """Users per candidate/feature block."""
     ablations: bool = True
-    """Also evaluate the pipeline without text, without CF, and each tower alone."""
+    """Also evaluate the pipeline without text, without CF, without EASE, without new-item candidates, and each
+    tower alone."""
     cold: ColdExposure = field(default_factory=ColdExposure)
     """Cold exposure of the pipeline itself: new-item slots in the first page (default none)."""
     cold_curve_slots: tuple[int, ...] = (2, 4, 6, 10)
@@ -445,8 +452,10 @@ class PipelineRecommender:
     def __init__(self, stage_one: StageOne, *, name: str = "pipeline", without: Sequence[str] = (),
                  cold: ColdExposure = ColdExposure(), gate: bool = False, keep: str | None = None,
                  ranker: RankerEnsemble | None = None, baselines: Mapping[str, Tuned] | None = None,
-                 fallback: Tuned | None = None) -> None:
+                 fallback: Tuned | None = None, new_items: bool = True) -> None:
         self.stage_one, self.name, self.without, self.cold = stage_one, name, tuple(without), cold
+        self.new_items = new_items
+        """False: no new item is a candidate (the ``pipeline_no_new`` ablation)."""
         self.gate = gate
         """Keep the ranker only if it beats the best stage-one model alone on the label users (out-of-fold)."""
         self.baselines = baselines
@@ -487,7 +496,7 @@ class PipelineRecommender:
         cfg = self.stage_one.config
         kept = {k: m for k, m in models.items() if k not in self.without}
         sources = tuple(s for s in cfg.sources if s in kept) or tuple(kept)
-        candidates = cfg.candidates
+        candidates = cfg.candidates if self.new_items else replace(cfg.candidates, n_cold=0, new_items=False)
         if candidates.cold_by not in kept:  # no text tower: new items come in by LightFM's feature embeddings
             candidates = replace(candidates, cold_by="lightfm" if "lightfm" in kept else sources[0])
         events = _positive_events(data, self.stage_one.eval_config.positives)
@@ -693,6 +702,7 @@ def refit_for_shipping(main: PipelineRecommender, data: FitInput) -> PipelineRec
     shipped = StageOne(config, stage.text_config, eval_config=stage.eval_config, show_progress=stage.show_progress,
                        warm=stage.warm, text_from=stage if "text" in stage.full else None).fit_full(data, alone)
     ship = PipelineRecommender(shipped, name=main.name, without=main.without, cold=main.cold, keep=main.kept_,
+                               new_items=main.new_items,
                                ranker=main.ranker_ if main.kept_ == "ranker" else None)
     ship.fit(data)
     return ship

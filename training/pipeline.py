@@ -43,6 +43,7 @@ from training.blend import BlendRecommender, FitOnce
 from training.fit_baselines import EASEConfig, EASERecommender
 from training.fit_models import ModelSpec, evaluate_specs
 from training.fit_pipeline import (
+    NO_NEW_ITEMS,
     VARIANTS,
     ColdExposureView,
     PipelineConfig,
@@ -57,6 +58,7 @@ from training.recipe import Recipe
 from training.stage_logging import (
     cold_tradeoff,
     log_stages,
+    merit_evidence,
     metric_dict,
     plot_cold_tradeoff,
     window_candidate_recall,
@@ -147,7 +149,8 @@ class TrainResult:
     run_id: str | None
     stats: dict[str, dict[str, float]]
     cold_curve: pl.DataFrame | None = None
-    """Stage ``all``: NDCG@10 and new-item Recall@20 per cold-exposure setting (0 = off)."""
+    """Stage ``all``: overall and new-item Recall@20 of new items on merit, per quota setting and without them
+    (:func:`training.stage_logging.cold_tradeoff`)."""
     registration: Registration | None = None
     """Stage ``all`` with tracking and ``register``: the registry version and the gate's decision."""
     verdict: str = ""
@@ -227,8 +230,8 @@ def _pipeline_specs(config: TrainConfig, eval_config: EvalConfig, tracking: dict
     if cfg.ablations:
         for name, without in VARIANTS.items():
             if name != "pipeline":
-                specs.append(ModelSpec(name, lambda _, n=name, w=without: PipelineRecommender(stage, name=n,
-                                                                                              without=w)))
+                specs.append(ModelSpec(name, lambda _, n=name, w=without: PipelineRecommender(
+                    stage, name=n, without=w, new_items=n != NO_NEW_ITEMS)))
         specs += [ModelSpec(f"{m}_alone", lambda _, m=m: StageView(stage, m)) for m in ("text", "lightfm")
                   if m in cfg.sources]
     # the towers as stage one fitted them (before the label cut), whichever the text gate kept
@@ -335,8 +338,10 @@ def _train(config: TrainConfig, *, tracking_uri: str | None, show_progress: bool
         stats["ranker"] = dict(main.stats_)
         stats["candidates"] = window_candidate_recall(main, result)
         curve = cold_tradeoff(result)
-        _save_figure(plot_cold_tradeoff(curve, _reference_ndcg(result, config.baselines)),
+        stats["new_items"] = merit_evidence(result)
+        _save_figure(plot_cold_tradeoff(curve, _reference_recall(result, config.baselines)),
                      report_dir / "cold_tradeoff.png")
+        _save_csv(curve, report_dir / "cold_tradeoff.csv")
     stats["run"] = {"split_s": split_s, "wall_s": time.perf_counter() - start}
     if mlflow is not None and run_id is not None:
         from recsys.evaluation.tracking import log_evaluation
@@ -348,7 +353,7 @@ def _train(config: TrainConfig, *, tracking_uri: str | None, show_progress: bool
             mlflow.log_metrics(metric_dict({f"{n}/{k}": v for n, s in stats.items() for k, v in s.items()}))
             if curve is not None:
                 mlflow.log_artifact(str(report_dir / "cold_tradeoff.png"))
-                mlflow.log_text(curve.write_csv(), "cold_tradeoff.csv")
+                mlflow.log_artifact(str(report_dir / "cold_tradeoff.csv"))
             if config_file:
                 mlflow.log_artifact(config_file)
         if main is not None and config.register:
@@ -402,9 +407,9 @@ def _parent_tags(from_model: str | None, tracking_uri: str) -> dict[str, str]:
     return {"parent_model": from_model, PARENT_TAG: str(version.version)}
 
 
-def _reference_ndcg(result: EvalResult, baselines: Sequence[str]) -> dict[str, float]:
-    """NDCG@10 of the towers alone and of the best baseline (on the test window): the marks on the trade-off plot."""
-    rows = result.table.filter((pl.col("slice") == "all") & (pl.col("metric") == "ndcg@10"))
+def _reference_recall(result: EvalResult, baselines: Sequence[str]) -> dict[str, float]:
+    """Recall@20 of the towers alone and of the best baseline (on the test window): the marks on the trade-off plot."""
+    rows = result.table.filter((pl.col("slice") == "all") & (pl.col("metric") == "recall@20"))
     values = dict(zip(rows["model"].to_list(), rows["value"].to_list(), strict=True))
     marks = {m: values[m] for m in ("text_alone", "lightfm_alone") if m in values}
     scored = [b for b in baselines if b in values]
@@ -422,6 +427,13 @@ def _save_figure(figure, path: Path) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
     figure.savefig(tmp, format="png", dpi=110)
     plt.close(figure)
+    tmp.replace(path)
+
+
+def _save_csv(frame: pl.DataFrame, path: Path) -> None:
+    """CSV written beside the report, atomically (temp file, then rename)."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    frame.write_csv(tmp)
     tmp.replace(path)
 
 

@@ -24,7 +24,7 @@ from recsys.evaluation.runner import EvalResult  # noqa: E402
 from training.fit_pipeline import PipelineRecommender, StageOne  # noqa: E402
 from training.ranker_plots import plot_importance, plot_learning_curves  # noqa: E402
 
-__all__ = ["window_candidate_recall", "log_stages", "metric_dict", "cold_tradeoff",
+__all__ = ["window_candidate_recall", "log_stages", "metric_dict", "cold_tradeoff", "merit_evidence",
            "plot_cold_tradeoff"]
 
 
@@ -61,66 +61,123 @@ def metric_dict(metrics: dict[str, float]) -> dict[str, float]:
             if v is not None and np.isfinite(float(v))}
 
 
+SETTINGS = {"pipeline": "merit", "pipeline_no_text": "no text", "pipeline_no_new": "no new items"}
+"""The pipelines of the trade-off besides the quota views: new items on merit (the ranker's own order),
+the pipeline without text, and the one without new-item candidates (what merit is compared with)."""
+_QUOTA = r"^pipeline_cold(\d+)of\d+_(spread|end)$"
+PAGE = 20
+"""The first page: overall and new-item Recall@20, new items per list in the first 20."""
+
+
 def cold_tradeoff(result: EvalResult) -> pl.DataFrame:
-    """The cold-exposure curve: NDCG@10 and new-item Recall@20 (whole catalogue ranked) per setting.
+    """Overall and new-item Recall@20 (whole catalogue ranked) of new items on merit, by quota, and without them.
 
-    One row per ``pipeline`` model: ``slots`` (0 = the ranker's own order) and ``place`` of its
-    new-item quota (``pipeline_cold<slots>of<page>_<place>``).
+    One row per model: ``setting`` (``merit``, ``quota``, ``no text``, ``no new items``), ``slots``
+    and ``place`` of a quota view (``pipeline_cold<slots>of<page>_<place>``; 0 and ``-`` otherwise),
+    ``recall@20`` (every test positive, new ones included), ``cold_recall@20`` (new items only),
+    ``ndcg@10`` and ``new_per_list`` (new items among each user's first 20, mean over test users).
     """
-    table = result.table.filter(((pl.col("slice") == "all") & (pl.col("metric") == "ndcg@10"))
-                                | ((pl.col("slice") == "cold_items") & (pl.col("metric") == "recall@20")))
-    wide = table.with_columns(pl.when(pl.col("slice") == "all").then(pl.lit("ndcg@10"))
-                              .otherwise(pl.lit("cold_recall@20")).alias("what")).pivot(
-        "what", index="model", values="value", aggregate_function="first")
-    for column in ("ndcg@10", "cold_recall@20"):
-        if column not in wide.columns:
-            wide = wide.with_columns(pl.lit(0.0).alias(column))
-    pattern = r"^pipeline_cold(\d+)of\d+_(spread|end)$"
-    curve = wide.filter((pl.col("model") == "pipeline") | pl.col("model").str.contains(pattern)).with_columns(
-        pl.col("model").str.extract(pattern, 1).cast(pl.Int64).fill_null(0).alias("slots"),
-        pl.col("model").str.extract(pattern, 2).fill_null("-").alias("place"))
-    return curve.select("slots", "place", "model", "ndcg@10", "cold_recall@20").sort("place", "slots")
+    wide = pl.DataFrame({"model": [m.name for m in result.models]})
+    for slice_name, metric, column in (("all", "recall@20", "recall@20"), ("cold_items", "recall@20", "cold_recall@20"),
+                                       ("all", "ndcg@10", "ndcg@10")):
+        values = result.table.filter((pl.col("slice") == slice_name) & (pl.col("metric") == metric))
+        # no test user with a new item: nothing to find, new-item recall 0
+        wide = wide.join(values.select("model", pl.col("value").alias(column)), on="model", how="left").with_columns(
+            pl.col(column).fill_null(0.0))
+    cold = result.data.test.cold_items
+    per_list = {m.name: float(_new_in(m.topk, cold)[:, :PAGE].sum(axis=1).mean()) for m in result.models}
+    curve = wide.filter(pl.col("model").is_in(list(SETTINGS)) | pl.col("model").str.contains(_QUOTA)).with_columns(
+        pl.col("model").replace_strict(SETTINGS, default="quota").alias("setting"),
+        pl.col("model").str.extract(_QUOTA, 1).cast(pl.Int64).fill_null(0).alias("slots"),
+        pl.col("model").str.extract(_QUOTA, 2).fill_null("-").alias("place"),
+        pl.col("model").replace_strict(per_list, default=None, return_dtype=pl.Float64).alias("new_per_list"))
+    order = {name: i for i, name in enumerate(["merit", "quota", "no text", "no new items"])}
+    return (curve.with_columns(pl.col("setting").replace_strict(order, return_dtype=pl.Int64).alias("_o"))
+            .sort("_o", "place", "slots").drop("_o")
+            .select("setting", "slots", "place", "model", "recall@20", "cold_recall@20", "ndcg@10", "new_per_list"))
 
 
-PLACE_STYLE = {"spread": ("#2171b5", "s", "new-item slots spread through the first page"),
-               "end": ("#e6550d", "^", "new-item slots at the end of the first page")}
-"""Colour, marker and legend entry of each place of the new-item quota (others: grey)."""
+def _new_in(topk: np.ndarray, cold: np.ndarray) -> np.ndarray:
+    """bool, the shape of ``topk``: which list entries are new items (-1 padding is not)."""
+    return cold[np.maximum(topk, 0)] & (topk >= 0)
+
+
+def merit_evidence(result: EvalResult, model: str = "pipeline") -> dict[str, float]:
+    """Why the ranker did or did not let new items in: how often what it placed was chosen, by position.
+
+    From ``model``'s test lists (the first ``max_k``): ``page_end_hit_rate``, the share of the
+    items at positions 16-20 that the user chose; ``first_new_hit_rate`` and
+    ``first_new_position``, the same for the first new item of each list that has one, and where
+    it stood; ``users_with_new`` the share of lists holding a new item at all. A first new item
+    chosen far less often than the items at the end of the first page is one the ranker was right
+    to leave below it: promoting it would cost overall recall.
+    """
+    found = next((m for m in result.models if m.name == model), None)
+    window = result.data.test
+    if found is None or not window.cold_items.any():
+        return {}
+    top = found.topk
+    truth = window.truth[window.users].tocsr()
+    rows = np.repeat(np.arange(top.shape[0]), top.shape[1])
+    hit = np.asarray(truth[rows, np.maximum(top, 0).ravel()]).reshape(top.shape).astype(bool) & (top >= 0)
+    new = _new_in(top, window.cold_items)
+    has_new = new.any(axis=1)
+    first = new.argmax(axis=1)[has_new]
+    out = {"page_end_hit_rate": float(hit[:, PAGE - 5:PAGE].mean()), "users_with_new": float(has_new.mean()),
+           "new_per_list": float(new[:, :PAGE].sum(axis=1).mean())}
+    if has_new.any():
+        out |= {"first_new_hit_rate": float(hit[has_new][np.arange(len(first)), first].mean()),
+                "first_new_position": float(first.mean() + 1)}
+    return out
+
+
+SETTING_STYLE = {"quota": ("#e6550d", "^", "merit + new-item slots in the first page"),
+                 "no text": ("#756bb1", "D", "no text tower"),
+                 "no new items": ("#636363", "X", "no new-item candidates")}
+"""Colour, marker and legend entry of the quota line and of each ablation on the trade-off plot."""
 
 
 def plot_cold_tradeoff(curve: pl.DataFrame, reference: dict[str, float] | None = None) -> plt.Figure:
-    """NDCG@10 against new-item Recall@20 over the cold-exposure settings (reference models as lines).
+    """Overall Recall@20 against new-item Recall@20: merit, merit + each quota, no text, no new items.
 
-    Each point is labelled by its number of new-item slots (points that coincide share one
-    label, ``0, 2, 4``); the reference models (towers alone, baselines) are dotted lines named
-    in the right margin, moved apart where their values are close. The layout is fixed, not
-    tight, so that the labels outside the axes are inside the saved PNG.
+    The quota is one line over its slot counts: where in the first page the slots sit changes NDCG@10
+    (the table has both places) but not which items are in it, so not Recall@20. Each quota point is
+    labelled by its number of slots (points that coincide share one label, ``0, 2, 4``); the
+    ablations are hollow markers, so one that sits on the merit point still shows; the reference
+    models (towers alone, the best baseline) are dotted lines named in the right margin, moved apart
+    where their values are close. The layout is fixed, not tight, so that the labels outside the
+    axes are inside the saved PNG.
     """
-    fig, ax = plt.subplots(figsize=(7.5, 5.0))
-    fig.subplots_adjust(left=0.11, right=0.76, top=0.9, bottom=0.25)
-    origin = curve.filter(pl.col("slots") == 0)
-    places = sorted(set(curve["place"].to_list()) - {"-"})
+    fig, ax = plt.subplots(figsize=(7.5, 5.2))
+    fig.subplots_adjust(left=0.11, right=0.76, top=0.9, bottom=0.27)
+    origin = curve.filter(pl.col("setting") == "merit")
+    quota = curve.filter(pl.col("setting") == "quota").unique("slots", keep="first").sort("slots")
     handles = []
-    points: list[tuple[float, float, int, str]] = []  # recall, ndcg, slots, place
-    for place in places:
-        colour, marker, label = PLACE_STYLE.get(place, ("0.4", "o", f"new-item slots, {place}"))
-        line = pl.concat([origin, curve.filter(pl.col("place") == place)]).sort("slots")
-        (drawn,) = ax.plot(line["cold_recall@20"], line["ndcg@10"], marker=marker, color=colour, linewidth=1.6,
+    points: list[tuple[float, float, int, str]] = []  # new-item recall, recall, slots, setting
+    if quota.height:
+        colour, marker, label = SETTING_STYLE["quota"]
+        line = pl.concat([origin, quota])
+        (drawn,) = ax.plot(line["cold_recall@20"], line["recall@20"], marker=marker, color=colour, linewidth=1.6,
                            markersize=6, label=label, zorder=3)
         handles.append(drawn)
-        points += [(r["cold_recall@20"], r["ndcg@10"], r["slots"], place) for r in line.iter_rows(named=True)
-                   if r["slots"] > 0]
+        points += [(r["cold_recall@20"], r["recall@20"], r["slots"], "quota") for r in quota.iter_rows(named=True)]
     for row in origin.iter_rows(named=True):
-        handles.append(ax.plot([row["cold_recall@20"]], [row["ndcg@10"]], marker="o", markersize=10, linestyle="",
-                               color=REGISTERED_COLOUR, zorder=4, label="pipeline (no new-item slots)")[0])
-        points.append((row["cold_recall@20"], row["ndcg@10"], 0, "-"))
+        handles.append(ax.plot([row["cold_recall@20"]], [row["recall@20"]], marker="o", markersize=10, linestyle="",
+                               color=REGISTERED_COLOUR, zorder=4, label="pipeline: new items on merit (no slots)")[0])
+        points.append((row["cold_recall@20"], row["recall@20"], 0, "merit"))
+    for row in curve.filter(pl.col("setting").is_in(["no text", "no new items"])).iter_rows(named=True):
+        colour, marker, label = SETTING_STYLE[row["setting"]]
+        handles.append(ax.plot([row["cold_recall@20"]], [row["recall@20"]], marker=marker, markersize=12,
+                               linestyle="", markerfacecolor="none", markeredgewidth=1.6, color=colour, zorder=5,
+                               label=label)[0])
     styles = model_styles(list(reference or {}), "pipeline")
     for name, value in (reference or {}).items():
         ax.axhline(value, linestyle=":", linewidth=1.2, color=styles[name].colour, zorder=1)
-    high = max([p[0] for p in points] + [0.0])
-    high = high if high > 0 else 0.1  # no new item reached the top 20: still a readable axis from 0
+    high = max(curve["cold_recall@20"].to_list() + [0.0])
+    high = high if high > 0 else 0.1  # no new item reached a top 20: still a readable axis from 0
     ax.set_xlim(-0.05 * high, 1.1 * high)
-    ax.set(xlabel="new-item Recall@20 (whole catalogue ranked)", ylabel="NDCG@10")
-    ax.set_title("Cold exposure: new-item slots in the first page\n(points labelled by the number of slots)",
+    ax.set(xlabel="new-item Recall@20 (whole catalogue ranked)", ylabel="Recall@20 (every test positive)")
+    ax.set_title("New items on merit, by quota, and left out\n(quota points labelled by the number of slots)",
                  fontsize=10)
     ax.grid(alpha=0.3)
     ax.margins(y=0.1)
@@ -147,7 +204,7 @@ def _slot_labels(ax: plt.Axes, points: list[tuple[float, float, int, str]]) -> t
     labels = []
     for group in groups:
         slots = sorted({p[2] for p in group})
-        colour = REGISTERED_COLOUR if 0 in slots else PLACE_STYLE.get(group[0][3], ("0.4",))[0]
+        colour = REGISTERED_COLOUR if 0 in slots else SETTING_STYLE["quota"][0]
         labels.append(LabelSpec(", ".join(map(str, slots)), group[0][1], group[0][0], colour,
                                 "bold" if 0 in slots else "normal"))
     return labels, [5.0] * len(labels)

@@ -49,6 +49,17 @@ def test_new_items_come_in_through_the_cold_source():
     assert got.filter(pl.col("src_cold") == 1).height == 2
 
 
+def test_without_new_items_no_source_proposes_one():
+    """The no-new-items ablation: user 3's CF top-2 (items 5, 4) are both new, so its next best warm items come in
+    instead, and no cold source is added."""
+    got = _candidates(n_per_source=2, n_cold=1, new_items=False)
+    assert got.filter(pl.col("item_idx") >= 4).height == 0 and "src_cold" not in got.columns
+    user3 = got.filter(pl.col("user_idx") == 3)
+    assert user3["item_idx"].to_list() == [0, 1, 2, 3]  # text: 0, 1; cf: 3, 2
+    with_new = _candidates(n_per_source=2, n_cold=1)
+    assert with_new.filter((pl.col("user_idx") == 3) & (pl.col("src_cf") == 1))["item_idx"].to_list() == [4, 5]
+
+
 def test_a_catalogue_without_new_items_still_has_the_cold_flag():
     """A pipeline shipped on every event has no new item left, yet its ranker learned the flag in its label
     window: the column is there (all zero), or serving without new items fails on a missing feature."""
