@@ -174,8 +174,10 @@ def check_own_folder(out: str | os.PathLike[str], option: str = "--out") -> None
                                 "a whole), not the current, home or root folder")
 
 
-def write_dataset_folder(tables: dict[str, pl.DataFrame], out: str | os.PathLike[str]) -> Path:
-    """Write a dataset's tables (file name -> frame) as one folder: a reader sees the old dataset or the new one.
+def write_dataset_folder(tables: dict[str, pl.DataFrame | Callable[[Path], None]],
+                         out: str | os.PathLike[str]) -> Path:
+    """Write a dataset's tables (file name -> frame, or a function that writes the file at the path it is given,
+    for tables written in parts) as one folder: a reader sees the old dataset or the new one.
 
     The tables are written into a hidden sibling folder; only when all are complete is the old
     ``out`` renamed aside and the new folder renamed into its place (files the old folder held
@@ -193,7 +195,10 @@ def write_dataset_folder(tables: dict[str, pl.DataFrame], out: str | os.PathLike
     staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.{_WRITING}-", dir=out.parent))
     try:
         for name, frame in tables.items():
-            frame.write_parquet(staging / name)
+            if isinstance(frame, pl.DataFrame):
+                frame.write_parquet(staging / name)
+            else:
+                frame(staging / name)
         if not out.exists():
             staging.rename(out)
             return out

@@ -26,7 +26,7 @@ import polars as pl
 
 from recsys import contract as C
 
-__all__ = ["SyntheticConfig", "TOPICS", "generate_synthetic", "DEMO_CONFIG"]
+__all__ = ["SyntheticConfig", "TOPICS", "generate_synthetic", "DEMO_CONFIG", "item_table"]
 
 # topic -> (category, nouns, adjectives). Four topics share each category on purpose.
 TOPICS: dict[str, tuple[str, tuple[str, ...], tuple[str, ...]]] = {
@@ -157,6 +157,22 @@ def _items(cfg: SyntheticConfig, rng: np.random.Generator) -> tuple[pl.DataFrame
     is_new = rng.random(cfg.n_items) < cfg.new_item_share
     offsets = np.where(is_new, rng.uniform(0.05, 0.95, cfg.n_items) * cfg.days * 86400,
                        -rng.uniform(1, 365, cfg.n_items) * 86400)
+    items = item_table(topic, offsets, cfg.start, rng)
+    return items, topic, np.stack([quality, offsets])
+
+
+def item_table(topic: np.ndarray, offsets: np.ndarray, start: datetime, rng: np.random.Generator,
+               id_width: int = 5) -> pl.DataFrame:
+    """The catalogue in the contract schema: each item's title and description written from its topic's words.
+
+    Args:
+        topic: int [n_items] index into :data:`TOPICS`.
+        offsets: float [n_items] publication time in seconds after ``start`` (negative: before the log).
+        start: the log's first instant.
+        rng: the generator the words are drawn from (consumed item by item, so a seed gives one catalogue).
+        id_width: digits of the ``i00042`` item ids.
+    """
+    names = list(TOPICS)
     rows = []
     for i, t in enumerate(topic):
         category, nouns, adjs = TOPICS[names[t]]
@@ -167,11 +183,10 @@ def _items(cfg: SyntheticConfig, rng: np.random.Generator) -> tuple[pl.DataFrame
         title = _TITLE_TEMPLATES[rng.integers(len(_TITLE_TEMPLATES))].format(
             Adj=words["adj"].capitalize(), Noun=words["noun"].title(), Noun2=words["noun2"].title())
         text = _DESCRIPTION_TEMPLATES[rng.integers(len(_DESCRIPTION_TEMPLATES))].format(**words)
-        rows.append((f"i{i:05d}", title, text if rng.random() > 0.1 else None, category,
+        rows.append((f"i{i:0{id_width}d}", title, text if rng.random() > 0.1 else None, category,
                      [names[t]] if rng.random() > 0.5 else [],
-                     cfg.start + timedelta(seconds=int(offsets[i]))))
-    items = pl.DataFrame(rows, schema=list(C.ITEM_SCHEMA), orient="row")
-    return items, topic, np.stack([quality, offsets])
+                     start + timedelta(seconds=int(offsets[i]))))
+    return pl.DataFrame(rows, schema=list(C.ITEM_SCHEMA), orient="row")
 
 
 def _preferences(cfg: SyntheticConfig, rng: np.random.Generator) -> np.ndarray:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import click
@@ -20,6 +21,9 @@ from recsys.io import check_own_folder, file_in_the_way
 __all__ = ["data", "check_output", "check_dataset_folder", "MAX_SYNTH"]
 
 MAX_SYNTH = 1_000_000
+MAX_SCALE_USERS, MAX_SCALE_EVENTS = 10_000_000, 1_000_000_000
+"""``data synth --events``: at most ten million users and a billion events (written in chunks, so memory is not
+the limit; disk and time are: ~12 bytes an event on disk)."""
 """Most users or items ``data synth`` generates: its arrays grow with users x sessions x slate."""
 
 
@@ -166,20 +170,40 @@ def split_cmd(data_dir, mode, valid, test, out) -> None:
 @click.option("--out", type=PATH, required=True, help="Folder to write the dataset to.")
 @click.option("--users", "n_users", type=int, default=30, show_default=True)
 @click.option("--items", "n_items", type=int, default=40, show_default=True)
+@click.option("--events", "n_events", type=int, help="A log of this many clicks and purchases of any size, written "
+              "in chunks of users (bounded memory: the scale benchmark's data); without it, a small log of simulated "
+              "impressions.")
 @click.option("--seed", type=int, default=0, show_default=True)
-def synth_cmd(out, n_users, n_items, seed) -> None:
+def synth_cmd(out, n_users, n_items, n_events, seed) -> None:
     """Generate a seeded synthetic dataset whose item text predicts clicks."""
-    from recsys.datasets import write_synthetic
     from recsys.synthetic import SyntheticConfig
 
-    slate = SyntheticConfig.slate_size
-    for option, value, low in (("--users", n_users, 1), ("--items", n_items, slate)):
-        if not low <= value <= MAX_SYNTH:
-            raise ConfigError(f"{option} must be between {low} and {MAX_SYNTH:,}; got {value}"
+    slate = 1 if n_events is not None else SyntheticConfig.slate_size
+    users_cap = MAX_SCALE_USERS if n_events is not None else MAX_SYNTH
+    for option, value, low, high in (("--users", n_users, 1, users_cap), ("--items", n_items, slate, MAX_SYNTH)):
+        if not low <= value <= high:
+            raise ConfigError(f"{option} must be between {low} and {high:,}; got {value}"
                               + (f" (the catalogue needs at least one slate of {slate} items)" if low > 1 else ""))
+    if n_events is not None and not n_users <= n_events <= MAX_SCALE_EVENTS:
+        raise ConfigError(f"--events must be between --users ({n_users:,}: every user has an event) and "
+                          f"{MAX_SCALE_EVENTS:,}; got {n_events:,}")
     if seed < 0:  # NumPy's own refusal is a bare "expected non-negative integer"
         raise ConfigError(f"--seed must be a whole number >= 0; got {seed}")
     check_dataset_folder(out)
-    config = make_config(SyntheticConfig, n_users=n_users, n_items=n_items, seed=seed)
-    paths = write_synthetic(out, config)
-    click.echo(f"wrote {paths.items} and {paths.interactions}")
+    if n_events is None:
+        from recsys.datasets import write_synthetic
+
+        paths = write_synthetic(out, make_config(SyntheticConfig, n_users=n_users, n_items=n_items, seed=seed))
+        click.echo(f"wrote {paths.items} and {paths.interactions}")
+        return
+    from tqdm.auto import tqdm
+
+    from recsys.console import bars
+    from recsys.synthetic_scale import ScaleConfig, write_scale_dataset
+
+    config = make_config(ScaleConfig, n_users=n_users, n_items=n_items, n_events=n_events, seed=seed)
+    start = time.perf_counter()
+    with tqdm(total=n_users, desc="synth", unit="user", disable=bars(True)) as bar:
+        folder = write_scale_dataset(out, config, progress=bar.update)
+    click.echo(f"wrote {n_items:,} items and {n_events:,} events of {n_users:,} users to {folder} in "
+               f"{time.perf_counter() - start:.0f} s")
