@@ -172,12 +172,12 @@ def merit_line(evidence: dict[str, float]) -> str:
     """One sentence on what the ranker did with new items (:func:`training.stage_logging.merit_evidence`)."""
     if "page_end_hit_rate" not in evidence:
         return ""
-    page_end = f"the items at positions 16-20 were chosen {evidence['page_end_hit_rate']:.2%} of the time"
-    if "first_new_hit_rate" not in evidence:
-        return f"on merit no list held a new item; {page_end}"
-    return (f"on merit {evidence['users_with_new']:.0%} of lists held a new item (first at position "
-            f"{evidence['first_new_position']:.0f} on average, chosen {evidence['first_new_hit_rate']:.2%} of the "
-            f"time; {evidence['new_per_list']:.2f} new items in the first 20); {page_end}")
+    placed = (f"{evidence['users_with_new']:.0%} of first pages held a new item ({evidence['new_per_list']:.2f} a "
+              f"list)" if evidence["new_per_list"] else "no first page held a new item")
+    best = (f"; each user's best new item was chosen by {evidence['best_new_hit_rate']:.2%} of users"
+            if "best_new_hit_rate" in evidence else "")
+    return (f"on merit {placed}{best}, the items at positions 16-20 {evidence['page_end_hit_rate']:.2%} of the "
+            "time")
 
 
 @click.command("evaluate")

@@ -31,7 +31,14 @@ from recsys.scorers.text import EncoderSource, ItemTokens, TextScorer, user_wind
 from recsys.scorers.text_lexical import LexicalIndex
 from recsys.text_encoder import quantize_int8, render_item_texts, resolve_model_path
 from training.encoder_modes import ItemEncoder, build_encoder, count_parameters, serving_encoder
-from training.text_data import Examples, TextDataModule, build_examples, holdout_negatives, split_holdout
+from training.text_data import (
+    Examples,
+    TextDataModule,
+    build_examples,
+    held_out_items,
+    holdout_negatives,
+    split_holdout,
+)
 from training.text_item_terms import ImpressionJudge, NewItemJudge, fit_item_terms, held_out_users
 from training.text_tower import TextTowerConfig, TextTowerModule, encode_items, tower_name
 
@@ -158,7 +165,9 @@ class TextTowerRecommender:
             self.stats_["pretrained_encode_wall_s"] = time.perf_counter() - start_encode
         held_out = None
         if self.config.finetune.mode != "zero-shot" and len(examples):
-            held_out = self._train(module, examples, tokens, trainable)
+            # held-out items are a share of every item with an event, as new items are of the catalogue
+            pool = np.flatnonzero(np.diff(data.interactions.tocsc().indptr) > 0)
+            held_out = self._train(module, examples, tokens, trainable, pool)
         self._finish(module, tokens, data)
         if held_out is not None:
             start_terms = time.perf_counter()
@@ -186,21 +195,21 @@ class TextTowerRecommender:
             1, self.config.max_epochs * -(-len(examples) // self.config.batch_size))
         return TextTowerModule(self.config, encoder, tokens, log_q, use_impressions, history_items, steps)
 
-    def _train(self, module: TextTowerModule, examples: Examples, tokens: ItemTokens,
-               trainable: int) -> tuple[Examples, Examples, np.ndarray | None, np.ndarray | None]:
+    def _train(self, module: TextTowerModule, examples: Examples, tokens: ItemTokens, trainable: int,
+               pool: np.ndarray) -> tuple[Examples, Examples, np.ndarray | None, np.ndarray | None]:
         """Fine-tune ``module`` in place; returns what it trained on, its holdout, the holdout's negatives and
-        the held-out items (None where the holdout is by time)."""
+        the held-out items (None where the holdout is by time), drawn from ``pool``."""
         cfg = self.config
         if cfg.max_train_examples is not None and len(examples) > cfg.max_train_examples:
             keep = np.sort(np.random.default_rng(cfg.seed).choice(len(examples), cfg.max_train_examples, replace=False))
             examples = examples.take(keep)
-        items_held = cfg.holdout_items > 0 and not module.use_impressions
-        train, holdout = split_holdout(examples, cfg.holdout, items_share=cfg.holdout_items if items_held else 0.0,
-                                       seed=cfg.seed)
-        if items_held and not len(train):  # a single item: nothing left to train on; hold out by time instead
-            items_held = False
+        held = (held_out_items(pool, cfg.holdout_items, seed=cfg.seed)
+                if cfg.holdout_items > 0 and not module.use_impressions and len(pool) else None)
+        train, holdout = split_holdout(examples, cfg.holdout, held=held)
+        if held is not None and not (len(train) and len(holdout)):  # too few items: hold out by time instead
+            held = None
             train, holdout = split_holdout(examples, cfg.holdout)
-        held = np.unique(holdout.items) if items_held else None  # every held-out item, before the cap
+        items_held = held is not None
         if cfg.max_holdout_examples is not None and len(holdout) > cfg.max_holdout_examples:
             rng = np.random.default_rng(cfg.seed + 1)
             holdout = holdout.take(np.sort(rng.choice(len(holdout), cfg.max_holdout_examples, replace=False)))
@@ -214,7 +223,7 @@ class TextTowerRecommender:
             limit = timedelta(minutes=cfg.max_minutes) if cfg.max_minutes is not None else None
             logger.info("text tower: fine-tuning %s on %s examples (%s held out%s), at most %d epoch(s)%s",
                         cfg.finetune.mode, f"{len(train):,}", f"{len(holdout):,}",
-                        f", on {len(np.unique(holdout.items)):,} unseen items" if items_held else "", cfg.max_epochs,
+                        f", on {len(held):,} unseen items" if items_held else "", cfg.max_epochs,
                         f" or {cfg.max_minutes:.1f} min" if cfg.max_minutes is not None else "")
             last = folder / "last.ckpt"
             start = time.perf_counter()

@@ -16,6 +16,7 @@ matplotlib.use("Agg")  # headless: runs on servers and in CI
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import polars as pl  # noqa: E402
+import scipy.sparse as sp  # noqa: E402
 
 from recsys import contract as C
 from recsys.candidates import candidate_recall  # noqa: E402
@@ -103,32 +104,42 @@ def _new_in(topk: np.ndarray, cold: np.ndarray) -> np.ndarray:
 
 
 def merit_evidence(result: EvalResult, model: str = "pipeline") -> dict[str, float]:
-    """Why the ranker did or did not let new items in: how often what it placed was chosen, by position.
+    """Why the ranker did or did not let new items in: how often what it placed, or would place, was chosen.
 
-    From ``model``'s test lists (the first ``max_k``): ``page_end_hit_rate``, the share of the
-    items at positions 16-20 that the user chose; ``first_new_hit_rate`` and
-    ``first_new_position``, the same for the first new item of each list that has one, and where
-    it stood; ``users_with_new`` the share of lists holding a new item at all. A first new item
-    chosen far less often than the items at the end of the first page is one the ranker was right
-    to leave below it: promoting it would cost overall recall.
+    From ``model``'s test lists: ``page_end_hit_rate``, the share of the items at positions 16-20
+    that the user chose; ``best_new_hit_rate``, the share of test users who chose the new item the
+    model ranks first among new items (its own order, wherever that item stands in the full list);
+    ``users_with_new`` and ``new_per_list``, the share of lists with a new item in the first 20 and
+    how many; ``first_new_position``, where the first new item of a list stands, over the lists
+    that hold one in their first ``max_k``. A best new item chosen far less often than the items at
+    the end of the first page is one the ranker is right to leave below it: promoting it would
+    cost overall recall.
     """
     found = next((m for m in result.models if m.name == model), None)
     window = result.data.test
     if found is None or not window.cold_items.any():
         return {}
-    top = found.topk
     truth = window.truth[window.users].tocsr()
-    rows = np.repeat(np.arange(top.shape[0]), top.shape[1])
-    hit = np.asarray(truth[rows, np.maximum(top, 0).ravel()]).reshape(top.shape).astype(bool) & (top >= 0)
+    top = found.topk
     new = _new_in(top, window.cold_items)
-    has_new = new.any(axis=1)
-    first = new.argmax(axis=1)[has_new]
-    out = {"page_end_hit_rate": float(hit[:, PAGE - 5:PAGE].mean()), "users_with_new": float(has_new.mean()),
+    out = {"page_end_hit_rate": float(_hits(truth, top[:, PAGE - 5:PAGE]).mean()),
+           "users_with_new": float(new[:, :PAGE].any(axis=1).mean()),
            "new_per_list": float(new[:, :PAGE].sum(axis=1).mean())}
-    if has_new.any():
-        out |= {"first_new_hit_rate": float(hit[has_new][np.arange(len(first)), first].mean()),
-                "first_new_position": float(first.mean() + 1)}
+    if found.cold_only_topk is not None:  # the rows of the users with a new-item positive, in test-user order
+        cold_users = np.flatnonzero(np.diff(truth.multiply(window.cold_items[None, :]).tocsr().indptr) > 0)
+        best = _hits(truth[cold_users], found.cold_only_topk[:, :1])
+        out["best_new_hit_rate"] = float(best.sum() / len(window.users))
+    holding = new.any(axis=1)
+    if holding.any():
+        out["first_new_position"] = float(new.argmax(axis=1)[holding].mean() + 1)
     return out
+
+
+def _hits(truth: sp.csr_matrix, top: np.ndarray) -> np.ndarray:
+    """bool, the shape of ``top``: which list entries the row's user chose (-1 padding never)."""
+    rows = np.repeat(np.arange(top.shape[0]), top.shape[1])
+    chosen = np.asarray(truth[rows, np.maximum(top, 0).ravel()]).reshape(top.shape).astype(bool)
+    return chosen & (top >= 0)
 
 
 SETTING_STYLE = {"quota": ("#e6550d", "^", "merit + new-item slots in the first page"),

@@ -52,6 +52,8 @@ class ModelResult:
     impressions: dict[str, np.ndarray] | None = None
     cold_only: dict[str, np.ndarray] | None = None
     """Per-user metrics when only the cold items are ranked (users with a cold positive)."""
+    cold_only_topk: np.ndarray | None = None
+    """int [n_cold_users, max_k]: those lists, each user's new items best first (rows as ``cold_only``'s)."""
     peak_rss_mb: float | None = None
     """The process's peak memory once this model was fitted and scored (``recsys.memory``): which model raised it."""
 
@@ -126,7 +128,7 @@ def score_model(data: EvalData, name: str, model: Scorer, *, setting: Any = None
     seconds["users_per_s"] = len(window.users) / max(seconds["score_s"], 1e-9)
     per_user = ranking_metrics(topk, window.truth[window.users], data.config.ks)
     result = ModelResult(name, setting, topk, per_user, dict(tuning or {}), seconds, _impressions(model, data))
-    result.cold_only = _cold_only(name, model, data, show_progress)
+    result.cold_only, result.cold_only_topk = _cold_only(name, model, data, show_progress)
     return result
 
 
@@ -158,17 +160,18 @@ def _impressions(model: Scorer, data: EvalData) -> dict[str, np.ndarray] | None:
     return impression_metrics(scores, rows["label"].to_numpy(), rows[C.IMPRESSION_ID].to_numpy())
 
 
-def _cold_only(name: str, model: Scorer, data: EvalData, show_progress: bool) -> dict[str, np.ndarray] | None:
-    """Rank only the cold items for users with a cold positive: how well new items are placed."""
+def _cold_only(name: str, model: Scorer, data: EvalData, show_progress: bool
+               ) -> tuple[dict[str, np.ndarray] | None, np.ndarray | None]:
+    """Rank only the cold items for users with a cold positive: how well new items are placed (metrics, lists)."""
     window = data.test
     truth = window.truth[window.users][:, window.cold_items]
     users = window.users[np.diff(truth.tocsr().indptr) > 0]
     if len(users) == 0:
-        return None
+        return None, None
     topk = _lists(model, window, users, data.config.max_k, data, show_progress, f"{name} cold",
                   only=window.cold_items)
     cold_truth = window.truth[users].multiply(window.cold_items[None, :].astype(np.float32)).tocsr()
-    return ranking_metrics(topk, cold_truth, data.config.ks)
+    return ranking_metrics(topk, cold_truth, data.config.ks), topk
 
 
 def _slices(data: EvalData) -> dict[str, tuple[np.ndarray, sp.csr_matrix]]:

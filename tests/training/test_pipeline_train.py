@@ -103,18 +103,25 @@ def test_new_items_table_is_printed_and_plotted(trained):
     settings = {line.split("┆")[0].strip("│ ") for line in output[output.index(NEW_ITEMS_TABLE):].splitlines()
                 if "┆ pipeline" in line}
     assert settings == {"merit", "quota", "no text", "no new items"}, output
-    assert "on merit " in output and "the items at positions 16-20 were chosen" in output
+    assert "on merit " in output and "each user's best new item was chosen by" in output
 
 
 def test_new_items_reach_the_lists_on_merit_where_they_are_chosen(trained):
     """Fresh items are most of what is clicked next on this log: with no quota the ranker lets them in, and
     overall recall is above the same pipeline without new-item candidates (whose lists never hold one)."""
-    data, _, _ = trained
+    data, uri, _ = trained
     results = json.loads((data / "reports" / "train" / "results.json").read_text())
     rows = {(r["model"], r["metric"]): r["value"] for r in results["rows"]}
     assert rows[("pipeline", "cold_recall@20")] > 0.2
     assert rows[("pipeline_no_new", "cold_recall@20")] == 0.0
     assert rows[("pipeline", "recall@20")] > rows[("pipeline_no_new", "recall@20")] + 0.05
+    # the evidence printed under the table: each user's best new item is chosen more often than what stands
+    # at positions 16-20, so the ranker was right to place new items in the first page
+    metrics = _parent(uri)[1].data.metrics
+    assert metrics["new_items/users_with_new"] > 0.9 and metrics["new_items/new_per_list"] >= 1
+    assert metrics["new_items/best_new_hit_rate"] > metrics["new_items/page_end_hit_rate"] > 0
+    curve = pl.read_csv(data / "reports" / "train" / "cold_tradeoff.csv")
+    assert curve.filter(pl.col("setting") == "no new items")["new_per_list"].item() == 0
 
 
 def test_run_prints_its_recipe_and_verdict_first_and_ships_a_model_of_every_event(trained):

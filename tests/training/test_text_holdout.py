@@ -18,7 +18,7 @@ from recsys.scorers.text_lexical import LexicalIndex
 from recsys.synthetic import SyntheticConfig, generate_synthetic
 from training.encoder_modes import FineTuneConfig
 from training.fit_text import TextTowerRecommender, with_mode
-from training.text_data import Examples, build_examples, holdout_negatives, split_holdout
+from training.text_data import Examples, build_examples, held_out_items, holdout_negatives, split_holdout
 from training.text_item_terms import HeldOutUsers, ImpressionJudge, NewItemJudge, fit_item_terms, held_out_users
 from training.text_tower import TextTowerConfig
 
@@ -43,25 +43,36 @@ def _config(model_dir, **kw) -> TextTowerConfig:
 
 
 def test_held_out_items_leave_training_with_every_example(examples):
-    train, holdout = split_holdout(examples, 0.1, items_share=0.2, seed=3)
-    held = np.unique(holdout.items)
     seen = np.unique(examples.items)
-    assert len(held) == round(0.2 * len(seen))
+    held = held_out_items(seen, 0.2, seed=3)
+    train, holdout = split_holdout(examples, 0.1, held=held)
+    assert len(held) == round(0.2 * len(seen)) and np.array_equal(np.unique(holdout.items), held)
     assert not np.isin(train.items, held).any()  # no example of a held-out item is trained on
     assert not np.isin(train.history, held).any() and not np.isin(holdout.history, held).any()  # nor read as history
     assert (train.history >= 0).any(axis=1).mean() > 0.5  # the other history items stay
     assert len(train) + len(holdout) == len(examples)
-    assert np.array_equal(np.unique(split_holdout(examples, 0.1, items_share=0.2, seed=3)[1].items), held)
-    assert not np.array_equal(np.unique(split_holdout(examples, 0.1, items_share=0.2, seed=4)[1].items), held)
+    assert np.array_equal(held_out_items(seen, 0.2, seed=3), held)
+    assert not np.array_equal(held_out_items(seen, 0.2, seed=4), held)
     # without held-out items: the newest share by time
     train, holdout = split_holdout(examples, 0.1)
     assert train.times.max() <= holdout.times.min()
-    with pytest.raises(ValueError, match=r"held-out item share must be in \[0, 1\)"):
-        split_holdout(examples, 0.1, items_share=1.0)
+    with pytest.raises(ValueError, match=r"held-out item share must be in \(0, 1\)"):
+        held_out_items(seen, 1.0)
+
+
+def test_held_out_items_are_a_share_of_the_pool_not_of_the_sample(examples):
+    """Drawn from every item with an event, a held-out item need not have a training example: the share is of
+    the catalogue's items, as new items are, not of the popular items a sample of events holds."""
+    sampled = np.unique(examples.items)
+    pool = np.arange(sampled.max() + 1 + len(sampled))  # as many items again with events but no sampled example
+    held = held_out_items(pool, 0.2, seed=0)
+    assert len(held) == round(0.2 * len(pool)) and not np.isin(held, sampled).all()
+    train, holdout = split_holdout(examples, 0.1, held=held)
+    assert np.isin(np.unique(holdout.items), held).all() and not np.isin(train.items, held).any()
 
 
 def test_holdout_negatives_are_other_held_out_items(examples):
-    _, holdout = split_holdout(examples, 0.1, items_share=0.25, seed=0)
+    _, holdout = split_holdout(examples, 0.1, held=held_out_items(np.unique(examples.items), 0.25, seed=0))
     negatives = holdout_negatives(holdout, 80, 20, items_held=True, seed=1)
     assert negatives.shape == (len(holdout), 20)
     assert np.isin(negatives, np.unique(holdout.items)).all()
