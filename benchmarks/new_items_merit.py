@@ -33,7 +33,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from suite import benchmark_args, prepare, run_train, write_result  # noqa: E402
+from suite import benchmark_args, train_each, write_result  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results" / "new_items_merit.json"
 PLOT = RESULTS.with_suffix(".png")
@@ -107,9 +107,11 @@ def render(rows: list[dict]) -> str:
         if diff is not None:
             lines.append(f"{dataset:15} merit - no new items, Recall@20: {diff['value']:+.4f} "
                          f"[{diff['ci_low']:+.4f}, {diff['ci_high']:+.4f}]")
+        best = _value(rows, dataset, "pipeline", "merit_best_new_hit_rate")
         lines.append(f"{dataset:15} each user's best new item (the ranker's order) chosen by "
-                     f"{_value(rows, dataset, 'pipeline', 'merit_best_new_hit_rate'):.2%} of users; the items at "
-                     f"positions 16-20 {_value(rows, dataset, 'pipeline', 'merit_page_end_hit_rate'):.2%} of the time")
+                     + (f"{best:.2%} of users" if best == best else "- (no new-item positive)")
+                     + f"; the items at positions 16-20 "
+                     f"{_value(rows, dataset, 'pipeline', 'merit_page_end_hit_rate'):.2%} of the time")
     return "\n".join(lines)
 
 
@@ -134,7 +136,8 @@ def plot(rows: list[dict], path: Path) -> None:
                                    "recall@20": _value(rows, dataset, m, "recall@20"),
                                    "cold_recall@20": _value(rows, dataset, m, "cold_recall@20")} for m in models])
             figure = plot_cold_tradeoff(curve)
-            figure.suptitle(dataset, x=0.45, y=0.995, fontsize=11, fontweight="bold")
+            figure.axes[0].set_title(f"{dataset}: new items on merit, by quota, and left out\n(quota points "
+                                     "labelled by the number of slots)", fontsize=10)
             panel = Path(tmp) / f"{dataset}.png"
             figure.savefig(panel, dpi=100)
             plt.close(figure)
@@ -155,16 +158,8 @@ def plot(rows: list[dict], path: Path) -> None:
 
 def main() -> None:
     args = benchmark_args(__doc__, DATASETS, RESULTS)
-    rows: list[dict] = []
-    with tempfile.TemporaryDirectory() as tmp:
-        work = args.work or Path(tmp)
-        for name in args.names:
-            folder = prepare(name, args.shared, work / "data")
-            store = work / "stores" / name
-            store.mkdir(parents=True, exist_ok=True)
-            wall, _, _ = run_train(folder, store, args.budget_minutes, sets=VIEWS)
-            rows += dataset_rows(name, folder, store, wall)
-            print(f"{name}: {wall:.0f} s", flush=True)
+    rows = [row for name, folder, store, wall, _ in train_each(args, VIEWS)
+            for row in dataset_rows(name, folder, store, wall)]
     print(render(rows))
     plot(rows, args.out.with_suffix(".png"))
     write_result(rows, args.out, sys.argv[1:], args.budget_minutes, benchmark="new_items_merit")

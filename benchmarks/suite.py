@@ -26,7 +26,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -198,18 +198,24 @@ def benchmark_args(description: str, datasets: tuple[str, ...], out: Path,
     return args
 
 
-def main() -> None:
-    args = benchmark_args(__doc__, DATASETS, RESULTS)
-    rows: list[dict] = []
+def train_each(args: argparse.Namespace, sets: Sequence[str] = ()) -> Iterator[tuple[str, Path, Path, float, float]]:
+    """Each dataset of ``args.names`` imported and trained by ``recsys train`` (plus ``sets``) in a child process:
+    its name, data folder, MLflow store, wall seconds and peak RSS (MB), under ``args.work`` (else a temp folder)."""
     with tempfile.TemporaryDirectory() as tmp:
         work = args.work or Path(tmp)
         for name in args.names:
             folder = prepare(name, args.shared, work / "data")
             store = work / "stores" / name
             store.mkdir(parents=True, exist_ok=True)
-            wall, peak, _ = run_train(folder, store, args.budget_minutes)
-            rows += dataset_rows(name, folder, store, wall, peak)
+            wall, peak, _ = run_train(folder, store, args.budget_minutes, sets)
             print(f"{name}: {wall:.0f} s, peak {peak:.0f} MB", flush=True)
+            yield name, folder, store, wall, peak
+
+
+def main() -> None:
+    args = benchmark_args(__doc__, DATASETS, RESULTS)
+    rows = [row for name, folder, store, wall, peak in train_each(args)
+            for row in dataset_rows(name, folder, store, wall, peak)]
     print(render(rows))
     write_result(rows, args.out, sys.argv[1:], args.budget_minutes)
 

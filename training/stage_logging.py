@@ -126,7 +126,7 @@ def merit_evidence(result: EvalResult, model: str = "pipeline") -> dict[str, flo
            "users_with_new": float(new[:, :PAGE].any(axis=1).mean()),
            "new_per_list": float(new[:, :PAGE].sum(axis=1).mean())}
     if found.cold_only_topk is not None:  # the rows of the users with a new-item positive, in test-user order
-        cold_users = np.flatnonzero(np.diff(truth.multiply(window.cold_items[None, :]).tocsr().indptr) > 0)
+        cold_users = np.flatnonzero(np.diff(truth[:, window.cold_items].tocsr().indptr) > 0)  # as _cold_only's
         best = _hits(truth[cold_users], found.cold_only_topk[:, :1])
         out["best_new_hit_rate"] = float(best.sum() / len(window.users))
     holding = new.any(axis=1)
