@@ -109,7 +109,7 @@ def render(rows: list[dict]) -> str:
                          f"[{diff['ci_low']:+.4f}, {diff['ci_high']:+.4f}]")
         best = _value(rows, dataset, "pipeline", "merit_best_new_hit_rate")
         lines.append(f"{dataset:15} each user's best new item (the ranker's order) chosen by "
-                     + (f"{best:.2%} of users" if best == best else "- (no new-item positive)")
+                     + (f"{best:.2%} of users" if best == best else "- (not measured)")
                      + f"; the items at positions 16-20 "
                      f"{_value(rows, dataset, 'pipeline', 'merit_page_end_hit_rate'):.2%} of the time")
     return "\n".join(lines)
