@@ -36,12 +36,10 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 from suite import benchmark_args, train_each, write_result  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results" / "new_items_merit.json"
-PLOT = RESULTS.with_suffix(".png")
 DATASETS = ("movielens", "ml-1m", "microlens-50k")
 VIEWS = ("pipeline.ablations=true", "pipeline.cold_curve_slots=[2,4,6,10]", "pipeline.cold_curve_places=[end]",
          "register=null")
 """The default command's settings changed here: the views it skips on large logs, no registration."""
-SETTINGS = {"pipeline": "merit", "pipeline_no_text": "no text", "pipeline_no_new": "no new items"}
 EVIDENCE = ("page_end_hit_rate", "best_new_hit_rate", "first_new_position", "users_with_new", "new_per_list")
 
 

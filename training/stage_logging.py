@@ -16,12 +16,12 @@ matplotlib.use("Agg")  # headless: runs on servers and in CI
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import polars as pl  # noqa: E402
-import scipy.sparse as sp  # noqa: E402
 
 from recsys import contract as C
 from recsys.candidates import candidate_recall  # noqa: E402
+from recsys.evaluation.metrics import hit_matrix  # noqa: E402
 from recsys.evaluation.plots import REGISTERED_COLOUR, LabelSpec, label_right, model_styles, place_near  # noqa: E402
-from recsys.evaluation.runner import EvalResult  # noqa: E402
+from recsys.evaluation.runner import EvalResult, cold_only_rows  # noqa: E402
 from training.fit_pipeline import PipelineRecommender, StageOne  # noqa: E402
 from training.ranker_plots import plot_importance, plot_learning_curves  # noqa: E402
 
@@ -86,8 +86,10 @@ def cold_tradeoff(result: EvalResult) -> pl.DataFrame:
         wide = wide.join(values.select("model", pl.col("value").alias(column)), on="model", how="left").with_columns(
             pl.col(column).fill_null(0.0))
     cold = result.data.test.cold_items
-    per_list = {m.name: float(_new_in(m.topk, cold)[:, :PAGE].sum(axis=1).mean()) for m in result.models}
-    curve = wide.filter(pl.col("model").is_in(list(SETTINGS)) | pl.col("model").str.contains(_QUOTA)).with_columns(
+    curve = wide.filter(pl.col("model").is_in(list(SETTINGS)) | pl.col("model").str.contains(_QUOTA))
+    per_list = {m.name: float(_new_in(m.topk, cold)[:, :PAGE].sum(axis=1).mean()) for m in result.models
+                if m.name in set(curve["model"])}
+    curve = curve.with_columns(
         pl.col("model").replace_strict(SETTINGS, default="quota").alias("setting"),
         pl.col("model").str.extract(_QUOTA, 1).cast(pl.Int64).fill_null(0).alias("slots"),
         pl.col("model").str.extract(_QUOTA, 2).fill_null("-").alias("place"),
@@ -122,24 +124,16 @@ def merit_evidence(result: EvalResult, model: str = "pipeline") -> dict[str, flo
     truth = window.truth[window.users].tocsr()
     top = found.topk
     new = _new_in(top, window.cold_items)
-    out = {"page_end_hit_rate": float(_hits(truth, top[:, PAGE - 5:PAGE]).mean()),
+    out = {"page_end_hit_rate": float(hit_matrix(top[:, PAGE - 5:PAGE], truth).mean()),
            "users_with_new": float(new[:, :PAGE].any(axis=1).mean()),
            "new_per_list": float(new[:, :PAGE].sum(axis=1).mean())}
     if found.cold_only_topk is not None:  # the rows of the users with a new-item positive, in test-user order
-        cold_users = np.flatnonzero(np.diff(truth[:, window.cold_items].tocsr().indptr) > 0)  # as _cold_only's
-        best = _hits(truth[cold_users], found.cold_only_topk[:, :1])
+        best = hit_matrix(found.cold_only_topk[:, :1], truth[cold_only_rows(window)])
         out["best_new_hit_rate"] = float(best.sum() / len(window.users))
     holding = new.any(axis=1)
     if holding.any():
         out["first_new_position"] = float(new.argmax(axis=1)[holding].mean() + 1)
     return out
-
-
-def _hits(truth: sp.csr_matrix, top: np.ndarray) -> np.ndarray:
-    """bool, the shape of ``top``: which list entries the row's user chose (-1 padding never)."""
-    rows = np.repeat(np.arange(top.shape[0]), top.shape[1])
-    chosen = np.asarray(truth[rows, np.maximum(top, 0).ravel()]).reshape(top.shape).astype(bool)
-    return chosen & (top >= 0)
 
 
 SETTING_STYLE = {"quota": ("#e6550d", "^", "merit + new-item slots in the first page"),

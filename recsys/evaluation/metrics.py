@@ -20,7 +20,7 @@ import scipy.sparse as sp
 
 from recsys.topk import check_positive as _check_k
 
-__all__ = ["DEFAULT_KS", "ranking_metrics", "catalog_coverage", "novelty", "mean_popularity", "gini"]
+__all__ = ["DEFAULT_KS", "ranking_metrics", "hit_matrix", "catalog_coverage", "novelty", "mean_popularity", "gini"]
 
 DEFAULT_KS: tuple[int, ...] = (5, 10, 20, 50, 100)
 """Cut-offs reported by default (``recall@5`` ... ``map@100``)."""
@@ -63,6 +63,12 @@ def _hits(topk: np.ndarray, truth: sp.csr_array) -> np.ndarray:
     # Padding was looked up as item 0, so it is masked out here.
     np.logical_and(found, topk >= 0, out=hits)
     return hits
+
+
+def hit_matrix(topk: np.ndarray, truth: sp.spmatrix | sp.sparray) -> np.ndarray:
+    """bool ``[n_users, K]``: which list entries are relevant items of their row's user (-1 padding never)."""
+    topk = _check_topk(topk)
+    return _hits(topk, _canonical_csr(truth, topk.shape[0]))
 
 
 def ranking_metrics(topk: np.ndarray, truth: sp.csr_matrix, ks: Sequence[int] = DEFAULT_KS) -> dict[str, np.ndarray]:

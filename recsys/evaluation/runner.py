@@ -28,7 +28,7 @@ from recsys.scorers.base import Scorer
 from recsys.scoring import rank_users
 
 __all__ = ["ModelResult", "EvalResult", "TUNING_METRIC", "check_test_window", "tuning_score", "score_model",
-           "summarise"]
+           "cold_only_rows", "summarise"]
 
 TUNING_METRIC = "ndcg@10"
 """What a model's grid is tuned on: its mean over the valid window's users (:func:`tuning_score`)."""
@@ -160,12 +160,18 @@ def _impressions(model: Scorer, data: EvalData) -> dict[str, np.ndarray] | None:
     return impression_metrics(scores, rows["label"].to_numpy(), rows[C.IMPRESSION_ID].to_numpy())
 
 
+def cold_only_rows(window: Window) -> np.ndarray:
+    """int: the positions, among ``window.users``, of the users with a new-item positive (the ``cold_only`` rows)."""
+    truth = window.truth[window.users][:, window.cold_items].tocsr()
+    truth.eliminate_zeros()
+    return np.flatnonzero(np.diff(truth.indptr) > 0)
+
+
 def _cold_only(name: str, model: Scorer, data: EvalData, show_progress: bool
                ) -> tuple[dict[str, np.ndarray] | None, np.ndarray | None]:
     """Rank only the cold items for users with a cold positive: how well new items are placed (metrics, lists)."""
     window = data.test
-    truth = window.truth[window.users][:, window.cold_items]
-    users = window.users[np.diff(truth.tocsr().indptr) > 0]
+    users = window.users[cold_only_rows(window)]
     if len(users) == 0:
         return None, None
     topk = _lists(model, window, users, data.config.max_k, data, show_progress, f"{name} cold",
