@@ -2,49 +2,88 @@
 
 Every (user, item) row has its own cut, so the counts cannot be one global table: a row
 with cut ``t`` may only see events with ``timestamp < t``. A cross join of pairs and events
-would be exact but quadratic; instead each item's events are reduced to cumulative counts at
-its distinct timestamps, and an as-of join (``by=item_idx``, strictly earlier) reads the
-count at any instant in O(log n). A window ``[t - w, t)`` is the difference of two such
-reads. The same trick with each (user, item) first event counts distinct users.
+would be exact but quadratic. Instead the events are indexed once, by item and then time
+(:class:`ItemTimeline`: one sorted array of keys), and the count before any instant is a binary
+search: O(log n) a row, with no pass over the log. A scoring process builds the timeline once
+and reuses it for every block of users, so a block costs what its candidate rows cost, whatever
+the size of the log (a polars as-of join re-reads and regroups the whole log at each call: 3.7 s
+a block of 1,024 users at 2M events). A window ``[t - w, t)`` is the difference of two such
+counts; distinct users are counted the same way over each (user, item) pair's first event.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import timedelta
+from dataclasses import dataclass
 
+import numpy as np
 import polars as pl
 
-from features.catalogue import days_between
 from recsys import contract as C
 from recsys.contract import CUT, ITEM_IDX, USER_IDX
 
-__all__ = ["add_item_popularity", "check_windows_days"]
+__all__ = ["ItemTimeline", "add_item_popularity", "check_windows_days"]
 
-_ROW = "_pop_row"
-_AT = "_pop_at"
+_DAY_US = 86_400_000_000
 
 
-def _cumulative(stamps: pl.LazyFrame, name: str) -> pl.LazyFrame:
-    """Per item and distinct timestamp, the number of rows of ``stamps`` at or before it.
+@dataclass(frozen=True)
+class ItemTimeline:
+    """Each item's event times, sorted: what popularity as of any instant reads, by binary search.
 
-    Sorted by time, which ``join_asof`` needs; ties in time are merged first so that the
-    as-of match (the last earlier timestamp) carries the full count.
+    Times are ranked among the log's distinct timestamps (``stamps``, int64 microseconds since
+    the epoch), and each event is the key ``item_idx * stride + rank``: one sorted int64 array in
+    which item ``i``'s events are a contiguous run in time order. The events strictly before
+    instant ``t`` are then the keys from ``i * stride`` up to ``i * stride + (distinct timestamps
+    before t)``: binary searches, exact to the microsecond. ``user_keys`` holds each (user, item)
+    pair's first event the same way, for distinct users. Items the log never names (encoded
+    after the timeline was built) have no keys and count 0.
     """
-    return (stamps.group_by(ITEM_IDX, C.TS).agg(pl.len().alias(name))
-            .sort(C.TS, ITEM_IDX)
-            .with_columns(pl.col(name).cum_sum().over(ITEM_IDX).cast(pl.Int32)))
+
+    stamps: np.ndarray
+    keys: np.ndarray
+    user_keys: np.ndarray
+
+    @classmethod
+    def from_events(cls, events: pl.DataFrame | pl.LazyFrame) -> ItemTimeline:
+        """The timeline of positive events ``user_idx``, ``item_idx``, ``timestamp`` (Datetime("us"))."""
+        frame = events.lazy().select(USER_IDX, ITEM_IDX, pl.col(C.TS).cast(pl.Int64)).collect()
+        stamps = np.unique(frame[C.TS].to_numpy())
+        stride = len(stamps) + 1
+        if int(frame[ITEM_IDX].max() or 0) + 1 > np.iinfo(np.int64).max // stride:
+            raise ValueError(f"{frame.height:,} events over {len(stamps):,} instants overflow int64 timeline keys")
+
+        def keys(part: pl.DataFrame) -> np.ndarray:
+            rank = np.searchsorted(stamps, part[C.TS].to_numpy())
+            return np.sort(part[ITEM_IDX].to_numpy().astype(np.int64) * stride + rank)
+        return cls(stamps, keys(frame), keys(frame.group_by(USER_IDX, ITEM_IDX).agg(pl.col(C.TS).min())))
+
+    @property
+    def stride(self) -> int:
+        return len(self.stamps) + 1
+
+    def instants(self, at: np.ndarray) -> np.ndarray:
+        """int64 per row: how many of the log's distinct timestamps are strictly before ``at`` (µs)."""
+        return _search(self.stamps, at)
+
+    def position(self, items: np.ndarray, instants: np.ndarray, user_level: bool = False) -> np.ndarray:
+        """Position just past each item's last key before the instant (:meth:`instants`; 0: the item's first key)."""
+        return _search(self.user_keys if user_level else self.keys, items.astype(np.int64) * self.stride + instants)
+
+    def time_at(self, positions: np.ndarray) -> np.ndarray:
+        """int64 µs of the events at ``positions`` of ``keys`` (clipped into range)."""
+        if not len(self.keys):
+            return np.zeros(len(positions), dtype=np.int64)
+        return self.stamps[self.keys[np.clip(positions, 0, len(self.keys) - 1)] % self.stride]
 
 
-def _count_before(left: pl.LazyFrame, counts: pl.LazyFrame, at: pl.Expr, name: str,
-                  keep_ts: str | None = None) -> pl.LazyFrame:
-    """Join ``counts[name]`` as of ``at`` (strictly before) per item; 0 when nothing is earlier."""
-    right = counts.select(ITEM_IDX, C.TS, pl.col(name),
-                          *([pl.col(C.TS).alias(keep_ts)] if keep_ts else []))
-    joined = (left.with_columns(at.alias(_AT)).sort(_AT)
-              .join_asof(right, left_on=_AT, right_on=C.TS, by=ITEM_IDX,
-                         strategy="backward", allow_exact_matches=False, check_sortedness=False))
-    return joined.with_columns(pl.col(name).fill_null(0)).drop(_AT, C.TS, strict=False)
+def _search(values: np.ndarray, queries: np.ndarray) -> np.ndarray:
+    """``np.searchsorted(values, queries)``, with the queries sorted first: in order they hit memory
+    the search just touched (about nine times faster on 300k queries into 2M values)."""
+    order = np.argsort(queries, kind="stable")
+    out = np.empty(len(queries), dtype=np.int64)
+    out[order] = np.searchsorted(values, queries[order])
+    return out
 
 
 def check_windows_days(windows_days: Sequence[int], *, name: str = "windows_days") -> tuple[int, ...]:
@@ -58,7 +97,7 @@ def check_windows_days(windows_days: Sequence[int], *, name: str = "windows_days
     return windows
 
 
-def add_item_popularity(pairs: pl.LazyFrame, events: pl.LazyFrame, *,
+def add_item_popularity(pairs: pl.LazyFrame | pl.DataFrame, events: pl.LazyFrame | pl.DataFrame | ItemTimeline, *,
                         windows_days: Sequence[int] = (7, 30)) -> pl.LazyFrame:
     """Add item-side popularity features, each computed from the events before the row's cut.
 
@@ -66,8 +105,9 @@ def add_item_popularity(pairs: pl.LazyFrame, events: pl.LazyFrame, *,
         pairs: rows with ``item_idx`` (Int64) and ``cut`` (Datetime("us")); other columns pass
             through and the row order is kept.
         events: positive events of all users, ``user_idx`` (Int64), ``item_idx`` (Int64),
-            ``timestamp`` (Datetime("us")). Events at or after a row's cut are never read for
-            that row, so the caller may pass the whole log.
+            ``timestamp`` (Datetime("us")), or their :class:`ItemTimeline` (built once, reused by
+            every call). Events at or after a row's cut are never read for that row, so the caller
+            may pass the whole log.
         windows_days: lengths ``w`` of the trailing windows ``[cut - w days, cut)``.
 
     Returns:
@@ -86,23 +126,23 @@ def add_item_popularity(pairs: pl.LazyFrame, events: pl.LazyFrame, *,
         ValueError: ``windows_days`` is empty, repeats a value, or has a non-positive one.
     """
     windows = check_windows_days(windows_days)
-    events = events.select(USER_IDX, ITEM_IDX, C.TS)
-    counts = _cumulative(events, "pop_all")
-    firsts = events.group_by(ITEM_IDX).agg(pl.col(C.TS).min().alias("_pop_first"))
-    user_counts = _cumulative(events.group_by(USER_IDX, ITEM_IDX).agg(pl.col(C.TS).min()), "pop_users")
-
-    out = _count_before(pairs.with_row_index(_ROW), counts, pl.col(CUT), "pop_all", keep_ts="_pop_last")
+    timeline = events if isinstance(events, ItemTimeline) else ItemTimeline.from_events(events)
+    frame = pairs.lazy().collect()
+    items = frame[ITEM_IDX].to_numpy()
+    cut = frame[CUT].cast(pl.Int64).to_numpy()
+    start, now = np.zeros_like(items), timeline.instants(cut)
+    first, end = timeline.position(items, start), timeline.position(items, now)
+    before = end - first
+    columns = {"pop_all": before}
     for w in windows:
-        out = (_count_before(out, counts.rename({"pop_all": "_pop_old"}),
-                             pl.col(CUT) - timedelta(days=w), "_pop_old")
-               .with_columns((pl.col("pop_all") - pl.col("_pop_old")).alias(f"pop_{w}d")).drop("_pop_old"))
-    out = _count_before(out, user_counts, pl.col(CUT), "pop_users")
-
-    has_past = pl.col("pop_all") > 0
-    return (out.join(firsts, on=ITEM_IDX, how="left")
-            .sort(_ROW)
-            .with_columns(
-                (pl.col(f"pop_{max(windows)}d") / (pl.col("pop_all") + 1)).cast(pl.Float32).alias("pop_trend"),
-                pl.when(has_past).then(days_between(pl.col("_pop_first"), pl.col(CUT))).alias("pop_age_days"),
-                days_between(pl.col("_pop_last"), pl.col(CUT)).alias("pop_last_days"))
-            .drop(_ROW, "_pop_first", "_pop_last"))
+        columns[f"pop_{w}d"] = end - timeline.position(items, timeline.instants(cut - w * _DAY_US))
+    columns["pop_users"] = (timeline.position(items, now, user_level=True)
+                            - timeline.position(items, start, user_level=True))
+    seen = before > 0
+    days = {"pop_age_days": timeline.time_at(first), "pop_last_days": timeline.time_at(end - 1)}
+    out = frame.with_columns(
+        *(pl.Series(name, value, dtype=pl.Int32) for name, value in columns.items()),
+        pl.Series("pop_trend", columns[f"pop_{max(windows)}d"] / (before + 1.0), dtype=pl.Float32),
+        *(pl.Series(name, np.where(seen, (cut - stamp) / _DAY_US, np.nan), dtype=pl.Float32, nan_to_null=True)
+          for name, stamp in days.items()))
+    return out.lazy()

@@ -29,7 +29,7 @@ from polars.testing import assert_frame_equal
 
 from features.catalogue import add_item_attributes
 from features.history import add_user_history
-from features.popularity import add_item_popularity
+from features.popularity import ItemTimeline, add_item_popularity
 from features.table import FeatureConfig, build_ranking_table, feature_columns
 from recsys import contract as C
 
@@ -320,3 +320,27 @@ def test_matches_a_naive_loop_on_random_data() -> None:
         want = _naive_row(row["user_idx"], row["item_idx"], row["cut"], events, category, config.recent_n)
         got = {k: row[k] for k in want}
         assert got == {k: v if v is None else pytest.approx(v, rel=1e-5) for k, v in want.items()}, row
+
+
+def test_a_timeline_built_once_gives_every_block_the_same_popularity() -> None:
+    """A scoring process indexes the log once (``ItemTimeline``) and reads it for every block of users."""
+    rng = random.Random(3)
+    start = datetime(2024, 3, 1)
+    events = _events([(rng.randrange(9), rng.randrange(12), start + timedelta(minutes=rng.randrange(20_000)))
+                      for _ in range(400)])
+    timeline = ItemTimeline.from_events(events)
+    pairs = pl.DataFrame({"item_idx": [rng.randrange(14) for _ in range(60)],  # 12, 13: no event, counts 0
+                          "cut": [start + timedelta(minutes=rng.randrange(21_000)) for _ in range(60)]},
+                         schema={"item_idx": pl.Int64, "cut": C.DATETIME})
+    want = add_item_popularity(pairs.lazy(), events.lazy(), windows_days=(1, 3)).collect()
+    got = add_item_popularity(pairs, timeline, windows_days=(1, 3)).collect()
+    assert got.equals(want)
+    unknown = got.filter(pl.col("item_idx") >= 12)
+    assert unknown.height and (unknown["pop_all"] == 0).all() and unknown["pop_age_days"].is_null().all()
+    # exact to the microsecond: an event at the cut is not before it, one a microsecond earlier is
+    at = events.sort(C.TS).row(0, named=True)
+    edge = pl.DataFrame({"item_idx": [at["item_idx"]] * 2, "cut": [at[C.TS], at[C.TS] + timedelta(microseconds=1)]},
+                        schema={"item_idx": pl.Int64, "cut": C.DATETIME})
+    counts = add_item_popularity(edge, timeline).collect()["pop_all"].to_list()
+    assert counts[1] - counts[0] == events.filter((pl.col("item_idx") == at["item_idx"])
+                                                  & (pl.col(C.TS) == at[C.TS])).height
