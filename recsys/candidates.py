@@ -22,7 +22,8 @@ from recsys import contract as C
 from recsys.config import check_at_least
 from recsys.topk import top_k
 
-__all__ = ["CandidateConfig", "generate_candidates", "candidate_recall", "standardise_rows", "COLD_SOURCE"]
+__all__ = ["CandidateConfig", "generate_candidates", "candidate_recall", "standardise_rows", "standardised_at",
+           "FactorScores", "COLD_SOURCE"]
 
 COLD_SOURCE = "cold"
 """Name of the source that proposes new (no-interaction) items."""
@@ -59,13 +60,84 @@ def standardise_rows(scores: np.ndarray, top: int | None = None) -> np.ndarray:
     return (scores - mean) / np.where(std > 0, std, 1.0)
 
 
-def generate_candidates(scores: Mapping[str, np.ndarray], users: np.ndarray, exclude: sp.csr_matrix, *,
+@dataclass(frozen=True)
+class FactorScores:
+    """Scores ``user[r] . items[j]`` of a block that only feature columns read: never made dense.
+
+    A feature needs each candidate's score and its user's mean and spread over the whole
+    catalogue; with ``moments`` (the catalogue's mean item vector and ``items.T @ items / n``)
+    both are exact without the ``[b, n_items]`` product (the history-centroid cosine over a
+    100k-item catalogue is a 384-wide product per user, as dear as the text tower's own).
+    """
+
+    user: np.ndarray
+    """float32 [b, d]."""
+    items: np.ndarray
+    """float32 [n_items, d]."""
+    moments: tuple[np.ndarray, np.ndarray]
+    """float64 [d] mean item vector and [d, d] mean outer product (:meth:`item_moments`)."""
+
+    @staticmethod
+    def item_moments(items: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The catalogue's mean vector and mean outer product, in float64 (computed once per model)."""
+        wide = np.asarray(items, dtype=np.float64)
+        return wide.mean(axis=0), wide.T @ wide / max(len(wide), 1)
+
+    def dense(self) -> np.ndarray:
+        """float32 [b, n_items]: every score (for the few uses that need them all)."""
+        return self.user @ self.items.T
+
+    def standardised_at(self, rows: np.ndarray, items: np.ndarray) -> np.ndarray:
+        """float32 z-scores of the pairs ``(rows[m], items[m])`` against their row's whole-catalogue scores."""
+        mean_vector, second = self.moments
+        user = self.user.astype(np.float64)
+        mean = user @ mean_vector
+        std = np.sqrt(np.maximum(((user @ second) * user).sum(axis=1) - mean**2, 0.0))
+        values = np.empty(len(rows))
+        for start in range(0, len(rows), _PAIRS_CHUNK):
+            at = slice(start, start + _PAIRS_CHUNK)
+            values[at] = np.einsum("md,md->m", self.user[rows[at]], self.items[items[at]])
+        return ((values - mean[rows]) / np.where(std > 0, std, 1.0)[rows]).astype(np.float32)
+
+
+_PAIRS_CHUNK = 16_384
+"""Candidate pairs whose vectors are gathered at once (two [chunk, d] float32 copies: ~50 MB at d = 384)."""
+
+
+def row_moments(scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """float64 mean and standard deviation of each row, accumulated in float64 without a float64 copy.
+
+    From the sum and the sum of squares (a block's float64 copy is 800 MB a model at 100k items,
+    and ``std`` makes two); scores are standardised, so the cancellation in ``E[x^2] - mean^2`` is
+    negligible (~1e-14 against the direct formula).
+    """
+    if scores.shape[0] > 1 and scores.strides[0] == 0:  # the same row for every user: once
+        mean, std = row_moments(scores[:1])
+        return np.repeat(mean, scores.shape[0]), np.repeat(std, scores.shape[0])
+    n = max(scores.shape[1], 1)
+    mean = scores.sum(axis=1, dtype=np.float64) / n
+    square = np.einsum("ij,ij->i", scores, scores, dtype=np.float64) / n
+    return mean, np.sqrt(np.maximum(square - mean**2, 0.0))
+
+
+def standardised_at(scores: np.ndarray | FactorScores, rows: np.ndarray, items: np.ndarray) -> np.ndarray:
+    """``standardise_rows(scores)[rows, items]`` as float32: only the gathered pairs are standardised."""
+    if isinstance(scores, FactorScores):
+        return scores.standardised_at(rows, items)
+    scores = np.asarray(scores)
+    mean, std = row_moments(scores)
+    values = scores[rows, items].astype(np.float64)
+    return ((values - mean[rows]) / np.where(std > 0, std, 1.0)[rows]).astype(np.float32)
+
+
+def generate_candidates(scores: Mapping[str, np.ndarray | FactorScores], users: np.ndarray, exclude: sp.csr_matrix, *,
                         sources: Sequence[str], config: CandidateConfig = CandidateConfig(),
                         cold: np.ndarray | None = None) -> pl.DataFrame:
     """Candidates of a block of users, one row per (user, item), with source flags and every score.
 
     Args:
-        scores: model name -> float [b, n_items] scores of the block (rows aligned with ``users``).
+        scores: model name -> float [b, n_items] scores of the block (rows aligned with ``users``), or
+            :class:`FactorScores` for a model that is a feature only (never a source).
         users: int [b] user indices.
         exclude: [b, n_items] sparse history; its items are never candidates.
         sources: models (keys of ``scores``) whose top ``config.n_per_source`` become candidates.
@@ -82,10 +154,13 @@ def generate_candidates(scores: Mapping[str, np.ndarray], users: np.ndarray, exc
     Raises:
         ValueError: a source or ``cold_by`` that is not a key of ``scores``.
     """
-    missing = [s for s in [*sources, *([config.cold_by] if cold is not None and config.n_cold else [])]
-               if s not in scores]
+    ranking = [*sources, *([config.cold_by] if cold is not None and config.n_cold else [])]
+    missing = [s for s in ranking if s not in scores]
     if missing:
         raise ValueError(f"candidate source(s) {missing} have no scores; models scored: {sorted(scores)}")
+    factored = [s for s in ranking if isinstance(scores[s], FactorScores)]
+    if factored:
+        raise ValueError(f"candidate source(s) {factored} rank the catalogue: give dense scores, not FactorScores")
     users = np.asarray(users, dtype=np.int64)
     n_items = exclude.shape[1]
     ranked = {s: scores[s] for s in sources}
@@ -95,9 +170,10 @@ def generate_candidates(scores: Mapping[str, np.ndarray], users: np.ndarray, exc
     if cold is not None and config.n_cold and config.new_items:
         # the flag column is there even when no item is new (a catalogue whose every item has events): a ranker
         # trained with new items in its label window needs it at every later scoring
-        only_cold = np.where(cold[None, :], scores[config.cold_by], -np.inf)
-        picks[COLD_SOURCE] = (top_k(only_cold, config.n_cold, exclude=exclude) if cold.any()
-                              else np.empty((len(users), 0), np.int64))
+        new = np.flatnonzero(cold)  # ascending: ties still go to the lower item index
+        top = top_k(np.asarray(scores[config.cold_by])[:, new], config.n_cold,
+                    exclude=sp.csr_matrix(exclude)[:, new]) if len(new) else np.empty((len(users), 0), np.int64)
+        picks[COLD_SOURCE] = np.where(top >= 0, new[np.maximum(top, 0)], -1)
     keys_by_source = {}
     for source, top in picks.items():
         rows = np.repeat(np.arange(len(users)), top.shape[1])
@@ -110,7 +186,7 @@ def generate_candidates(scores: Mapping[str, np.ndarray], users: np.ndarray, exc
     for source, source_keys in keys_by_source.items():
         columns[f"src_{source}"] = np.isin(keys, source_keys).astype(np.int8)
     for name, matrix in scores.items():
-        columns[f"score_{name}"] = standardise_rows(matrix)[rows, items].astype(np.float32)
+        columns[f"score_{name}"] = standardised_at(matrix, rows, items)
     return pl.DataFrame(columns)
 
 

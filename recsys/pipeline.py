@@ -14,15 +14,17 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import cached_property
 from typing import Literal
 
 import numpy as np
 import polars as pl
 import scipy.sparse as sp
 
+from features.popularity import ItemTimeline
 from features.table import FeatureConfig, build_ranking_table
 from recsys import contract as C
-from recsys.candidates import CandidateConfig, generate_candidates
+from recsys.candidates import CandidateConfig, FactorScores, generate_candidates
 from recsys.errors import NotFittedError
 from recsys.ranker import RankerEnsemble
 from recsys.scorers import Scorer
@@ -90,18 +92,50 @@ class PipelineState:
     item_vectors: np.ndarray | None = None
     """float32 [n_items, d] L2-normalised text vectors for the history-centroid cosine, or None."""
 
+    @cached_property
+    def timeline(self) -> ItemTimeline:
+        """``events`` indexed by item, built at the first block and read by every block after it."""
+        return ItemTimeline.from_events(self.events)
 
-def user_cuts(events: pl.DataFrame, users: np.ndarray) -> pl.DataFrame:
+    @cached_property
+    def last_events(self) -> np.ndarray:
+        """Each user's last event (:func:`last_events`): the scoring-time cuts of every block."""
+        return last_events(self.events)
+
+    @cached_property
+    def vector_moments(self) -> tuple[np.ndarray, np.ndarray] | None:
+        """The text vectors' mean and mean outer product: the history cosine's per-user spread, exactly."""
+        return None if self.item_vectors is None else FactorScores.item_moments(self.item_vectors)
+
+
+def user_cuts(events: pl.DataFrame, users: np.ndarray, last: np.ndarray | None = None) -> pl.DataFrame:
     """Scoring-time cut of each user: just after their last event (or after the last event of all).
 
     Features then read everything the model was given about the user, and nothing later.
+    ``last`` (:func:`last_events` of ``events``, computed once) spares each block a pass over the log.
     """
-    last = events.group_by(C.USER_IDX).agg(pl.col(C.TS).max().alias("cut"))
+    last = last_events(events) if last is None else last
+    users = np.asarray(users, dtype=np.int64)
+    known = last[last != _NONE]
     # no event at all (the data given names only items the model does not know): now
-    fallback = events[C.TS].max() if events.height else datetime.now(UTC).replace(tzinfo=None)
-    frame = pl.DataFrame({C.USER_IDX: np.asarray(users, dtype=np.int64)})
-    return frame.join(last, on=C.USER_IDX, how="left").with_columns(
-        (pl.col("cut").fill_null(fallback) + pl.duration(microseconds=1)).cast(C.DATETIME))
+    latest = int(known.max()) if len(known) else int(datetime.now(UTC).timestamp() * 1e6)
+    padded = np.concatenate([last, [_NONE]])
+    stamp = padded[np.where((users >= 0) & (users < len(last)), users, len(last))]
+    stamp = np.where(stamp == _NONE, latest, stamp) + 1  # just after: a microsecond
+    return pl.DataFrame({C.USER_IDX: users, "cut": pl.Series(stamp, dtype=pl.Int64).cast(C.DATETIME)})
+
+
+_NONE = np.iinfo(np.int64).min
+
+
+def last_events(events: pl.DataFrame) -> np.ndarray:
+    """int64 [max user_idx + 1]: each user's last event in µs since the epoch (``_NONE`` without one)."""
+    if not events.height:
+        return np.empty(0, dtype=np.int64)
+    last = events.group_by(C.USER_IDX).agg(pl.col(C.TS).max().cast(pl.Int64))
+    out = np.full(int(last[C.USER_IDX].max()) + 1, _NONE, dtype=np.int64)
+    out[last[C.USER_IDX].to_numpy()] = last[C.TS].to_numpy()
+    return out
 
 
 class RankingPipeline:
@@ -126,8 +160,12 @@ class RankingPipeline:
             raise NotFittedError("RankingPipeline has no fitted state; build it with training.fit_pipeline")
         return self.state
 
-    def stage_scores(self, users: np.ndarray, history: sp.csr_matrix) -> dict[str, np.ndarray]:
-        """Every stage-one model's scores of the block, plus the history-centroid cosine."""
+    def stage_scores(self, users: np.ndarray, history: sp.csr_matrix) -> dict[str, np.ndarray | FactorScores]:
+        """Every stage-one model's scores of the block, plus the history-centroid cosine.
+
+        The cosine is a feature, never a source: it stays factored (:class:`FactorScores`), read
+        only at the candidates.
+        """
         state = self._state()
         scores = {name: model.score(users, history) for name, model in state.models.items()}
         if state.item_vectors is not None:
@@ -135,7 +173,7 @@ class RankingPipeline:
             weights.data[:] = 1.0
             centroid = np.asarray(weights @ state.item_vectors)
             centroid /= np.maximum(np.linalg.norm(centroid, axis=1, keepdims=True), 1e-12)
-            scores[HIST_COS] = centroid @ state.item_vectors.T
+            scores[HIST_COS] = FactorScores(centroid.astype(np.float32), state.item_vectors, state.vector_moments)
         return scores
 
     def candidate_table(self, users: np.ndarray, history: sp.csr_matrix, cuts: pl.DataFrame | None = None,
@@ -155,59 +193,108 @@ class RankingPipeline:
         exclude = history if exclude_seen else sp.csr_matrix(history.shape, dtype=np.float32)
         candidates = generate_candidates(scores, users, exclude, sources=state.sources, config=state.candidates,
                                          cold=state.cold)
-        cuts = user_cuts(state.events, users) if cuts is None else cuts
-        return build_ranking_table(candidates, state.events, state.items, cuts, config=state.features)
+        cuts = user_cuts(state.events, users, state.last_events) if cuts is None else cuts
+        return build_ranking_table(candidates, state.events, state.items, cuts, config=state.features,
+                                   timeline=state.timeline)
 
     def score(self, users: np.ndarray, history: sp.csr_matrix) -> np.ndarray:
         """float32 [b, n_items]: the ranked candidates on top, the fallback order below them elsewhere."""
-        return self._dense(users, history)[0]
+        return self._dense(users, history)
 
     def rank(self, users: np.ndarray, history: sp.csr_matrix, k: int, exclude: sp.csr_matrix | None = None
              ) -> tuple[np.ndarray, np.ndarray]:
         """Each user's top ``k`` (the list order of :meth:`score`) and the ranker's score of each.
 
-        Items past the candidates carry a score below every candidate's (the ``cold_by`` model's
-        order), so a list longer than the candidates still reads best first.
+        Built from the ranked candidates alone; only a user left with fewer than ``k`` of them
+        (after ``exclude``) reads the fallback order over the catalogue, so a block costs its
+        candidates, not ``users x items`` (no dense order at export time). Items past the
+        candidates carry a score below every candidate's (the ``cold_by`` model's order), so a
+        list longer than the candidates still reads best first.
 
         Returns:
             int64 [b, k] item indices (-1 padded when fewer than ``k`` are left after ``exclude``)
             and float64 [b, k] scores (NaN on the padding).
         """
-        order, value = self._dense(users, history, ranker_values=True, exclude_seen=exclude is not None)
-        top = top_k(order, k, exclude=exclude)
-        scores = np.take_along_axis(value, np.maximum(top, 0), axis=1).astype(np.float64)
-        return top, np.where(top >= 0, scores, np.nan)
-
-    def _dense(self, users: np.ndarray, history: sp.csr_matrix, ranker_values: bool = False,
-               exclude_seen: bool = True) -> tuple[np.ndarray, np.ndarray | None]:
-        """The list order as dense scores (candidates ``-position``), and optionally the ranker's scores."""
         state = self._state()
         users = np.asarray(users, dtype=np.int64)
         if state.ranker is None:  # one stage-one model serves: its own scores are the order and the values
-            scores = state.models[state.sources[0]].score(users, history)
-            return scores.astype(np.float32, copy=False), (scores.astype(np.float64) if ranker_values else None)
+            alone = state.models[state.sources[0]].score(users, history).astype(np.float32, copy=False)
+            top = top_k(alone, k, exclude=exclude)
+            values = np.take_along_axis(alone, np.maximum(top, 0), axis=1).astype(np.float64)
+            return top, np.where(top >= 0, values, np.nan)
         scores = self.stage_scores(users, history)
+        rows, items, position, value = self._ranked(users, history, scores, exclude_seen=exclude is not None)
+        n_items = history.shape[1]
+        if exclude is not None and len(rows):
+            excluded = sp.csr_matrix(exclude).tocoo()
+            keep = ~np.isin(rows * n_items + items, excluded.row.astype(np.int64) * n_items + excluded.col)
+            rows, items, position, value = rows[keep], items[keep], position[keep], value[keep]
+        order = np.lexsort((position, rows))
+        rows, items, value = rows[order], items[order], value[order]
+        counts = np.bincount(rows, minlength=len(users))
+        at = np.arange(len(rows)) - np.repeat(np.cumsum(counts) - counts, counts)
+        top = np.full((len(users), k), -1, dtype=np.int64)
+        values = np.full((len(users), k), np.nan)
+        placed = at < k
+        top[rows[placed], at[placed]] = items[placed]
+        values[rows[placed], at[placed]] = value[placed]
+        short = np.flatnonzero(counts < k)
+        if len(short):  # the fallback order fills what the candidates leave, below each user's lowest candidate
+            lowest = np.full(len(users), np.inf)
+            np.minimum.at(lowest, rows, value)
+            lowest[np.isinf(lowest)] = 0.0
+            below = _below(_fallback(scores, state, short))
+            taken = np.isin(short, rows)
+            if taken.any():  # a user's own candidates are never repeated by the fallback
+                mine = np.isin(rows, short)
+                below[np.searchsorted(short, rows[mine]), items[mine]] = -np.inf
+            fill = top_k(below, k, exclude=None if exclude is None else sp.csr_matrix(exclude)[short])
+            slot = counts[short, None] + np.arange(k)[None, :]
+            ok = (slot < k) & (fill >= 0)
+            r, c = np.nonzero(ok)
+            top[short[r], slot[r, c]] = fill[r, c]
+            values[short[r], slot[r, c]] = lowest[short[r]] + below[r, fill[r, c]]
+        return top, values
+
+    def _ranked(self, users: np.ndarray, history: sp.csr_matrix, scores: dict[str, np.ndarray | FactorScores],
+                exclude_seen: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """The block's candidates ranked: block row, item, 1-based list position (quota applied), ranker score."""
+        state = self._state()
         table = self.candidate_table(users, history, scores=scores, exclude_seen=exclude_seen)
         ranked = table.select(C.USER_IDX, C.ITEM_IDX, pl.Series("s", state.ranker.predict(table)))
         items = ranked[C.ITEM_IDX].to_numpy()
         ranked = ranked.with_columns(pl.Series("cold", state.cold[items])).pipe(_positions, self.cold)
         row_of = np.full(int(users.max()) + 1 if len(users) else 0, -1, dtype=np.int64)
         row_of[users] = np.arange(len(users))
-        rows = row_of[ranked[C.USER_IDX].to_numpy()]
-        fallback = np.asarray(scores.get(state.candidates.cold_by, next(iter(scores.values()))), dtype=np.float64)
-        span = np.ptp(fallback, axis=1, keepdims=True)
-        below = (fallback - fallback.min(axis=1, keepdims=True)) / np.where(span > 0, span, 1.0) - 2.0  # [-2, -1]
-        top = -ranked["position"].to_numpy().astype(np.float64)
-        order = (top.min() if len(top) else 0.0) + below
-        order[rows, items] = top
-        if not ranker_values:
-            return order.astype(np.float32), None
-        lowest = np.full(len(users), np.inf)
-        np.minimum.at(lowest, rows, ranked["s"].to_numpy())  # each user's lowest candidate score
-        lowest[np.isinf(lowest)] = 0.0
-        value = lowest[:, None] + below
-        value[rows, items] = ranked["s"].to_numpy()
-        return order.astype(np.float32), value
+        return (row_of[ranked[C.USER_IDX].to_numpy()], ranked[C.ITEM_IDX].to_numpy(),
+                ranked["position"].to_numpy().astype(np.float64), ranked["s"].to_numpy().astype(np.float64))
+
+    def _dense(self, users: np.ndarray, history: sp.csr_matrix) -> np.ndarray:
+        """The list order as dense float32 scores: candidates ``-position``, the fallback order below them."""
+        state = self._state()
+        users = np.asarray(users, dtype=np.int64)
+        if state.ranker is None:  # one stage-one model serves: its own scores are the order
+            return state.models[state.sources[0]].score(users, history).astype(np.float32, copy=False)
+        scores = self.stage_scores(users, history)
+        rows, items, position, _ = self._ranked(users, history, scores, exclude_seen=True)
+        below = _below(_fallback(scores, state, np.arange(len(users))))
+        order = (-position.max() if len(position) else 0.0) + below
+        order[rows, items] = -position
+        return order.astype(np.float32)
+
+
+def _fallback(scores: dict[str, np.ndarray | FactorScores], state: PipelineState, rows: np.ndarray) -> np.ndarray:
+    """float64 [len(rows), n_items]: the ``cold_by`` model's scores of those block rows (the first model's if
+    absent): the order of everything past a user's candidates."""
+    found = scores.get(state.candidates.cold_by, next(iter(scores.values())))
+    dense = found.dense() if isinstance(found, FactorScores) else np.asarray(found)
+    return dense[rows].astype(np.float64)
+
+
+def _below(fallback: np.ndarray) -> np.ndarray:
+    """Each row's fallback scores mapped onto [-2, -1]: below every candidate, in the fallback's order."""
+    span = np.ptp(fallback, axis=1, keepdims=True)
+    return (fallback - fallback.min(axis=1, keepdims=True)) / np.where(span > 0, span, 1.0) - 2.0
 
 
 def _positions(ranked: pl.DataFrame, cold: ColdExposure) -> pl.DataFrame:

@@ -59,6 +59,8 @@ def top_k(scores: np.ndarray, k: int, exclude: sp.csr_matrix | None = None) -> n
     if scores.ndim != 2:
         raise ValueError(f"scores must be a 2-D array [batch, n_items], got shape {scores.shape}")
     batch, n_items = scores.shape
+    if batch > 1 and scores.strides[0] == 0:  # one row for every user (popularity): rank it once
+        return _top_k_shared(scores[0], batch, k, exclude)
     dtype = scores.dtype if np.issubdtype(scores.dtype, np.floating) else np.float64
     # Ascending order of -score is descending score; NaN sorts last in numpy, so it acts like -inf.
     neg = np.negative(scores, dtype=dtype)
@@ -68,18 +70,57 @@ def top_k(scores: np.ndarray, k: int, exclude: sp.csr_matrix | None = None) -> n
     if kk == 0:
         return np.full((batch, k), -1, dtype=np.int64)
     if kk < n_items:
-        part = np.argpartition(neg, kk - 1, axis=1)[:, :kk]
-        part = _lowest_index_on_ties(neg, part)
-    else:
-        part = np.tile(np.arange(n_items), (batch, 1))
-    part.sort(axis=1)  # ascending index first, so the stable sort below breaks ties by index
+        return np.pad(_top_by_threshold(neg, kk), ((0, 0), (0, k - kk)), constant_values=-1)
+    part = np.tile(np.arange(n_items), (batch, 1))
     values = np.take_along_axis(neg, part, axis=1)
-    order = np.argsort(values, axis=1, kind="stable")
+    order = np.argsort(values, axis=1, kind="stable")  # ascending index first: ties go to the lower index
     idx = np.take_along_axis(part, order, axis=1).astype(np.int64, copy=False)
     idx[~(np.take_along_axis(values, order, axis=1) < np.inf)] = -1
     if kk < k:
         idx = np.pad(idx, ((0, 0), (0, k - kk)), constant_values=-1)
     return idx
+
+
+def _top_by_threshold(neg: np.ndarray, k: int) -> np.ndarray:
+    """int64 [batch, k]: each row's ``k`` lowest entries of ``neg``, lowest first, ties to the lower index.
+
+    Each row's ``k``-th lowest value comes from a partition of the values alone; the entries at or
+    below it (``k`` of them, more on a tie) are then ordered by value and index. Unlike an
+    ``argpartition``, nothing of the row's size but one float copy is made (an index array of a
+    block is twice the scores' size), and ties at the boundary need no second pass.
+    Entries that are NaN or ``inf`` (excluded) never count; rows with fewer are padded with -1.
+    """
+    batch = neg.shape[0]
+    kth = np.partition(neg, k - 1, axis=1)[:, k - 1:k]
+    kth[np.isnan(kth)] = np.inf  # fewer than k numbers in the row (NaN sorts last): all of them
+    rows, cols = np.nonzero((neg <= kth) & (neg < np.inf))
+    values = neg[rows, cols]
+    order = np.lexsort((cols, values, rows))
+    rows, cols = rows[order], cols[order]
+    counts = np.bincount(rows, minlength=batch)
+    at = np.arange(len(rows)) - np.repeat(np.cumsum(counts) - counts, counts)
+    keep = at < k
+    out = np.full((batch, k), -1, dtype=np.int64)
+    out[rows[keep], at[keep]] = cols[keep]
+    return out
+
+
+def _top_k_shared(row: np.ndarray, batch: int, k: int, exclude: sp.csr_matrix | None) -> np.ndarray:
+    """:func:`top_k` of ``batch`` copies of ``row``: the row's top ``k + (most items one row excludes)``
+    once, then each row's first ``k`` of them that it does not exclude (the same lists, ties included)."""
+    if exclude is None:
+        return np.repeat(top_k(row[None, :], k), batch, axis=0)
+    if not sp.issparse(exclude) or exclude.shape != (batch, len(row)):
+        raise ValueError(f"exclude must be a scipy sparse matrix of the scores' shape {(batch, len(row))}, "
+                         f"got {getattr(exclude, 'shape', type(exclude).__name__)}")
+    ex = sp.csr_matrix(exclude, copy=True)
+    ex.eliminate_zeros()
+    shared = top_k(row[None, :], k + int(np.diff(ex.indptr).max(initial=0)))[0]
+    shared = shared[shared >= 0]
+    hidden = np.asarray(ex[:, shared].toarray() != 0) if len(shared) else np.zeros((batch, 0), bool)
+    keep = np.argsort(hidden, axis=1, kind="stable")[:, :k]  # the shown items first, in the row's order
+    out = np.where(np.take_along_axis(hidden, keep, axis=1), -1, shared[keep]) if len(shared) else keep
+    return np.pad(out, ((0, 0), (0, k - out.shape[1])), constant_values=-1).astype(np.int64)
 
 
 def _exclude(neg: np.ndarray, exclude: sp.csr_matrix | sp.csr_array) -> None:
@@ -90,23 +131,3 @@ def _exclude(neg: np.ndarray, exclude: sp.csr_matrix | sp.csr_array) -> None:
     rows = np.repeat(np.arange(ex.shape[0]), np.diff(ex.indptr))
     keep = ex.data != 0
     neg[rows[keep], ex.indices[keep]] = np.inf
-
-
-def _lowest_index_on_ties(neg: np.ndarray, part: np.ndarray) -> np.ndarray:
-    """Fix rows where argpartition picked arbitrary members of a tie at the k-th value.
-
-    A row is right when every entry <= the k-th value was selected; otherwise the entries strictly
-    below it are kept and the remaining slots go to the lowest-index entries equal to it.
-    Rows whose k-th value is not a candidate (inf/NaN) end up as padding, so they are skipped.
-    """
-    kk = part.shape[1]
-    kth = np.take_along_axis(neg, part[:, -1:], axis=1)
-    tied = np.flatnonzero((np.count_nonzero(neg <= kth, axis=1) > kk) & (kth[:, 0] < np.inf))
-    if tied.size:
-        sub, v = neg[tied], kth[tied]
-        below = sub < v
-        equal = sub == v
-        need = kk - np.count_nonzero(below, axis=1)
-        chosen = below | (equal & (np.cumsum(equal, axis=1) <= need[:, None]))
-        part[tied] = np.nonzero(chosen)[1].reshape(tied.size, kk)
-    return part

@@ -7,7 +7,15 @@ import polars as pl
 import pytest
 import scipy.sparse as sp
 
-from recsys.candidates import CandidateConfig, candidate_recall, generate_candidates
+from recsys import candidates
+from recsys.candidates import (
+    CandidateConfig,
+    FactorScores,
+    candidate_recall,
+    generate_candidates,
+    standardise_rows,
+    standardised_at,
+)
 
 # two users x six items; user 0 has seen item 0
 CF = np.array([[9, 8, 7, 1, 0, 2], [0, 1, 2, 3, 4, 5]], dtype=np.float32)
@@ -82,3 +90,41 @@ def test_candidate_recall_counts_pairs_and_sources():
     assert recall["recall_cf"] == pytest.approx(1 / 3)
     assert recall["per_user"] == pytest.approx((0.5 + 1.0) / 2)
     assert recall["candidates_per_user"] == pytest.approx(7 / 2)
+
+
+def test_standardised_at_equals_the_whole_blocks_z_scores_at_those_pairs():
+    rng = np.random.default_rng(0)
+    scores = rng.normal(size=(7, 50)).astype(np.float32)
+    scores[3] = 2.0  # a flat row: no spread, z = 0
+    rows, items = rng.integers(0, 7, 40), rng.integers(0, 50, 40)
+    want = standardise_rows(scores)[rows, items].astype(np.float32)
+    np.testing.assert_allclose(standardised_at(scores, rows, items), want, rtol=1e-6, atol=1e-6)
+    assert (standardised_at(scores, np.array([3]), np.array([9])) == 0).all()
+
+
+def test_factor_scores_give_the_dense_products_z_scores_without_forming_them(monkeypatch):
+    rng = np.random.default_rng(1)
+    user, items = rng.normal(size=(5, 8)).astype(np.float32), rng.normal(size=(30, 8)).astype(np.float32)
+    factored = FactorScores(user, items, FactorScores.item_moments(items))
+    monkeypatch.setattr(candidates, "_PAIRS_CHUNK", 7)  # pairs gathered a few at a time add up to all of them
+    rows, cols = rng.integers(0, 5, 25), rng.integers(0, 30, 25)
+    np.testing.assert_allclose(factored.standardised_at(rows, cols), standardise_rows(user @ items.T)[rows, cols],
+                               rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(factored.dense(), user @ items.T, rtol=1e-6)
+    cos = FactorScores(user[:2], items[:6], FactorScores.item_moments(items[:6]))
+    got = generate_candidates({"cf": CF, "cos": cos}, USERS, HISTORY, sources=("cf",),
+                              config=CandidateConfig(n_per_source=3, n_cold=0))
+    want = standardise_rows(user[:2] @ items[:6].T)[[0, 0, 0, 1, 1, 1], got["item_idx"].to_numpy()]
+    np.testing.assert_allclose(got["score_cos"].to_numpy(), want, rtol=1e-4, atol=1e-5)
+    with pytest.raises(ValueError, match=r"\['cos'\] rank the catalogue: give dense scores"):
+        generate_candidates({"cos": factored}, np.arange(5), sp.csr_matrix((5, 30)), sources=("cos",))
+
+
+def test_new_item_candidates_are_the_best_new_items_with_ties_to_the_lower_index():
+    cold = np.array([0, 1, 1, 0, 1, 1], bool)
+    text = np.array([[9, 3, 3, 9, 3, 1], [0, 2, 5, 9, 5, 5]], dtype=np.float32)
+    got = generate_candidates({"text": text}, USERS, sp.csr_matrix((2, 6)), sources=("text",), cold=cold,
+                              config=CandidateConfig(n_per_source=1, n_cold=2))
+    new = got.filter(pl.col("src_cold") == 1)
+    assert new.filter(pl.col("user_idx") == 7)["item_idx"].to_list() == [1, 2]  # 3, 3, 3: the two lowest
+    assert new.filter(pl.col("user_idx") == 3)["item_idx"].to_list() == [2, 4]

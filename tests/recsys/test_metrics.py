@@ -195,6 +195,8 @@ def test_top_k_matches_slow_reference_with_ties_and_exclusions(k, dtype):
         scores[rng.random(scores.shape) < 0.05] = -np.inf
         scores[rng.random(scores.shape) < 0.02] = np.inf
     scores[0] = 1  # one constant row
+    if dtype != np.int64:
+        scores[2, 3:] = np.nan  # fewer numbers than k
     exclude = sp.random(b, n_items, density=0.3, format="csr", random_state=k).toarray()
     exclude[1] = 1.0  # one row with everything excluded
     exclude = sp.csr_matrix(exclude)
@@ -206,6 +208,24 @@ def test_top_k_matches_slow_reference_with_ties_and_exclusions(k, dtype):
     assert (got[1] == -1).all()
     for u in range(b):
         assert not set(got[u]) & set(exclude[u].indices.tolist())
+
+
+@pytest.mark.parametrize("k", [1, 4, 11, 15])
+def test_one_row_shared_by_every_user_is_ranked_once_with_the_same_lists(k):
+    """Popularity scores every user alike (a stride-0 view): ranked once, then each row's exclusions."""
+    rng = np.random.default_rng(k)
+    row = rng.integers(0, 4, 12).astype(np.float32)  # ties
+    row[[2, 7]] = [np.nan, -np.inf]
+    shared = np.broadcast_to(row, (30, 12))
+    exclude = sp.random(30, 12, density=0.3, format="csr", random_state=k)
+    exclude.data[::5] = 0.0  # stored zeros exclude nothing
+    exclude = sp.vstack([exclude[:3], sp.csr_matrix(np.ones((1, 12))), exclude[4:]], format="csr")  # all of row 3
+    copy = exclude.copy()
+    got = top_k(shared, k, exclude=exclude)
+    np.testing.assert_array_equal(got, _slow_top_k(np.array(shared), k, exclude))
+    np.testing.assert_array_equal(top_k(shared, k), _slow_top_k(np.array(shared), k, None))
+    assert (got[3] == -1).all() and got.dtype == np.int64
+    assert (exclude != copy).nnz == 0 and exclude.nnz == copy.nnz  # the caller's matrix is untouched
 
 
 def test_top_k_hand_case_and_padding():

@@ -141,6 +141,30 @@ def test_scoring_puts_the_ranked_candidates_first_and_never_the_history(fitted):
     assert values.shape == (len(users), 5) and (np.diff(values, axis=1) <= 0).all()
 
 
+def test_lists_longer_than_the_candidates_continue_in_the_fallback_order(fitted):
+    """``rank`` builds lists from the ranked candidates (no dense order); past them the fallback model's order."""
+    data, _, _, pipeline = fitted
+    few = RankingPipeline(replace(pipeline.state, candidates=replace(pipeline.state.candidates, n_per_source=3,
+                                                                     n_cold=1)))
+    users = data.test.users[:12]
+    history = data.test.history[users]
+    ranked, values = few.rank(users, history, 30, exclude=history)
+    table = few.candidate_table(users, history)
+    fallback = few.state.models[few.state.sources[0]].score(users, history)  # no text model: the first one
+    for row, user in enumerate(users):
+        mine = table.filter(pl.col("user_idx") == user)["item_idx"].to_list()
+        listed = [i for i in ranked[row].tolist() if i >= 0]
+        assert sorted(listed[:len(mine)]) == sorted(mine)
+        seen = set(history[row].indices.tolist())
+        rest = [i for i in np.argsort(-fallback[row], kind="stable") if i not in seen and i not in mine]
+        assert listed[len(mine):] == rest[:30 - len(mine)]
+        assert not seen & set(listed) and len(set(listed)) == len(listed)
+    assert (np.diff(np.where(ranked >= 0, values, -np.inf), axis=1) <= 0).all()
+    # the same order as the dense scores wherever they are not tied
+    dense = top_k(few.score(users, history), 30, exclude=history)
+    np.testing.assert_array_equal(ranked[:, :3], dense[:, :3])
+
+
 def test_quota_view_shares_the_fit_and_lifts_new_items(fitted):
     data, _, recommender, pipeline = fitted
     view = ColdExposureView(recommender, ColdExposure(5, 10, "spread")).fit(data.test.fit)
