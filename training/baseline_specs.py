@@ -107,13 +107,13 @@ def baseline_specs(names: Sequence[str] = BASELINES, *, num_threads: int = 1,
                                        lambda _: PopularityRecommender(PopularityConfig("recent"))),
         "itemknn": ModelSpec("itemknn", lambda n: ItemKNNRecommender(ItemKNNConfig(neighbours=n)), (50, 200)),
         "lightfm": ModelSpec("lightfm", lambda e: LightFMRecommender(LightFMConfig(epochs=e, num_threads=num_threads)),
-                             LIGHTFM_EPOCHS),
+                             LIGHTFM_EPOCHS, grows=True),
         "ease": ModelSpec("ease", lambda l2: EASERecommender(EASEConfig(l2=l2)), (100.0, 500.0, 2000.0)),
         "als": ModelSpec("als", lambda f: ALSRecommender(ALSConfig(factors=f, num_threads=num_threads)), (32, 64, 128)),
         "tfidf": ModelSpec("tfidf", lambda _: TfidfRecommender(TfidfConfig(template=text_template))),
         "lightfm_text": ModelSpec("lightfm_text", lambda e: LightFMRecommender(LightFMConfig(
             epochs=e, num_threads=num_threads, identity=False, use_item_features=False,
-            text_features=LIGHTFM_TEXT_TERMS)), LIGHTFM_EPOCHS),
+            text_features=LIGHTFM_TEXT_TERMS)), LIGHTFM_EPOCHS, grows=True),
     }
     unknown = [n for n in names if n not in specs]
     if unknown:

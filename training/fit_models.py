@@ -64,6 +64,10 @@ class ModelSpec:
     """Settings tried on the valid window; ``(None,)`` means nothing to tune."""
     score_valid: bool = False
     """Score the valid window even with one setting (the baselines: the run falls back to the best of them there)."""
+    grows: bool = False
+    """The grid is increasing training lengths of one model (LightFM's epochs): tuning trains once, to the last,
+    and scores it at each (``build(grid[-1]).fit_epochs(fit, grid, on_epoch)``) instead of a fresh fit each:
+    5 + 15 + 30 epochs become 30."""
 
 
 @dataclass(frozen=True)
@@ -106,13 +110,20 @@ def _tune(spec: ModelSpec, data: EvalData, show_progress: bool) -> tuple[Any, di
     if len(window.users) == 0:
         logger.warning("%s: the valid window has no relevant items; using the first setting %s", spec.name, best)
         return best, scores
+
+    def score(setting: Any, model: Scorer) -> None:
+        desc = f"{spec.name} valid {setting}"
+        scores[str(setting)] = tuning_score(data, model, show_progress=show_progress, desc=desc)
+        logger.debug("%s %s: valid %s %.4f", spec.name, setting, TUNING_METRIC, scores[str(setting)])
+
+    if spec.grows:
+        spec.build(spec.grid[-1]).fit_epochs(window.fit, spec.grid, score)
+    else:
+        for setting in spec.grid:
+            score(setting, spec.build(setting).fit(window.fit))
     for setting in spec.grid:
-        model = spec.build(setting).fit(window.fit)
-        value = tuning_score(data, model, show_progress=show_progress, desc=f"{spec.name} valid {setting}")
-        scores[str(setting)] = value
-        logger.debug("%s %s: valid %s %.4f", spec.name, setting, TUNING_METRIC, value)
-        if value > best_score:
-            best, best_score = setting, value
+        if scores[str(setting)] > best_score:
+            best, best_score = setting, scores[str(setting)]
     return best, scores
 
 

@@ -64,6 +64,26 @@ def test_best_valid_setting_is_fitted_on_the_test_history_and_ties_keep_the_firs
     assert fitted.tuning["bad"] < 0.5 and set(fitted.seconds) == {"tune_s", "fit_s"}
 
 
+class Growing(Estimator):
+    """A model trained in stages (epochs): one ``fit_epochs`` run scored at each grid point."""
+
+    def fit_epochs(self, fit: FitInput, grid, on_epoch) -> Growing:
+        assert fit is self.data.valid.fit
+        for setting in grid:
+            self.calls.append((setting, "valid, continued"))
+            on_epoch(setting, Lookup(self.data.valid.truth, -1.0 if setting.startswith("bad") else 1.0, "lookup"))
+        return self
+
+
+def test_a_growing_grid_trains_once_to_its_last_point_and_scores_each(data):
+    calls: list = []
+    spec = ModelSpec("m", lambda setting: Growing(data, setting, calls), ("bad", "good", "good_too"), grows=True)
+    fitted = fit_spec(spec, data)
+    assert calls == [("bad", "valid, continued"), ("good", "valid, continued"), ("good_too", "valid, continued"),
+                     ("good", "test")]
+    assert fitted.setting == "good" and fitted.tuning["bad"] < 0.5 and fitted.tuning["good"] == pytest.approx(1.0)
+
+
 def test_nothing_to_tune_fits_once(data):
     calls: list = []
     fitted = fit_spec(_spec(data, calls, ("only",)), data)
