@@ -110,10 +110,7 @@ def _top_k_shared(row: np.ndarray, batch: int, k: int, exclude: sp.csr_matrix | 
     once, then each row's first ``k`` of them that it does not exclude (the same lists, ties included)."""
     if exclude is None:
         return np.repeat(top_k(row[None, :], k), batch, axis=0)
-    if not sp.issparse(exclude) or exclude.shape != (batch, len(row)):
-        raise ValueError(f"exclude must be a scipy sparse matrix of the scores' shape {(batch, len(row))}, "
-                         f"got {getattr(exclude, 'shape', type(exclude).__name__)}")
-    ex = sp.csr_matrix(exclude, copy=True)
+    ex = _checked(exclude, (batch, len(row))).copy()
     ex.eliminate_zeros()
     shared = top_k(row[None, :], k + int(np.diff(ex.indptr).max(initial=0)))[0]
     shared = shared[shared >= 0]
@@ -123,11 +120,16 @@ def _top_k_shared(row: np.ndarray, batch: int, k: int, exclude: sp.csr_matrix | 
     return np.pad(out, ((0, 0), (0, k - out.shape[1])), constant_values=-1).astype(np.int64)
 
 
-def _exclude(neg: np.ndarray, exclude: sp.csr_matrix | sp.csr_array) -> None:
-    if not sp.issparse(exclude) or exclude.shape != neg.shape:
-        raise ValueError(f"exclude must be a scipy sparse matrix of the scores' shape {neg.shape}, "
+def _checked(exclude: sp.csr_matrix | sp.csr_array, shape: tuple[int, int]) -> sp.csr_matrix:
+    """``exclude`` as CSR, once it is known to be sparse and of the scores' shape."""
+    if not sp.issparse(exclude) or exclude.shape != shape:
+        raise ValueError(f"exclude must be a scipy sparse matrix of the scores' shape {shape}, "
                          f"got {getattr(exclude, 'shape', type(exclude).__name__)}")
-    ex = sp.csr_matrix(exclude)
+    return sp.csr_matrix(exclude)
+
+
+def _exclude(neg: np.ndarray, exclude: sp.csr_matrix | sp.csr_array) -> None:
+    ex = _checked(exclude, neg.shape)
     rows = np.repeat(np.arange(ex.shape[0]), np.diff(ex.indptr))
     keep = ex.data != 0
     neg[rows[keep], ex.indices[keep]] = np.inf
