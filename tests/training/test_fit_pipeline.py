@@ -24,6 +24,8 @@ from training.fit_pipeline import (
     PipelineRecommender,
     StageOne,
     StageView,
+    _truth,
+    label_ndcg,
     label_split,
     refit_for_shipping,
 )
@@ -163,6 +165,16 @@ def test_lists_longer_than_the_candidates_continue_in_the_fallback_order(fitted)
     # the same order as the dense scores wherever they are not tied
     dense = top_k(few.score(users, history), 30, exclude=history)
     np.testing.assert_array_equal(ranked[:, :3], dense[:, :3])
+
+
+def test_the_gates_score_label_users_a_block_at_a_time_with_the_same_result(fitted):
+    data, stage, _, _ = fitted
+    users = stage.sampled_users
+    history = stage.inner_data.interactions[users]
+    truth = _truth(stage.labels, users, history.shape[1])
+    whole = label_ndcg(stage.inner["lightfm"], users, history, truth, block=len(users))
+    np.testing.assert_array_equal(label_ndcg(stage.inner["lightfm"], users, history, truth, block=7), whole)
+    assert len(whole) == len(users) and np.nanmean(whole) > 0
 
 
 def test_quota_view_shares_the_fit_and_lifts_new_items(fitted):
