@@ -97,7 +97,12 @@ class FactorScores:
         for start in range(0, len(rows), _PAIRS_CHUNK):
             at = slice(start, start + _PAIRS_CHUNK)
             values[at] = np.einsum("md,md->m", self.user[rows[at]], self.items[items[at]])
-        return ((values - mean[rows]) / np.where(std > 0, std, 1.0)[rows]).astype(np.float32)
+        return _z_at(values, mean, std, rows)
+
+
+def _z_at(values: np.ndarray, mean: np.ndarray, std: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """float32 z-scores of gathered ``values`` against their row's mean and spread (a flat row: 0)."""
+    return ((values - mean[rows]) / np.where(std > 0, std, 1.0)[rows]).astype(np.float32)
 
 
 _PAIRS_CHUNK = 16_384
@@ -126,8 +131,7 @@ def standardised_at(scores: np.ndarray | FactorScores, rows: np.ndarray, items: 
         return scores.standardised_at(rows, items)
     scores = np.asarray(scores)
     mean, std = row_moments(scores)
-    values = scores[rows, items].astype(np.float64)
-    return ((values - mean[rows]) / np.where(std > 0, std, 1.0)[rows]).astype(np.float32)
+    return _z_at(scores[rows, items].astype(np.float64), mean, std, rows)
 
 
 def generate_candidates(scores: Mapping[str, np.ndarray | FactorScores], users: np.ndarray, exclude: sp.csr_matrix, *,

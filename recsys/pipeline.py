@@ -116,13 +116,13 @@ def user_cuts(events: pl.DataFrame, users: np.ndarray, last: np.ndarray | None =
     """
     last = last_events(events) if last is None else last
     users = np.asarray(users, dtype=np.int64)
-    known = last[last != _NONE]
-    # no event at all (the data given names only items the model does not know): now
-    latest = int(known.max()) if len(known) else int(datetime.now(UTC).timestamp() * 1e6)
-    padded = np.concatenate([last, [_NONE]])
-    stamp = padded[np.where((users >= 0) & (users < len(last)), users, len(last))]
-    stamp = np.where(stamp == _NONE, latest, stamp) + 1  # just after: a microsecond
-    return pl.DataFrame({C.USER_IDX: users, "cut": pl.Series(stamp, dtype=pl.Int64).cast(C.DATETIME)})
+    stamp = np.full(len(users), _NONE, dtype=np.int64)
+    inside = (users >= 0) & (users < len(last))
+    stamp[inside] = last[users[inside]]
+    if (missing := stamp == _NONE).any():  # no event at all: after the last event of all (now, without one)
+        known = last[last != _NONE]
+        stamp[missing] = int(known.max()) if len(known) else int(datetime.now(UTC).timestamp() * 1e6)
+    return pl.DataFrame({C.USER_IDX: users, "cut": pl.Series(stamp + 1, dtype=pl.Int64).cast(C.DATETIME)})
 
 
 _NONE = np.iinfo(np.int64).min
@@ -225,7 +225,7 @@ class RankingPipeline:
         scores = self.stage_scores(users, history)
         rows, items, position, value = self._ranked(users, history, scores, exclude_seen=exclude is not None)
         n_items = history.shape[1]
-        if exclude is not None and len(rows):
+        if exclude is not None and exclude is not history and len(rows):  # the candidates already leave history out
             excluded = sp.csr_matrix(exclude).tocoo()
             keep = ~np.isin(rows * n_items + items, excluded.row.astype(np.int64) * n_items + excluded.col)
             rows, items, position, value = rows[keep], items[keep], position[keep], value[keep]
@@ -244,10 +244,8 @@ class RankingPipeline:
             np.minimum.at(lowest, rows, value)
             lowest[np.isinf(lowest)] = 0.0
             below = _below(_fallback(scores, state, short))
-            taken = np.isin(short, rows)
-            if taken.any():  # a user's own candidates are never repeated by the fallback
-                mine = np.isin(rows, short)
-                below[np.searchsorted(short, rows[mine]), items[mine]] = -np.inf
+            mine = np.isin(rows, short)  # a user's own candidates are never repeated by the fallback
+            below[np.searchsorted(short, rows[mine]), items[mine]] = -np.inf
             fill = top_k(below, k, exclude=None if exclude is None else sp.csr_matrix(exclude)[short])
             slot = counts[short, None] + np.arange(k)[None, :]
             ok = (slot < k) & (fill >= 0)
