@@ -198,7 +198,7 @@ class TextScorer(StoredScorer):
             vectors = self.head.users(self.item_vectors_[window.clamp(min=0)], window >= 0)
             logits = self.head.logits(vectors, self.item_vectors_).numpy().astype(np.float32, copy=False)
         if self.lexical is not None and self.lexical.active:
-            logits += self.lexical.logits(history)
+            self.lexical.add_logits(logits, history)
         return logits
 
     def with_history(self, events: pl.DataFrame, n_users: int) -> TextScorer:

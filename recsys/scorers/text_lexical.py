@@ -19,8 +19,10 @@ so serving needs nothing from training.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
+from functools import cached_property
 
 import numpy as np
 import scipy.sparse as sp
@@ -79,14 +81,37 @@ class LexicalIndex:
         seen.data = (seen.data > 0).astype(np.float32)
         return _unit(seen @ self.items)
 
-    def logits(self, history: sp.csr_matrix) -> np.ndarray:
-        """float32 [b, n_items]: weight x cosine of each user's profile (their ``history``) with every item."""
+    def add_logits(self, out: np.ndarray, history: sp.csr_matrix) -> np.ndarray:
+        """``out += weight x cosine`` of each user's profile (their ``history``) with every item; ``out`` float32
+        [b, n_items] (C order), returned.
+
+        A profile is dense over the vocabulary: the catalogue's sparse rows times the block's
+        profiles, a product whose cost is the catalogue's non-zeros times the block's users (a
+        sparse x sparse product is dearer: a common word reaches most items). The product comes out
+        item-major; torch multiplies and transposes it on every core (scipy's single-threaded
+        product and a strided add into ``out`` cost 2.3 s of a 1,024-user block at 100k items; this, 0.75 s).
+        """
         if not self.active:
-            return np.zeros((history.shape[0], self.items.shape[0]), np.float32)
-        # a profile is dense over the vocabulary: a sparse x dense product whose cost is the catalogue's
-        # non-zeros times the block's users, with no sparse intermediate as large as the output
-        profiles = self.profiles(history).toarray()
-        return (self.weight * (self.items @ profiles.T).T).astype(np.float32, copy=False)
+            return out
+        import torch
+
+        profiles = torch.from_numpy(self.profiles(history).toarray())
+        with torch.inference_mode():
+            by_item = torch.sparse.mm(self._torch_items, profiles.T)  # [n_items, b]
+            torch.from_numpy(out).add_(by_item.T.contiguous(), alpha=self.weight)
+        return out
+
+    @cached_property
+    def _torch_items(self):
+        """The catalogue's rows as a torch CSR tensor, built at the first scored block."""
+        import torch
+
+        with warnings.catch_warnings():  # "sparse CSR tensor support is in beta": the product used here is not
+            warnings.simplefilter("ignore", UserWarning)
+            return torch.sparse_csr_tensor(torch.from_numpy(self.items.indptr.astype(np.int64)),
+                                           torch.from_numpy(self.items.indices.astype(np.int64)),
+                                           torch.from_numpy(self.items.data.astype(np.float32)),
+                                           size=self.items.shape, check_invariants=False)
 
     def cosines(self, profiles: sp.csr_matrix, items: np.ndarray) -> np.ndarray:
         """float64 [b, len(items)]: the cosine of each profile with each of ``items`` (one sparse product)."""

@@ -9,6 +9,7 @@ import pytest
 import scipy.sparse as sp
 from sklearn.metrics import ndcg_score
 
+from recsys import topk as topk_module
 from recsys.evaluation.metrics import (
     catalog_coverage,
     gini,
@@ -186,7 +187,12 @@ def _slow_top_k(scores: np.ndarray, k: int, exclude: sp.csr_matrix | None) -> np
 
 @pytest.mark.parametrize("k", [1, 4, 7, 12, 15])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64, np.int64])
-def test_top_k_matches_slow_reference_with_ties_and_exclusions(k, dtype):
+@pytest.mark.parametrize("by_torch", [False, True])
+def test_top_k_matches_slow_reference_with_ties_and_exclusions(k, dtype, by_torch, monkeypatch):
+    """Either selection (the partition, or torch.topk on large blocks, rows with a tie at the boundary settled
+    by the partition) gives the reference's lists."""
+    if by_torch:
+        monkeypatch.setattr(topk_module, "TORCH_MIN_SIZE", 0)
     rng = np.random.default_rng(k)
     b, n_items = 40, 12
     scores = rng.integers(0, 4, (b, n_items)).astype(dtype)  # heavy ties, also at the k-th value
