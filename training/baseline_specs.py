@@ -88,14 +88,15 @@ def fitting_baselines(names: Sequence[str], n_items: int, budget: float) -> tupl
     return tuple(kept), skipped
 
 
-def baseline_specs(names: Sequence[str] = BASELINES, *, num_threads: int = 1,
-                   text_template: str | None = None) -> list[ModelSpec]:
+def baseline_specs(names: Sequence[str] = BASELINES, *, num_threads: int = 1, text_template: str | None = None,
+                   lightfm_epochs: Sequence[int] = LIGHTFM_EPOCHS) -> list[ModelSpec]:
     """Model specs for the named baselines, in the given order.
 
     Args:
         names: a subset of :data:`BASELINES`.
         num_threads: threads of LightFM and ALS (1 makes them repeatable).
         text_template: the item text ``tfidf`` reads: the run's text tower template (None: the tower's default).
+        lightfm_epochs: the epoch grid of ``lightfm`` and ``lightfm_text`` (increasing; one training scored at each).
 
     Raises:
         ValueError: an unknown name (the message lists the allowed ones).
@@ -107,13 +108,13 @@ def baseline_specs(names: Sequence[str] = BASELINES, *, num_threads: int = 1,
                                        lambda _: PopularityRecommender(PopularityConfig("recent"))),
         "itemknn": ModelSpec("itemknn", lambda n: ItemKNNRecommender(ItemKNNConfig(neighbours=n)), (50, 200)),
         "lightfm": ModelSpec("lightfm", lambda e: LightFMRecommender(LightFMConfig(epochs=e, num_threads=num_threads)),
-                             LIGHTFM_EPOCHS, grows=True),
+                             tuple(lightfm_epochs), grows=True),
         "ease": ModelSpec("ease", lambda l2: EASERecommender(EASEConfig(l2=l2)), (100.0, 500.0, 2000.0)),
         "als": ModelSpec("als", lambda f: ALSRecommender(ALSConfig(factors=f, num_threads=num_threads)), (32, 64, 128)),
         "tfidf": ModelSpec("tfidf", lambda _: TfidfRecommender(TfidfConfig(template=text_template))),
         "lightfm_text": ModelSpec("lightfm_text", lambda e: LightFMRecommender(LightFMConfig(
             epochs=e, num_threads=num_threads, identity=False, use_item_features=False,
-            text_features=LIGHTFM_TEXT_TERMS)), LIGHTFM_EPOCHS, grows=True),
+            text_features=LIGHTFM_TEXT_TERMS)), tuple(lightfm_epochs), grows=True),
     }
     unknown = [n for n in names if n not in specs]
     if unknown:

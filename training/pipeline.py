@@ -34,6 +34,7 @@ from recsys.scorers import TextScorer
 from recsys.scratch import mark_interrupted, owner_tags, run_temp_folder
 from training.baseline_specs import (
     DEFAULT_BASELINES,
+    LIGHTFM_EPOCHS,
     baseline_specs,
     ease_fits,
     fitting_baselines,
@@ -101,6 +102,10 @@ class TrainConfig:
     baselines: tuple[str, ...] = DEFAULT_BASELINES
     """Baselines evaluated in the same run, each tuned on the valid window (``training.baseline_specs``);
     those that would not fit in memory on this catalogue are left out, and the run says so."""
+    baseline_lightfm_epochs: tuple[int, ...] = LIGHTFM_EPOCHS
+    """The LightFM baselines' epoch grid (the recipe trims it on very large logs)."""
+    baseline_threads: int = 1
+    """Threads of the LightFM and ALS baselines (1: repeatable; the recipe gives large logs every core)."""
     blend_with_ease: bool = False
     """Stage ``text``: also evaluate ``text_ease_blend`` (the tower and EASE, weight chosen on valid)."""
     blend_weights: tuple[float, ...] = (0.1, 0.2, 0.3, 0.5)
@@ -137,6 +142,11 @@ class TrainConfig:
             raise ValueError(f"Invalid stage {self.stage!r}. Must be one of {', '.join(STAGES)}")
         if self.from_model and self.stage != "all":
             raise ValueError("from_model (an update) needs stage 'all'")
+        epochs = list(self.baseline_lightfm_epochs)
+        if not epochs or any(e < 1 for e in epochs) or epochs != sorted(set(epochs)):
+            raise ValueError(f"baseline_lightfm_epochs must be strictly increasing counts >= 1; got {epochs}")
+        if self.baseline_threads < 1:
+            raise ValueError(f"baseline_threads must be >= 1; got {self.baseline_threads}")
 
 
 @dataclass
@@ -176,7 +186,8 @@ def _specs(config: TrainConfig, towers: dict[str, TextTowerRecommender], trackin
         configs.append(config.text)
     shared = {tower_name(c): tower(c) for c in configs}
     specs = [ModelSpec(name, lambda _, m=model: m) for name, model in shared.items()]
-    specs += baseline_specs(config.baselines, text_template=config.text.template)
+    specs += baseline_specs(config.baselines, text_template=config.text.template, num_threads=config.baseline_threads,
+                            lightfm_epochs=config.baseline_lightfm_epochs)
     if config.compare_int8:
         name = tower_name(config.text)
         fine = shared.get(name) or tower(config.text)
@@ -223,7 +234,8 @@ def _pipeline_specs(config: TrainConfig, eval_config: EvalConfig, tracking: dict
     stage = StageOne(cfg, config.text, eval_config=eval_config, text_logger=tracking.pop("text_tower", None),
                      show_progress=show_progress, warm=warm)
     main = PipelineRecommender(stage, name="pipeline", cold=cfg.cold, gate=cfg.gate, baselines={})
-    specs = [*baseline_specs(config.baselines, text_template=config.text.template),
+    specs = [*baseline_specs(config.baselines, text_template=config.text.template, num_threads=config.baseline_threads,
+                            lightfm_epochs=config.baseline_lightfm_epochs),
              ModelSpec("pipeline", lambda _: main)]
     if warm is not None:  # the previous version as it is: what the update must beat on the new window
         specs.append(ModelSpec("parent", lambda _: ParentView(warm, data)))

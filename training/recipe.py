@@ -12,8 +12,9 @@ how long the item texts are, memory) and from ``--budget-minutes``:
   the catalogue (items x tokens, whatever the events) and the run's fixed cost come first: on a
   small log with a large catalogue of long texts they leave fine-tuning too little time, and the
   tower stays zero-shot;
-* LightFM's epoch grid shrinks on large logs; the views that re-score every test user (ablations,
-  the cold-exposure curve) are skipped on large ones, and the ranker's table is capped;
+* LightFM's epoch grid shrinks on large logs (to one epoch count, baselines included, on huge
+  ones); the views that re-score every test user (ablations, the cold-exposure curve) are
+  skipped on large ones, and the ranker's table is capped;
 * EASE (a dense item x item matrix) is left out where it would not fit the memory budget, or where
   its fits (a cubic solve each) would take more than a fifth of the planned time;
 * the evaluation protocol is per-user 70/10/20 with train + valid as history.
@@ -53,6 +54,12 @@ MIN_EXAMPLES = 400
 """Fewer affordable training examples than this: fine-tuning cannot learn much, stay zero-shot."""
 LARGE_LOG = 200_000
 """Events above which LightFM's epoch grid shrinks and the ablations are skipped."""
+HUGE_LOG, HUGE_EPOCHS = 5_000_000, 5
+"""Events above which every LightFM (the pipeline's and the baselines') trains ``HUGE_EPOCHS`` epochs, no grid:
+a run fits LightFM about five times (the baseline's tuning and refit, the pipeline's two windows, shipping)."""
+LIGHTFM_EVENT_SECONDS = 4.8e-6
+"""LightFM's seconds per event and epoch on one core (100k users / 50k items / 2M events on 2 threads: the
+baseline's refit of 30 epochs on 1.6M events took 116 s)."""
 SMALL_LOG, SMALL_MINUTES = 10_000, 2.0
 LARGE_MINUTES, LARGE_EVENTS = 15.0, 500_000
 """What a log deserves: 2 minutes up to 10k events, growing linearly to 15 minutes at 500k events
@@ -261,7 +268,13 @@ def choose(shape: DataShape, budget_minutes: float = 15.0, *, model: str | None 
         choose_("text.max_minutes", round(seconds / 60, 2), f"{share}: a clock on fine-tuning, in case this machine "
                 "trains slower than the estimate")
     large = shape.events > LARGE_LOG
-    if large:
+    if shape.events > HUGE_LOG:
+        epoch = shape.events * LIGHTFM_EVENT_SECONDS / cores
+        why = (f"more than {HUGE_LOG:,} events: {HUGE_EPOCHS} epochs, no grid (an epoch ~{epoch:.0f} s on {cores} "
+               "cores, and a run fits LightFM about five times)")
+        choose_("pipeline.lightfm_epochs", [HUGE_EPOCHS], why)
+        choose_("baseline_lightfm_epochs", [HUGE_EPOCHS], why)
+    elif large:
         choose_("pipeline.lightfm_epochs", [5, 10, 20], f"more than {LARGE_LOG:,} events: epochs tried on the label "
                 "window")
     else:  # where stage one's LightFM then serves alone (the gate), it is the baseline's very model
@@ -270,6 +283,8 @@ def choose(shape: DataShape, budget_minutes: float = 15.0, *, model: str | None 
     if large and cores > 1:
         choose_("pipeline.lightfm.num_threads", cores, f"more than {LARGE_LOG:,} events: LightFM's SGD on {cores} "
                 "threads (Hogwild: about twice as fast, not bit-repeatable; set 1 for repeatable runs)")
+        choose_("baseline_threads", cores, f"more than {LARGE_LOG:,} events: the LightFM and ALS baselines on {cores}"
+                " threads too (not bit-repeatable; set 1 for repeatable runs)")
     heavy = large or shape.users > MANY_USERS
     why = (f"more than {LARGE_LOG:,} events or {MANY_USERS:,} users: skipped" if heavy
            else "affordable on this log")

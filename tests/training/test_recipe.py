@@ -13,6 +13,7 @@ from recsys.io import DatasetPaths
 from training.baseline_specs import LIGHTFM_EPOCHS
 from training.pipeline import TrainConfig
 from training.recipe import (
+    HUGE_EPOCHS,
     MIN_EXAMPLES,
     DataShape,
     choose,
@@ -103,7 +104,15 @@ def test_small_log_fine_tunes_the_top_layer_within_the_budget(tiny_bert_dir):
 def test_large_log_shrinks_grids_and_leaves_out_what_does_not_fit(tiny_bert_dir):
     s = choose(LARGE, 15, model=str(tiny_bert_dir), cores=2, memory_gb=0.1).settings
     assert s["pipeline.lightfm_epochs"] == [5, 10, 20] and s["pipeline.ablations"] is False
-    assert s["pipeline.lightfm.num_threads"] == 2
+    assert s["pipeline.lightfm.num_threads"] == s["baseline_threads"] == 2
+    assert "baseline_lightfm_epochs" not in s  # the baselines keep their grid
+    # 20M events: every LightFM trains one epoch count, the pipeline's and the baselines', and the run takes them
+    huge = choose(DataShape(20_000_000, 1_000_000, 100_000, 8.0, 12.0), 15, model=str(tiny_bert_dir), cores=2,
+                  memory_gb=8)
+    assert huge.settings["pipeline.lightfm_epochs"] == huge.settings["baseline_lightfm_epochs"] == [HUGE_EPOCHS]
+    taken = load_config(TrainConfig, None, (), base=huge.overrides())
+    assert taken.pipeline.lightfm_epochs == taken.baseline_lightfm_epochs == (HUGE_EPOCHS,)
+    assert taken.baseline_threads == 2 and "an epoch ~48 s on 2 cores" in huge.render()
     assert s["pipeline.cold_curve_slots"] == [] and "pipeline.max_label_users" not in s  # 3,000 users: all
     assert s["pipeline.ease_l2"] == 0.0  # 3,900 items need ~0.11 GiB of dense EASE matrices: over 3/4 of 0.1 GiB
     assert "baselines" not in s  # the baseline EASE is left out by train() itself, which checks memory too
@@ -133,3 +142,16 @@ def test_config_file_and_set_override_the_recipe(tmp_path, tiny_bert_dir):
     mine = load_config(TrainConfig, str(file), ("text.finetune.mode=lora",), base=recipe.overrides())
     assert mine.history == "train" and mine.text.max_epochs == 5 and mine.text.finetune.mode == "lora"
     assert mine.text.max_length == 64  # the recipe's choice where the file and flags are silent
+
+
+def test_the_baselines_lightfm_grid_and_threads_are_settings():
+    """``baseline_lightfm_epochs`` and ``baseline_threads`` reach the LightFM and ALS baselines; bad ones are named."""
+    from training.baseline_specs import baseline_specs
+
+    specs = {s.name: s for s in baseline_specs(["lightfm", "als"], num_threads=2, lightfm_epochs=(5,))}
+    assert specs["lightfm"].grid == (5,) and specs["lightfm"].build(5).config.num_threads == 2
+    assert specs["als"].build(32).config.num_threads == 2
+    with pytest.raises(ValueError, match=r"baseline_lightfm_epochs must be strictly increasing .* got \[5, 5\]"):
+        TrainConfig(baseline_lightfm_epochs=(5, 5))
+    with pytest.raises(ValueError, match="baseline_threads must be >= 1; got 0"):
+        TrainConfig(baseline_threads=0)
