@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Literal
 
+import numpy as np
 import polars as pl
 
 from recsys import contract as C
@@ -314,8 +315,19 @@ def _user_checks(normal: pl.DataFrame, policy: ContractPolicy, out: _Collector) 
 
 
 def _duplicate_checks(normal: pl.DataFrame, policy: ContractPolicy, out: _Collector) -> pl.DataFrame:
+    """Flag (or with ``--dedupe`` drop) every repeat of an earlier row's key, exactly.
+
+    Each row's key is hashed to 8 bytes first; only rows whose hash repeats are compared by their
+    key. Comparing every row's key (a row-encoded struct of five columns) cost 15x the table's
+    size: 0.8 GB at 2M events, the first thing that broke at 20M (12.4 GB while loading).
+    """
     key = [C.USER_ID, C.ITEM_ID, C.TS, C.EVENT, C.IMPRESSION_ID]
-    dup = pl.struct(key).is_duplicated() & ~pl.struct(key).is_first_distinct()
+    suspect = normal.select(pl.struct(key).hash(seed=0).is_duplicated()).to_series()
+    repeated = pl.Series(np.zeros(normal.height, dtype=bool))
+    if suspect.any():
+        within = normal.filter(suspect).select(~pl.struct(key).is_first_distinct()).to_series()
+        repeated = repeated.scatter(np.flatnonzero(suspect.to_numpy()), within)
+    dup = pl.lit(repeated)
     action = "dropped (--dedupe)" if policy.dedupe else "kept; drop them with --dedupe"
     n = out.flag(normal, dup, C.USER_ID, f"exact duplicate interaction rows, {action}", severity="warning")
     return normal.filter(~dup) if (n and policy.dedupe) else normal

@@ -6,6 +6,7 @@ import re
 from datetime import datetime
 from pathlib import Path
 
+import numpy as np
 import polars as pl
 import pytest
 from click.testing import CliRunner
@@ -207,6 +208,29 @@ def test_policy_switches_repair_instead_of_failing(tmp_path, items, interactions
     result = run_validate(paths.items, paths.interactions, "--drop-unknown-items", "--dedupe",
                           "--drop-impression-only-users")
     assert result.exit_code == 0 and "dropped rows whose item is not in the catalogue" in result.output
+
+
+def test_every_repeat_of_an_earlier_rows_key_is_flagged_and_deduped_exactly(tmp_path):
+    """Repeats are found through a hash of the key, then compared by the key itself: rows sharing four of the five
+    key fields are not repeats, a triple keeps its first row, and --dedupe leaves what ``unique`` would."""
+    rng = np.random.default_rng(0)
+    n = 400
+    inter = pl.DataFrame({C.USER_ID: rng.choice(["u1", "u2", "u3"], n), C.ITEM_ID: rng.choice(["a", "b", "c"], n),
+                          C.TS: rng.choice(["2024-01-01", "2024-01-02"], n),
+                          C.EVENT: rng.choice(["click", "purchase"], n),
+                          C.IMPRESSION_ID: [("s1", None)[i] for i in rng.integers(0, 2, n)]})
+    items = pl.DataFrame({C.ITEM_ID: ["a", "b", "c"], C.TITLE: ["A", "B", "C"]})
+    paths = DatasetPaths(write_table(items, tmp_path / "i.csv"), write_table(inter, tmp_path / "x.csv"))
+    key = [C.USER_ID, C.ITEM_ID, C.TS, C.EVENT, C.IMPRESSION_ID]
+    distinct = inter.unique(key, keep="first", maintain_order=True)
+    report, data = validate_dataset(paths)
+    assert f"exact duplicate interaction rows, kept; drop them with --dedupe ({n - distinct.height} rows" in str(
+        report.warnings[0].render()) and data.interactions.height == n
+    _, deduped = validate_dataset(paths, ContractPolicy(dedupe=True))
+    got = deduped.interactions.select(pl.col(key).cast(pl.String)).sort(key, nulls_last=True)
+    want = distinct.select(pl.col(C.USER_ID, C.ITEM_ID), pl.col(C.TS).str.to_datetime().cast(pl.String),
+                           pl.col(C.EVENT, C.IMPRESSION_ID)).sort(key, nulls_last=True)
+    assert got.equals(want)
 
 
 def test_custom_event_names_are_allowed_by_policy(dataset_files, interactions):
