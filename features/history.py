@@ -10,18 +10,51 @@ of a category among the first ``K`` events, or among events ``K - n + 1 .. K`` (
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
+import numpy as np
 import polars as pl
 
 from features.catalogue import days_between
 from recsys import contract as C
 from recsys.contract import CUT, ITEM_IDX, USER_IDX
 
-__all__ = ["add_user_history"]
+__all__ = ["add_user_history", "UserEvents"]
 
 _ROW = "_hist_row"
 _POS = "_hist_pos"
 _CAT = "_hist_cat"
 _K = "hist_n_events"
+
+
+@dataclass(frozen=True)
+class UserEvents:
+    """The positive events sorted by user, with each user's row range: a block's users' events by slicing.
+
+    A block's history features read only its users' events; filtering the whole log for them
+    costs a pass over it per block (a fraction of a second at 20M events, minutes over a million
+    users' export). Built once per scoring process, a block then costs its own events.
+    """
+
+    events: pl.DataFrame
+    """``user_idx``, ``item_idx``, ``timestamp``, sorted by ``user_idx``."""
+    starts: np.ndarray
+    """int64 [max user_idx + 2]: user ``u``'s events are rows ``starts[u]:starts[u + 1]``."""
+
+    @classmethod
+    def from_events(cls, events: pl.DataFrame | pl.LazyFrame) -> UserEvents:
+        frame = events.lazy().select(USER_IDX, ITEM_IDX, C.TS).sort(USER_IDX, maintain_order=True).collect()
+        users = frame[USER_IDX].to_numpy()
+        top = int(users[-1]) + 1 if len(users) else 0
+        return cls(frame, np.searchsorted(users, np.arange(top + 1)).astype(np.int64))
+
+    def of(self, users: np.ndarray) -> pl.DataFrame:
+        """The events of ``users`` (each once; users without events or beyond the index have none)."""
+        users = np.unique(np.asarray(users, dtype=np.int64))
+        users = users[(users >= 0) & (users < len(self.starts) - 1)]
+        first, count = self.starts[users], self.starts[users + 1] - self.starts[users]
+        rows = np.repeat(first - (np.cumsum(count) - count), count) + np.arange(int(count.sum()))
+        return self.events[rows]
 
 
 def _numbered(events: pl.LazyFrame, items: pl.LazyFrame) -> pl.LazyFrame:

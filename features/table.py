@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import polars as pl
 
 from features.catalogue import add_item_attributes
-from features.history import add_user_history
+from features.history import UserEvents, add_user_history
 from features.popularity import ItemTimeline, add_item_popularity, check_windows_days
 from recsys.contract import CUT, ITEM_IDX, LABEL, USER_IDX
 
@@ -64,8 +64,8 @@ def _rank(score: str, dtype: pl.DataType) -> pl.Expr:
 
 def build_ranking_table(candidates: pl.DataFrame | pl.LazyFrame, events: pl.DataFrame | pl.LazyFrame,
                         items: pl.DataFrame | pl.LazyFrame, cuts: pl.DataFrame | pl.LazyFrame, *,
-                        config: FeatureConfig = FeatureConfig(), timeline: ItemTimeline | None = None
-                        ) -> pl.DataFrame:
+                        config: FeatureConfig = FeatureConfig(), timeline: ItemTimeline | None = None,
+                        by_user: UserEvents | None = None) -> pl.DataFrame:
     """Join each candidate to its user's cut and add every feature family, as of that cut.
 
     Args:
@@ -81,6 +81,7 @@ def build_ranking_table(candidates: pl.DataFrame | pl.LazyFrame, events: pl.Data
         config: popularity windows and the recent-history length.
         timeline: ``events`` indexed by item (:meth:`ItemTimeline.from_events`), when the caller
             scores many blocks against one log: built once, it spares each block a pass over the log.
+        by_user: ``events`` indexed by user (:meth:`UserEvents.from_events`), for the same reason.
 
     Returns:
         The candidates with ``cut``, the ``pop_*`` (:func:`features.popularity.add_item_popularity`),
@@ -114,7 +115,8 @@ def build_ranking_table(candidates: pl.DataFrame | pl.LazyFrame, events: pl.Data
     # block's users' events. For one user (serving) this skips most of the log; for a block it is free.
     if timeline is None:
         timeline = ItemTimeline.from_events(events.filter(pl.col(ITEM_IDX).is_in(pairs[ITEM_IDX].unique().implode())))
-    user_events = events.filter(pl.col(USER_IDX).is_in(pairs[USER_IDX].unique().implode()))
+    user_events = (by_user.of(pairs[USER_IDX].to_numpy()).lazy() if by_user is not None else
+                   events.filter(pl.col(USER_IDX).is_in(pairs[USER_IDX].unique().implode())))
     table = (pairs.lazy()
              .pipe(add_item_popularity, timeline, windows_days=config.windows_days)
              .pipe(add_user_history, user_events, catalogue.lazy(), recent_n=config.recent_n)

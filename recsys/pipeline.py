@@ -21,6 +21,7 @@ import numpy as np
 import polars as pl
 import scipy.sparse as sp
 
+from features.history import UserEvents
 from features.popularity import ItemTimeline
 from features.table import FeatureConfig, build_ranking_table
 from recsys import contract as C
@@ -96,6 +97,11 @@ class PipelineState:
     def timeline(self) -> ItemTimeline:
         """``events`` indexed by item, built at the first block and read by every block after it."""
         return ItemTimeline.from_events(self.events)
+
+    @cached_property
+    def user_events(self) -> UserEvents:
+        """``events`` indexed by user: each block's history features slice their users' events."""
+        return UserEvents.from_events(self.events)
 
     @cached_property
     def last_events(self) -> np.ndarray:
@@ -195,7 +201,7 @@ class RankingPipeline:
                                          cold=state.cold)
         cuts = user_cuts(state.events, users, state.last_events) if cuts is None else cuts
         return build_ranking_table(candidates, state.events, state.items, cuts, config=state.features,
-                                   timeline=state.timeline)
+                                   timeline=state.timeline, by_user=state.user_events)
 
     def score(self, users: np.ndarray, history: sp.csr_matrix) -> np.ndarray:
         """float32 [b, n_items]: the ranked candidates on top, the fallback order below them elsewhere."""

@@ -28,7 +28,7 @@ import pytest
 from polars.testing import assert_frame_equal
 
 from features.catalogue import add_item_attributes
-from features.history import add_user_history
+from features.history import UserEvents, add_user_history
 from features.popularity import ItemTimeline, add_item_popularity
 from features.table import FeatureConfig, build_ranking_table, feature_columns
 from recsys import contract as C
@@ -344,3 +344,14 @@ def test_a_timeline_built_once_gives_every_block_the_same_popularity() -> None:
     counts = add_item_popularity(edge, timeline).collect()["pop_all"].to_list()
     assert counts[1] - counts[0] == events.filter((pl.col("item_idx") == at["item_idx"])
                                                   & (pl.col(C.TS) == at[C.TS])).height
+
+
+def test_an_index_of_events_by_user_gives_every_block_the_same_history_features() -> None:
+    """A scoring process indexes the log by user once (``UserEvents``); a block slices its users' events."""
+    index = UserEvents.from_events(_EVENTS.sample(fraction=1.0, shuffle=True, seed=1))
+    got = build_ranking_table(_CANDIDATES, _EVENTS, _ITEMS, _CUTS, config=_CONFIG, by_user=index)
+    assert_frame_equal(got, build_ranking_table(_CANDIDATES, _EVENTS, _ITEMS, _CUTS, config=_CONFIG))
+    block = index.of([3, 1, 1, 7, -1])  # repeated, unknown and out-of-range users: each known user's events once
+    want = _EVENTS.filter(pl.col("user_idx").is_in([1, 3]))
+    assert_frame_equal(block.sort(C.TS), want.sort(C.TS))
+    assert index.of([]).height == 0 and UserEvents.from_events(_EVENTS.head(0)).of([1]).height == 0
