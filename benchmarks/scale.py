@@ -7,8 +7,10 @@ not mix:
 * ``recsys train --data DIR`` with no config (the default recipe at ``--budget-minutes``): wall
   time, peak RSS, each stage's seconds and the peak after it (the MLflow run's metrics) and the
   registered bundle's size on disk;
-* ``recsys recommend --model models:/recsys@challenger --k 100`` for every user: wall time,
-  users/s and peak RSS;
+* ``recsys recommend --model models:/recsys@challenger --k 100`` for every user (or, with
+  ``--export-users N``, a seeded sample of N users where a point has more: a full export of a
+  million users is hours at today's rate): wall time, users/s, peak RSS and the time the whole
+  user base takes at that rate (``export/full_s``, what the slopes compare);
 * quality on the synthetic test window, from the run's report: NDCG@10 of the registered model
   against the best baseline the run fitted, with the paired bootstrap CI of the difference.
 
@@ -16,7 +18,7 @@ Then the log-log slope of time against events between consecutive points (1.0 = 
 table, ``benchmarks/results/scale.png`` (time and peak memory against events, log-log) and JSON in
 the shape of ``../shared/BENCHMARKS.md``.
 
-    python benchmarks/scale.py [--points 10k,100k,1m] [--budget-minutes 15] [--work DIR]
+    python benchmarks/scale.py [--points 10k,100k,1m] [--budget-minutes 15] [--work DIR] [--export-users N]
 """
 
 from __future__ import annotations
@@ -102,8 +104,19 @@ def bundle_mb(store: Path) -> float:
     return sum(f.stat().st_size for f in local.rglob("*") if f.is_file()) / 2**20
 
 
-def run_point(point: Point, work: Path, budget: float) -> list[dict]:
-    """Generate, train, export one point; its rows."""
+def export_sample(folder: Path, n: int, path: Path) -> int:
+    """A seeded sample of ``n`` of the dataset's users, one id per line at ``path``; how many."""
+    import numpy as np
+    import polars as pl
+
+    users = pl.scan_parquet(folder / "interactions.parquet").select(pl.col("user_id").unique().sort()).collect()
+    chosen = users["user_id"].gather(np.sort(np.random.default_rng(0).choice(users.height, n, replace=False)))
+    path.write_text("\n".join(map(str, chosen.to_list())) + "\n")
+    return len(chosen)
+
+
+def run_point(point: Point, work: Path, budget: float, export_users: int | None = None) -> list[dict]:
+    """Generate, train, export one point (all its users, or a sample of ``export_users``); its rows."""
     folder, store = work / "data" / point.name, work / "stores" / point.name
     store.mkdir(parents=True, exist_ok=True)
     synth_s, synth_mb, _ = timed([*RECSYS, "data", "synth", "--out", str(folder), "--users", str(point.users),
@@ -112,12 +125,17 @@ def run_point(point: Point, work: Path, budget: float) -> list[dict]:
     wall, peak, _ = run_train(folder, store, budget)
     print(f"{point.dataset}: train {wall:.0f} s, peak {peak:.0f} MB", flush=True)
     recs = store / "recs.parquet"
+    sample: list[str] = []
+    exported = point.users
+    if export_users and point.users > export_users:
+        exported = export_sample(folder, export_users, store / "export_users.txt")
+        sample = ["--users", str(store / "export_users.txt")]
     export_s, export_mb, said = timed([*RECSYS, "recommend", "--model", "models:/recsys@challenger", "--data",
                                        str(folder), "--k", "100", "--out", str(recs), "--tracking-uri",
-                                       f"sqlite:///{store}/mlflow.db"], store / "export.log",
+                                       f"sqlite:///{store}/mlflow.db", *sample], store / "export.log",
                                       f"recsys recommend for {point.name}")
     rate = RATE.search(said)
-    users_per_s = float(rate.group(1).replace(",", "")) if rate else point.users / export_s
+    users_per_s = float(rate.group(1).replace(",", "")) if rate else exported / export_s
     print(f"{point.dataset}: export {export_s:.0f} s ({users_per_s:.0f} users/s), peak {export_mb:.0f} MB",
           flush=True)
     rows = dataset_rows(point.dataset, folder, store, wall, peak)
@@ -136,7 +154,9 @@ def run_point(point: Point, work: Path, budget: float) -> list[dict]:
             add(f"train/{stage}", "peak_rss_mb", peak_mb)
     add("bundle", "size_mb", bundle_mb(store))
     add("export", "wall_s", export_s)
+    add("export", "users", exported)
     add("export", "users_per_s", users_per_s)
+    add("export", "full_s", point.users / users_per_s)
     add("export", "peak_rss_mb", export_mb)
     return rows
 
@@ -144,7 +164,7 @@ def run_point(point: Point, work: Path, budget: float) -> list[dict]:
 def slopes(rows: list[dict]) -> list[dict]:
     """Log-log slope of time and memory against events between consecutive points (1.0 = linear)."""
     out = []
-    for model, metric in (("train", "wall_s"), ("train", "peak_rss_mb"), ("export", "wall_s"),
+    for model, metric in (("train", "wall_s"), ("train", "peak_rss_mb"), ("export", "full_s"),
                           ("export", "peak_rss_mb")):
         points = sorted((r["events"], r["value"], r["dataset"]) for r in rows
                         if r["model"] == model and r["metric"] == metric)
@@ -168,7 +188,7 @@ def render(rows: list[dict]) -> str:
         diff = got.get(("registered", "paired_diff_ndcg@10"), {})
         first = next(iter(got.values()))
         lines.append(f"{name:<12} {first['users']:>9,} {first['items']:>7,} {first['events']:>11,} "
-                     f"{v('train', 'wall_s'):>8.0f} {v('train', 'peak_rss_mb'):>8.0f} {v('export', 'wall_s'):>8.0f} "
+                     f"{v('train', 'wall_s'):>8.0f} {v('train', 'peak_rss_mb'):>8.0f} {v('export', 'full_s'):>8.0f} "
                      f"{v('export', 'users_per_s'):>8.0f} {v('export', 'peak_rss_mb'):>9.0f} "
                      f"{v('bundle', 'size_mb'):>9.0f} {v('registered', 'ndcg@10'):>10.4f} "
                      f"{base.get('baseline', '?') + ' ' + format(base.get('value', float('nan')), '.4f'):>20} "
@@ -192,7 +212,8 @@ def plot(rows: list[dict], path: Path) -> Path:
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
     for ax, metric, label in ((axes[0], "wall_s", "wall time (s)"), (axes[1], "peak_rss_mb", "peak RSS (MB)")):
         for model, style, name in (("train", "o-", "recsys train"), ("export", "s--", "recsys recommend")):
-            points = sorted((r["events"], r["value"]) for r in rows if r["model"] == model and r["metric"] == metric)
+            wanted = "full_s" if (model, metric) == ("export", "wall_s") else metric  # every user, at the measured rate
+            points = sorted((r["events"], r["value"]) for r in rows if r["model"] == model and r["metric"] == wanted)
             if points:
                 ax.plot(*zip(*points, strict=True), style, label=name)
         ax.set(xscale="log", yscale="log", xlabel="events in the log", ylabel=label)
@@ -213,12 +234,14 @@ def main() -> None:
     parser.add_argument("--budget-minutes", type=float, default=15.0)
     parser.add_argument("--out", type=Path, default=RESULTS)
     parser.add_argument("--work", type=Path, help="keep the data, stores and exports here (default: a temp folder)")
+    parser.add_argument("--export-users", type=int, help="export a seeded sample of this many users where a point "
+                        "has more (users/s and memory measured on it; export/full_s: every user at that rate)")
     args = parser.parse_args()
     chosen = [POINTS[name.strip()] for name in args.points.split(",")]
     rows: list[dict] = []
     with tempfile.TemporaryDirectory() as tmp:
         for point in chosen:
-            rows += run_point(point, args.work or Path(tmp), args.budget_minutes)
+            rows += run_point(point, args.work or Path(tmp), args.budget_minutes, args.export_users)
     rows += slopes(rows)
     print(render(rows))
     write_result(rows, args.out, sys.argv[1:], args.budget_minutes, benchmark="scale")
