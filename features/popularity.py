@@ -20,6 +20,7 @@ import numpy as np
 import polars as pl
 
 from recsys import contract as C
+from recsys.arrays import distinct_ranks, search
 from recsys.contract import CUT, ITEM_IDX, USER_IDX
 
 __all__ = ["ItemTimeline", "add_item_popularity", "check_windows_days"]
@@ -48,15 +49,16 @@ class ItemTimeline:
     def from_events(cls, events: pl.DataFrame | pl.LazyFrame) -> ItemTimeline:
         """The timeline of positive events ``user_idx``, ``item_idx``, ``timestamp`` (Datetime("us"))."""
         frame = events.lazy().select(USER_IDX, ITEM_IDX, pl.col(C.TS).cast(pl.Int64)).collect()
-        stamps = np.unique(frame[C.TS].to_numpy())
+        stamps, ranks = distinct_ranks(frame[C.TS].to_numpy())
         stride = len(stamps) + 1
         if int(frame[ITEM_IDX].max() or 0) + 1 > np.iinfo(np.int64).max // stride:
             raise ValueError(f"{frame.height:,} events over {len(stamps):,} instants overflow int64 timeline keys")
 
-        def keys(part: pl.DataFrame) -> np.ndarray:
-            rank = np.searchsorted(stamps, part[C.TS].to_numpy())
-            return np.sort(part[ITEM_IDX].to_numpy().astype(np.int64) * stride + rank)
-        return cls(stamps, keys(frame), keys(frame.group_by(USER_IDX, ITEM_IDX).agg(pl.col(C.TS).min())))
+        def keys(items: np.ndarray, rank: np.ndarray) -> np.ndarray:
+            return np.sort(items.astype(np.int64) * stride + rank)
+        firsts = frame.group_by(USER_IDX, ITEM_IDX).agg(pl.col(C.TS).min())
+        return cls(stamps, keys(frame[ITEM_IDX].to_numpy(), ranks),
+                   keys(firsts[ITEM_IDX].to_numpy(), search(stamps, firsts[C.TS].to_numpy())))
 
     @property
     def stride(self) -> int:
@@ -64,26 +66,17 @@ class ItemTimeline:
 
     def instants(self, at: np.ndarray) -> np.ndarray:
         """int64 per row: how many of the log's distinct timestamps are strictly before ``at`` (µs)."""
-        return _search(self.stamps, at)
+        return search(self.stamps, at)
 
     def position(self, items: np.ndarray, instants: np.ndarray, user_level: bool = False) -> np.ndarray:
         """Position just past each item's last key before the instant (:meth:`instants`; 0: the item's first key)."""
-        return _search(self.user_keys if user_level else self.keys, items.astype(np.int64) * self.stride + instants)
+        return search(self.user_keys if user_level else self.keys, items.astype(np.int64) * self.stride + instants)
 
     def time_at(self, positions: np.ndarray) -> np.ndarray:
         """int64 µs of the events at ``positions`` of ``keys`` (clipped into range)."""
         if not len(self.keys):
             return np.zeros(len(positions), dtype=np.int64)
         return self.stamps[self.keys[np.clip(positions, 0, len(self.keys) - 1)] % self.stride]
-
-
-def _search(values: np.ndarray, queries: np.ndarray) -> np.ndarray:
-    """``np.searchsorted(values, queries)``, with the queries sorted first: in order they hit memory
-    the search just touched (about nine times faster on 300k queries into 2M values)."""
-    order = np.argsort(queries, kind="stable")
-    out = np.empty(len(queries), dtype=np.int64)
-    out[order] = np.searchsorted(values, queries[order])
-    return out
 
 
 def check_windows_days(windows_days: Sequence[int], *, name: str = "windows_days") -> tuple[int, ...]:

@@ -19,6 +19,7 @@ import polars as pl
 import scipy.sparse as sp
 
 from recsys import contract as C
+from recsys.arrays import distinct
 from recsys.config import check_at_least
 from recsys.topk import top_k
 
@@ -184,7 +185,7 @@ def generate_candidates(scores: Mapping[str, np.ndarray | FactorScores], users: 
         flat = top.ravel()
         keep = flat >= 0
         keys_by_source[source] = rows[keep] * n_items + flat[keep]
-    keys = np.unique(np.concatenate(list(keys_by_source.values()))) if keys_by_source else np.empty(0, np.int64)
+    keys = distinct(np.concatenate(list(keys_by_source.values()))) if keys_by_source else np.empty(0, np.int64)
     rows, items = np.divmod(keys, n_items)
     columns: dict[str, np.ndarray] = {C.USER_IDX: users[rows], C.ITEM_IDX: items}
     for source, source_keys in keys_by_source.items():

@@ -16,6 +16,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from recsys.arrays import distinct_ranks, search
+
 __all__ = ["AttentionPooling", "TowerHead", "history_windows", "PAD"]
 
 PAD = -1
@@ -127,13 +129,13 @@ def history_windows(user_sorted: np.ndarray, item_sorted: np.ndarray, time_sorte
     # user-major keys over time *ranks* (not raw times), so any unit, span or number of users fits int64:
     # an event's rank is its position among the distinct event times; a query's is the number of distinct
     # times before it, so "rank < query rank" is exactly "time < query time".
-    times = np.unique(time_sorted)
+    times, ranks = distinct_ranks(time_sorted)
     stride = np.int64(len(times) + 1)
-    keys = user_sorted.astype(np.int64) * stride + np.searchsorted(times, time_sorted, side="left")
+    keys = user_sorted.astype(np.int64) * stride + ranks
     query_users = np.asarray(query_users, dtype=np.int64)
-    qkeys = query_users * stride + np.searchsorted(times, query_times, side="left")
-    end = np.searchsorted(keys, qkeys, side="left")
-    start = np.searchsorted(keys, query_users * stride, side="left")
+    qkeys = query_users * stride + search(times, query_times)
+    end = search(keys, qkeys)
+    start = search(keys, query_users * stride)
     offsets = np.arange(-length, 0)
     pos = end[:, None] + offsets[None, :]
     valid = pos >= start[:, None]
