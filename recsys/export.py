@@ -203,15 +203,16 @@ def prepare_bundle(bundle: ModelBundle, data_dir: Path, new_items: Path | None =
         bundle = bundle.with_new_items(items)
         logger.info("encoded %d new items from %s", items.height, new_items)
     dataset = load_dataset(DatasetPaths.from_dir(data_dir), ContractPolicy(drop_unknown_items=True))
-    _, unknown_items, unknown_users = bundle.index(dataset.interactions)
+    indexed, unknown_items, unknown_users = bundle.index(dataset.interactions)
     if unknown_items:
         logger.warning("%s: %d interactions name items the model does not know (not in its catalogue or "
                        "--new-items); they are skipped", data_dir, unknown_items)
     users = np.asarray(dataset.interactions[C.USER_ID].unique().sort().to_list(), dtype=object)
+    del dataset  # the log as read (strings) is not needed past here: at 20M events it is gigabytes
     if unknown_users:
         logger.info("%s: users the model does not know get the popularity fallback (%d interactions)", data_dir,
                     unknown_users)
-    return bundle.with_interactions(dataset.interactions), users
+    return bundle.with_indexed(indexed), users
 
 
 def _manifest(users: np.ndarray, config: ExportConfig, model: str, inputs: dict | None) -> dict:
