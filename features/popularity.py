@@ -19,8 +19,8 @@ from dataclasses import dataclass
 import numpy as np
 import polars as pl
 
+from features.arrays import distinct_ranks, search
 from recsys import contract as C
-from recsys.arrays import distinct_ranks, search
 from recsys.contract import CUT, ITEM_IDX, USER_IDX
 
 __all__ = ["ItemTimeline", "add_item_popularity", "check_windows_days"]

@@ -18,8 +18,8 @@ import numpy as np
 import polars as pl
 import scipy.sparse as sp
 
+from features.arrays import distinct
 from recsys import contract as C
-from recsys.arrays import distinct
 from recsys.config import check_at_least
 from recsys.topk import top_k
 

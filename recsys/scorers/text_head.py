@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from recsys.arrays import distinct_ranks, search
+from features.arrays import distinct_ranks, search
 
 __all__ = ["AttentionPooling", "TowerHead", "history_windows", "PAD"]
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from recsys.arrays import distinct, distinct_ranks, search
+from features.arrays import distinct, distinct_ranks, search
 
 
 @pytest.mark.parametrize("n", [0, 1, 7, 5000])
