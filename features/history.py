@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 import polars as pl
 
+from features.arrays import distinct
 from features.catalogue import days_between
 from recsys import contract as C
 from recsys.contract import CUT, ITEM_IDX, USER_IDX
@@ -50,7 +51,7 @@ class UserEvents:
 
     def of(self, users: np.ndarray) -> pl.DataFrame:
         """The events of ``users`` (each once; users without events or beyond the index have none)."""
-        users = np.unique(np.asarray(users, dtype=np.int64))
+        users = distinct(np.asarray(users, dtype=np.int64))
         users = users[(users >= 0) & (users < len(self.starts) - 1)]
         first, count = self.starts[users], self.starts[users + 1] - self.starts[users]
         rows = np.repeat(first - (np.cumsum(count) - count), count) + np.arange(int(count.sum()))

@@ -129,9 +129,7 @@ class PipelineConfig:
             raise ValueError(f"PipelineConfig.cold_curve_slots / cold_curve_places: {error}") from None
         if self.label_fraction >= 1:
             raise ValueError(f"PipelineConfig.label_fraction must be < 1; got {self.label_fraction}")
-        epochs = list(self.lightfm_epochs)
-        if not epochs or epochs[0] < 1 or any(b <= a for a, b in zip(epochs, epochs[1:], strict=False)):
-            raise ValueError(f"PipelineConfig.lightfm_epochs must be strictly increasing counts >= 1; got {epochs}")
+        check_epoch_grid(self.lightfm_epochs, "PipelineConfig.lightfm_epochs")
         known = {"lightfm", "text", "ease", "itemknn", "popularity_recent"}
         if unknown := [s for s in self.sources if s not in known]:
             raise ValueError(f"Invalid PipelineConfig.sources {unknown}. Must be among {', '.join(sorted(known))}")
@@ -201,6 +199,14 @@ def candidate_ndcg(table: pl.DataFrame, column: str, k: int = 10) -> float:
                 .join(ideal.filter(pl.col("_r") <= k).group_by(C.USER_IDX).agg(gain.sum().alias("idcg")), on=C.USER_IDX)
                 .filter(pl.col("idcg") > 0))
     return float((per_user["dcg"] / per_user["idcg"]).mean()) if per_user.height else 0.0
+
+
+def check_epoch_grid(grid, name: str) -> None:
+    """``ValueError`` naming ``name`` unless ``grid`` is strictly increasing epoch counts >= 1 (one training is
+    scored at each)."""
+    epochs = list(grid)
+    if not epochs or epochs[0] < 1 or any(b <= a for a, b in zip(epochs, epochs[1:], strict=False)):
+        raise ValueError(f"{name} must be strictly increasing counts >= 1; got {epochs}")
 
 
 LABEL_BLOCK = 1024

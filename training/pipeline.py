@@ -51,6 +51,7 @@ from training.fit_pipeline import (
     PipelineRecommender,
     StageOne,
     StageView,
+    check_epoch_grid,
     refit_for_shipping,
 )
 from training.fit_text import TextTowerRecommender, with_mode
@@ -142,11 +143,15 @@ class TrainConfig:
             raise ValueError(f"Invalid stage {self.stage!r}. Must be one of {', '.join(STAGES)}")
         if self.from_model and self.stage != "all":
             raise ValueError("from_model (an update) needs stage 'all'")
-        epochs = list(self.baseline_lightfm_epochs)
-        if not epochs or any(e < 1 for e in epochs) or epochs != sorted(set(epochs)):
-            raise ValueError(f"baseline_lightfm_epochs must be strictly increasing counts >= 1; got {epochs}")
+        check_epoch_grid(self.baseline_lightfm_epochs, "baseline_lightfm_epochs")
         if self.baseline_threads < 1:
             raise ValueError(f"baseline_threads must be >= 1; got {self.baseline_threads}")
+
+
+def _baselines(config: TrainConfig) -> list[ModelSpec]:
+    """The run's baselines with their grids and threads (the comparison views and the pipeline run both read them)."""
+    return baseline_specs(config.baselines, text_template=config.text.template, num_threads=config.baseline_threads,
+                          lightfm_epochs=config.baseline_lightfm_epochs)
 
 
 @dataclass
@@ -186,8 +191,7 @@ def _specs(config: TrainConfig, towers: dict[str, TextTowerRecommender], trackin
         configs.append(config.text)
     shared = {tower_name(c): tower(c) for c in configs}
     specs = [ModelSpec(name, lambda _, m=model: m) for name, model in shared.items()]
-    specs += baseline_specs(config.baselines, text_template=config.text.template, num_threads=config.baseline_threads,
-                            lightfm_epochs=config.baseline_lightfm_epochs)
+    specs += _baselines(config)
     if config.compare_int8:
         name = tower_name(config.text)
         fine = shared.get(name) or tower(config.text)
@@ -234,8 +238,7 @@ def _pipeline_specs(config: TrainConfig, eval_config: EvalConfig, tracking: dict
     stage = StageOne(cfg, config.text, eval_config=eval_config, text_logger=tracking.pop("text_tower", None),
                      show_progress=show_progress, warm=warm)
     main = PipelineRecommender(stage, name="pipeline", cold=cfg.cold, gate=cfg.gate, baselines={})
-    specs = [*baseline_specs(config.baselines, text_template=config.text.template, num_threads=config.baseline_threads,
-                            lightfm_epochs=config.baseline_lightfm_epochs),
+    specs = [*_baselines(config),
              ModelSpec("pipeline", lambda _: main)]
     if warm is not None:  # the previous version as it is: what the update must beat on the new window
         specs.append(ModelSpec("parent", lambda _: ParentView(warm, data)))
