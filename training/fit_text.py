@@ -135,8 +135,10 @@ class TextTowerRecommender:
         events = data.events
         if self.warm is not None and self.warm.replay is not None and self.warm.replay.height:
             events = pl.concat([self.warm.replay.select(events.columns).cast(events.schema), events]).sort(C.TS)
+        zero_shot = self.config.finetune.mode == "zero-shot"  # trains on none: only the whole window's counts are read
         examples = build_examples(events, positives=self.config.positives,
-                                  history_length=self.config.history_length, use_impressions=use_impressions)
+                                  history_length=self.config.history_length, use_impressions=use_impressions,
+                                  budget=0 if zero_shot else self.config.max_train_examples, seed=self.config.seed)
         return tokens, examples, use_impressions
 
     def fit(self, data: FitInput) -> TextScorer:
@@ -188,21 +190,19 @@ class TextTowerRecommender:
 
     def _module(self, encoder, tokens: ItemTokens, examples: Examples, data: FitInput,
                 use_impressions: bool) -> TextTowerModule:
-        counts = np.bincount(examples.items[examples.labels > 0], minlength=data.n_items).astype(np.float64) + 1.0
+        items, labels = examples.everything()
+        counts = np.bincount(items[labels > 0], minlength=data.n_items).astype(np.float64) + 1.0
         log_q = np.log(counts / counts.sum())
         history_items = np.unique(examples.history[examples.history >= 0])
         steps = self.config.max_steps if self.config.max_steps > 0 else max(
-            1, self.config.max_epochs * -(-len(examples) // self.config.batch_size))
+            1, self.config.max_epochs * -(-len(items) // self.config.batch_size))
         return TextTowerModule(self.config, encoder, tokens, log_q, use_impressions, history_items, steps)
 
     def _train(self, module: TextTowerModule, examples: Examples, tokens: ItemTokens, trainable: int,
                pool: np.ndarray) -> tuple[Examples, Examples, np.ndarray | None, np.ndarray | None]:
         """Fine-tune ``module`` in place; returns what it trained on, its holdout, the holdout's negatives and
         the held-out items (None where the holdout is by time), drawn from ``pool``."""
-        cfg = self.config
-        if cfg.max_train_examples is not None and len(examples) > cfg.max_train_examples:
-            keep = np.sort(np.random.default_rng(cfg.seed).choice(len(examples), cfg.max_train_examples, replace=False))
-            examples = examples.take(keep)
+        cfg = self.config  # the examples are the budget's draw already (build_examples)
         held = (held_out_items(pool, cfg.holdout_items, seed=cfg.seed)
                 if cfg.holdout_items > 0 and not module.use_impressions and len(pool) else None)
         train, holdout = split_holdout(examples, cfg.holdout, held=held)

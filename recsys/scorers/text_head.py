@@ -124,7 +124,7 @@ def history_windows(user_sorted: np.ndarray, item_sorted: np.ndarray, time_sorte
     Returns:
         int64 [q, L] item indices, most recent last, left-padded with ``PAD``.
     """
-    if len(item_sorted) == 0:
+    if len(item_sorted) == 0 or len(query_users) == 0:
         return np.full((len(query_users), length), PAD, dtype=np.int64)
     # user-major keys over time *ranks* (not raw times), so any unit, span or number of users fits int64:
     # an event's rank is its position among the distinct event times; a query's is the number of distinct

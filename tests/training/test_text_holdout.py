@@ -36,6 +36,24 @@ def examples(data):
                           use_impressions=False)
 
 
+def test_a_budget_draws_examples_before_their_windows_and_keeps_the_whole_window_counts(data, examples):
+    events = data.test.fit.events
+    drawn = build_examples(events, positives=("click", "purchase"), history_length=5, use_impressions=False,
+                           budget=50, seed=7)
+    keep = np.sort(np.random.default_rng(7).choice(len(examples), 50, replace=False))
+    expected = examples.take(keep)  # the draw the tower made after building every window
+    assert len(drawn) == 50 < len(examples)
+    for field in ("users", "items", "labels", "history", "times"):
+        assert np.array_equal(getattr(drawn, field), getattr(expected, field)), field
+    assert len(np.unique(drawn.group)) == len(drawn)  # positives only: each example is its own group
+    items, labels = drawn.everything()  # the popularity correction still counts the whole window
+    assert np.array_equal(items, examples.items) and np.array_equal(labels, examples.labels)
+    assert examples.everything()[0] is examples.items  # nothing drawn: the examples are the window
+    big = build_examples(events, positives=("click", "purchase"), history_length=5, use_impressions=False,
+                         budget=len(examples), seed=7)
+    assert big.population is None and np.array_equal(big.history, examples.history)
+
+
 def _config(model_dir, **kw) -> TextTowerConfig:
     base = dict(model=str(model_dir), finetune=FineTuneConfig(mode="full"), max_epochs=2, lr=3e-4, batch_size=32,
                 patience=10, impressions="no")
