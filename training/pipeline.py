@@ -29,7 +29,7 @@ from recsys.evaluation.runner import EvalResult
 from recsys.fingerprint import data_fingerprint
 from recsys.indexing import FitInput, fit_input
 from recsys.io import DatasetPaths, load_dataset
-from recsys.memory import frozen_heap, peak_rss_mb
+from recsys.memory import frozen_heap, peak_rss_mb, release
 from recsys.scorers import TextScorer
 from recsys.scratch import mark_interrupted, owner_tags, run_temp_folder
 from training.baseline_specs import (
@@ -296,8 +296,9 @@ def _train(config: TrainConfig, *, tracking_uri: str | None, show_progress: bool
         from recsys.pyfunc_model import load_registered
 
         previous = load_registered(config.from_model, tracking_uri)
-    dataset = load_dataset(paths)
-    data = build_eval_data(dataset, eval_config, extra_users=previous.user_ids.astype(str) if previous else ())
+    data = build_eval_data(load_dataset(paths), eval_config,
+                           extra_users=previous.user_ids.astype(str) if previous else ())
+    release()  # the string-keyed log is gone: every later step reads the indexed windows
     warm = warm_start(previous, data, config.update) if previous is not None else None
     budget = memory_budget(config.memory_gb)
     baselines, skipped = fitting_baselines(config.baselines, len(data.item_ids), budget)
@@ -373,18 +374,18 @@ def _train(config: TrainConfig, *, tracking_uri: str | None, show_progress: bool
                 mlflow.log_artifact(config_file)
         if main is not None and config.register:
             start_package = time.perf_counter()
-            interactions = dataset.interactions.select(C.USER_ID, C.ITEM_ID, C.TS, C.EVENT)
-            if previous is not None:  # users without new events keep the previous version's history
-                interactions = pl.concat([parent_interactions(previous), interactions])
-            shipped, fit = main, None
+            shipped, fit, every = main, None, all_events(data, eval_config)
             if config.ship == "all":  # learn from everything: the test window's events too
-                fit = all_events(data, eval_config)
+                fit = every
                 shipped = refit_for_shipping(main, fit)
                 stats["ship"] = {"seconds": time.perf_counter() - start_package, "peak_rss_mb": peak_rss_mb()}
             meta = {"run_id": run_id, "data": str(config.data), "git_commit": git_commit(),
                     "fitted_on": "every event" if config.ship == "all" else f"the evaluation's {config.history}",
                     "serves": shipped.kept_}
-            bundle = package_pipeline(shipped, data, interactions, meta=meta, fit=fit)
+            # users without new events keep the previous version's history
+            carried = parent_interactions(previous) if previous is not None else None
+            bundle = package_pipeline(shipped, data, every.events, meta=meta, fit=fit, carried=carried)
+            del every
             registration = log_and_register(mlflow, run_id, bundle, result, name=config.register,
                                             fingerprint=fingerprint, git_commit=git_commit(),
                                             tracking_uri=tracking_uri, force=force_promote,
