@@ -40,16 +40,17 @@ __all__ = ["package_pipeline", "per_user_metrics", "Registration", "log_and_regi
 logger = logging.getLogger(__name__)
 
 
-def package_pipeline(main: PipelineRecommender, data: EvalData, history: pl.DataFrame, meta: dict | None = None,
+def package_pipeline(main: PipelineRecommender, data: EvalData, history: FitInput, meta: dict | None = None,
                      fit: FitInput | None = None, carried: pl.DataFrame | None = None) -> ModelBundle:
     """The fitted pipeline (every model already in its runtime form) with the id maps and every user's history.
 
     Args:
         main: the fitted pipeline: the evaluated one, or its refit on every event (``fit``).
         data: the run's indexed data (id maps, the fit window).
-        history: every event the run read, in the run's index (``user_idx``, ``item_idx``, ``timestamp``,
-            ``event``): the bundle's histories. Indexed already, so packaging
-            neither keeps nor re-joins the string-keyed log (at 20M events that copy held 3 GB all run).
+        history: every event the run read, as a fit input in the run's index (``all_events``): the
+            bundle's histories. Indexed already, so packaging neither keeps nor re-joins the
+            string-keyed log (at 20M events that copy held 3 GB all run); where ``main`` was refit on
+            it, the same object, so its matrices are not built twice.
         fit: what ``main`` was fitted on (default: the test window's fit data).
         carried: contract interactions of users the run's data lacks (an update keeps its parent's histories).
     """
@@ -62,11 +63,11 @@ def package_pipeline(main: PipelineRecommender, data: EvalData, history: pl.Data
                          binarize(fit.interactions).getnnz(axis=0).astype(np.float32), tuple(config.positives),
                          {str(e): float(w) for e, w in config.event_weights},
                          {"relevant": list(config.relevance)} | (meta or {}))
+    if carried is None:
+        return bundle.with_fit(history)
     columns = [C.USER_IDX, C.ITEM_IDX, C.TS, C.EVENT]  # no model reads a history's impression ids
-    history = history.select(columns)
-    if carried is not None:
-        history = pl.concat([bundle.index(carried)[0].select(columns), history], how="vertical_relaxed")
-    return bundle.with_indexed(history)
+    earlier = bundle.index(carried)[0].select(columns)
+    return bundle.with_indexed(pl.concat([earlier, history.events.select(columns)], how="vertical_relaxed"))
 
 
 def per_user_metrics(result: EvalResult, model: str = "pipeline") -> pl.DataFrame:

@@ -384,7 +384,7 @@ def _train(config: TrainConfig, *, tracking_uri: str | None, show_progress: bool
                     "serves": shipped.kept_}
             # users without new events keep the previous version's history
             carried = parent_interactions(previous) if previous is not None else None
-            bundle = package_pipeline(shipped, data, every.events, meta=meta, fit=fit, carried=carried)
+            bundle = package_pipeline(shipped, data, every, meta=meta, fit=fit, carried=carried)
             del every
             registration = log_and_register(mlflow, run_id, bundle, result, name=config.register,
                                             fingerprint=fingerprint, git_commit=git_commit(),

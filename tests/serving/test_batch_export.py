@@ -298,3 +298,19 @@ def test_bad_users_or_new_items_files_are_clear_errors(model, tmp_path):
     result = _recommend(uri, "--data", str(data), "--out", str(out), "--new-items", str(clash))
     assert result.exit_code == 1 and "already in the model's catalogue" in result.output
     assert not out.exists() and not parts_folder(out).exists()
+
+
+def test_the_bundle_indexes_a_log_and_counts_what_it_does_not_know(model):
+    data, uri, _ = model
+    bundle = load_registered(CHAMPION, uri)
+    log = pl.read_parquet(data / "interactions.parquet").head(50)
+    stranger = log.head(3).with_columns(pl.lit("stranger").alias("user_id"))
+    odd_item = log.head(2).with_columns(pl.lit("no-such-item").alias("item_id"))
+    both = log.head(1).with_columns(pl.lit("stranger").alias("user_id"), pl.lit("no-such-item").alias("item_id"))
+    indexed, unknown_items, unknown_users = bundle.index(pl.concat([log, stranger, odd_item, both]))
+    assert (unknown_items, unknown_users) == (3, 3)  # a row naming neither counts once, as an unknown item
+    assert indexed.columns == ["user_idx", "item_idx", "timestamp", "event", "impression_id"]  # no string ids
+    assert indexed.height == log.height
+    assert bundle.user_ids[indexed["user_idx"].to_numpy()].astype(str).tolist() == log["user_id"].to_list()
+    assert bundle.item_ids[indexed["item_idx"].to_numpy()].astype(str).tolist() == log["item_id"].to_list()
+    assert indexed["timestamp"].to_list() == log["timestamp"].to_list()
