@@ -111,7 +111,8 @@ def _per_user_labels(units: pl.LazyFrame, cfg: SplitConfig) -> pl.LazyFrame:
     # lone events before impressions at the same time (nulls first), then by item and event
     ordered = units.sort(C.USER_ID, _UNIT_TS, C.IMPRESSION_ID, C.ITEM_ID, C.EVENT, nulls_last=False)
     lone = pl.col(C.IMPRESSION_ID).is_null()
-    changed = [pl.col(c).ne_missing(pl.col(c).shift(1)) for c in (C.USER_ID, _UNIT_TS, C.IMPRESSION_ID)]
+    # evaluated within each user (the window below): a user's first row has nothing before it, a unit of its own
+    changed = [pl.col(c).ne_missing(pl.col(c).shift(1)) for c in (_UNIT_TS, C.IMPRESSION_ID)]
     new_unit = pl.any_horizontal(*changed, lone & pl.any_horizontal(
         *(pl.col(c).ne_missing(pl.col(c).shift(1)) for c in (C.ITEM_ID, C.EVENT))))
     position = new_unit.cast(pl.Int64).cum_sum().over(C.USER_ID) - 1

@@ -197,6 +197,27 @@ def test_split_summary_counts_and_window_order(log):
     assert_frame_equal(split_summary(shuffled.sample(fraction=1.0, shuffle=True, seed=8)), summary)
 
 
+def test_per_user_counts_a_users_first_unit_even_when_the_previous_user_ended_on_the_same_event():
+    # u1's only event and u2's first are the same (item, event, time): u2 still has 2 units, so 1 is test
+    rows = [("u1", "a", _t(5), C.CLICK, None), ("u2", "a", _t(5), C.CLICK, None), ("u2", "b", _t(6), C.CLICK, None)]
+    out = temporal_split(_frame(rows), SplitConfig(mode="per-user", valid=0.0, test=0.5)).collect()
+    labels = {(r[C.USER_ID], r[C.ITEM_ID]): r[C.SPLIT] for r in out.to_dicts()}
+    assert labels == {("u1", "a"): C.TRAIN, ("u2", "a"): C.TRAIN, ("u2", "b"): C.TEST}
+
+
+@pytest.mark.parametrize("config", [_GLOBAL_20_20, _PER_USER_25_50, SplitConfig(mode="items", valid=0.2, test=0.2)])
+def test_integer_ids_in_sorted_order_split_as_the_ids_do(config):
+    # build_eval_data splits indices given in the ids' sorted order: the labels must not move
+    events = _random_log(seed=3)
+    by_id = temporal_split(events, config).collect()
+    codes = {c: {v: i for i, v in enumerate(sorted(events[c].unique().to_list()))} for c in (C.USER_ID, C.ITEM_ID)}
+    coded = events.with_columns(pl.col(c).replace_strict(codes[c], return_dtype=pl.UInt32) for c in codes)
+    by_index = temporal_split(coded, config).collect()
+    back = {c: dict(enumerate(sorted(codes[c]))) for c in codes}
+    restored = by_index.with_columns(pl.col(c).replace_strict(back[c], return_dtype=pl.String) for c in codes)
+    assert_frame_equal(restored, by_id)
+
+
 # --- naive reference loops on a larger random log -------------------------------------------
 
 
