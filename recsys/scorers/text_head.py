@@ -102,6 +102,17 @@ class TowerHead(nn.Module):
         """Match logits of every user against every item, plus each item's appeal: [b, d] x [n, d] -> [b, n]."""
         return self.match_logits(users, items) + self.item_appeal(items)[None, :]
 
+    def catalogue_side(self, items: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The items' half of :meth:`logits` ([n, d] space, [n] appeal): fixed while serving, so computed once."""
+        space = self.item_space(items)
+        return space, self.appeal(space).squeeze(-1)
+
+    def logits_at(self, users: torch.Tensor, side: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+        """:meth:`logits` against a :meth:`catalogue_side` (the same numbers, without the items' half again)."""
+        users, scale = self._user_side(users)
+        space, appeal = side
+        return scale * users @ space.T + appeal[None, :]
+
     def pair_match(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
         """The user-item match alone of aligned pairs: [b, d] x [b, d] -> [b]."""
         users, scale = self._user_side(users)

@@ -364,3 +364,32 @@ def test_text_scorer_without_an_encoder_folder_is_refused(tmp_path, text_parts):
         load_scorer(tmp_path / "text")
     with pytest.raises(ValueError, match=r"history has 4 items; the text tower has 5"):
         scorer.score(USERS, sp.csr_matrix((3, 4), dtype=np.float32))
+
+
+@pytest.mark.parametrize("similarity", ["cosine", "dot"])
+def test_the_catalogue_side_computed_once_gives_the_same_logits(similarity):
+    torch.manual_seed(5)
+    head = TowerHead(16, similarity).eval()
+    with torch.no_grad():
+        head.appeal.weight.copy_(torch.randn(1, 16))
+        head.appeal.bias.fill_(0.25)
+    users, items = torch.randn(4, 16), torch.randn(30, 16)
+    with torch.inference_mode():
+        assert torch.equal(head.logits_at(users, head.catalogue_side(items)), head.logits(users, items))
+
+
+def test_a_text_scorer_re_reads_its_catalogue_side_when_the_head_changes_in_place(text_parts):
+    scorer = _text_scorer(text_parts, None)
+    with torch.inference_mode():  # the catalogue as training leaves it: inference tensors
+        scorer = replace(scorer, item_vectors_=scorer.item_vectors_.clone())
+    first = scorer.score(USERS, HISTORY)
+    np.testing.assert_array_equal(scorer.score(USERS, HISTORY), first)  # from the cached side
+    bias = scorer.head.appeal.bias
+    before = float(bias)
+    with torch.no_grad():
+        bias.add_(1.0)
+    try:
+        np.testing.assert_allclose(scorer.score(USERS, HISTORY) - first, 1.0, atol=1e-5)
+    finally:
+        with torch.no_grad():
+            bias.fill_(before)  # the head is the module's fixture
