@@ -203,9 +203,9 @@ class TextScorer(StoredScorer):
 
     @property
     def _catalogue(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """The catalogue's side of the logits, computed once while the vectors and the head stay as they are:
-        normalising 100k item vectors and reading their appeal took 1.4 of a 1,024-user block's 4.2 s in the
-        text tower at 50k items. Keyed on the tensors' version counters, so a head changed in place is re-read."""
+        """The catalogue's side of the logits, computed once while the vectors and the head stay as they are
+        (every block normalised every item vector and read its appeal again). Keyed on the tensors' version
+        counters, so a head changed in place is re-read."""
         key = tuple(0 if t.is_inference() else t._version  # an inference tensor cannot change outside inference mode
                     for t in (self.item_vectors_, *self.head.parameters()))
         found = self.__dict__.get("_catalogue_cache")
