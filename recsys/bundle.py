@@ -21,7 +21,7 @@ import scipy.sparse as sp
 
 from recsys import contract as C
 from recsys.errors import DataContractError
-from recsys.indexing import Events, FitInput, fit_input, id_lookup, index_of
+from recsys.indexing import FitInput, event_matrix, id_lookup, index_of
 from recsys.pipeline import ColdExposure, PipelineState, RankingPipeline
 from recsys.scorers import TextScorer
 from recsys.scoring import iter_ranked
@@ -149,12 +149,15 @@ class ModelBundle:
 
     def with_indexed(self, indexed: pl.DataFrame) -> ModelBundle:
         """:meth:`with_interactions` of interactions already :meth:`index`-ed (a caller that counted what was
-        skipped indexes a 20M-row log once, not twice)."""
-        indexed = indexed.drop(C.USER_ID, C.ITEM_ID, strict=False)  # the indices say it; the strings cost most
-        if C.IMPRESSION_ID not in indexed.columns:
-            indexed = indexed.with_columns(pl.lit(None, pl.String).alias(C.IMPRESSION_ID))
-        events = Events(positives=self.positives, event_weights=tuple(self.event_weights.items()))
-        return self.with_fit(fit_input(indexed, (self.n_users, self.n_items), events, None, None))
+        skipped indexes a 20M-row log once, not twice).
+
+        Only what serving reads is built: the positives in time order and their weighted matrix (a
+        whole fit input also sorted every non-positive row and built a recent-window matrix no model
+        reads here)."""
+        positive = (indexed.lazy().filter(pl.col(C.EVENT).is_in(list(self.positives)))
+                    .select(C.USER_IDX, C.ITEM_IDX, C.TS, C.EVENT).sort(C.TS, C.USER_IDX, C.ITEM_IDX).collect())
+        weight = pl.col(C.EVENT).replace_strict(self.event_weights, default=0.0, return_dtype=pl.Float32)
+        return self._with_histories(event_matrix(positive, (self.n_users, self.n_items), weight), positive)
 
     def with_fit(self, fit: FitInput) -> ModelBundle:
         """:meth:`with_indexed` of a fit input already built over the histories (its ``events`` and
@@ -163,13 +166,17 @@ class ModelBundle:
         if fit.interactions.shape != (self.n_users, self.n_items) or fit.events is None:
             raise ValueError(f"a fit input over {self.n_users} users x {self.n_items} items with events is needed, "
                              f"got {fit.interactions.shape}")
+        return self._with_histories(fit.interactions, fit.events)
+
+    def _with_histories(self, history: sp.csr_matrix, events: pl.DataFrame) -> ModelBundle:
+        """The models reading ``history`` (the weighted matrix) and ``events`` (indexed rows in time order)."""
         state = self.state
-        events = fit.events.filter(pl.col(C.EVENT).is_in(list(self.positives))).select(C.USER_IDX, C.ITEM_IDX, C.TS)
+        positive = events.filter(pl.col(C.EVENT).is_in(list(self.positives))).select(C.USER_IDX, C.ITEM_IDX, C.TS)
         cold = np.ones(self.n_items, bool)
-        cold[events[C.ITEM_IDX].unique().to_numpy()] = False
-        models = {name: model.with_history(fit.events, self.n_users) if isinstance(model, TextScorer) else model
+        cold[positive[C.ITEM_IDX].unique().to_numpy()] = False
+        models = {name: model.with_history(events, self.n_users) if isinstance(model, TextScorer) else model
                   for name, model in state.models.items()}
-        return self._with_state(replace(state, models=models, events=events, cold=cold), history=fit.interactions)
+        return self._with_state(replace(state, models=models, events=positive, cold=cold), history=history)
 
     def with_new_items(self, items: pl.DataFrame) -> ModelBundle:
         """The catalogue extended by items that arrived after training (contract item rows).
