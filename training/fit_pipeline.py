@@ -349,6 +349,14 @@ class StageOne:
         self._data = data
         return self
 
+    def release_label_window(self) -> None:
+        """Forget what only the evaluation reads: the label-window fits, their data, labels and cuts, and
+        every whole-window model but the text tower (shipping re-reads its histories; the others refit).
+        The choices and stats stay, which is all :func:`refit_for_shipping` takes."""
+        self.inner, self.inner_data, self.labels, self.cuts, self._data = {}, None, None, None, None
+        self.full = {name: model for name, model in self.full.items() if name == "text"}
+        self.towers = {name: model for name, model in self.towers.items() if name == self.text_kept}
+
     def _fit_text(self, data: FitInput) -> None:
         if "text" not in self.config.sources:
             return
@@ -502,6 +510,13 @@ class PipelineRecommender:
         self.start_: dict[str, float] = {}
         """How the start was chosen (judged users, NDCG@10 of both starts, paired difference and its CI)."""
         self._data: FitInput | None = None
+
+    def release_evaluated(self) -> None:
+        """Forget the evaluated pipeline's data-sized parts (its window's state and caches, the ranker's training
+        table, stage one's label window) before shipping refits: at 20M events the run's peak was the two
+        generations of models and windows alive at once. The choices and the ranker stay."""
+        self.pipeline_, self.train_table_, self._data = None, None, None
+        self.stage_one.release_label_window()
 
     def _state(self, models: dict[str, Scorer], data: FitInput, ranker) -> PipelineState:
         """The parts of one pipeline: ``models`` fit on ``data``, whose positive events the features read.

@@ -377,6 +377,8 @@ def _train(config: TrainConfig, *, tracking_uri: str | None, show_progress: bool
             shipped, fit, every = main, None, all_events(data, eval_config)
             if config.ship == "all":  # learn from everything: the test window's events too
                 fit = every
+                main.release_evaluated()  # the evaluation is over: its models and windows make way for the refit
+                release()
                 shipped = refit_for_shipping(main, fit)
                 stats["ship"] = {"seconds": time.perf_counter() - start_package, "peak_rss_mb": peak_rss_mb()}
             meta = {"run_id": run_id, "data": str(config.data), "git_commit": git_commit(),
