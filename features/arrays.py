@@ -13,15 +13,18 @@ import numpy as np
 __all__ = ["distinct", "distinct_ranks", "search"]
 
 
+def _firsts(ordered: np.ndarray) -> np.ndarray:
+    """bool per value of a sorted array: the first of its run of equal values."""
+    first = np.empty(len(ordered), dtype=bool)
+    first[:1] = True
+    np.not_equal(ordered[1:], ordered[:-1], out=first[1:])
+    return first
+
+
 def distinct(values: np.ndarray) -> np.ndarray:
     """``np.unique(values)`` (sorted distinct values) by a sort and a mask."""
     ordered = np.sort(np.asarray(values).ravel())
-    if not len(ordered):
-        return ordered
-    keep = np.empty(len(ordered), dtype=bool)
-    keep[0] = True
-    np.not_equal(ordered[1:], ordered[:-1], out=keep[1:])
-    return ordered[keep]
+    return ordered[_firsts(ordered)]
 
 
 def distinct_ranks(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -30,9 +33,7 @@ def distinct_ranks(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     values = np.asarray(values).ravel()
     order = np.argsort(values, kind="stable")
     ordered = values[order]
-    new = np.empty(len(values), dtype=bool)
-    new[:1] = True
-    np.not_equal(ordered[1:], ordered[:-1], out=new[1:])
+    new = _firsts(ordered)
     ranks = np.empty(len(values), dtype=np.int64)
     ranks[order] = np.cumsum(new) - 1
     return ordered[new], ranks

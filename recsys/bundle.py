@@ -166,17 +166,18 @@ class ModelBundle:
         if fit.interactions.shape != (self.n_users, self.n_items) or fit.events is None:
             raise ValueError(f"a fit input over {self.n_users} users x {self.n_items} items with events is needed, "
                              f"got {fit.interactions.shape}")
-        return self._with_histories(fit.interactions, fit.events)
+        return self._with_histories(fit.interactions, fit.events.filter(pl.col(C.EVENT).is_in(list(self.positives))))
 
-    def _with_histories(self, history: sp.csr_matrix, events: pl.DataFrame) -> ModelBundle:
-        """The models reading ``history`` (the weighted matrix) and ``events`` (indexed rows in time order)."""
+    def _with_histories(self, history: sp.csr_matrix, positive: pl.DataFrame) -> ModelBundle:
+        """The models reading ``history`` (the weighted matrix) and ``positive`` (indexed positive events with
+        their ``event``, in time order)."""
         state = self.state
-        positive = events.filter(pl.col(C.EVENT).is_in(list(self.positives))).select(C.USER_IDX, C.ITEM_IDX, C.TS)
         cold = np.ones(self.n_items, bool)
         cold[positive[C.ITEM_IDX].unique().to_numpy()] = False
-        models = {name: model.with_history(events, self.n_users) if isinstance(model, TextScorer) else model
+        models = {name: model.with_history(positive, self.n_users) if isinstance(model, TextScorer) else model
                   for name, model in state.models.items()}
-        return self._with_state(replace(state, models=models, events=positive, cold=cold), history=history)
+        events = positive.select(C.USER_IDX, C.ITEM_IDX, C.TS)
+        return self._with_state(replace(state, models=models, events=events, cold=cold), history=history)
 
     def with_new_items(self, items: pl.DataFrame) -> ModelBundle:
         """The catalogue extended by items that arrived after training (contract item rows).
