@@ -349,11 +349,17 @@ class StageOne:
         self._data = data
         return self
 
+    def release_inner(self) -> None:
+        """Forget the label window (the models fit before the label cut, their data, labels and cuts) once no
+        ranker will be trained on it; the whole-window models, the towers and the choices stay."""
+        self.inner, self.inner_data, self.labels, self.cuts = {}, None, None, None
+
     def release_label_window(self) -> None:
         """Forget what only the evaluation reads: the label-window fits, their data, labels and cuts, and
         every whole-window model but the text tower (shipping re-reads its histories; the others refit).
         The choices and stats stay, which is all :func:`refit_for_shipping` takes."""
-        self.inner, self.inner_data, self.labels, self.cuts, self._data = {}, None, None, None, None
+        self.release_inner()
+        self._data = None
         self.full = {name: model for name, model in self.full.items() if name == "text"}
         self.towers = {name: model for name, model in self.towers.items() if name == self.text_kept}
 
@@ -478,8 +484,12 @@ class PipelineRecommender:
     def __init__(self, stage_one: StageOne, *, name: str = "pipeline", without: Sequence[str] = (),
                  cold: ColdExposure = ColdExposure(), gate: bool = False, keep: str | None = None,
                  ranker: RankerEnsemble | None = None, baselines: Mapping[str, Tuned] | None = None,
-                 fallback: Tuned | None = None, new_items: bool = True) -> None:
+                 fallback: Tuned | None = None, new_items: bool = True, frees_label_window: bool = False) -> None:
         self.stage_one, self.name, self.without, self.cold = stage_one, name, tuple(without), cold
+        self.frees_label_window = frees_label_window
+        """No later variant trains a ranker on ``stage_one``: once this one's ranker is trained, the label window
+        (inner models, their data, labels, cuts) and the training table go before the whole-window state is built
+        and evaluated. At 20M events they held ~1.5 GB through the evaluation, the run's peak."""
         self.new_items = new_items
         """False: no new item is a candidate (the ``pipeline_no_new`` ablation)."""
         self.gate = gate
@@ -502,7 +512,9 @@ class PipelineRecommender:
         self.report_: RankerReport | None = None
         self.stats_: dict[str, float] = {}
         self.train_table_: pl.DataFrame | None = None
-        """The ranker's training table (features and labels of the label window)."""
+        """The ranker's training table (features and labels of the label window; None once released)."""
+        self.feature_summary_: str = ""
+        """``describe()`` of the training table (what the run logs, kept when the table goes)."""
         self.ranker_: RankerEnsemble | None = None
         """The ranker trained, whether the gate kept it or not (its report, importance and curves are logged)."""
         self.base_: str | None = None
@@ -558,6 +570,9 @@ class PipelineRecommender:
             return self.pipeline_
         stage = self.stage_one.fit(data)
         cfg = stage.config
+        if self.ranker is None and stage.labels is None:
+            raise NotFittedError(f"{self.name}: stage one's label window was released after the last ranker was "
+                                 "trained (PipelineRecommender.frees_label_window); fit this variant before that one")
         if self.ranker is not None:  # trained already: it ranks what the models fitted on ``data`` propose
             self.kept_, self.stats_, self._data, self.ranker_ = "ranker", {}, data, self.ranker
             self.pipeline_ = RankingPipeline(self._state(stage.full, data, self.ranker), name=self.name,
@@ -587,9 +602,7 @@ class PipelineRecommender:
         if self.gate and self.keep is None:
             self.kept_ = self._run_gate(held_out, base)
         self.train_table_, self.ranker_ = table, ranker
-        # the ranker, or the one stage-one model that serves alone through the same interface
-        state = self._state(stage.full, data, ranker) if self.kept_ == "ranker" else self._alone(self.kept_, data)
-        self.pipeline_ = RankingPipeline(state, name=self.name, cold=self.cold)
+        self.feature_summary_ = str(table.describe())
         self.stats_ = {"features_s": features_s, "train_rows": table.height, "train_users": len(users),
                        "peak_rss_mb": peak_rss_mb(),
                        "n_features": len(ranker.features), "ranker_s": time.perf_counter() - start - features_s}
@@ -598,6 +611,14 @@ class PipelineRecommender:
         self.stats_ |= {f"ranker_fold_ndcg_base_{b or 'none'}": f[1].mean_best_ndcg for b, f in fits.items()}
         self.stats_ |= {f"start_{k}": v for k, v in self.start_.items()}
         self.stats_ |= {f"gate_{k}": v for k, v in self.gate_.items()}
+        if self.frees_label_window:  # no later variant trains a ranker here: the label window makes way
+            del inner, held_out, fits, blocks, truth
+            self.train_table_ = table = None
+            stage.release_inner()
+            release()
+        # the ranker, or the one stage-one model that serves alone through the same interface
+        state = self._state(stage.full, data, ranker) if self.kept_ == "ranker" else self._alone(self.kept_, data)
+        self.pipeline_ = RankingPipeline(state, name=self.name, cold=self.cold)
         self.base_ = base
         self._data = data
         return self.pipeline_

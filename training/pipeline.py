@@ -237,7 +237,8 @@ def _pipeline_specs(config: TrainConfig, eval_config: EvalConfig, tracking: dict
     cfg = config.pipeline
     stage = StageOne(cfg, config.text, eval_config=eval_config, text_logger=tracking.pop("text_tower", None),
                      show_progress=show_progress, warm=warm)
-    main = PipelineRecommender(stage, name="pipeline", cold=cfg.cold, gate=cfg.gate, baselines={})
+    main = PipelineRecommender(stage, name="pipeline", cold=cfg.cold, gate=cfg.gate, baselines={},
+                               frees_label_window=not cfg.ablations)  # the ablations train rankers after it
     specs = [*_baselines(config),
              ModelSpec("pipeline", lambda _: main)]
     if warm is not None:  # the previous version as it is: what the update must beat on the new window

@@ -237,11 +237,9 @@ def log_stages(mlflow, parent, stage_one: StageOne, main: PipelineRecommender, r
     _child(mlflow, parent, "candidates", {f"label_{k}": v for k, v in label.items()}
            | {f"test_{k}": v for k, v in recall.items()},
            params={"sources": ",".join(main.pipeline_.state.sources)} | asdict(main.pipeline_.state.candidates))
-    table = main.train_table_
-    _child(mlflow, parent, "features", {"seconds": main.stats_["features_s"], "rows": table.height,
+    _child(mlflow, parent, "features", {"seconds": main.stats_["features_s"], "rows": main.stats_["train_rows"],
                                         "n_features": main.stats_["n_features"]},
-           texts={"features.txt": "\n".join(main.ranker_.features),
-                  "feature_summary.txt": str(table.describe())})
+           texts={"features.txt": "\n".join(main.ranker_.features), "feature_summary.txt": main.feature_summary_})
     report = main.report_
     ranker_metrics = {"seconds": main.stats_["ranker_s"], "mean_best_ndcg": report.mean_best_ndcg,
                       "groups_used": report.n_groups_used, "groups_dropped": report.n_groups_dropped}

@@ -389,3 +389,22 @@ def test_a_sample_of_label_users_trains_the_ranker_and_judges_stage_ones_choices
     assert recommender.train_table_[C.USER_IDX].n_unique() <= 12
     again = StageOne(small.config, TextTowerConfig()).fit(data.test.fit)
     np.testing.assert_array_equal(again.sampled_users, small.sampled_users)  # seeded
+
+
+def test_the_last_ranker_trained_releases_the_label_window_and_later_variants_say_so(fitted):
+    """Without ablations the main pipeline is the only ranker: its label window goes before the evaluation."""
+    data, stage, recommender, pipeline = fitted
+    own = StageOne(stage.config, TextTowerConfig())
+    last = PipelineRecommender(own, frees_label_window=True)
+    served = last.fit(data.test.fit)
+    assert own.inner == {} and own.inner_data is None and own.labels is None and own.cuts is None
+    assert last.train_table_ is None and last.stats_["train_rows"] > 0 and "label" in last.feature_summary_
+    assert set(own.full) == set(stage.full) and served.state.models == own.full
+    users = data.test.users[:8]
+    top, _ = served.rank(users, data.test.history[users], 10, exclude=data.test.history[users])
+    # the same choices and ranker training as the variant that kept its window: the same lists
+    expected, _ = pipeline.rank(users, data.test.history[users], 10, exclude=data.test.history[users])
+    np.testing.assert_array_equal(top, expected)
+    assert StageView(own, "lightfm").fit(data.test.fit) is own.full["lightfm"]  # the towers and full models stay
+    with pytest.raises(NotFittedError, match="label window was released"):
+        PipelineRecommender(own, name="pipeline_no_text", without=("text",)).fit(data.test.fit)
