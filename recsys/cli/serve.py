@@ -30,16 +30,19 @@ from recsys.errors import RecsysError
 @click.option("--block-size", type=int, default=1024, show_default=True, help="Users scored together.")
 @click.option("--cold-slots", type=int,
               help="New-item slots at the end of the first 20 positions (default: the model's setting).")
+@click.option("--workers", type=int, default=2, show_default=True,
+              help="Blocks scored at once (threads; each holds a block's memory). The lists do not depend on it.")
 @click.option("--engine", type=click.Choice(["local", "spark"]), default="local", show_default=True,
               help="local: this machine, streaming blocks; spark: Apache Spark (mapInPandas).")
 @click.option("--tracking-uri", help="MLflow store (default: $MLFLOW_TRACKING_URI, else ./mlflow/mlflow.db).")
 def recommend_cmd(model_uri, data_dir, k, out, users_file, new_items, resume, include_seen, block_size, cold_slots,
-                  engine, tracking_uri) -> None:
+                  workers, engine, tracking_uri) -> None:
     """Batch top-k export for every user of --data (or the --users), from a registered model."""
     from recsys.export import ExportConfig, recommend_to_file
 
     uri = tracking_uri_of(tracking_uri, False, existing=True)
-    config = make_config(ExportConfig, k=k, block_size=block_size, exclude_seen=not include_seen, cold_slots=cold_slots)
+    config = make_config(ExportConfig, k=k, block_size=block_size, exclude_seen=not include_seen, cold_slots=cold_slots,
+                         workers=workers)
     if engine == "spark":
         from recsys.spark_export import spark_recommend_to_file
 

@@ -111,7 +111,7 @@ class TowerHead(nn.Module):
         """:meth:`logits` against a :meth:`catalogue_side` (the same numbers, without the items' half again)."""
         users, scale = self._user_side(users)
         space, appeal = side
-        return scale * users @ space.T + appeal[None, :]
+        return torch.addmm(appeal[None, :], scale * users, space.T)  # one [b, n] pass: the product lands on the appeal
 
     def pair_match(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
         """The user-item match alone of aligned pairs: [b, d] x [b, d] -> [b]."""

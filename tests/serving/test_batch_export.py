@@ -99,7 +99,8 @@ def test_a_crash_leaves_no_output_and_resume_continues(model, tmp_path, monkeypa
 
     monkeypatch.setattr(ModelBundle, "recommend", crash_on_fourth)
     out = tmp_path / "recs.parquet"
-    crashed = _recommend(uri, "--data", str(data), "--k", "5", "--out", str(out), "--block-size", "16")
+    crashed = _recommend(uri, "--data", str(data), "--k", "5", "--out", str(out), "--block-size", "16",
+                         "--workers", "1")  # one block at a time: exactly the three before the crash are kept
     assert crashed.exit_code != 0
     assert not out.exists() and len(list(parts_folder(out).glob("part-*.parquet"))) == 3
     monkeypatch.setattr(ModelBundle, "recommend", original)
@@ -109,6 +110,35 @@ def test_a_crash_leaves_no_output_and_resume_continues(model, tmp_path, monkeypa
     assert pl.read_parquet(out).equals(pl.read_parquet(clean))
     changed = _recommend(uri, "--data", str(data), "--k", "6", "--out", str(tmp_path / "other.parquet"))
     assert changed.exit_code == 0
+
+
+def test_blocks_scored_at_once_write_the_same_file_and_a_failed_block_stops_the_rest(model, tmp_path, monkeypatch):
+    data, uri, _ = model
+    one, three = tmp_path / "one.parquet", tmp_path / "three.parquet"
+    for out, workers in ((one, "1"), (three, "3")):
+        result = _recommend(uri, "--data", str(data), "--k", "6", "--out", str(out), "--block-size", "8",
+                            "--workers", workers)
+        assert result.exit_code == 0, result.output
+    assert pl.read_parquet(three).equals(pl.read_parquet(one))
+    assert pq.ParquetFile(three).num_row_groups == pq.ParquetFile(one).num_row_groups > 3
+    calls = {"n": 0}
+    original = ModelBundle.recommend
+
+    def fail_third(self, *args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise RecsysError("block failed")
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(ModelBundle, "recommend", fail_third)
+    out = tmp_path / "failed.parquet"
+    failed = _recommend(uri, "--data", str(data), "--k", "6", "--out", str(out), "--block-size", "8",
+                        "--workers", "3")
+    assert failed.exit_code != 0 and "block failed" in failed.output and not out.exists()
+    written = len(list(parts_folder(out).glob("part-*.parquet")))
+    assert 2 <= written < pq.ParquetFile(one).num_row_groups  # the blocks queued after the failure never ran
+    assert calls["n"] <= 3 + 2  # at most the two other workers' blocks in flight were finished
+    assert _recommend(uri, "--data", str(data), "--k", "0", "--out", str(out), "--workers", "0").exit_code != 0
 
 
 def test_resume_refuses_other_settings(model, tmp_path, monkeypatch):
