@@ -28,7 +28,7 @@ from recsys.scorers import (
     load_scorer,
     save_scorer,
 )
-from recsys.scorers.base import ARRAYS
+from recsys.scorers.base import ARRAYS, load_arrays, save_arrays
 from recsys.scorers.text import EncoderSource, TextEncoder
 from recsys.scorers.text_head import PAD, TowerHead
 from recsys.scorers.text_lexical import LexicalIndex
@@ -161,9 +161,9 @@ def test_an_object_array_is_neither_written_nor_read(tmp_path):
         save_scorer(PopularityScorer("popularity", np.array([1.0, "x"], dtype=object)), tmp_path / "written")
     folder = tmp_path / "model"
     save_scorer(ARRAY_SCORERS["popularity"](), folder)
-    # a tampered artifact: np.load(allow_pickle=False) must refuse to unpickle it, and the error must surface
+    # a tampered artifact: the loader must refuse to unpickle it, and say which file
     np.save(folder / ARRAYS / "item_counts.npy", np.array([{"a": 1}, None], dtype=object), allow_pickle=True)
-    with pytest.raises(ValueError, match=r"allow_pickle=False"):
+    with pytest.raises(RecsysError, match=r"item_counts.npy: not a plain numeric array .*Python objects"):
         load_scorer(folder)
 
 
@@ -393,3 +393,12 @@ def test_a_text_scorer_re_reads_its_catalogue_side_when_the_head_changes_in_plac
     finally:
         with torch.no_grad():
             bias.fill_(before)  # the head is the module's fixture
+
+
+def test_stored_arrays_are_mapped_copy_on_write_so_a_write_never_reaches_the_model(tmp_path):
+    """Loading maps the files (what is never read costs no memory); a write stays in the process."""
+    save_arrays(tmp_path, {"factors": np.arange(12, dtype=np.float32).reshape(3, 4), "empty": np.zeros((0, 2))})
+    loaded = load_arrays(tmp_path)
+    assert isinstance(loaded["factors"].base, np.memmap) and loaded["empty"].shape == (0, 2)
+    loaded["factors"][1] = -1.0
+    assert (load_arrays(tmp_path)["factors"][1] == [4, 5, 6, 7]).all()
