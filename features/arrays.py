@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["distinct", "distinct_ranks", "search"]
+__all__ = ["distinct", "distinct_ranks", "run_starts", "search"]
 
 
-def _firsts(ordered: np.ndarray) -> np.ndarray:
+def run_starts(ordered: np.ndarray) -> np.ndarray:
     """bool per value of a sorted array: the first of its run of equal values."""
     first = np.empty(len(ordered), dtype=bool)
     first[:1] = True
@@ -24,7 +24,7 @@ def _firsts(ordered: np.ndarray) -> np.ndarray:
 def distinct(values: np.ndarray) -> np.ndarray:
     """``np.unique(values)`` (sorted distinct values) by a sort and a mask."""
     ordered = np.sort(np.asarray(values).ravel())
-    return ordered[_firsts(ordered)]
+    return ordered[run_starts(ordered)]
 
 
 def distinct_ranks(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -33,7 +33,7 @@ def distinct_ranks(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     values = np.asarray(values).ravel()
     order = np.argsort(values, kind="stable")
     ordered = values[order]
-    new = _firsts(ordered)
+    new = run_starts(ordered)
     ranks = np.empty(len(values), dtype=np.int64)
     ranks[order] = np.cumsum(new) - 1
     return ordered[new], ranks

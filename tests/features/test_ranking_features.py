@@ -23,13 +23,14 @@ import math
 import random
 from datetime import datetime, timedelta
 
+import numpy as np
 import polars as pl
 import pytest
 from polars.testing import assert_frame_equal
 
 from features.catalogue import add_item_attributes
 from features.history import UserEvents, add_user_history
-from features.popularity import ItemTimeline, add_item_popularity
+from features.popularity import ItemTimeline, _first_keys, add_item_popularity
 from features.table import FeatureConfig, build_ranking_table, feature_columns
 from recsys import contract as C
 
@@ -355,3 +356,17 @@ def test_an_index_of_events_by_user_gives_every_block_the_same_history_features(
     want = _EVENTS.filter(pl.col("user_idx").is_in([1, 3]))
     assert_frame_equal(block.sort(C.TS), want.sort(C.TS))
     assert index.of([]).height == 0 and UserEvents.from_events(_EVENTS.head(0)).of([1]).height == 0
+
+
+@pytest.mark.parametrize("stride_fits", [True, False])
+def test_each_pairs_first_event_key_matches_grouping_by_pair(stride_fits):
+    """``user_keys`` (distinct users) by sorting equals the group-by it replaced; the lexsort path too."""
+    rng = np.random.default_rng(3)
+    n = 4000
+    users, items = rng.integers(0, 60, n), rng.integers(0, 40, n)
+    ranks = rng.integers(0, 300, n)  # repeated instants, also within a pair
+    stride = 301 if stride_fits else np.iinfo(np.int64).max // 50  # too wide for one key: the lexsort
+    firsts = (pl.DataFrame({"u": users, "i": items, "r": ranks}).group_by("u", "i").agg(pl.col("r").min()))
+    expected = np.sort(firsts["i"].to_numpy() * stride + firsts["r"].to_numpy())
+    np.testing.assert_array_equal(_first_keys(users, items, ranks, stride), expected)
+    assert _first_keys(users[:0], items[:0], ranks[:0], stride).shape == (0,)
