@@ -57,7 +57,9 @@ class ExportConfig:
     """How many items per user, how many users per block, and whether seen items are shown."""
 
     k: int = 100
-    block_size: int = 1024
+    block_size: int = 512
+    """Users scored together. Each block holds a few dense ``[block, n_items]`` score arrays: at 100k items two
+    blocks of 512 in flight peaked at 5.4 GB against 6.9 GB for 1,024, at the same users/s."""
     exclude_seen: bool = True
     cold_slots: int | None = None
     """New-item slots at the end of each list's first page (20); None = the model's own setting."""

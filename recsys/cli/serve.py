@@ -27,7 +27,7 @@ from recsys.errors import RecsysError
 @click.option("--new-items", type=PATH, help="Items that arrived after training (contract item table): encoded now.")
 @click.option("--resume", is_flag=True, help="Continue an interrupted export from its last finished block.")
 @click.option("--include-seen", is_flag=True, help="Do not exclude the items a user has already interacted with.")
-@click.option("--block-size", type=int, default=1024, show_default=True, help="Users scored together.")
+@click.option("--block-size", type=int, default=512, show_default=True, help="Users scored together.")
 @click.option("--cold-slots", type=int,
               help="New-item slots at the end of the first 20 positions (default: the model's setting).")
 @click.option("--workers", type=int, default=2, show_default=True,
