@@ -84,9 +84,9 @@ class FactorScores:
         wide = np.asarray(items, dtype=np.float64)
         return wide.mean(axis=0), wide.T @ wide / max(len(wide), 1)
 
-    def dense(self) -> np.ndarray:
-        """float32 [b, n_items]: every score (for the few uses that need them all)."""
-        return self.user @ self.items.T
+    def dense(self, rows: np.ndarray | None = None) -> np.ndarray:
+        """float32 [b, n_items]: every score (for the few uses that need them all); ``rows``: only those rows."""
+        return (self.user if rows is None else self.user[rows]) @ self.items.T
 
     def standardised_at(self, rows: np.ndarray, items: np.ndarray) -> np.ndarray:
         """float32 z-scores of the pairs ``(rows[m], items[m])`` against their row's whole-catalogue scores."""

@@ -182,6 +182,16 @@ class RankingPipeline:
             scores[HIST_COS] = FactorScores(centroid.astype(np.float32), state.item_vectors, state.vector_moments)
         return scores
 
+    def candidates(self, users: np.ndarray, history: sp.csr_matrix, scores: dict[str, np.ndarray] | None = None,
+                   exclude_seen: bool = True) -> pl.DataFrame:
+        """The block's candidates with their source flags and stage-one scores, before any feature
+        (:func:`recsys.candidates.generate_candidates`; the arguments as for :meth:`candidate_table`)."""
+        state = self._state()
+        scores = self.stage_scores(users, history) if scores is None else scores
+        exclude = history if exclude_seen else sp.csr_matrix(history.shape, dtype=np.float32)
+        return generate_candidates(scores, users, exclude, sources=state.sources, config=state.candidates,
+                                   cold=state.cold)
+
     def candidate_table(self, users: np.ndarray, history: sp.csr_matrix, cuts: pl.DataFrame | None = None,
                         scores: dict[str, np.ndarray] | None = None, exclude_seen: bool = True) -> pl.DataFrame:
         """The (user, candidate) feature table of a block: what the ranker reads.
@@ -195,10 +205,7 @@ class RankingPipeline:
             exclude_seen: False lets the items in ``history`` be candidates too (re-recommending).
         """
         state = self._state()
-        scores = self.stage_scores(users, history) if scores is None else scores
-        exclude = history if exclude_seen else sp.csr_matrix(history.shape, dtype=np.float32)
-        candidates = generate_candidates(scores, users, exclude, sources=state.sources, config=state.candidates,
-                                         cold=state.cold)
+        candidates = self.candidates(users, history, scores, exclude_seen)
         cuts = user_cuts(state.events, users, state.last_events) if cuts is None else cuts
         return build_ranking_table(candidates, state.events, state.items, cuts, config=state.features,
                                    timeline=state.timeline, by_user=state.user_events)
@@ -281,18 +288,26 @@ class RankingPipeline:
             return state.models[state.sources[0]].score(users, history).astype(np.float32, copy=False)
         scores = self.stage_scores(users, history)
         rows, items, position, _ = self._ranked(users, history, scores, exclude_seen=True)
-        below = _below(_fallback(scores, state, np.arange(len(users))))
-        order = (-position.max() if len(position) else 0.0) + below
+        shift = -position.max() if len(position) else 0.0
+        order = np.empty(history.shape, dtype=np.float32)
+        for lo in range(0, len(users), _FALLBACK_ROWS):  # float64 a few rows at a time: [b, n_items] float64
+            part = np.arange(lo, min(lo + _FALLBACK_ROWS, len(users)))  # arrays were 0.8 GB each at 100k items
+            order[part] = shift + _below(_fallback(scores, state, part))
         order[rows, items] = -position
-        return order.astype(np.float32)
+        return order
+
+
+_FALLBACK_ROWS = 128
+"""Rows of the fallback order computed at once in :meth:`RankingPipeline.score` (float64 [rows, n_items])."""
 
 
 def _fallback(scores: dict[str, np.ndarray | FactorScores], state: PipelineState, rows: np.ndarray) -> np.ndarray:
     """float64 [len(rows), n_items]: the ``cold_by`` model's scores of those block rows (the first model's if
     absent): the order of everything past a user's candidates."""
     found = scores.get(state.candidates.cold_by, next(iter(scores.values())))
-    dense = found.dense() if isinstance(found, FactorScores) else np.asarray(found)
-    return dense[rows].astype(np.float64)
+    if isinstance(found, FactorScores):
+        return found.dense(rows).astype(np.float64)
+    return np.asarray(found)[rows].astype(np.float64)
 
 
 def _below(fallback: np.ndarray) -> np.ndarray:

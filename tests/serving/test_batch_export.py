@@ -88,16 +88,8 @@ def test_a_crash_leaves_no_output_and_resume_continues(model, tmp_path, monkeypa
     data, uri, _ = model
     clean = tmp_path / "clean.parquet"
     assert _recommend(uri, "--data", str(data), "--k", "5", "--out", str(clean), "--block-size", "16").exit_code == 0
-    calls = {"n": 0}
     original = ModelBundle.recommend
-
-    def crash_on_fourth(self, *args, **kwargs):
-        calls["n"] += 1
-        if calls["n"] == 4:
-            raise KeyboardInterrupt("killed")
-        return original(self, *args, **kwargs)
-
-    monkeypatch.setattr(ModelBundle, "recommend", crash_on_fourth)
+    _crash_after(monkeypatch, 3)
     out = tmp_path / "recs.parquet"
     crashed = _recommend(uri, "--data", str(data), "--k", "5", "--out", str(out), "--block-size", "16",
                          "--workers", "1")  # one block at a time: exactly the three before the crash are kept
@@ -121,16 +113,7 @@ def test_blocks_scored_at_once_write_the_same_file_and_a_failed_block_stops_the_
         assert result.exit_code == 0, result.output
     assert pl.read_parquet(three).equals(pl.read_parquet(one))
     assert pq.ParquetFile(three).num_row_groups == pq.ParquetFile(one).num_row_groups > 3
-    calls = {"n": 0}
-    original = ModelBundle.recommend
-
-    def fail_third(self, *args, **kwargs):
-        calls["n"] += 1
-        if calls["n"] == 3:
-            raise RecsysError("block failed")
-        return original(self, *args, **kwargs)
-
-    monkeypatch.setattr(ModelBundle, "recommend", fail_third)
+    calls = _crash_after(monkeypatch, 2, RecsysError("block failed"))
     out = tmp_path / "failed.parquet"
     failed = _recommend(uri, "--data", str(data), "--k", "6", "--out", str(out), "--block-size", "8",
                         "--workers", "3")
@@ -138,7 +121,8 @@ def test_blocks_scored_at_once_write_the_same_file_and_a_failed_block_stops_the_
     written = len(list(parts_folder(out).glob("part-*.parquet")))
     assert 2 <= written < pq.ParquetFile(one).num_row_groups  # the blocks queued after the failure never ran
     assert calls["n"] <= 3 + 2  # at most the two other workers' blocks in flight were finished
-    assert _recommend(uri, "--data", str(data), "--k", "0", "--out", str(out), "--workers", "0").exit_code != 0
+    refused = _recommend(uri, "--data", str(data), "--out", str(tmp_path / "none.parquet"), "--workers", "0")
+    assert refused.exit_code != 0 and "workers must be >= 1; got 0" in refused.output
 
 
 def test_resume_refuses_other_settings(model, tmp_path, monkeypatch):
@@ -151,18 +135,20 @@ def test_resume_refuses_other_settings(model, tmp_path, monkeypatch):
     assert other.exit_code == 1 and "k: 5 then, 9 now" in other.output and not out.exists()
 
 
-def _crash_after(monkeypatch, blocks: int) -> None:
-    """ModelBundle.recommend dies (as a kill would end it) once ``blocks`` blocks are written."""
+def _crash_after(monkeypatch, blocks: int, error: BaseException | None = None) -> dict[str, int]:
+    """ModelBundle.recommend dies (as a kill would end it, or with ``error``) once ``blocks`` blocks are scored;
+    the count of its calls."""
     calls = {"n": 0}
     original = ModelBundle.recommend
 
     def crash(self, *args, **kwargs):
         calls["n"] += 1
         if calls["n"] > blocks:
-            raise KeyboardInterrupt("killed")
+            raise error if error is not None else KeyboardInterrupt("killed")
         return original(self, *args, **kwargs)
 
     monkeypatch.setattr(ModelBundle, "recommend", crash)
+    return calls
 
 
 def test_resume_refuses_when_the_alias_moved_or_the_data_changed(model, tmp_path, monkeypatch):

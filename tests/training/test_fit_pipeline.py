@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 from datetime import datetime, timedelta
+from types import SimpleNamespace
 
 import numpy as np
 import polars as pl
@@ -11,6 +12,7 @@ import pytest
 
 from features.split import SplitConfig
 from recsys import contract as C
+from recsys.candidates import candidate_recall
 from recsys.errors import NotFittedError
 from recsys.evaluation.eval_data import EvalConfig, build_eval_data
 from recsys.io import Dataset
@@ -31,6 +33,7 @@ from training.fit_pipeline import (
 )
 from training.fit_ranker import RankerConfig
 from training.pipeline import all_events
+from training.stage_logging import window_candidate_recall
 from training.text_tower import TextTowerConfig
 
 T0 = datetime(2024, 1, 1)
@@ -408,3 +411,26 @@ def test_the_last_ranker_trained_releases_the_label_window_and_later_variants_sa
     assert StageView(own, "lightfm").fit(data.test.fit) is own.full["lightfm"]  # the towers and full models stay
     with pytest.raises(NotFittedError, match="label window was released"):
         PipelineRecommender(own, name="pipeline_no_text", without=("text",)).fit(data.test.fit)
+
+
+def test_the_test_windows_candidate_recall_reads_the_candidates_without_their_features(fitted):
+    data, _, recommender, pipeline = fitted
+    users = data.test.users
+    got = window_candidate_recall(recommender, SimpleNamespace(data=data))
+    table = pipeline.candidate_table(users, data.test.history[users])
+    truth = data.test.truth[users].tocoo()
+    pairs = pl.DataFrame({"user_idx": users[truth.row].astype(np.int64), "item_idx": truth.col.astype(np.int64)})
+    assert got == candidate_recall(table, pairs) and 0 < got["recall"] <= 1
+    assert pipeline.candidates(users, data.test.history[users]).select("user_idx", "item_idx").equals(
+        table.select("user_idx", "item_idx"))
+
+
+def test_the_dense_order_is_the_same_whatever_rows_are_computed_at_once(fitted, monkeypatch):
+    import recsys.pipeline as pipeline_module
+
+    data, _, _, pipeline = fitted
+    users = data.test.users[:20]
+    whole = pipeline.score(users, data.test.history[users])
+    monkeypatch.setattr(pipeline_module, "_FALLBACK_ROWS", 3)
+    np.testing.assert_array_equal(pipeline.score(users, data.test.history[users]), whole)
+    assert whole.dtype == np.float32 and np.isfinite(whole).all()
