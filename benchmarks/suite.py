@@ -138,8 +138,9 @@ def dataset_rows(name: str, folder: Path, store: Path, wall: float, peak: float)
     experiment = client.get_experiment_by_name("recsys-train").experiment_id
     parent = client.search_runs([experiment], "tags.stage = 'all'")[0]
     metrics = parent.data.metrics
-    rows.append({"dataset": name, "model": "text_kept", "metric": "kept_fine_tuned",
-                 "value": metrics.get("text_gate/kept_fine", float("nan"))})
+    if "text_gate/kept_fine" in metrics:  # no gate ran when the recipe chose zero-shot: no row, not a NaN
+        rows.append({"dataset": name, "model": "text_kept", "metric": "kept_fine_tuned",
+                     "value": metrics["text_gate/kept_fine"]})
     ranker_run = client.search_runs([experiment], f"tags.mlflow.parentRunId = '{parent.info.run_id}' "
                                     "and attributes.run_name = 'ranker'")
     serves = ranker_run[0].data.params.get("kept", "ranker") if ranker_run else "ranker"
