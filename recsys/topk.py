@@ -37,8 +37,9 @@ def check_positive(k: int, name: str = "k") -> int:
 def top_k(scores: np.ndarray, k: int, exclude: sp.csr_matrix | None = None) -> np.ndarray:
     """Indices of the ``k`` highest scores of each row, best first.
 
-    Selection is ``np.argpartition`` followed by a sort of the ``k`` selected columns only (no full
-    argsort). Ties are broken by the lower item index, also at the partition boundary.
+    Large blocks select with ``torch.topk`` on the scores themselves (:func:`_top_in_place`), small ones by a
+    partition of each row's values (:func:`_partitioned`); neither sorts a whole row. Ties are broken by the
+    lower item index, also at the selection boundary.
     NaN and ``-inf`` scores and the excluded items are never returned (``+inf`` ranks first); a row
     with fewer than ``k`` such candidates is padded at the end with -1. ``scores`` is not modified.
 
@@ -62,8 +63,9 @@ def top_k(scores: np.ndarray, k: int, exclude: sp.csr_matrix | None = None) -> n
     if batch > 1 and scores.strides[0] == 0:  # one row for every user (popularity): rank it once
         return _top_k_shared(scores[0], batch, k, exclude)
     kk = min(k, n_items)
-    if (scores.size >= TORCH_MIN_SIZE and 0 < kk < n_items and scores.dtype in _TORCH_DTYPES
-            and scores.flags.writeable and scores.flags.c_contiguous):
+    if scores.size >= TORCH_MIN_SIZE and 0 < kk < n_items:
+        if not (scores.dtype in _TORCH_DTYPES and scores.flags.writeable and scores.flags.c_contiguous):
+            scores = np.array(scores, dtype=np.float64, order="C")  # a copy to select on (read-only, integer, ...)
         return np.pad(_top_in_place(scores, kk, exclude), ((0, 0), (0, k - kk)), constant_values=-1)
     dtype = scores.dtype if np.issubdtype(scores.dtype, np.floating) else np.float64
     # Ascending order of -score is descending score; NaN sorts last in numpy, so it acts like -inf.
@@ -73,7 +75,7 @@ def top_k(scores: np.ndarray, k: int, exclude: sp.csr_matrix | None = None) -> n
     if kk == 0:
         return np.full((batch, k), -1, dtype=np.int64)
     if kk < n_items:
-        return np.pad(_top_by_threshold(neg, kk), ((0, 0), (0, k - kk)), constant_values=-1)
+        return np.pad(_partitioned(neg, kk), ((0, 0), (0, k - kk)), constant_values=-1)
     part = np.tile(np.arange(n_items), (batch, 1))
     values = np.take_along_axis(neg, part, axis=1)
     order = np.argsort(values, axis=1, kind="stable")  # ascending index first: ties go to the lower index
@@ -82,25 +84,6 @@ def top_k(scores: np.ndarray, k: int, exclude: sp.csr_matrix | None = None) -> n
     if kk < k:
         idx = np.pad(idx, ((0, 0), (0, k - kk)), constant_values=-1)
     return idx
-
-
-def _top_by_threshold(neg: np.ndarray, k: int) -> np.ndarray:
-    """int64 [batch, k]: each row's ``k`` lowest entries of ``neg``, lowest first, ties to the lower index.
-
-    A large block takes :func:`_top_by_topk` first; the rows it cannot settle (a tie at the
-    boundary, fewer than ``k`` numbers) and small blocks take the partition below: each row's
-    ``k``-th lowest value comes from a partition of the values alone, and the entries at or
-    under it (``k`` of them, more on a tie) are then ordered by value and index. Unlike an
-    ``argpartition``, nothing of the row's size but one float copy is made, and ties at the
-    boundary need no second pass. Entries that are NaN or ``inf`` (excluded) never count; rows
-    with fewer are padded with -1.
-    """
-    if neg.size >= TORCH_MIN_SIZE and k < neg.shape[1]:
-        out, settled = _top_by_topk(neg, k)
-        if not settled.all():
-            out[~settled] = _partitioned(neg[~settled], k)
-        return out
-    return _partitioned(neg, k)
 
 
 TORCH_MIN_SIZE = 1 << 20
@@ -114,19 +97,20 @@ _TORCH_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 def _top_in_place(scores: np.ndarray, k: int, exclude: sp.csr_matrix | None) -> np.ndarray:
     """int64 [batch, k]: :func:`top_k` of a large float block by ``torch.topk`` on the scores themselves.
 
-    The negated copy of :func:`_top_by_threshold` is a second ``[batch, n_items]`` array, and writing it cost
+    The negated copy the partition reads is a second ``[batch, n_items]`` array, and writing it cost
     more than the selection (0.24 s a source against 0.11 s at 1,024 x 100k): here the excluded entries are
     set to ``-inf`` for the selection and their values put back before returning, so only the exclusions are
     copied. Rows the selection cannot settle exactly (a tie at the boundary, a NaN near the top, fewer than
-    ``k`` numbers) take the partition on their own negated rows. Not for an array another thread reads.
+    ``k`` numbers) take the partition on their own negated rows. ``torch.topk`` breaks ties arbitrarily, so it
+    asks for ``k + 1``: where the ``k``-th value is strictly above the next, the ``k`` entries are the row's
+    exact set, then ordered by (value, index). Not for an array another thread reads.
     """
     import torch
 
     ex = None if exclude is None else _checked(exclude, scores.shape)
     rows = cols = saved = None
     if ex is not None:
-        keep = ex.data != 0
-        rows, cols = np.repeat(np.arange(ex.shape[0]), np.diff(ex.indptr))[keep], ex.indices[keep]
+        rows, cols = _entries(ex)
         saved = scores[rows, cols]
     try:
         if rows is not None:
@@ -150,25 +134,15 @@ def _top_in_place(scores: np.ndarray, k: int, exclude: sp.csr_matrix | None) -> 
     return out
 
 
-def _top_by_topk(neg: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """Each row's ``k`` lowest entries by ``torch.topk``, and which rows that settles exactly.
-
-    ``torch.topk`` breaks ties arbitrarily, so it asks for ``k + 1``: where the ``k``-th value is
-    strictly below the next, the ``k`` entries are the row's exact set, then ordered by (value,
-    index). Rows with a tie at the boundary or fewer than ``k`` numbers are left unsettled.
-    """
-    import torch
-
-    values, index = torch.topk(torch.from_numpy(neg), k + 1, dim=1, largest=False, sorted=True)
-    values, index = values.numpy(), index.numpy()
-    settled = (values[:, k - 1] < values[:, k]) & (values[:, k - 1] < np.inf)
-    values, index = values[:, :k], index[:, :k]
-    order = np.lexsort((index, values), axis=-1)
-    return np.take_along_axis(index, order, axis=1).astype(np.int64), settled
-
-
 def _partitioned(neg: np.ndarray, k: int) -> np.ndarray:
-    """:func:`_top_by_threshold` by a partition of each row's values (any block, every row exact)."""
+    """int64 [batch, k]: each row's ``k`` lowest entries of ``neg``, lowest first, ties to the lower index.
+
+    Each row's ``k``-th lowest value comes from a partition of the values alone, and the entries at
+    or under it (``k`` of them, more on a tie) are then ordered by value and index. Unlike an
+    ``argpartition``, nothing of the row's size but one float copy is made, and ties at the
+    boundary need no second pass. Entries that are NaN or ``inf`` (excluded) never count; rows
+    with fewer are padded with -1.
+    """
     batch = neg.shape[0]
     kth = np.partition(neg, k - 1, axis=1)[:, k - 1:k]
     kth[np.isnan(kth)] = np.inf  # fewer than k numbers in the row (NaN sorts last): all of them
@@ -207,8 +181,11 @@ def _checked(exclude: sp.csr_matrix | sp.csr_array, shape: tuple[int, int]) -> s
     return sp.csr_matrix(exclude)
 
 
-def _exclude(neg: np.ndarray, exclude: sp.csr_matrix | sp.csr_array) -> None:
-    ex = _checked(exclude, neg.shape)
-    rows = np.repeat(np.arange(ex.shape[0]), np.diff(ex.indptr))
+def _entries(ex: sp.csr_matrix) -> tuple[np.ndarray, np.ndarray]:
+    """Rows and columns of the entries ``ex`` excludes (its stored nonzeros)."""
     keep = ex.data != 0
-    neg[rows[keep], ex.indices[keep]] = np.inf
+    return np.repeat(np.arange(ex.shape[0]), np.diff(ex.indptr))[keep], ex.indices[keep]
+
+
+def _exclude(neg: np.ndarray, exclude: sp.csr_matrix | sp.csr_array) -> None:
+    neg[_entries(_checked(exclude, neg.shape))] = np.inf
