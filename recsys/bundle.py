@@ -13,6 +13,7 @@ text encoder as a Hugging Face folder, JSON with a format version), never serial
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -21,7 +22,7 @@ import scipy.sparse as sp
 
 from recsys import contract as C
 from recsys.errors import DataContractError
-from recsys.indexing import FitInput, event_matrix, id_lookup, index_of
+from recsys.indexing import FitInput, IdIndex, event_matrix, id_lookup
 from recsys.pipeline import ColdExposure, PipelineState, RankingPipeline
 from recsys.scorers import TextScorer
 from recsys.scoring import iter_ranked
@@ -221,7 +222,12 @@ class ModelBundle:
     # ---- recommending ----------------------------------------------------------------------
     def user_index(self, user_ids) -> np.ndarray:
         """int64 index of each id; -1 for users the model does not know."""
-        return index_of(user_ids, self.user_ids)
+        return self._users.of(user_ids)
+
+    @cached_property
+    def _users(self) -> IdIndex:
+        """The user id -> index map, built at the first lookup (every export block and request asks it)."""
+        return IdIndex(self.user_ids)
 
     def expected_rows(self, user_ids, k: int, exclude_seen: bool = True) -> np.ndarray:
         """int64 per user: the list length :meth:`recommend` must return (k, or the items left to show)."""
