@@ -21,10 +21,11 @@ import scipy.sparse as sp
 from features.arrays import distinct
 from recsys import contract as C
 from recsys.config import check_at_least
+from recsys.scorers.moments import item_moments, linear_moments
 from recsys.topk import top_k
 
 __all__ = ["CandidateConfig", "generate_candidates", "candidate_recall", "standardise_rows", "standardised_at",
-           "FactorScores", "COLD_SOURCE"]
+           "FactorScores", "BlockScores", "COLD_SOURCE"]
 
 COLD_SOURCE = "cold"
 """Name of the source that proposes new (no-interaction) items."""
@@ -81,8 +82,7 @@ class FactorScores:
     @staticmethod
     def item_moments(items: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """The catalogue's mean vector and mean outer product, in float64 (computed once per model)."""
-        wide = np.asarray(items, dtype=np.float64)
-        return wide.mean(axis=0), wide.T @ wide / max(len(wide), 1)
+        return item_moments(items)
 
     def dense(self, rows: np.ndarray | None = None) -> np.ndarray:
         """float32 [b, n_items]: every score (for the few uses that need them all); ``rows``: only those rows."""
@@ -90,10 +90,7 @@ class FactorScores:
 
     def standardised_at(self, rows: np.ndarray, items: np.ndarray) -> np.ndarray:
         """float32 z-scores of the pairs ``(rows[m], items[m])`` against their row's whole-catalogue scores."""
-        mean_vector, second = self.moments
-        user = self.user.astype(np.float64)
-        mean = user @ mean_vector
-        std = np.sqrt(np.maximum(((user @ second) * user).sum(axis=1) - mean**2, 0.0))
+        mean, std = linear_moments(self.user, self.moments)
         values = np.empty(len(rows))
         for start in range(0, len(rows), _PAIRS_CHUNK):
             at = slice(start, start + _PAIRS_CHUNK)
@@ -126,13 +123,28 @@ def row_moments(scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return mean, np.sqrt(np.maximum(square - mean**2, 0.0))
 
 
-def standardised_at(scores: np.ndarray | FactorScores, rows: np.ndarray, items: np.ndarray) -> np.ndarray:
-    """``standardise_rows(scores)[rows, items]`` as float32: only the gathered pairs are standardised."""
+def standardised_at(scores: np.ndarray | FactorScores, rows: np.ndarray, items: np.ndarray,
+                    moments: tuple[np.ndarray, np.ndarray] | None = None) -> np.ndarray:
+    """``standardise_rows(scores)[rows, items]`` as float32: only the gathered pairs are standardised.
+
+    ``moments``: each row's mean and standard deviation when the model knows them exactly (:class:`BlockScores`);
+    None: read from the dense scores.
+    """
     if isinstance(scores, FactorScores):
         return scores.standardised_at(rows, items)
     scores = np.asarray(scores)
-    mean, std = row_moments(scores)
+    mean, std = row_moments(scores) if moments is None else moments
     return _z_at(scores[rows, items].astype(np.float64), mean, std, rows)
+
+
+class BlockScores(dict):
+    """A block's stage-one scores by model name (as a dict), with each row's mean and spread where a model gave
+    them exactly (``moments``: name -> float64 mean [b], std [b]; see ``recsys.scorers.moments``)."""
+
+    def __init__(self, scores: Mapping[str, np.ndarray | FactorScores] = (),
+                 moments: Mapping[str, tuple[np.ndarray, np.ndarray]] | None = None) -> None:
+        super().__init__(scores)
+        self.moments: dict[str, tuple[np.ndarray, np.ndarray]] = dict(moments or {})
 
 
 def generate_candidates(scores: Mapping[str, np.ndarray | FactorScores], users: np.ndarray, exclude: sp.csr_matrix, *,
@@ -142,7 +154,8 @@ def generate_candidates(scores: Mapping[str, np.ndarray | FactorScores], users: 
 
     Args:
         scores: model name -> float [b, n_items] scores of the block (rows aligned with ``users``), or
-            :class:`FactorScores` for a model that is a feature only (never a source).
+            :class:`FactorScores` for a model that is a feature only (never a source); a :class:`BlockScores`
+            also brings the row moments the models knew exactly.
         users: int [b] user indices.
         exclude: [b, n_items] sparse history; its items are never candidates.
         sources: models (keys of ``scores``) whose top ``config.n_per_source`` become candidates.
@@ -190,8 +203,9 @@ def generate_candidates(scores: Mapping[str, np.ndarray | FactorScores], users: 
     columns: dict[str, np.ndarray] = {C.USER_IDX: users[rows], C.ITEM_IDX: items}
     for source, source_keys in keys_by_source.items():
         columns[f"src_{source}"] = np.isin(keys, source_keys).astype(np.int8)
+    known = scores.moments if isinstance(scores, BlockScores) else {}
     for name, matrix in scores.items():
-        columns[f"score_{name}"] = standardised_at(matrix, rows, items)
+        columns[f"score_{name}"] = standardised_at(matrix, rows, items, known.get(name))
     return pl.DataFrame(columns)
 
 

@@ -25,7 +25,7 @@ from features.history import UserEvents
 from features.popularity import ItemTimeline
 from features.table import FeatureConfig, build_ranking_table
 from recsys import contract as C
-from recsys.candidates import CandidateConfig, FactorScores, generate_candidates
+from recsys.candidates import BlockScores, CandidateConfig, FactorScores, generate_candidates
 from recsys.errors import NotFittedError
 from recsys.ranker import RankerEnsemble
 from recsys.scorers import Scorer
@@ -166,14 +166,22 @@ class RankingPipeline:
             raise NotFittedError("RankingPipeline has no fitted state; build it with training.fit_pipeline")
         return self.state
 
-    def stage_scores(self, users: np.ndarray, history: sp.csr_matrix) -> dict[str, np.ndarray | FactorScores]:
-        """Every stage-one model's scores of the block, plus the history-centroid cosine.
+    def stage_scores(self, users: np.ndarray, history: sp.csr_matrix) -> BlockScores:
+        """Every stage-one model's scores of the block, plus the history-centroid cosine, with the row moments
+        the linear models know exactly (the candidates' z-scores then need no pass over their dense scores).
 
         The cosine is a feature, never a source: it stays factored (:class:`FactorScores`), read
         only at the candidates.
         """
         state = self._state()
-        scores = {name: model.score(users, history) for name, model in state.models.items()}
+        scores = BlockScores()
+        for name, model in state.models.items():  # a linear model also gives its rows' exact moments
+            if hasattr(model, "score_with_moments"):
+                scores[name], moments = model.score_with_moments(users, history)
+                if moments is not None:
+                    scores.moments[name] = moments
+            else:
+                scores[name] = model.score(users, history)
         if state.item_vectors is not None:
             weights = sp.csr_matrix(history, dtype=np.float32, copy=True)
             weights.data[:] = 1.0

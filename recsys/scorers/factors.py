@@ -9,6 +9,7 @@ plain arrays the runtime never reads.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -16,6 +17,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from recsys.scorers.base import StoredScorer, check_block, load_arrays, save_arrays
+from recsys.scorers.moments import item_moments, linear_moments
 
 __all__ = ["FactorScorer"]
 
@@ -46,6 +48,26 @@ class FactorScorer(StoredScorer):
         if self.item_bias is not None:
             scores += self.item_bias[None, :]
         return scores.astype(np.float32, copy=False)
+
+    def score_with_moments(self, users: np.ndarray, history: sp.csr_matrix
+                           ) -> tuple[np.ndarray, tuple[np.ndarray, np.ndarray]]:
+        """:meth:`score` and each row's exact mean and standard deviation over the catalogue (float64 [b] each).
+
+        The score is ``[u, user_bias, 1] . [v, 1, item_bias]``: its moments come from the items' moments
+        (:mod:`recsys.scorers.moments`), not from a pass over the ``[b, n_items]`` scores.
+        """
+        scores = self.score(users, history)
+        users = np.asarray(users)
+        ones = np.ones((len(users), 1), np.float32)
+        bias = self.user_bias[users][:, None] if self.user_bias is not None else np.zeros_like(ones)
+        return scores, linear_moments(np.hstack([self.user_factors[users], bias, ones]), self._item_moments)
+
+    @cached_property
+    def _item_moments(self) -> tuple[np.ndarray, np.ndarray]:
+        """The item side ``[v, 1, item_bias]``'s moments, computed at the first block."""
+        n = len(self.item_factors)
+        bias = self.item_bias[:, None] if self.item_bias is not None else np.zeros((n, 1), np.float32)
+        return item_moments(np.hstack([self.item_factors, np.ones((n, 1), np.float32), bias]))
 
     def save(self, folder: Path) -> dict[str, Any]:
         arrays = {"user_factors": self.user_factors, "item_factors": self.item_factors}

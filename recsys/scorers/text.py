@@ -28,6 +28,7 @@ from torch import nn
 from recsys import contract as C
 from recsys.errors import RecsysError
 from recsys.scorers.base import StoredScorer, load_arrays, read_json, save_arrays
+from recsys.scorers.moments import item_moments, linear_moments
 from recsys.scorers.text_head import TowerHead, history_windows
 from recsys.scorers.text_lexical import ARRAY_PREFIX, LexicalIndex
 from recsys.text_encoder import fast_cpu_linears, mean_pool, render_item_texts
@@ -191,15 +192,35 @@ class TextScorer(StoredScorer):
     def score(self, users: np.ndarray, history: sp.csr_matrix) -> np.ndarray:
         """float32 [b, n_items] logits; users pool their stored recent items (``history``: the lexical term's
         profiles, where the tower has one, else its shape only)."""
+        return self.score_with_moments(users, history)[0]
+
+    def score_with_moments(self, users: np.ndarray, history: sp.csr_matrix
+                           ) -> tuple[np.ndarray, tuple[np.ndarray, np.ndarray] | None]:
+        """:meth:`score` and each row's exact mean and standard deviation over the catalogue (float64 [b] each),
+        read from the item side's moments; None with a lexical term (not a product of user and item vectors)."""
         if history.shape[1] != self.item_vectors_.shape[0]:
             raise ValueError(f"history has {history.shape[1]} items; the text tower has {self.item_vectors_.shape[0]}")
         window = torch.from_numpy(self.user_history_[np.asarray(users)])
         with torch.inference_mode():
             vectors = self.head.users(self.item_vectors_[window.clamp(min=0)], window >= 0)
-            logits = self.head.logits_at(vectors, self._catalogue).numpy().astype(np.float32, copy=False)
+            side = self._catalogue
+            logits = self.head.logits_at(vectors, side).numpy().astype(np.float32, copy=False)
+            scaled, _ = self.head.user_factors(vectors)
         if self.lexical is not None and self.lexical.active:
             self.lexical.add_logits(logits, history)
-        return logits
+            return logits, None
+        ones = np.ones((len(logits), 1), np.float32)
+        return logits, linear_moments(np.hstack([scaled.numpy(), ones]), self._catalogue_moments(side))
+
+    def _catalogue_moments(self, side: tuple[torch.Tensor, torch.Tensor]) -> tuple[np.ndarray, np.ndarray]:
+        """The moments of the item side ``[space, appeal]`` of the logits, kept while ``side`` is the catalogue's."""
+        found = self.__dict__.get("_moments_cache")
+        if found is not None and found[0] is side:
+            return found[1]
+        space, appeal = side
+        moments = item_moments(np.hstack([space.numpy(), appeal.numpy()[:, None]]))
+        object.__setattr__(self, "_moments_cache", (side, moments))
+        return moments
 
     @property
     def _catalogue(self) -> tuple[torch.Tensor, torch.Tensor]:

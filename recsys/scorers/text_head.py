@@ -107,11 +107,17 @@ class TowerHead(nn.Module):
         space = self.item_space(items)
         return space, self.appeal(space).squeeze(-1)
 
+    def user_factors(self, users: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | float]:
+        """The user side of :meth:`logits_at`: ``scale * user`` [b, d], whose product with a :meth:`catalogue_side`'s
+        space plus its appeal is the logits; and the scale."""
+        users, scale = self._user_side(users)
+        return scale * users, scale
+
     def logits_at(self, users: torch.Tensor, side: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
         """:meth:`logits` against a :meth:`catalogue_side` (the same numbers, without the items' half again)."""
-        users, scale = self._user_side(users)
+        scaled, _ = self.user_factors(users)
         space, appeal = side
-        return torch.addmm(appeal[None, :], scale * users, space.T)  # one [b, n] pass: the product lands on the appeal
+        return torch.addmm(appeal[None, :], scaled, space.T)  # one [b, n] pass: the product lands on the appeal
 
     def pair_match(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
         """The user-item match alone of aligned pairs: [b, d] x [b, d] -> [b]."""

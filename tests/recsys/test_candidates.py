@@ -9,6 +9,7 @@ import scipy.sparse as sp
 
 from recsys import candidates
 from recsys.candidates import (
+    BlockScores,
     CandidateConfig,
     FactorScores,
     candidate_recall,
@@ -47,6 +48,25 @@ def test_every_candidate_carries_every_models_per_user_z_score():
     z = (CF[1] - CF[1].mean()) / CF[1].std()
     assert row["score_cf"].item() == pytest.approx(z[5], rel=1e-5)
     assert row["score_text"].item() == pytest.approx(((TEXT[1] - TEXT[1].mean()) / TEXT[1].std())[5], rel=1e-5)
+
+
+def test_moments_a_model_knew_stand_in_for_a_pass_over_its_scores(monkeypatch):
+    """BlockScores' moments give the same z-scores as the dense pass, which the model with them is spared."""
+    plain = _candidates(n_per_source=2, n_cold=0)
+    known = {"cf": (CF.mean(axis=1, dtype=np.float64), CF.std(axis=1, dtype=np.float64))}
+    read: list[int] = []
+    dense = candidates.row_moments
+    monkeypatch.setattr(candidates, "row_moments", lambda scores: read.append(len(scores)) or dense(scores))
+    got = generate_candidates(BlockScores({"cf": CF, "text": TEXT}, known), USERS, HISTORY, sources=("cf", "text"),
+                              config=CandidateConfig(n_per_source=2, n_cold=0), cold=np.array([0, 0, 0, 0, 1, 1], bool))
+    assert read == [2]  # the text scores only
+    np.testing.assert_allclose(got["score_cf"].to_numpy(), plain["score_cf"].to_numpy(), rtol=1e-6)
+    assert got.drop("score_cf").equals(plain.drop("score_cf"))
+    shifted = BlockScores({"cf": CF, "text": TEXT}, {"cf": (known["cf"][0] + 1.0, known["cf"][1])})
+    moved = generate_candidates(shifted, USERS, HISTORY, sources=("cf", "text"),
+                                config=CandidateConfig(n_per_source=2, n_cold=0))
+    np.testing.assert_allclose(moved["score_cf"].to_numpy(), plain["score_cf"].to_numpy() - 1.0 / known["cf"][1][
+        (moved["user_idx"].to_numpy() == 3).astype(int)], rtol=1e-5)
 
 
 def test_new_items_come_in_through_the_cold_source():

@@ -402,3 +402,49 @@ def test_stored_arrays_are_mapped_copy_on_write_so_a_write_never_reaches_the_mod
     assert isinstance(loaded["factors"].base, np.memmap) and loaded["empty"].shape == (0, 2)
     loaded["factors"][1] = -1.0
     assert (load_arrays(tmp_path)["factors"][1] == [4, 5, 6, 7]).all()
+
+
+# -- exact row moments -----------------------------------------------------------------------------
+
+
+def _dense_moments(scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    wide = scores.astype(np.float64)
+    return wide.mean(axis=1), wide.std(axis=1)
+
+
+@pytest.mark.parametrize("make", [ARRAY_SCORERS["factors"], ARRAY_SCORERS["factors_biases_state"]],
+                         ids=["factors", "biases"])
+def test_factor_scores_come_with_their_rows_exact_moments(make):
+    scorer = make()
+    scores, (mean, std) = scorer.score_with_moments(USERS, HISTORY)
+    np.testing.assert_array_equal(scores, scorer.score(USERS, HISTORY))
+    expected_mean, expected_std = _dense_moments(scores)
+    np.testing.assert_allclose(mean, expected_mean, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(std, expected_std, rtol=1e-5, atol=1e-6)
+    assert mean.shape == std.shape == (len(USERS),)
+
+
+@pytest.mark.parametrize("similarity", ["cosine", "dot"])
+def test_text_scores_come_with_their_rows_exact_moments_but_not_with_a_lexical_term(text_parts, similarity):
+    """The logits are [scale * user, 1] . [space, appeal]: their moments come from the items' side, appeal
+    included; the lexical term is not a product of vectors, so a tower with one gives none."""
+    scorer = _text_scorer(text_parts, None)
+    head = TowerHead(32, similarity)
+    head.load_state_dict(scorer.head.state_dict())
+    torch.manual_seed(5)
+    with torch.no_grad():
+        head.appeal.weight.copy_(torch.randn(1, 32))
+        head.appeal.bias.fill_(-0.3)
+    scorer = replace(scorer, head=head.eval())
+    users = np.arange(6)
+    history = sp.csr_matrix((6, N_ITEMS), dtype=np.float32)
+    scores, (mean, std) = scorer.score_with_moments(users, history)
+    np.testing.assert_array_equal(scores, scorer.score(users, history))
+    expected_mean, expected_std = _dense_moments(scores)
+    np.testing.assert_allclose(mean, expected_mean, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(std, expected_std, rtol=1e-4, atol=1e-5)
+    assert std[1] == pytest.approx(expected_std[1], abs=1e-5)  # no history: the appeal's spread alone
+    tokenizer = text_parts[0]
+    lexical = LexicalIndex.fit(scorer.tokens(ITEMS).ids, len(tokenizer), tokenizer.all_special_ids).with_weight(3.0)
+    worded, moments = replace(scorer, lexical=lexical).score_with_moments(USERS, HISTORY)
+    assert moments is None and not np.allclose(worded, scorer.score(USERS, HISTORY))

@@ -434,3 +434,21 @@ def test_the_dense_order_is_the_same_whatever_rows_are_computed_at_once(fitted, 
     monkeypatch.setattr(pipeline_module, "_FALLBACK_ROWS", 3)
     np.testing.assert_array_equal(pipeline.score(users, data.test.history[users]), whole)
     assert whole.dtype == np.float32 and np.isfinite(whole).all()
+
+
+def test_linear_models_hand_their_rows_moments_to_the_candidates_with_the_same_features(fitted):
+    """LightFM's z-scores come from its factors' moments: the same candidate table as a pass over its scores."""
+    data, _, _, pipeline = fitted
+    users = data.test.users[:12]
+    history = data.test.history[users]
+    scores = pipeline.stage_scores(users, history)
+    assert set(scores.moments) == {"lightfm"}  # EASE and popularity are not products of two factors
+    mean, std = scores.moments["lightfm"]
+    dense = scores["lightfm"].astype(np.float64)
+    np.testing.assert_allclose(mean, dense.mean(axis=1), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(std, dense.std(axis=1), rtol=1e-5, atol=1e-6)
+    known = pipeline.candidate_table(users, history, scores=scores)
+    read = pipeline.candidate_table(users, history, scores=dict(scores))
+    np.testing.assert_allclose(known["score_lightfm"].to_numpy(), read["score_lightfm"].to_numpy(), rtol=1e-4,
+                               atol=1e-5)
+    assert known.drop("score_lightfm").equals(read.drop("score_lightfm"))
