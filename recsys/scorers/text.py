@@ -192,25 +192,31 @@ class TextScorer(StoredScorer):
     def score(self, users: np.ndarray, history: sp.csr_matrix) -> np.ndarray:
         """float32 [b, n_items] logits; users pool their stored recent items (``history``: the lexical term's
         profiles, where the tower has one, else its shape only)."""
-        return self.score_with_moments(users, history)[0]
+        return self._logits(users, history)[0]
 
     def score_with_moments(self, users: np.ndarray, history: sp.csr_matrix
                            ) -> tuple[np.ndarray, tuple[np.ndarray, np.ndarray] | None]:
         """:meth:`score` and each row's exact mean and standard deviation over the catalogue (float64 [b] each),
         read from the item side's moments; None with a lexical term (not a product of user and item vectors)."""
+        logits, scaled, side = self._logits(users, history)
+        if self.lexical is not None and self.lexical.active:
+            return logits, None
+        ones = np.ones((len(logits), 1), np.float32)
+        return logits, linear_moments(np.hstack([scaled.numpy(), ones]), self._catalogue_moments(side))
+
+    def _logits(self, users: np.ndarray, history: sp.csr_matrix
+                ) -> tuple[np.ndarray, torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
+        """The logits, the user side they were computed from (``scale * user``) and the catalogue side."""
         if history.shape[1] != self.item_vectors_.shape[0]:
             raise ValueError(f"history has {history.shape[1]} items; the text tower has {self.item_vectors_.shape[0]}")
         window = torch.from_numpy(self.user_history_[np.asarray(users)])
         with torch.inference_mode():
-            vectors = self.head.users(self.item_vectors_[window.clamp(min=0)], window >= 0)
+            scaled, _ = self.head.user_factors(self.head.users(self.item_vectors_[window.clamp(min=0)], window >= 0))
             side = self._catalogue
-            logits = self.head.logits_at(vectors, side).numpy().astype(np.float32, copy=False)
-            scaled, _ = self.head.user_factors(vectors)
+            logits = self.head.product_at(scaled, side).numpy().astype(np.float32, copy=False)
         if self.lexical is not None and self.lexical.active:
             self.lexical.add_logits(logits, history)
-            return logits, None
-        ones = np.ones((len(logits), 1), np.float32)
-        return logits, linear_moments(np.hstack([scaled.numpy(), ones]), self._catalogue_moments(side))
+        return logits, scaled, side
 
     def _catalogue_moments(self, side: tuple[torch.Tensor, torch.Tensor]) -> tuple[np.ndarray, np.ndarray]:
         """The moments of the item side ``[space, appeal]`` of the logits, kept while ``side`` is the catalogue's."""

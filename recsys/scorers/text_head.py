@@ -115,7 +115,11 @@ class TowerHead(nn.Module):
 
     def logits_at(self, users: torch.Tensor, side: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
         """:meth:`logits` against a :meth:`catalogue_side` (the same numbers, without the items' half again)."""
-        scaled, _ = self.user_factors(users)
+        return self.product_at(self.user_factors(users)[0], side)
+
+    @staticmethod
+    def product_at(scaled: torch.Tensor, side: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+        """The logits of :meth:`user_factors`' user side against a :meth:`catalogue_side`: [b, d] -> [b, n]."""
         space, appeal = side
         return torch.addmm(appeal[None, :], scaled, space.T)  # one [b, n] pass: the product lands on the appeal
 
