@@ -101,14 +101,27 @@ class ExportSummary:
     blocks: int
     resumed_blocks: int
     seconds: float
+    first_block_s: float | None = None
+    """Seconds of the first block this run scored, alone: it also builds the indexes every later block reads."""
+    later_users: int = 0
+    """Users scored in the blocks after it."""
+    later_s: float = 0.0
+    """Seconds from the end of the first block to the end of the last: the rate of an export that goes on."""
 
     @property
     def users_per_s(self) -> float:
         return self.users / max(self.seconds, 1e-9)
 
+    @property
+    def steady_users_per_s(self) -> float | None:
+        """Users/s after the first block (None without a later block): a longer export's rate."""
+        return self.later_users / self.later_s if self.later_users and self.later_s > 0 else None
+
     def render(self) -> str:
+        steady = (f"; {self.steady_users_per_s:,.0f} users/s after a first block of {self.first_block_s:.1f}s"
+                  if self.steady_users_per_s is not None else "")
         return (f"wrote {self.out}: {self.rows:,} rows for {self.users:,} users in {self.seconds:.1f}s "
-                f"({self.users_per_s:,.0f} users/s; {self.blocks} blocks, {self.resumed_blocks} resumed); "
+                f"({self.users_per_s:,.0f} users/s{steady}; {self.blocks} blocks, {self.resumed_blocks} resumed); "
                 f"{self.fallback_users:,} unknown users got the popularity fallback; "
                 f"{self.short_users:,} users have fewer than k unseen items left")
 
@@ -291,6 +304,9 @@ def _export(bundle: ModelBundle, users: np.ndarray, out: Path, config: ExportCon
     def part(block: int) -> Path:
         return parts / f"part-{block:06d}.parquet"
 
+    def size(block: int) -> int:
+        return min(config.block_size, len(users) - starts[block])
+
     def write(block: int) -> int:
         chunk = users[starts[block]:starts[block] + config.block_size]
         frame = bundle.recommend(chunk, config.k, exclude_seen=config.exclude_seen, block_size=config.block_size)
@@ -300,9 +316,13 @@ def _export(bundle: ModelBundle, users: np.ndarray, out: Path, config: ExportCon
     todo = [block for block in range(len(starts)) if not part(block).exists()]
     resumed = len(starts) - len(todo)
     with tqdm(total=len(users), unit="user", desc="recommend", disable=bars(show_progress), smoothing=0.1) as bar:
-        bar.update(len(users) - sum(min(config.block_size, len(users) - starts[b]) for b in todo))
+        bar.update(len(users) - sum(map(size, todo)))
+        first_s = later_users = None
         if todo:  # the first block alone: it builds the caches every later block reads (built once, not per thread)
+            began = time.perf_counter()
             bar.update(write(todo[0]))
+            first_s, later_users = time.perf_counter() - began, sum(map(size, todo[1:]))
+        after_first = time.perf_counter()
         with ThreadPoolExecutor(config.workers) as pool:  # at most ``workers`` blocks in flight, none queued:
             pending: deque[Future[int]] = deque()          # a failed block stops the export at once
             for block in todo[1:]:
@@ -311,10 +331,11 @@ def _export(bundle: ModelBundle, users: np.ndarray, out: Path, config: ExportCon
                 pending.append(pool.submit(write, block))
             while pending:
                 bar.update(pending.popleft().result())
+        later_s = time.perf_counter() - after_first
     rows, fallback_users, short_users = assemble_parts(bundle, users, parts, len(starts), out, config)
     shutil.rmtree(parts, ignore_errors=True)
     return ExportSummary(out, len(users), rows, fallback_users, short_users, len(starts), resumed,
-                         time.perf_counter() - start)
+                         time.perf_counter() - start, first_s, later_users or 0, later_s)
 
 
 def assemble_parts(bundle: ModelBundle, users: np.ndarray, parts: Path, n_blocks: int, out: Path,

@@ -330,3 +330,20 @@ def test_the_bundle_indexes_a_log_and_counts_what_it_does_not_know(model):
     assert bundle.user_ids[indexed["user_idx"].to_numpy()].astype(str).tolist() == log["user_id"].to_list()
     assert bundle.item_ids[indexed["item_idx"].to_numpy()].astype(str).tolist() == log["item_id"].to_list()
     assert indexed["timestamp"].to_list() == log["timestamp"].to_list()
+
+
+def test_the_summary_tells_the_first_block_from_the_rate_after_it(model, tmp_path):
+    """The first block builds the indexes alone; the rate after it is what a longer export runs at."""
+    data, uri, _ = model
+    out = tmp_path / "recs.parquet"
+    found = load_export_inputs(CHAMPION, data, out, tracking_uri=uri)
+    summary = export_recommendations(found.bundle, found.users, out, ExportConfig(k=5, block_size=64),
+                                     show_progress=False, model=found.model, inputs=found.pins)
+    assert summary.blocks == -(-len(found.users) // 64) > 2
+    assert summary.later_users == len(found.users) - 64
+    assert 0 < summary.first_block_s < summary.seconds and 0 < summary.later_s < summary.seconds
+    assert summary.steady_users_per_s == pytest.approx(summary.later_users / summary.later_s)
+    assert f"{summary.steady_users_per_s:,.0f} users/s after a first block of" in summary.render()
+    alone = export_recommendations(found.bundle, found.users[:10], tmp_path / "ten.parquet",
+                                   ExportConfig(k=5, block_size=64), show_progress=False)
+    assert alone.later_users == 0 and alone.steady_users_per_s is None and "after a first" not in alone.render()
