@@ -222,12 +222,12 @@ def test_top_k_searching_only_the_best_chunks_gives_the_reference_lists(k, ties,
     """Large rows are searched in the chunks with the highest maxima (and the tail past the last whole chunk);
     a row whose k-th value is not above every skipped entry is selected again exactly."""
     monkeypatch.setattr(topk_module, "TORCH_MIN_SIZE", 0)
-    monkeypatch.setattr(topk_module, "CHUNK", 3)  # 16 whole chunks of 3 and a tail of 2 in 50 columns
+    monkeypatch.setattr(topk_module, "CHUNK", 3)  # 33 whole chunks of 3 and a tail of 2 in 101 columns
     exact = topk_module._partitioned
     redone: list[int] = []
     monkeypatch.setattr(topk_module, "_partitioned", lambda neg, kk: redone.append(len(neg)) or exact(neg, kk))
     rng = np.random.default_rng(100 + k)
-    b, n_items = 60, 50
+    b, n_items = 60, 101
     scores = (rng.integers(0, 5, (b, n_items)) if ties else rng.standard_normal((b, n_items))).astype(np.float32)
     scores[:, -2:] += 2.0 * (rng.random((b, 2)) < 0.3)  # some of the best entries sit in the tail
     scores[5:10][rng.random((5, n_items)) < 0.1] = np.nan  # NaN in a few rows (a row with one is redone)
