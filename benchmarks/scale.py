@@ -143,10 +143,10 @@ def run_point(point: Point, work: Path, budget: float, export_users: int | None 
                                       f"recsys recommend for {point.name}")
     rate, steady = RATE.search(said), STEADY.search(said)
     users_per_s = float(rate.group(1).replace(",", "")) if rate else exported / export_s
-    # a full export: the first block (which builds the indexes) once, then every other user at the later rate
-    steady_per_s, first_s = (float(steady.group(1).replace(",", "")), float(steady.group(2))) if steady else (
-        users_per_s, 0.0)
-    full_s = first_s + (point.users - min(point.users, BLOCK)) / steady_per_s if steady else point.users / users_per_s
+    steady_per_s, first_s, full_s = users_per_s, 0.0, point.users / users_per_s
+    if steady:  # a full export: the first block (it builds the indexes) once, then every other user at the later rate
+        steady_per_s, first_s = float(steady.group(1).replace(",", "")), float(steady.group(2))
+        full_s = first_s + (point.users - min(point.users, BLOCK)) / steady_per_s
     print(f"{point.dataset}: export {export_s:.0f} s ({users_per_s:.0f} users/s, {steady_per_s:.0f} after the first "
           f"block), peak {export_mb:.0f} MB", flush=True)
     rows = dataset_rows(point.dataset, folder, store, wall, peak)

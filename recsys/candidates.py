@@ -21,7 +21,7 @@ import scipy.sparse as sp
 from features.arrays import distinct
 from recsys import contract as C
 from recsys.config import check_at_least
-from recsys.scorers.moments import item_moments, linear_moments
+from recsys.scorers.moments import linear_moments
 from recsys.topk import top_k
 
 __all__ = ["CandidateConfig", "generate_candidates", "candidate_recall", "standardise_rows", "standardised_at",
@@ -77,12 +77,7 @@ class FactorScores:
     items: np.ndarray
     """float32 [n_items, d]."""
     moments: tuple[np.ndarray, np.ndarray]
-    """float64 [d] mean item vector and [d, d] mean outer product (:meth:`item_moments`)."""
-
-    @staticmethod
-    def item_moments(items: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """The catalogue's mean vector and mean outer product, in float64 (computed once per model)."""
-        return item_moments(items)
+    """float64 [d] mean item vector and [d, d] mean outer product (``recsys.scorers.moments.item_moments``)."""
 
     def dense(self, rows: np.ndarray | None = None) -> np.ndarray:
         """float32 [b, n_items]: every score (for the few uses that need them all); ``rows``: only those rows."""

@@ -317,7 +317,7 @@ def _export(bundle: ModelBundle, users: np.ndarray, out: Path, config: ExportCon
     resumed = len(starts) - len(todo)
     with tqdm(total=len(users), unit="user", desc="recommend", disable=bars(show_progress), smoothing=0.1) as bar:
         bar.update(len(users) - sum(map(size, todo)))
-        first_s = later_users = None
+        first_s, later_users = None, 0
         if todo:  # the first block alone: it builds the caches every later block reads (built once, not per thread)
             began = time.perf_counter()
             bar.update(write(todo[0]))
@@ -335,7 +335,7 @@ def _export(bundle: ModelBundle, users: np.ndarray, out: Path, config: ExportCon
     rows, fallback_users, short_users = assemble_parts(bundle, users, parts, len(starts), out, config)
     shutil.rmtree(parts, ignore_errors=True)
     return ExportSummary(out, len(users), rows, fallback_users, short_users, len(starts), resumed,
-                         time.perf_counter() - start, first_s, later_users or 0, later_s)
+                         time.perf_counter() - start, first_s, later_users, later_s)
 
 
 def assemble_parts(bundle: ModelBundle, users: np.ndarray, parts: Path, n_blocks: int, out: Path,

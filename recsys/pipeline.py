@@ -29,6 +29,7 @@ from recsys.candidates import BlockScores, CandidateConfig, FactorScores, genera
 from recsys.errors import NotFittedError
 from recsys.ranker import RankerEnsemble
 from recsys.scorers import Scorer
+from recsys.scorers.moments import item_moments
 from recsys.topk import top_k
 
 __all__ = ["PipelineState", "RankingPipeline", "ColdExposure", "HIST_COS", "user_cuts"]
@@ -111,7 +112,7 @@ class PipelineState:
     @cached_property
     def vector_moments(self) -> tuple[np.ndarray, np.ndarray] | None:
         """The text vectors' mean and mean outer product: the history cosine's per-user spread, exactly."""
-        return None if self.item_vectors is None else FactorScores.item_moments(self.item_vectors)
+        return None if self.item_vectors is None else item_moments(self.item_vectors)
 
 
 def user_cuts(events: pl.DataFrame, users: np.ndarray, last: np.ndarray | None = None) -> pl.DataFrame:

@@ -211,7 +211,7 @@ class TextScorer(StoredScorer):
             raise ValueError(f"history has {history.shape[1]} items; the text tower has {self.item_vectors_.shape[0]}")
         window = torch.from_numpy(self.user_history_[np.asarray(users)])
         with torch.inference_mode():
-            scaled, _ = self.head.user_factors(self.head.users(self.item_vectors_[window.clamp(min=0)], window >= 0))
+            scaled = self.head.user_factors(self.head.users(self.item_vectors_[window.clamp(min=0)], window >= 0))
             side = self._catalogue
             logits = self.head.product_at(scaled, side).numpy().astype(np.float32, copy=False)
         if self.lexical is not None and self.lexical.active:

@@ -107,15 +107,15 @@ class TowerHead(nn.Module):
         space = self.item_space(items)
         return space, self.appeal(space).squeeze(-1)
 
-    def user_factors(self, users: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | float]:
+    def user_factors(self, users: torch.Tensor) -> torch.Tensor:
         """The user side of :meth:`logits_at`: ``scale * user`` [b, d], whose product with a :meth:`catalogue_side`'s
-        space plus its appeal is the logits; and the scale."""
+        space plus its appeal is the logits."""
         users, scale = self._user_side(users)
-        return scale * users, scale
+        return scale * users
 
     def logits_at(self, users: torch.Tensor, side: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
         """:meth:`logits` against a :meth:`catalogue_side` (the same numbers, without the items' half again)."""
-        return self.product_at(self.user_factors(users)[0], side)
+        return self.product_at(self.user_factors(users), side)
 
     @staticmethod
     def product_at(scaled: torch.Tensor, side: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:

@@ -17,6 +17,7 @@ from recsys.candidates import (
     standardise_rows,
     standardised_at,
 )
+from recsys.scorers.moments import item_moments
 
 # two users x six items; user 0 has seen item 0
 CF = np.array([[9, 8, 7, 1, 0, 2], [0, 1, 2, 3, 4, 5]], dtype=np.float32)
@@ -125,13 +126,13 @@ def test_standardised_at_equals_the_whole_blocks_z_scores_at_those_pairs():
 def test_factor_scores_give_the_dense_products_z_scores_without_forming_them(monkeypatch):
     rng = np.random.default_rng(1)
     user, items = rng.normal(size=(5, 8)).astype(np.float32), rng.normal(size=(30, 8)).astype(np.float32)
-    factored = FactorScores(user, items, FactorScores.item_moments(items))
+    factored = FactorScores(user, items, item_moments(items))
     monkeypatch.setattr(candidates, "_PAIRS_CHUNK", 7)  # pairs gathered a few at a time add up to all of them
     rows, cols = rng.integers(0, 5, 25), rng.integers(0, 30, 25)
     np.testing.assert_allclose(factored.standardised_at(rows, cols), standardise_rows(user @ items.T)[rows, cols],
                                rtol=1e-4, atol=1e-5)
     np.testing.assert_allclose(factored.dense(), user @ items.T, rtol=1e-6)
-    cos = FactorScores(user[:2], items[:6], FactorScores.item_moments(items[:6]))
+    cos = FactorScores(user[:2], items[:6], item_moments(items[:6]))
     got = generate_candidates({"cf": CF, "cos": cos}, USERS, HISTORY, sources=("cf",),
                               config=CandidateConfig(n_per_source=3, n_cold=0))
     want = standardise_rows(user[:2] @ items[:6].T)[[0, 0, 0, 1, 1, 1], got["item_idx"].to_numpy()]
