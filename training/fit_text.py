@@ -40,7 +40,7 @@ from training.text_data import (
     split_holdout,
 )
 from training.text_item_terms import ImpressionJudge, NewItemJudge, fit_item_terms, held_out_users
-from training.text_tower import TextTowerConfig, TextTowerModule, encode_items, tower_name
+from training.text_tower import TextTowerConfig, TextTowerModule, encode_items, schedule_steps, tower_name
 
 __all__ = ["TextTowerRecommender", "VAL_NEGATIVES"]
 
@@ -190,13 +190,9 @@ class TextTowerRecommender:
 
     def _module(self, encoder, tokens: ItemTokens, examples: Examples, data: FitInput,
                 use_impressions: bool) -> TextTowerModule:
-        items, labels = examples.everything()
-        counts = np.bincount(items[labels > 0], minlength=data.n_items).astype(np.float64) + 1.0
-        log_q = np.log(counts / counts.sum())
         history_items = np.unique(examples.history[examples.history >= 0])
-        steps = self.config.max_steps if self.config.max_steps > 0 else max(
-            1, self.config.max_epochs * -(-len(items) // self.config.batch_size))
-        return TextTowerModule(self.config, encoder, tokens, log_q, use_impressions, history_items, steps)
+        return TextTowerModule(self.config, encoder, tokens, _positives_per_item(examples, data.n_items),
+                               use_impressions, history_items, schedule_steps(self.config, len(examples)))
 
     def _train(self, module: TextTowerModule, examples: Examples, tokens: ItemTokens, trainable: int,
                pool: np.ndarray) -> tuple[Examples, Examples, np.ndarray | None, np.ndarray | None]:
@@ -210,6 +206,8 @@ class TextTowerRecommender:
             held = None
             train, holdout = split_holdout(examples, cfg.holdout)
         items_held = held is not None
+        module.total_steps = schedule_steps(cfg, len(train))  # the steps this fit takes, not the window's
+        module.train_on(_positives_per_item(examples, len(module.log_q), held_out=held))
         if cfg.max_holdout_examples is not None and len(holdout) > cfg.max_holdout_examples:
             rng = np.random.default_rng(cfg.seed + 1)
             holdout = holdout.take(np.sort(rng.choice(len(holdout), cfg.max_holdout_examples, replace=False)))
@@ -322,6 +320,16 @@ class TextTowerRecommender:
                                       self.user_history_, self.config.template, self.config.max_length,
                                       tuple(self.config.positives), self.config.encode_batch_size, self.lexical_)
         return self._scorer
+
+
+def _positives_per_item(examples: Examples, n_items: int, held_out: np.ndarray | None = None) -> np.ndarray:
+    """float64 [n_items]: positives per item over the whole window (the draw is a uniform sample of it), 0 for
+    the ``held_out`` items: what the popularity correction and the sampled negatives read."""
+    items, labels = examples.everything()
+    counts = np.bincount(items[labels > 0], minlength=n_items).astype(np.float64)
+    if held_out is not None:
+        counts[held_out] = 0.0
+    return counts
 
 
 def with_mode(config: TextTowerConfig, mode: str) -> TextTowerConfig:

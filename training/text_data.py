@@ -44,7 +44,7 @@ class Examples:
     group: np.ndarray
     population: tuple[np.ndarray, np.ndarray] | None = None
     """Items and labels of every example of the window when these are a budget's draw of them (None: all
-    of them): the popularity correction and the schedule's length count the whole window."""
+    of them): the popularity correction counts the whole window (the schedule counts the steps taken)."""
 
     def __len__(self) -> int:
         return len(self.users)

@@ -27,7 +27,7 @@ from recsys.text_encoder import DEFAULT_TEMPLATE, fast_cpu_linears
 from training.encoder_modes import FineTuneConfig, ItemEncoder
 from training.text_data import holdout_grid
 
-__all__ = ["TextTowerConfig", "TextTowerModule", "encode_items", "tower_name"]
+__all__ = ["TextTowerConfig", "TextTowerModule", "encode_items", "schedule_steps", "tower_name"]
 
 logger = logging.getLogger(__name__)
 
@@ -135,6 +135,18 @@ def tower_name(config: TextTowerConfig) -> str:
     return "zero_shot" if mode == "zero-shot" else "text_" + mode.replace(":", "").replace("-", "_")
 
 
+def schedule_steps(config: TextTowerConfig, n_train: int) -> int:
+    """Optimiser steps of a fit on ``n_train`` examples: the length of the warm-up and decay schedule.
+
+    Counted from the examples actually trained on (the budget's draw, less the holdout), never from
+    the whole window: sized from a window twenty times the draw, the 10% warm-up outlasted the fit
+    and the learning rate never reached its peak nor decayed.
+    """
+    if config.max_steps > 0:
+        return config.max_steps
+    return max(1, config.max_epochs * -(-n_train // config.batch_size))
+
+
 def encode_items(encoder: ItemEncoder, tokens: ItemTokens, items: np.ndarray, batch_size: int) -> torch.Tensor:
     """Item vectors [len(items), d] without gradients, batched by token length (input order kept)."""
     out = torch.empty((len(items), encoder.hidden_size))
@@ -153,14 +165,18 @@ def encode_items(encoder: ItemEncoder, tokens: ItemTokens, items: np.ndarray, ba
 class TextTowerModule(L.LightningModule):
     """The two towers on one encoder: one shared step, BCE (impressions) or sampled softmax."""
 
-    def __init__(self, config: TextTowerConfig, encoder: ItemEncoder, tokens: ItemTokens, log_q: np.ndarray,
+    def __init__(self, config: TextTowerConfig, encoder: ItemEncoder, tokens: ItemTokens, positives: np.ndarray,
                  use_impressions: bool, cache_items: np.ndarray, total_steps: int) -> None:
         super().__init__()
         self.hparams.update({k: v if isinstance(v, int | float | str | bool) or v is None else str(v)
                              for k, v in flatten(asdict(config)).items()} | {"use_impressions": use_impressions})
         self.config, self.encoder, self.tokens = config, encoder, tokens
         self.head = TowerHead(encoder.hidden_size, config.similarity, config.temperature)
-        self.register_buffer("log_q", torch.as_tensor(log_q, dtype=torch.float32), persistent=False)
+        self.register_buffer("log_q", torch.zeros(len(positives)), persistent=False)
+        """float32 [n_items] log of each item's share of the positives (+1 each): the popularity correction."""
+        self.register_buffer("negative_pool", torch.arange(len(positives)), persistent=False)
+        """int64: the items sampled as negatives, those with a positive."""
+        self.train_on(positives)
         self.use_impressions, self.cache_items, self.total_steps = use_impressions, cache_items, total_steps
         self.val_negatives: torch.Tensor | None = None
         """int64 [n_holdout, k] each holdout positive's fixed negatives (positives only), set with the holdout."""
@@ -168,6 +184,21 @@ class TextTowerModule(L.LightningModule):
         self._val: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
         self.l2sp = 0.0
         self._anchor: list[tuple[torch.nn.Parameter, torch.Tensor]] = []
+
+    def train_on(self, positives: np.ndarray) -> None:
+        """The popularity correction and the sampled negatives from the positives per item [n_items] that train.
+
+        Items without one (new items, the items held out to judge the tower) are never sampled as
+        negatives, so the encoder is never taught that the text of an item nobody has chosen yet is
+        a text to score low, and the held-out items stand where new items will: had their window
+        counts stayed in the correction (and new items' none), the judge saw held-out items treated
+        more gently than new items are, and overrated the dense match (ML-1M: the match alone
+        0.37 held-out Recall@20, 0.12 on the new items of the protocol, where TF-IDF gets 0.15).
+        """
+        counts = np.asarray(positives, dtype=np.float64)
+        self.log_q = torch.as_tensor(np.log((counts + 1.0) / (counts + 1.0).sum()), dtype=torch.float32)
+        chosen = np.flatnonzero(counts > 0)
+        self.negative_pool = torch.from_numpy(chosen if len(chosen) else np.arange(len(counts)))
 
     def anchor(self, l2sp: float) -> None:
         """L2-SP: penalise ``l2sp * sum((w - w0)^2)`` over the trainable weights, ``w0`` their values now.
@@ -205,7 +236,8 @@ class TextTowerModule(L.LightningModule):
             loss = nn.functional.binary_cross_entropy_with_logits(logits, batch["labels"])
         else:
             generator = torch.Generator().manual_seed(self.config.seed * 1_000_003 + self.global_step)
-            negatives = torch.randint(len(self.log_q), (self.config.sampled_negatives,), generator=generator)
+            draw = torch.randint(len(self.negative_pool), (self.config.sampled_negatives,), generator=generator)
+            negatives = self.negative_pool[draw]
             unique, inverse = torch.unique(torch.cat([batch["items"], negatives]), return_inverse=True)
             # logQ correction: popular items appear as negatives more often than uniform sampling
             # assumes (in-batch), so their logits are lowered by log q before the softmax.
@@ -216,6 +248,8 @@ class TextTowerModule(L.LightningModule):
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         loss = self._shared_step(batch, "train")
+        scheduler = self.lr_schedulers()  # the schedule's share of the peak rate, so a run shows its warm-up and decay
+        self.log("train/lr_factor", scheduler.get_last_lr()[0] / scheduler.base_lrs[0], on_step=True, on_epoch=False)
         if self.l2sp > 0 and self._anchor:
             penalty = sum(((p - p0) ** 2).sum() for p, p0 in self._anchor)
             self.log("train/l2sp", penalty, on_step=True, on_epoch=True, batch_size=len(batch["items"]))

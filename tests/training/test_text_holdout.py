@@ -8,6 +8,7 @@ import polars as pl
 import pytest
 import scipy.sparse as sp
 import torch
+from pytorch_lightning.loggers import Logger
 
 from features.split import SplitConfig
 from recsys import contract as C
@@ -247,3 +248,52 @@ def test_fine_tuning_that_ruins_the_encoder_falls_back_to_the_pretrained_weights
     zero = TextTowerRecommender(with_mode(config, "zero-shot"))
     zero.fit(data.test.fit)
     torch.testing.assert_close(model.item_vectors_, zero.item_vectors_)
+
+
+class _Metrics(Logger):
+    """Lightning's metrics, kept in memory: what a tracking run would record."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.rows: list[dict[str, float]] = []
+
+    name, version = "memory", 0
+
+    def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
+        self.rows.append(dict(metrics))
+
+    def log_hyperparams(self, params, *args, **kwargs) -> None:
+        pass
+
+
+def test_a_budget_draw_trains_through_the_whole_schedule(data, tiny_bert_dir):
+    """The warm-up and the decay are sized from the examples drawn, not from the whole window: a draw of a third
+    is past its warm-up (10% of its steps) by the first logged step and has decayed to nothing by its last."""
+    window = len(build_examples(data.test.fit.events, positives=("click", "purchase"), history_length=5,
+                                use_impressions=False))
+    config = _config(tiny_bert_dir, max_train_examples=window // 3, batch_size=4, holdout_items=0.2, patience=5)
+    metrics = _Metrics()
+    model = TextTowerRecommender(config, logger_=metrics)
+    model.fit(data.test.fit)
+    factors = [row["train/lr_factor"] for row in metrics.rows if "train/lr_factor" in row]
+    assert model.stats_["train_examples"] < window // 3 and model.stats_["epochs"] == config.max_epochs
+    assert len(factors) >= 3  # Lightning logs every tenth step
+    assert factors[0] > 0.8 and factors[-1] < 0.1  # sized from the window, these read about 0.55 and 0.8
+    assert all(later <= earlier for earlier, later in zip(factors, factors[1:], strict=False))
+
+
+def test_items_nobody_chose_in_training_are_never_sampled_as_negatives(data, tiny_bert_dir):
+    """New items and the items held out to judge the tower are alike to it: never a negative, the same popularity
+    correction, so the judge sees held-out items as the tower will see new ones."""
+    model = TextTowerRecommender(_config(tiny_bert_dir, holdout_items=0.25, max_epochs=1))
+    model.fit(data.test.fit)
+    module = model.module_
+    positives = data.test.fit.events.filter(pl.col(C.EVENT).is_in(["click", "purchase"]))
+    chosen = np.unique(positives[C.ITEM_IDX].to_numpy())
+    pool = module.negative_pool.numpy()
+    assert np.isin(pool, chosen).all()  # only items with a positive in the window ...
+    held = np.setdiff1d(chosen, pool)  # ... less the held-out ones
+    assert len(held) == round(0.25 * len(chosen))
+    never = np.setdiff1d(np.arange(data.test.fit.n_items), pool)
+    assert np.allclose(module.log_q[never].numpy(), module.log_q.min().item())  # held out or new: one correction
+    assert (module.log_q[pool] > module.log_q.min()).all()
