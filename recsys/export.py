@@ -41,6 +41,7 @@ from recsys.console import bars
 from recsys.errors import DataContractError, RecsysError
 from recsys.io import read_table, write_parquet_atomic
 from recsys.pipeline import ColdExposure
+from recsys.threads import limit_this_thread, threads_per_block
 
 __all__ = ["ExportConfig", "ExportSummary", "export_recommendations", "read_user_ids", "read_new_items",
            "prepare_bundle", "parts_folder", "check_users", "recommend_to_file", "assemble_parts",
@@ -323,8 +324,10 @@ def _export(bundle: ModelBundle, users: np.ndarray, out: Path, config: ExportCon
             bar.update(write(todo[0]))
             first_s, later_users = time.perf_counter() - began, sum(map(size, todo[1:]))
         after_first = time.perf_counter()
-        with ThreadPoolExecutor(config.workers) as pool:  # at most ``workers`` blocks in flight, none queued:
-            pending: deque[Future[int]] = deque()          # a failed block stops the export at once
+        # at most ``workers`` blocks in flight, none queued (a failed block stops the export at once), sharing the cores
+        with (threads_per_block(config.workers) as threads,
+              ThreadPoolExecutor(config.workers, initializer=limit_this_thread, initargs=(threads,)) as pool):
+            pending: deque[Future[int]] = deque()
             for block in todo[1:]:
                 if len(pending) >= config.workers:
                     bar.update(pending.popleft().result())

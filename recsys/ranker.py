@@ -24,6 +24,8 @@ import lightgbm as lgb
 import numpy as np
 import polars as pl
 
+from recsys.threads import block_threads
+
 __all__ = ["FORMAT", "RankerEnsemble", "feature_matrix"]
 
 FORMAT = "recsys.ranker.v1"
@@ -108,8 +110,8 @@ class RankerEnsemble:
             return np.zeros(0, dtype=np.float64)
         total = np.zeros(matrix.shape[0], dtype=np.float64)
         for booster, best in zip(self.boosters, self.best_iterations, strict=True):
-            # trained single-threaded for reproducibility; scoring may use every core (same result)
-            total += booster.predict(matrix, num_iteration=best, raw_score=True, num_threads=os.cpu_count() or 1)
+            # trained single-threaded for reproducibility; scoring may use every core a block may (same result)
+            total += booster.predict(matrix, num_iteration=best, raw_score=True, num_threads=block_threads())
         total /= len(self.boosters)
         return total + base_scores(table, self.base) if self.base is not None else total
 

@@ -125,6 +125,37 @@ def test_blocks_scored_at_once_write_the_same_file_and_a_failed_block_stops_the_
     assert refused.exit_code != 0 and "workers must be >= 1; got 0" in refused.output
 
 
+def test_blocks_in_flight_share_the_cores_and_the_settings_come_back(model, tmp_path, monkeypatch):
+    """Four blocks at once on 4 cores: each block's torch, OpenMP and LightGBM steps take 1 thread, not 4 each
+    (nor the machine's count, which a thread the pool starts would otherwise get)."""
+    import torch
+    from threadpoolctl import threadpool_info
+
+    import recsys.threads as threads
+
+    data, uri, _ = model
+    monkeypatch.setattr(threads.os, "cpu_count", lambda: 4)
+    seen: list[tuple[str, int, int, list[int]]] = []
+    original = ModelBundle.recommend
+
+    def record(self, *args, **kwargs):
+        openmp = [pool["num_threads"] for pool in threadpool_info() if pool["user_api"] == "openmp"]
+        seen.append((threading.current_thread().name, torch.get_num_threads(), threads.block_threads(), openmp))
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(ModelBundle, "recommend", record)
+    before = torch.get_num_threads()
+    result = _recommend(uri, "--data", str(data), "--k", "6", "--out", str(tmp_path / "recs.parquet"),
+                        "--block-size", "8", "--workers", "4")
+    assert result.exit_code == 0, result.output
+    first, *later = seen
+    assert first[2] == 4  # the first block runs alone, on every core
+    assert len(later) >= 2 and all(name != first[0] for name, *_ in later)
+    assert {(torch_threads, lightgbm) for _, torch_threads, lightgbm, _ in later} == {(1, 1)}
+    assert all(openmp and set(openmp) == {1} for *_, openmp in later)
+    assert torch.get_num_threads() == before and threads.block_threads() == 4
+
+
 def test_resume_refuses_other_settings(model, tmp_path, monkeypatch):
     data, uri, _ = model
     out = tmp_path / "recs.parquet"
