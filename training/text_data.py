@@ -80,13 +80,15 @@ def build_examples(events: pl.DataFrame, *, positives: tuple[str, ...], history_
         shown = events.filter((pl.col(C.EVENT) == C.IMPRESSION) & pl.col(C.IMPRESSION_ID).is_not_null())
         clicked = pos.filter(pl.col(C.IMPRESSION_ID).is_not_null()).select(
             C.IMPRESSION_ID, C.ITEM_IDX).unique().with_columns(pl.lit(1.0).alias("label"))
-        rows = shown.unique([C.IMPRESSION_ID, C.ITEM_IDX], keep="first").join(
+        rows = shown.unique([C.IMPRESSION_ID, C.ITEM_IDX], keep="first", maintain_order=True).join(
             clicked, on=[C.IMPRESSION_ID, C.ITEM_IDX], how="left").with_columns(pl.col("label").fill_null(0.0))
         group = rows[C.IMPRESSION_ID].cast(pl.Categorical).to_physical().to_numpy().astype(np.int64)
     else:
-        rows = pos.unique([C.USER_IDX, C.ITEM_IDX, C.TS], keep="first").with_columns(pl.lit(1.0).alias("label"))
+        rows = pos.unique([C.USER_IDX, C.ITEM_IDX, C.TS], keep="first", maintain_order=True).with_columns(
+            pl.lit(1.0).alias("label"))
         group = np.arange(rows.height, dtype=np.int64)
-    rows = rows.with_columns(pl.Series("_group", group)).sort(C.TS, C.USER_IDX, C.ITEM_IDX)
+    # in the log's order throughout (ties in time broken by user, item, then group), so a draw is repeatable
+    rows = rows.with_columns(pl.Series("_group", group)).sort(C.TS, C.USER_IDX, C.ITEM_IDX, "_group")
     population = None
     if budget is not None and rows.height > budget:
         population = (rows[C.ITEM_IDX].to_numpy().astype(np.int64), rows["label"].to_numpy().astype(np.float32))
