@@ -21,11 +21,12 @@ import scipy.sparse as sp
 from features.arrays import distinct
 from recsys import contract as C
 from recsys.config import check_at_least
+from recsys.scorers.item_item import NeighbourScores
 from recsys.scorers.moments import linear_moments
 from recsys.topk import top_k
 
 __all__ = ["CandidateConfig", "generate_candidates", "candidate_recall", "standardise_rows", "standardised_at",
-           "FactorScores", "BlockScores", "COLD_SOURCE"]
+           "FactorScores", "BlockScores", "Lazy", "dense_scores", "COLD_SOURCE"]
 
 COLD_SOURCE = "cold"
 """Name of the source that proposes new (no-interaction) items."""
@@ -118,7 +119,7 @@ def row_moments(scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return mean, np.sqrt(np.maximum(square - mean**2, 0.0))
 
 
-def standardised_at(scores: np.ndarray | FactorScores, rows: np.ndarray, items: np.ndarray,
+def standardised_at(scores: np.ndarray | FactorScores | NeighbourScores, rows: np.ndarray, items: np.ndarray,
                     moments: tuple[np.ndarray, np.ndarray] | None = None) -> np.ndarray:
     """``standardise_rows(scores)[rows, items]`` as float32: only the gathered pairs are standardised.
 
@@ -127,28 +128,41 @@ def standardised_at(scores: np.ndarray | FactorScores, rows: np.ndarray, items: 
     """
     if isinstance(scores, FactorScores):
         return scores.standardised_at(rows, items)
+    if isinstance(scores, NeighbourScores):
+        return _z_at(scores.at(rows, items).astype(np.float64), *scores.moments, rows)
     scores = np.asarray(scores)
     mean, std = row_moments(scores) if moments is None else moments
     return _z_at(scores[rows, items].astype(np.float64), mean, std, rows)
+
+
+Lazy = FactorScores | NeighbourScores
+"""Block scores that are never made dense for the candidates: read at the pairs (and ranked, for
+:class:`~recsys.scorers.item_item.NeighbourScores`) by their own methods."""
+
+
+def dense_scores(scores: np.ndarray | Lazy) -> np.ndarray:
+    """float [b, n_items]: a block's scores in full, for the few uses that read every item."""
+    return scores.dense() if isinstance(scores, Lazy) else np.asarray(scores)
 
 
 class BlockScores(dict):
     """A block's stage-one scores by model name (as a dict), with each row's mean and spread where a model gave
     them exactly (``moments``: name -> float64 mean [b], std [b]; see ``recsys.scorers.moments``)."""
 
-    def __init__(self, scores: Mapping[str, np.ndarray | FactorScores] = (),
+    def __init__(self, scores: Mapping[str, np.ndarray | Lazy] = (),
                  moments: Mapping[str, tuple[np.ndarray, np.ndarray]] | None = None) -> None:
         super().__init__(scores)
         self.moments: dict[str, tuple[np.ndarray, np.ndarray]] = dict(moments or {})
 
 
-def generate_candidates(scores: Mapping[str, np.ndarray | FactorScores], users: np.ndarray, exclude: sp.csr_matrix, *,
+def generate_candidates(scores: Mapping[str, np.ndarray | Lazy], users: np.ndarray, exclude: sp.csr_matrix, *,
                         sources: Sequence[str], config: CandidateConfig = CandidateConfig(),
                         cold: np.ndarray | None = None) -> pl.DataFrame:
     """Candidates of a block of users, one row per (user, item), with source flags and every score.
 
     Args:
-        scores: model name -> float [b, n_items] scores of the block (rows aligned with ``users``), or
+        scores: model name -> float [b, n_items] scores of the block (rows aligned with ``users``),
+            :class:`~recsys.scorers.item_item.NeighbourScores` (ranked and read without a dense block), or
             :class:`FactorScores` for a model that is a feature only (never a source); a :class:`BlockScores`
             also brings the row moments the models knew exactly.
         users: int [b] user indices.
@@ -178,13 +192,15 @@ def generate_candidates(scores: Mapping[str, np.ndarray | FactorScores], users: 
     n_items = exclude.shape[1]
     ranked = {s: scores[s] for s in sources}
     if cold is not None and not config.new_items:
-        ranked = {s: np.where(cold[None, :], -np.inf, v) for s, v in ranked.items()}
-    picks: dict[str, np.ndarray] = {s: top_k(v, config.n_per_source, exclude=exclude) for s, v in ranked.items()}
+        ranked = {s: np.where(cold[None, :], -np.inf, dense_scores(v)) for s, v in ranked.items()}
+    picks: dict[str, np.ndarray] = {
+        s: v.top_k(config.n_per_source, exclude) if isinstance(v, NeighbourScores)
+        else top_k(v, config.n_per_source, exclude=exclude) for s, v in ranked.items()}
     if cold is not None and config.n_cold and config.new_items:
         # the flag column is there even when no item is new (a catalogue whose every item has events): a ranker
         # trained with new items in its label window needs it at every later scoring
         new = np.flatnonzero(cold)  # ascending: ties still go to the lower item index
-        top = top_k(np.asarray(scores[config.cold_by])[:, new], config.n_cold,
+        top = top_k(dense_scores(scores[config.cold_by])[:, new], config.n_cold,
                     exclude=sp.csr_matrix(exclude)[:, new]) if len(new) else np.empty((len(users), 0), np.int64)
         picks[COLD_SOURCE] = np.where(top >= 0, new[np.maximum(top, 0)], -1)
     keys_by_source = {}

@@ -25,7 +25,7 @@ from features.history import UserEvents
 from features.popularity import ItemTimeline
 from features.table import FeatureConfig, build_ranking_table
 from recsys import contract as C
-from recsys.candidates import BlockScores, CandidateConfig, FactorScores, generate_candidates
+from recsys.candidates import BlockScores, CandidateConfig, FactorScores, Lazy, generate_candidates
 from recsys.errors import NotFittedError
 from recsys.ranker import RankerEnsemble
 from recsys.scorers import Scorer
@@ -177,7 +177,9 @@ class RankingPipeline:
         state = self._state()
         scores = BlockScores()
         for name, model in state.models.items():  # a linear model also gives its rows' exact moments
-            if hasattr(model, "score_with_moments"):
+            if hasattr(model, "block_scores"):  # a sparse item-item model: read lazily, never made dense
+                scores[name] = model.block_scores(users, history)
+            elif hasattr(model, "score_with_moments"):
                 scores[name], moments = model.score_with_moments(users, history)
                 if moments is not None:
                     scores.moments[name] = moments
@@ -276,7 +278,7 @@ class RankingPipeline:
             values[short[r], slot[r, c]] = lowest[short[r]] + below[r, fill[r, c]]
         return top, values
 
-    def _ranked(self, users: np.ndarray, history: sp.csr_matrix, scores: dict[str, np.ndarray | FactorScores],
+    def _ranked(self, users: np.ndarray, history: sp.csr_matrix, scores: dict[str, np.ndarray | Lazy],
                 exclude_seen: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """The block's candidates ranked: block row, item, 1-based list position (quota applied), ranker score."""
         state = self._state()
@@ -310,11 +312,11 @@ _FALLBACK_ROWS = 128
 """Rows of the fallback order computed at once in :meth:`RankingPipeline.score` (float64 [rows, n_items])."""
 
 
-def _fallback(scores: dict[str, np.ndarray | FactorScores], state: PipelineState, rows: np.ndarray) -> np.ndarray:
+def _fallback(scores: dict[str, np.ndarray | Lazy], state: PipelineState, rows: np.ndarray) -> np.ndarray:
     """float64 [len(rows), n_items]: the ``cold_by`` model's scores of those block rows (the first model's if
     absent): the order of everything past a user's candidates."""
     found = scores.get(state.candidates.cold_by, next(iter(scores.values())))
-    if isinstance(found, FactorScores):
+    if isinstance(found, Lazy):
         return found.dense(rows).astype(np.float64)
     return np.asarray(found)[rows].astype(np.float64)
 

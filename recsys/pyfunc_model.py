@@ -56,7 +56,7 @@ SIGNATURE = ModelSignature(
                     ColSpec("long", "rank"), ColSpec("boolean", FALLBACK), ColSpec("string", REASON, required=False)]),
 )
 REQUIREMENTS = ("torch", "transformers", "safetensors", "tokenizers", "polars", "pyarrow", "numpy", "scipy",
-                "lightgbm", "mlflow", "pandas", "tqdm", "threadpoolctl")
+                "lightgbm", "mlflow", "pandas", "tqdm", "threadpoolctl", "numba")
 """What loading and scoring import (the runtime): no peft, Lightning, LightFM or scikit-learn."""
 CODE_FILE = Path(__file__).with_name("pyfunc_code.py")
 """The models-from-code file MLflow logs instead of a serialised ``PythonModel`` object."""
