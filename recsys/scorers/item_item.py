@@ -89,11 +89,9 @@ class NeighbourScores:
     def top_k(self, k: int, exclude: sp.csr_matrix | None = None) -> np.ndarray:
         """int64 [b, k]: ``recsys.topk.top_k`` of the dense scores (the same lists, ties to the lower item)."""
         from recsys.scorers.neighbour_kernels import top_with_moments
+        from recsys.topk import _checked  # top_k's own check of the exclusion, and its message
 
-        if exclude is not None and (not sp.issparse(exclude) or exclude.shape != self.shape):
-            raise ValueError(f"exclude must be a scipy sparse matrix of the scores' shape {self.shape}, "
-                             f"got {getattr(exclude, 'shape', type(exclude).__name__)}")
-        ex = sp.csr_matrix(self.shape, dtype=np.float32) if exclude is None else sp.csr_matrix(exclude)
+        ex = sp.csr_matrix(self.shape, dtype=np.float32) if exclude is None else _checked(exclude, self.shape)
         b = self.shape[0]
         top = np.empty((b, k), np.int64)
         mean, std = np.empty(b), np.empty(b)
