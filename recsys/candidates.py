@@ -21,12 +21,12 @@ import scipy.sparse as sp
 from features.arrays import distinct
 from recsys import contract as C
 from recsys.config import check_at_least
+from recsys.scorers.factor_scores import FactorScores
 from recsys.scorers.item_item import NeighbourScores
-from recsys.scorers.moments import linear_moments
 from recsys.topk import top_k
 
 __all__ = ["CandidateConfig", "generate_candidates", "candidate_recall", "standardise_rows", "standardised_at",
-           "FactorScores", "BlockScores", "Lazy", "dense_scores", "COLD_SOURCE"]
+           "FactorScores", "Lazy", "dense_scores", "COLD_SOURCE"]
 
 COLD_SOURCE = "cold"
 """Name of the source that proposes new (no-interaction) items."""
@@ -63,44 +63,9 @@ def standardise_rows(scores: np.ndarray, top: int | None = None) -> np.ndarray:
     return (scores - mean) / np.where(std > 0, std, 1.0)
 
 
-@dataclass(frozen=True)
-class FactorScores:
-    """Scores ``user[r] . items[j]`` of a block that only feature columns read: never made dense.
-
-    A feature needs each candidate's score and its user's mean and spread over the whole
-    catalogue; with ``moments`` (the catalogue's mean item vector and ``items.T @ items / n``)
-    both are exact without the ``[b, n_items]`` product (the history-centroid cosine over a
-    100k-item catalogue is a 384-wide product per user, as dear as the text tower's own).
-    """
-
-    user: np.ndarray
-    """float32 [b, d]."""
-    items: np.ndarray
-    """float32 [n_items, d]."""
-    moments: tuple[np.ndarray, np.ndarray]
-    """float64 [d] mean item vector and [d, d] mean outer product (``recsys.scorers.moments.item_moments``)."""
-
-    def dense(self, rows: np.ndarray | None = None) -> np.ndarray:
-        """float32 [b, n_items]: every score (for the few uses that need them all); ``rows``: only those rows."""
-        return (self.user if rows is None else self.user[rows]) @ self.items.T
-
-    def standardised_at(self, rows: np.ndarray, items: np.ndarray) -> np.ndarray:
-        """float32 z-scores of the pairs ``(rows[m], items[m])`` against their row's whole-catalogue scores."""
-        mean, std = linear_moments(self.user, self.moments)
-        values = np.empty(len(rows))
-        for start in range(0, len(rows), _PAIRS_CHUNK):
-            at = slice(start, start + _PAIRS_CHUNK)
-            values[at] = np.einsum("md,md->m", self.user[rows[at]], self.items[items[at]])
-        return _z_at(values, mean, std, rows)
-
-
 def _z_at(values: np.ndarray, mean: np.ndarray, std: np.ndarray, rows: np.ndarray) -> np.ndarray:
     """float32 z-scores of gathered ``values`` against their row's mean and spread (a flat row: 0)."""
     return ((values - mean[rows]) / np.where(std > 0, std, 1.0)[rows]).astype(np.float32)
-
-
-_PAIRS_CHUNK = 16_384
-"""Candidate pairs whose vectors are gathered at once (two [chunk, d] float32 copies: ~50 MB at d = 384)."""
 
 
 def row_moments(scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -119,40 +84,31 @@ def row_moments(scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return mean, np.sqrt(np.maximum(square - mean**2, 0.0))
 
 
-def standardised_at(scores: np.ndarray | FactorScores | NeighbourScores, rows: np.ndarray, items: np.ndarray,
-                    moments: tuple[np.ndarray, np.ndarray] | None = None) -> np.ndarray:
+def standardised_at(scores: np.ndarray | FactorScores | NeighbourScores, rows: np.ndarray, items: np.ndarray
+                    ) -> np.ndarray:
     """``standardise_rows(scores)[rows, items]`` as float32: only the gathered pairs are standardised.
 
-    ``moments``: each row's mean and standard deviation when the model knows them exactly (:class:`BlockScores`);
-    None: read from the dense scores.
+    Lazy block scores bring each row's exact mean and spread over the catalogue (``moments``); dense ones are
+    read for them.
     """
-    if isinstance(scores, FactorScores):
-        return scores.standardised_at(rows, items)
-    if isinstance(scores, NeighbourScores):
+    if isinstance(scores, Lazy):
         return _z_at(scores.at(rows, items).astype(np.float64), *scores.moments, rows)
     scores = np.asarray(scores)
-    mean, std = row_moments(scores) if moments is None else moments
-    return _z_at(scores[rows, items].astype(np.float64), mean, std, rows)
+    return _z_at(scores[rows, items].astype(np.float64), *row_moments(scores), rows)
 
 
 Lazy = FactorScores | NeighbourScores
-"""Block scores that are never made dense for the candidates: read at the pairs (and ranked, for
-:class:`~recsys.scorers.item_item.NeighbourScores`) by their own methods."""
+"""Block scores that are never made dense for the candidates: ranked and read at the pairs by their own
+methods (``top_k``, ``at``, ``moments``)."""
 
 
-def dense_scores(scores: np.ndarray | Lazy) -> np.ndarray:
-    """float [b, n_items]: a block's scores in full, for the few uses that read every item."""
-    return scores.dense() if isinstance(scores, Lazy) else np.asarray(scores)
-
-
-class BlockScores(dict):
-    """A block's stage-one scores by model name (as a dict), with each row's mean and spread where a model gave
-    them exactly (``moments``: name -> float64 mean [b], std [b]; see ``recsys.scorers.moments``)."""
-
-    def __init__(self, scores: Mapping[str, np.ndarray | Lazy] = (),
-                 moments: Mapping[str, tuple[np.ndarray, np.ndarray]] | None = None) -> None:
-        super().__init__(scores)
-        self.moments: dict[str, tuple[np.ndarray, np.ndarray]] = dict(moments or {})
+def dense_scores(scores: np.ndarray | Lazy, columns: np.ndarray | None = None) -> np.ndarray:
+    """float [b, n_items]: a block's scores in full (``columns``: only those items), for the few uses that
+    read every item."""
+    if isinstance(scores, FactorScores):
+        return scores.dense(columns=columns)
+    full = scores.dense() if isinstance(scores, Lazy) else np.asarray(scores)
+    return full if columns is None else full[:, columns]
 
 
 def generate_candidates(scores: Mapping[str, np.ndarray | Lazy], users: np.ndarray, exclude: sp.csr_matrix, *,
@@ -161,10 +117,8 @@ def generate_candidates(scores: Mapping[str, np.ndarray | Lazy], users: np.ndarr
     """Candidates of a block of users, one row per (user, item), with source flags and every score.
 
     Args:
-        scores: model name -> float [b, n_items] scores of the block (rows aligned with ``users``),
-            :class:`~recsys.scorers.item_item.NeighbourScores` (ranked and read without a dense block), or
-            :class:`FactorScores` for a model that is a feature only (never a source); a :class:`BlockScores`
-            also brings the row moments the models knew exactly.
+        scores: model name -> float [b, n_items] scores of the block (rows aligned with ``users``), or
+            :data:`Lazy` scores (ranked and read without a dense block).
         users: int [b] user indices.
         exclude: [b, n_items] sparse history; its items are never candidates.
         sources: models (keys of ``scores``) whose top ``config.n_per_source`` become candidates.
@@ -185,22 +139,19 @@ def generate_candidates(scores: Mapping[str, np.ndarray | Lazy], users: np.ndarr
     missing = [s for s in ranking if s not in scores]
     if missing:
         raise ValueError(f"candidate source(s) {missing} have no scores; models scored: {sorted(scores)}")
-    factored = [s for s in ranking if isinstance(scores[s], FactorScores)]
-    if factored:
-        raise ValueError(f"candidate source(s) {factored} rank the catalogue: give dense scores, not FactorScores")
     users = np.asarray(users, dtype=np.int64)
     n_items = exclude.shape[1]
     ranked = {s: scores[s] for s in sources}
     if cold is not None and not config.new_items:
         ranked = {s: np.where(cold[None, :], -np.inf, dense_scores(v)) for s, v in ranked.items()}
     picks: dict[str, np.ndarray] = {
-        s: v.top_k(config.n_per_source, exclude) if isinstance(v, NeighbourScores)
+        s: v.top_k(config.n_per_source, exclude) if isinstance(v, Lazy)
         else top_k(v, config.n_per_source, exclude=exclude) for s, v in ranked.items()}
     if cold is not None and config.n_cold and config.new_items:
         # the flag column is there even when no item is new (a catalogue whose every item has events): a ranker
         # trained with new items in its label window needs it at every later scoring
         new = np.flatnonzero(cold)  # ascending: ties still go to the lower item index
-        top = top_k(dense_scores(scores[config.cold_by])[:, new], config.n_cold,
+        top = top_k(dense_scores(scores[config.cold_by], new), config.n_cold,
                     exclude=sp.csr_matrix(exclude)[:, new]) if len(new) else np.empty((len(users), 0), np.int64)
         picks[COLD_SOURCE] = np.where(top >= 0, new[np.maximum(top, 0)], -1)
     keys_by_source = {}
@@ -214,9 +165,8 @@ def generate_candidates(scores: Mapping[str, np.ndarray | Lazy], users: np.ndarr
     columns: dict[str, np.ndarray] = {C.USER_IDX: users[rows], C.ITEM_IDX: items}
     for source, source_keys in keys_by_source.items():
         columns[f"src_{source}"] = np.isin(keys, source_keys).astype(np.int8)
-    known = scores.moments if isinstance(scores, BlockScores) else {}
     for name, matrix in scores.items():
-        columns[f"score_{name}"] = standardised_at(matrix, rows, items, known.get(name))
+        columns[f"score_{name}"] = standardised_at(matrix, rows, items)
     return pl.DataFrame(columns)
 
 

@@ -25,11 +25,11 @@ from features.history import UserEvents
 from features.popularity import ItemTimeline
 from features.table import FeatureConfig, build_ranking_table
 from recsys import contract as C
-from recsys.candidates import BlockScores, CandidateConfig, FactorScores, Lazy, generate_candidates
+from recsys.candidates import CandidateConfig, FactorScores, Lazy, generate_candidates
 from recsys.errors import NotFittedError
 from recsys.ranker import RankerEnsemble
 from recsys.scorers import Scorer
-from recsys.scorers.moments import item_moments
+from recsys.scorers.factor_scores import ItemSide
 from recsys.topk import top_k
 
 __all__ = ["PipelineState", "RankingPipeline", "ColdExposure", "HIST_COS", "user_cuts"]
@@ -110,9 +110,9 @@ class PipelineState:
         return last_events(self.events)
 
     @cached_property
-    def vector_moments(self) -> tuple[np.ndarray, np.ndarray] | None:
-        """The text vectors' mean and mean outer product: the history cosine's per-user spread, exactly."""
-        return None if self.item_vectors is None else item_moments(self.item_vectors)
+    def vector_side(self) -> ItemSide | None:
+        """The text vectors as the history cosine reads them, with their moments (its per-user spread, exactly)."""
+        return None if self.item_vectors is None else ItemSide(self.item_vectors)
 
 
 def user_cuts(events: pl.DataFrame, users: np.ndarray, last: np.ndarray | None = None) -> pl.DataFrame:
@@ -167,30 +167,23 @@ class RankingPipeline:
             raise NotFittedError("RankingPipeline has no fitted state; build it with training.fit_pipeline")
         return self.state
 
-    def stage_scores(self, users: np.ndarray, history: sp.csr_matrix) -> BlockScores:
-        """Every stage-one model's scores of the block, plus the history-centroid cosine, with the row moments
-        the linear models know exactly (the candidates' z-scores then need no pass over their dense scores).
+    def stage_scores(self, users: np.ndarray, history: sp.csr_matrix) -> dict[str, np.ndarray | Lazy]:
+        """Every stage-one model's scores of the block, plus the history-centroid cosine.
 
-        The cosine is a feature, never a source: it stays factored (:class:`FactorScores`), read
-        only at the candidates.
+        Models that can (LightFM, the text tower, a sparse item-kNN) give :data:`~recsys.candidates.Lazy`
+        scores: ranked and read at the candidates with their exact row moments, never made dense. The
+        cosine is a feature, never a source.
         """
         state = self._state()
-        scores = BlockScores()
-        for name, model in state.models.items():  # a linear model also gives its rows' exact moments
-            if hasattr(model, "block_scores"):  # a sparse item-item model: read lazily, never made dense
-                scores[name] = model.block_scores(users, history)
-            elif hasattr(model, "score_with_moments"):
-                scores[name], moments = model.score_with_moments(users, history)
-                if moments is not None:
-                    scores.moments[name] = moments
-            else:
-                scores[name] = model.score(users, history)
-        if state.item_vectors is not None:
+        scores: dict[str, np.ndarray | Lazy] = {
+            name: model.block_scores(users, history) if hasattr(model, "block_scores") else model.score(users, history)
+            for name, model in state.models.items()}
+        if state.vector_side is not None:
             weights = sp.csr_matrix(history, dtype=np.float32, copy=True)
             weights.data[:] = 1.0
-            centroid = np.asarray(weights @ state.item_vectors)
+            centroid = np.asarray(weights @ state.vector_side.items)
             centroid /= np.maximum(np.linalg.norm(centroid, axis=1, keepdims=True), 1e-12)
-            scores[HIST_COS] = FactorScores(centroid.astype(np.float32), state.item_vectors, state.vector_moments)
+            scores[HIST_COS] = FactorScores(centroid, state.vector_side)
         return scores
 
     def candidates(self, users: np.ndarray, history: sp.csr_matrix, scores: dict[str, np.ndarray] | None = None,

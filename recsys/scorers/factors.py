@@ -17,7 +17,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from recsys.scorers.base import StoredScorer, check_block, load_arrays, save_arrays
-from recsys.scorers.moments import item_moments, linear_moments
+from recsys.scorers.factor_scores import FactorScores, ItemSide
 
 __all__ = ["FactorScorer"]
 
@@ -49,25 +49,17 @@ class FactorScorer(StoredScorer):
             scores += self.item_bias[None, :]
         return scores.astype(np.float32, copy=False)
 
-    def score_with_moments(self, users: np.ndarray, history: sp.csr_matrix
-                           ) -> tuple[np.ndarray, tuple[np.ndarray, np.ndarray]]:
-        """:meth:`score` and each row's exact mean and standard deviation over the catalogue (float64 [b] each).
-
-        The score is ``[u, user_bias, 1] . [v, 1, item_bias]``: its moments come from the items' moments
-        (:mod:`recsys.scorers.moments`), not from a pass over the ``[b, n_items]`` scores.
-        """
-        scores = self.score(users, history)
-        users = np.asarray(users)
-        ones = np.ones((len(users), 1), np.float32)
-        bias = self.user_bias[users][:, None] if self.user_bias is not None else np.zeros_like(ones)
-        return scores, linear_moments(np.hstack([self.user_factors[users], bias, ones]), self._item_moments)
+    def block_scores(self, users: np.ndarray, history: sp.csr_matrix) -> FactorScores:
+        """The block's scores as the ranked pipeline reads them (:class:`~recsys.scorers.factor_scores.FactorScores`:
+        ranked through the screen, read at the candidates, never the dense ``[b, n_items]`` product)."""
+        users = check_block(users, history, self.item_factors.shape[0], self.user_factors.shape[0])
+        offset = None if self.user_bias is None else self.user_bias[users]
+        return FactorScores(self.user_factors[users], self._item_side, offset)
 
     @cached_property
-    def _item_moments(self) -> tuple[np.ndarray, np.ndarray]:
-        """The item side ``[v, 1, item_bias]``'s moments, computed at the first block."""
-        n = len(self.item_factors)
-        bias = self.item_bias[:, None] if self.item_bias is not None else np.zeros((n, 1), np.float32)
-        return item_moments(np.hstack([self.item_factors, np.ones((n, 1), np.float32), bias]))
+    def _item_side(self) -> ItemSide:
+        """``[v, 1, item_bias]`` against ``[u, user_bias, 1]``, with its moments and screen (built once)."""
+        return ItemSide(self.item_factors, self.item_bias, user_offset=self.user_bias is not None)
 
     def save(self, folder: Path) -> dict[str, Any]:
         arrays = {"user_factors": self.user_factors, "item_factors": self.item_factors}

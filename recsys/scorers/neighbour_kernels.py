@@ -8,27 +8,19 @@ in the CPU's cache), read once for the moments and the selection, and cleared wh
 (0.2 s a block, the same lists). The sums are float32 and added in scipy's order (the history's items
 ascending, each item's row as stored), so every score is the same number, bit for bit.
 
-numba compiles these at their first call (a few seconds, cached on disk where the package folder or the
-user's cache folder is writable). ``nogil``: two export threads run them on two cores at once.
+Compiled as :mod:`recsys.scorers.compiled` says (once, cached on disk; without the GIL).
 """
 
 from __future__ import annotations
 
-import numba
 import numpy as np
+
+from recsys.scorers.compiled import better, jit, offer
 
 __all__ = ["accumulate_dense", "top_with_moments", "values_at"]
 
 
-def _jit(function):
-    """``numba.njit`` without the GIL, cached on disk where a folder is writable (else compiled per process)."""
-    try:
-        return numba.njit(nogil=True, cache=True)(function)
-    except RuntimeError:  # no writable cache location: compile in memory
-        return numba.njit(nogil=True)(function)
-
-
-@_jit
+@jit
 def accumulate_dense(h_ptr, h_items, w_ptr, w_items, w_values, out):  # pragma: no cover - compiled
     """``out[u] += sum of W's rows of user u's history items`` (``out`` float32 [b, n_items], zeroed by the caller)."""
     for u in range(len(h_ptr) - 1):
@@ -39,46 +31,7 @@ def accumulate_dense(h_ptr, h_items, w_ptr, w_items, w_values, out):  # pragma: 
                 row[w_items[q]] += w_values[q]
 
 
-@_jit
-def _better(value, item, than_value, than_item):  # pragma: no cover - compiled
-    """Ranks before: a higher score, or the same score and the lower item index."""
-    return value > than_value or (value == than_value and item < than_item)
-
-
-@_jit
-def _offer(values, items, size, k, value, item):  # pragma: no cover - compiled
-    """Offer ``(value, item)`` to a heap of the best ``k`` seen so far (the worst at its root); returns its size."""
-    if size < k:  # sift up from the end
-        at = size
-        size += 1
-        while at > 0:
-            parent = (at - 1) >> 1
-            if _better(values[parent], items[parent], value, item):
-                values[at], items[at] = values[parent], items[parent]
-                at = parent
-            else:
-                break
-        values[at], items[at] = value, item
-        return size
-    if not _better(value, item, values[0], items[0]):
-        return size
-    at = 0  # replace the worst and sift down
-    while True:
-        child = 2 * at + 1
-        if child >= size:
-            break
-        if child + 1 < size and _better(values[child], items[child], values[child + 1], items[child + 1]):
-            child += 1  # the worse of the two children
-        if _better(value, item, values[child], items[child]):
-            values[at], items[at] = values[child], items[child]
-            at = child
-        else:
-            break
-    values[at], items[at] = value, item
-    return size
-
-
-@_jit
+@jit
 def top_with_moments(h_ptr, h_items, w_ptr, w_items, w_values, n_items, k, ex_ptr, ex_items, ex_values,
                      top, mean, std):  # pragma: no cover - compiled
     """Each user's ``k`` best items (``top`` int64 [b, k], -1 padded) and the mean and standard deviation of
@@ -126,13 +79,13 @@ def top_with_moments(h_ptr, h_items, w_ptr, w_items, w_values, n_items, k, ex_pt
                 j = touched[t]
                 value = total[j]
                 if value > -np.inf:  # False for NaN too
-                    size = _offer(best_values, best_items, size, k, value, j)
+                    size = offer(best_values, best_items, size, k, value, j)
             zero = np.float32(0.0)
             for j in range(n_items):  # items nothing reached score 0: lowest index first, while they still rank
-                if size == k and not _better(zero, j, best_values[0], best_items[0]):
+                if size == k and not better(zero, j, best_values[0], best_items[0]):
                     break
                 if not seen[j]:
-                    size = _offer(best_values, best_items, size, k, zero, j)
+                    size = offer(best_values, best_items, size, k, zero, j)
         order = np.argsort(best_items[:size], kind="mergesort")  # by item, then stably by descending score
         values = best_values[:size][order]
         items = best_items[:size][order]
@@ -145,7 +98,7 @@ def top_with_moments(h_ptr, h_items, w_ptr, w_items, w_values, n_items, k, ex_pt
             seen[j] = False
 
 
-@_jit
+@jit
 def values_at(h_ptr, h_items, w_ptr, w_items, w_values, n_items, pair_ptr, pair_items, out):  # pragma: no cover
     """``out[m]`` = the score of ``pair_items[m]`` for block row ``u``, for ``m`` in ``pair_ptr[u]:pair_ptr[u + 1]``."""
     total = np.zeros(n_items, np.float32)

@@ -28,7 +28,7 @@ from torch import nn
 from recsys import contract as C
 from recsys.errors import RecsysError
 from recsys.scorers.base import StoredScorer, load_arrays, read_json, save_arrays
-from recsys.scorers.moments import item_moments, linear_moments
+from recsys.scorers.factor_scores import FactorScores, ItemSide
 from recsys.scorers.text_head import TowerHead, history_windows
 from recsys.scorers.text_lexical import ARRAY_PREFIX, LexicalIndex
 from recsys.text_encoder import fast_cpu_linears, mean_pool, render_item_texts
@@ -192,41 +192,49 @@ class TextScorer(StoredScorer):
     def score(self, users: np.ndarray, history: sp.csr_matrix) -> np.ndarray:
         """float32 [b, n_items] logits; users pool their stored recent items (``history``: the lexical term's
         profiles, where the tower has one, else its shape only)."""
-        return self._logits(users, history)[0]
+        return self._logits(users, history)
 
-    def score_with_moments(self, users: np.ndarray, history: sp.csr_matrix
-                           ) -> tuple[np.ndarray, tuple[np.ndarray, np.ndarray] | None]:
-        """:meth:`score` and each row's exact mean and standard deviation over the catalogue (float64 [b] each),
-        read from the item side's moments; None with a lexical term (not a product of user and item vectors)."""
-        logits, scaled, side = self._logits(users, history)
+    def block_scores(self, users: np.ndarray, history: sp.csr_matrix) -> np.ndarray | FactorScores:
+        """The block's scores as the ranked pipeline reads them: the logits ``scale * user . item + appeal`` as
+        :class:`~recsys.scorers.factor_scores.FactorScores` (never the dense product), or the dense logits with a
+        lexical term (not a product of user and item vectors)."""
         if self.lexical is not None and self.lexical.active:
-            return logits, None
-        ones = np.ones((len(logits), 1), np.float32)
-        return logits, linear_moments(np.hstack([scaled.numpy(), ones]), self._catalogue_moments(side))
+            return self.score(users, history)
+        self._check_items(history)
+        with torch.inference_mode():
+            scaled = self._scaled_users(users)
+        return FactorScores(scaled.numpy(), self._item_side)
 
-    def _logits(self, users: np.ndarray, history: sp.csr_matrix
-                ) -> tuple[np.ndarray, torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
-        """The logits, the user side they were computed from (``scale * user``) and the catalogue side."""
+    def _check_items(self, history: sp.csr_matrix) -> None:
         if history.shape[1] != self.item_vectors_.shape[0]:
             raise ValueError(f"history has {history.shape[1]} items; the text tower has {self.item_vectors_.shape[0]}")
+
+    def _scaled_users(self, users: np.ndarray) -> torch.Tensor:
+        """The user side of the logits (``scale * user`` [b, d]) from each user's stored recent items."""
         window = torch.from_numpy(self.user_history_[np.asarray(users)])
+        return self.head.user_factors(self.head.users(self.item_vectors_[window.clamp(min=0)], window >= 0))
+
+    def _logits(self, users: np.ndarray, history: sp.csr_matrix) -> np.ndarray:
+        """float32 [b, n_items]: the dense logits (with the lexical term where the tower has one)."""
+        self._check_items(history)
         with torch.inference_mode():
-            scaled = self.head.user_factors(self.head.users(self.item_vectors_[window.clamp(min=0)], window >= 0))
-            side = self._catalogue
-            logits = self.head.product_at(scaled, side).numpy().astype(np.float32, copy=False)
+            scaled = self._scaled_users(users)
+            logits = self.head.product_at(scaled, self._catalogue).numpy().astype(np.float32, copy=False)
         if self.lexical is not None and self.lexical.active:
             self.lexical.add_logits(logits, history)
-        return logits, scaled, side
+        return logits
 
-    def _catalogue_moments(self, side: tuple[torch.Tensor, torch.Tensor]) -> tuple[np.ndarray, np.ndarray]:
-        """The moments of the item side ``[space, appeal]`` of the logits, kept while ``side`` is the catalogue's."""
-        found = self.__dict__.get("_moments_cache")
+    @property
+    def _item_side(self) -> ItemSide:
+        """The catalogue's side ``[space, appeal]`` as :class:`FactorScores` reads it, kept while ``_catalogue`` is."""
+        side = self._catalogue
+        found = self.__dict__.get("_item_side_cache")
         if found is not None and found[0] is side:
             return found[1]
         space, appeal = side
-        moments = item_moments(np.hstack([space.numpy(), appeal.numpy()[:, None]]))
-        object.__setattr__(self, "_moments_cache", (side, moments))
-        return moments
+        item_side = ItemSide(space.numpy(), appeal.numpy())
+        object.__setattr__(self, "_item_side_cache", (side, item_side))
+        return item_side
 
     @property
     def _catalogue(self) -> tuple[torch.Tensor, torch.Tensor]:

@@ -99,7 +99,7 @@ def test_without_a_writable_cache_folder_the_loops_compile_in_memory(monkeypatch
     """numba refuses ``cache=True`` at decoration when no folder can hold the cache (a read-only install)."""
     import numba
 
-    from recsys.scorers import neighbour_kernels
+    from recsys.scorers import compiled
 
     asked: list[bool] = []
 
@@ -114,5 +114,5 @@ def test_without_a_writable_cache_folder_the_loops_compile_in_memory(monkeypatch
     def double(x):
         return 2 * x
 
-    assert neighbour_kernels._jit(double)(3) == 6
+    assert compiled.jit(double)(3) == 6
     assert asked == [True, False]

@@ -416,8 +416,10 @@ def _dense_moments(scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
                          ids=["factors", "biases"])
 def test_factor_scores_come_with_their_rows_exact_moments(make):
     scorer = make()
-    scores, (mean, std) = scorer.score_with_moments(USERS, HISTORY)
-    np.testing.assert_array_equal(scores, scorer.score(USERS, HISTORY))
+    lazy = scorer.block_scores(USERS, HISTORY)
+    scores = scorer.score(USERS, HISTORY)
+    np.testing.assert_allclose(lazy.dense(), scores, rtol=1e-6, atol=1e-6)
+    mean, std = lazy.moments
     expected_mean, expected_std = _dense_moments(scores)
     np.testing.assert_allclose(mean, expected_mean, rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(std, expected_std, rtol=1e-5, atol=1e-6)
@@ -438,13 +440,15 @@ def test_text_scores_come_with_their_rows_exact_moments_but_not_with_a_lexical_t
     scorer = replace(scorer, head=head.eval())
     users = np.arange(6)
     history = sp.csr_matrix((6, N_ITEMS), dtype=np.float32)
-    scores, (mean, std) = scorer.score_with_moments(users, history)
-    np.testing.assert_array_equal(scores, scorer.score(users, history))
+    lazy = scorer.block_scores(users, history)
+    scores = scorer.score(users, history)
+    np.testing.assert_allclose(lazy.dense(), scores, rtol=1e-5, atol=1e-5)
+    mean, std = lazy.moments
     expected_mean, expected_std = _dense_moments(scores)
     np.testing.assert_allclose(mean, expected_mean, rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(std, expected_std, rtol=1e-4, atol=1e-5)
     assert std[1] == pytest.approx(expected_std[1], abs=1e-5)  # no history: the appeal's spread alone
     tokenizer = text_parts[0]
     lexical = LexicalIndex.fit(scorer.tokens(ITEMS).ids, len(tokenizer), tokenizer.all_special_ids).with_weight(3.0)
-    worded, moments = replace(scorer, lexical=lexical).score_with_moments(USERS, HISTORY)
-    assert moments is None and not np.allclose(worded, scorer.score(USERS, HISTORY))
+    worded = replace(scorer, lexical=lexical).block_scores(USERS, HISTORY)
+    assert isinstance(worded, np.ndarray) and not np.allclose(worded, scorer.score(USERS, HISTORY))

@@ -12,7 +12,7 @@ import pytest
 
 from features.split import SplitConfig
 from recsys import contract as C
-from recsys.candidates import candidate_recall
+from recsys.candidates import FactorScores, candidate_recall
 from recsys.errors import NotFittedError
 from recsys.evaluation.eval_data import EvalConfig, build_eval_data
 from recsys.io import Dataset
@@ -437,18 +437,19 @@ def test_the_dense_order_is_the_same_whatever_rows_are_computed_at_once(fitted, 
 
 
 def test_linear_models_hand_their_rows_moments_to_the_candidates_with_the_same_features(fitted):
-    """LightFM's z-scores come from its factors' moments: the same candidate table as a pass over its scores."""
+    """LightFM's block is lazy (its z-scores from its factors' moments, its top items from the screen): the same
+    candidate table as its dense scores give."""
     data, _, _, pipeline = fitted
     users = data.test.users[:12]
     history = data.test.history[users]
     scores = pipeline.stage_scores(users, history)
-    assert set(scores.moments) == {"lightfm"}  # EASE and popularity are not products of two factors
-    mean, std = scores.moments["lightfm"]
-    dense = scores["lightfm"].astype(np.float64)
+    assert isinstance(scores["lightfm"], FactorScores)
+    mean, std = scores["lightfm"].moments
+    dense = scores["lightfm"].dense().astype(np.float64)
     np.testing.assert_allclose(mean, dense.mean(axis=1), rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(std, dense.std(axis=1), rtol=1e-5, atol=1e-6)
     known = pipeline.candidate_table(users, history, scores=scores)
-    read = pipeline.candidate_table(users, history, scores=dict(scores))
+    read = pipeline.candidate_table(users, history, scores=scores | {"lightfm": scores["lightfm"].dense()})
     np.testing.assert_allclose(known["score_lightfm"].to_numpy(), read["score_lightfm"].to_numpy(), rtol=1e-4,
                                atol=1e-5)
     assert known.drop("score_lightfm").equals(read.drop("score_lightfm"))
