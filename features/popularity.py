@@ -15,11 +15,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 import polars as pl
 
-from features.arrays import distinct_ranks, run_starts, search
+from features.arrays import distinct_ranks, run_starts, search, search_in_runs
 from recsys import contract as C
 from recsys.contract import CUT, ITEM_IDX, USER_IDX
 
@@ -89,17 +90,37 @@ class ItemTimeline:
 
     def instants(self, at: np.ndarray) -> np.ndarray:
         """int64 per row: how many of the log's distinct timestamps are strictly before ``at`` (µs)."""
-        return search(self.stamps, at)
+        at = np.asarray(at)
+        heads = np.flatnonzero(run_starts(at))  # a block's rows come user by user, each user's one cut repeated
+        return np.repeat(search(self.stamps, at[heads]), np.diff(np.append(heads, len(at))))
 
     def position(self, items: np.ndarray, instants: np.ndarray, user_level: bool = False) -> np.ndarray:
-        """Position just past each item's last key before the instant (:meth:`instants`; 0: the item's first key)."""
-        return search(self.user_keys if user_level else self.keys, items.astype(np.int64) * self.stride + instants)
+        """Position just past each item's last key before the instant (:meth:`instants`; 0: the item's first key):
+        a binary search of the item's own run of keys."""
+        keys, starts = (self.user_keys, self._user_starts) if user_level else (self.keys, self._starts)
+        items = items.astype(np.int64, copy=False)
+        return search_in_runs(keys, starts, items, items * self.stride + instants)
+
+    @cached_property
+    def _starts(self) -> np.ndarray:
+        """int64 [n_items + 1]: where each item's run of :attr:`keys` starts (built at the first block)."""
+        return _run_starts(self.keys, self.stride)
+
+    @cached_property
+    def _user_starts(self) -> np.ndarray:
+        return _run_starts(self.user_keys, self.stride)
 
     def time_at(self, positions: np.ndarray) -> np.ndarray:
         """int64 µs of the events at ``positions`` of ``keys`` (clipped into range)."""
         if not len(self.keys):
             return np.zeros(len(positions), dtype=np.int64)
         return self.stamps[self.keys[np.clip(positions, 0, len(self.keys) - 1)] % self.stride]
+
+
+def _run_starts(keys: np.ndarray, stride: int) -> np.ndarray:
+    """int64 [n_items + 1]: the first position of each item's keys ``item * stride + rank``, then ``len(keys)``."""
+    n_items = int(keys[-1]) // stride + 1 if len(keys) else 0
+    return np.searchsorted(keys, np.arange(n_items + 1, dtype=np.int64) * stride).astype(np.int64)
 
 
 def check_windows_days(windows_days: Sequence[int], *, name: str = "windows_days") -> tuple[int, ...]:

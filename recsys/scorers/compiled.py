@@ -1,27 +1,11 @@
-"""What the compiled loops of the scorers share: how they are compiled, and the bounded heap they select with.
-
-numba compiles a loop at its first call (a few seconds), cached on disk where the package folder or the
-user's cache folder is writable. ``nogil``: two export threads run the loops on two cores at once.
-"""
+"""What the compiled loops of the scorers share: how they are compiled (:func:`features.compiled.jit`), and
+the bounded heap they select with."""
 
 from __future__ import annotations
 
-import numba
+from features.compiled import jit
 
 __all__ = ["jit", "better", "offer"]
-
-
-def jit(function=None, *, fastmath: bool = False):
-    """``numba.njit`` without the GIL, cached on disk where a folder is writable (else compiled per process).
-
-    ``@jit`` or ``@jit(fastmath=True)`` (sums may be reordered: vectorised, still one order per build).
-    """
-    if function is None:
-        return lambda f: jit(f, fastmath=fastmath)
-    try:
-        return numba.njit(nogil=True, cache=True, fastmath=fastmath)(function)
-    except RuntimeError:  # no writable cache location: compile in memory
-        return numba.njit(nogil=True, fastmath=fastmath)(function)
 
 
 @jit

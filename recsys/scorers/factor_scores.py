@@ -33,11 +33,26 @@ __all__ = ["ItemSide", "FactorScores", "Screen"]
 SCREEN_MIN_ITEMS = 20_000
 """Catalogues smaller than this select from the dense block (there the float32 product is a few
 milliseconds and a screen gains nothing); a test lowers it to drive small catalogues through the screen."""
+
+
+def _native_bfloat16() -> bool:
+    """Whether this CPU multiplies bfloat16 itself (AMX or AVX512-BF16); elsewhere the screen's product is
+    emulated and no quicker than the float32 one, so the dense block selects."""
+    try:
+        return bool(torch.cpu._is_amx_tile_supported() or torch.cpu._is_avx512_bf16_supported())
+    except AttributeError:  # a torch without the probes
+        return False
+
+
+SCREEN_NATIVE = _native_bfloat16()
+"""Whether :meth:`FactorScores.top_k` screens at all (a test sets it to drive the screen on any CPU)."""
 SCREEN_ROUNDS = ((2, 2.0), (8, 2.0), (8, None))
 """Heap sizes tried, in multiples of ``k`` (+ :data:`SCREEN_SLACK`), each with the share of the heap that the
-round's floor would leave above it were the row's scores normal (None: no floor). A floor guessed too high
-(scores with a lighter tail) only fails the row's proof; the last round has none. On the 1M-user benchmark's
-text tower the first round settles about 93% of the rows, on its LightFM every row."""
+round's first floor would leave above it were the row's scores normal (None: no floor); later blocks start from
+the floor the model's earlier blocks reached (:meth:`ItemSide.learn_floor`). A floor guessed too high (scores
+with a lighter tail) only fails the row's proof; the last round has none."""
+FLOOR_QUANTILE = 0.02
+"""Share of a block's rows whose heap a learned floor may leave short (they go to the next round)."""
 SCREEN_SLACK = 32
 TILE = 4096
 """Items per tile of the screen: a 512-row tile of bfloat16 products is 4 MB and stays in the CPU's cache."""
@@ -105,8 +120,9 @@ class Screen:
                 product: a higher one only makes the row's proof fail); None: none.
 
         Returns:
-            items int64 [r, m] (-1 where a row kept fewer) and the float64 [r] value that no dropped item's exact
-            score reaches (``-inf`` where nothing was dropped but exclusions).
+            items int64 [r, m] (-1 where a row kept fewer); the float64 [r] value that no dropped item's exact
+            score reaches (``-inf`` where nothing was dropped but exclusions); and the ``m``-th product in the
+            scores' own units (``-inf`` where the heap is not full): where the next block's floor could be.
         """
         from recsys.scorers.product_kernels import screen_tile
 
@@ -127,7 +143,8 @@ class Screen:
         lowest = np.where(sizes == m, np.maximum(keys[:, 0], floor_keys - 1), floor_keys - 1)
         x = user.astype(np.float64)
         ceiling = _key_value(lowest + 1) - x[:, -1] + self.bound(x, rounded.double().numpy())
-        return items, np.where(lowest < _LOWEST_KEY, -np.inf, ceiling)
+        mth = np.where(sizes == m, _key_value(keys[:, 0]) - x[:, -1], -np.inf)
+        return items, np.where(lowest < _LOWEST_KEY, -np.inf, ceiling), mth
 
 
 _LOWEST_KEY = -0x7F80
@@ -168,12 +185,23 @@ class ItemSide:
         self.items = np.ascontiguousarray(items, dtype=np.float32)
         self.item_offset = None if item_offset is None else np.ascontiguousarray(item_offset, dtype=np.float32)
         self.user_offset = user_offset
+        self.floors: dict[int, float] = {}
+        """Heap size -> the floor (a z-score of each row's scores) its screen starts from (:meth:`learn_floor`)."""
         if moments is not None:
             self.__dict__["moments"] = moments
 
     @property
     def n_items(self) -> int:
         return len(self.items)
+
+    def learn_floor(self, m: int, z: float, reached: np.ndarray) -> None:
+        """Keep where a heap of ``m``'s floor should be, as a z-score of each row's scores: the
+        :data:`FLOOR_QUANTILE` of the z-scores its ``m``-th products ``reached`` (-inf: a heap left short by a
+        floor at ``z``, counted as one standard deviation lower). A floor only decides how quickly a block
+        is screened, never what is selected; blocks that share the side race harmlessly."""
+        seen = np.where(np.isfinite(reached), reached, z - 1.0)
+        if len(seen):
+            self.floors[m] = float(np.quantile(seen, FLOOR_QUANTILE))
 
     @property
     def width(self) -> int:
@@ -256,7 +284,7 @@ class FactorScores:
         never, -1 padded (``recsys.topk.top_k``'s rules), through the screen on a large catalogue."""
         b, n = self.shape
         ex = sp.csr_matrix((b, n), dtype=np.float32) if exclude is None else _checked(exclude, self.shape)
-        if n < SCREEN_MIN_ITEMS or b == 0:
+        if n < SCREEN_MIN_ITEMS or b == 0 or not SCREEN_NATIVE:
             return top_k(self.dense(), k, exclude=ex)
         rows, cols = _entries(ex)
         ex = sp.csr_matrix((np.ones(len(rows), np.float32), (rows, cols)), shape=self.shape)  # sorted, distinct
@@ -269,8 +297,11 @@ class FactorScores:
             m = width * k + SCREEN_SLACK
             if m >= n or not len(todo):
                 break
-            floor = None if share is None else (_normal_quantile(share * m / n) - _normal_quantile(k / n)) * std[todo]
-            items, ceiling = self.side.screen.candidates(user[todo], m, ex[todo], floor)
+            z = None if share is None else self.side.floors.get(m, _normal_quantile(share * m / n))
+            floor = None if z is None else mean[todo] + z * std[todo] - tau[todo]  # in the screen's units
+            items, ceiling, mth = self.side.screen.candidates(user[todo], m, ex[todo], floor)
+            if z is not None and len(todo) == b:
+                self.side.learn_floor(m, z, (mth - mean) / np.where(std > 0, std, 1.0))
             picks, kth = self._best(todo, items, k)
             settled = (kth > ceiling) | (ceiling == -np.inf)
             out[todo[settled]] = picks[settled]

@@ -58,13 +58,14 @@ def test_lazy_scores_stand_in_for_their_dense_block_without_a_pass_over_it(monke
     offset = rng.normal(size=6).astype(np.float32)
     lazy = FactorScores(user, ItemSide(items, offset))
     dense = user @ items.T + offset
+    cold = np.array([0, 0, 0, 0, 1, 1], bool)
     plain = generate_candidates({"cf": dense, "text": TEXT}, USERS, HISTORY, sources=("cf", "text"),
-                                config=CandidateConfig(n_per_source=2, n_cold=1), cold=np.array([0, 0, 0, 0, 1, 1], bool))
+                                config=CandidateConfig(n_per_source=2, n_cold=1), cold=cold)
     read: list[int] = []
     full = candidates.row_moments
     monkeypatch.setattr(candidates, "row_moments", lambda scores: read.append(len(scores)) or full(scores))
     got = generate_candidates({"cf": lazy, "text": TEXT}, USERS, HISTORY, sources=("cf", "text"),
-                              config=CandidateConfig(n_per_source=2, n_cold=1), cold=np.array([0, 0, 0, 0, 1, 1], bool))
+                              config=CandidateConfig(n_per_source=2, n_cold=1), cold=cold)
     assert read == [2]  # the text scores only
     np.testing.assert_allclose(got["score_cf"].to_numpy(), plain["score_cf"].to_numpy(), rtol=1e-5, atol=1e-5)
     assert got.drop("score_cf").equals(plain.drop("score_cf"))

@@ -93,26 +93,3 @@ def test_a_dense_item_item_model_scores_its_block_densely():
     got = scorer.block_scores(np.arange(history.shape[0]), history)
     assert isinstance(got, np.ndarray)
     np.testing.assert_allclose(got, (binarize(history) @ w).toarray(), rtol=1e-5, atol=1e-5)
-
-
-def test_without_a_writable_cache_folder_the_loops_compile_in_memory(monkeypatch):
-    """numba refuses ``cache=True`` at decoration when no folder can hold the cache (a read-only install)."""
-    import numba
-
-    from recsys.scorers import compiled
-
-    asked: list[bool] = []
-
-    def njit(**options):
-        asked.append(options.get("cache", False))
-        if options.get("cache"):
-            raise RuntimeError("cannot cache function: no locator available")
-        return lambda function: function
-
-    monkeypatch.setattr(numba, "njit", njit)
-
-    def double(x):
-        return 2 * x
-
-    assert compiled.jit(double)(3) == 6
-    assert asked == [True, False]
