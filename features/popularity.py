@@ -101,6 +101,12 @@ class ItemTimeline:
         items = items.astype(np.int64, copy=False)
         return search_in_runs(keys, starts, items, items * self.stride + instants)
 
+    def first(self, items: np.ndarray, user_level: bool = False) -> np.ndarray:
+        """Each item's first key's position: :meth:`position` at instant 0, read from the runs' starts."""
+        keys, starts = (self.user_keys, self._user_starts) if user_level else (self.keys, self._starts)
+        items = items.astype(np.int64, copy=False)
+        return np.where(items + 1 < len(starts), starts[np.minimum(items, len(starts) - 1)], len(keys))
+
     @cached_property
     def _starts(self) -> np.ndarray:
         """int64 [n_items + 1]: where each item's run of :attr:`keys` starts (built at the first block)."""
@@ -167,14 +173,13 @@ def add_item_popularity(pairs: pl.LazyFrame | pl.DataFrame, events: pl.LazyFrame
     frame = pairs.lazy().collect()
     items = frame[ITEM_IDX].to_numpy()
     cut = frame[CUT].cast(pl.Int64).to_numpy()
-    start, now = np.zeros_like(items), timeline.instants(cut)
-    first, end = timeline.position(items, start), timeline.position(items, now)
+    now = timeline.instants(cut)
+    first, end = timeline.first(items), timeline.position(items, now)
     before = end - first
     columns = {"pop_all": before}
     for w in windows:
         columns[f"pop_{w}d"] = end - timeline.position(items, timeline.instants(cut - w * _DAY_US))
-    columns["pop_users"] = (timeline.position(items, now, user_level=True)
-                            - timeline.position(items, start, user_level=True))
+    columns["pop_users"] = timeline.position(items, now, user_level=True) - timeline.first(items, user_level=True)
     seen = before > 0
     days = {"pop_age_days": timeline.time_at(first), "pop_last_days": timeline.time_at(end - 1)}
     out = frame.with_columns(

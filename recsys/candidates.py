@@ -163,8 +163,10 @@ def generate_candidates(scores: Mapping[str, np.ndarray | Lazy], users: np.ndarr
     keys = distinct(np.concatenate(list(keys_by_source.values()))) if keys_by_source else np.empty(0, np.int64)
     rows, items = np.divmod(keys, n_items)
     columns: dict[str, np.ndarray] = {C.USER_IDX: users[rows], C.ITEM_IDX: items}
-    for source, source_keys in keys_by_source.items():
-        columns[f"src_{source}"] = np.isin(keys, source_keys).astype(np.int8)
+    for source, source_keys in keys_by_source.items():  # keys are sorted and hold every source's keys
+        flags = np.zeros(len(keys), np.int8)
+        flags[np.searchsorted(keys, source_keys)] = 1
+        columns[f"src_{source}"] = flags
     for name, matrix in scores.items():
         columns[f"score_{name}"] = standardised_at(matrix, rows, items)
     return pl.DataFrame(columns)
