@@ -192,7 +192,13 @@ class TextScorer(StoredScorer):
     def score(self, users: np.ndarray, history: sp.csr_matrix) -> np.ndarray:
         """float32 [b, n_items] logits; users pool their stored recent items (``history``: the lexical term's
         profiles, where the tower has one, else its shape only)."""
-        return self._logits(users, history)
+        self._check_items(history)
+        with torch.inference_mode():
+            scaled = self._scaled_users(users)
+            logits = self.head.product_at(scaled, self._catalogue).numpy().astype(np.float32, copy=False)
+        if self.lexical is not None and self.lexical.active:
+            self.lexical.add_logits(logits, history)
+        return logits
 
     def block_scores(self, users: np.ndarray, history: sp.csr_matrix) -> np.ndarray | FactorScores:
         """The block's scores as the ranked pipeline reads them: the logits ``scale * user . item + appeal`` as
@@ -213,16 +219,6 @@ class TextScorer(StoredScorer):
         """The user side of the logits (``scale * user`` [b, d]) from each user's stored recent items."""
         window = torch.from_numpy(self.user_history_[np.asarray(users)])
         return self.head.user_factors(self.head.users(self.item_vectors_[window.clamp(min=0)], window >= 0))
-
-    def _logits(self, users: np.ndarray, history: sp.csr_matrix) -> np.ndarray:
-        """float32 [b, n_items]: the dense logits (with the lexical term where the tower has one)."""
-        self._check_items(history)
-        with torch.inference_mode():
-            scaled = self._scaled_users(users)
-            logits = self.head.product_at(scaled, self._catalogue).numpy().astype(np.float32, copy=False)
-        if self.lexical is not None and self.lexical.active:
-            self.lexical.add_logits(logits, history)
-        return logits
 
     @property
     def _item_side(self) -> ItemSide:
