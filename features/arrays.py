@@ -49,29 +49,34 @@ def search_in_runs(values: np.ndarray, starts: np.ndarray, runs: np.ndarray, que
     Args:
         values: sorted int64 values made of consecutive runs.
         starts: int64 [n_runs + 1] first position of each run, and ``len(values)``.
-        runs, queries: int64 per query: its run and its value.
+        runs: int64 [n] each query's run.
+        queries: int64 [n], or [m, n]: ``m`` queries in each run (searched together, while the run is in cache).
     """
-    out = np.empty(len(queries), dtype=np.int64)
-    _search_in_runs(values, starts, np.asarray(runs, dtype=np.int64), np.asarray(queries, dtype=np.int64), out)
-    return out
+    queries = np.asarray(queries, dtype=np.int64)
+    many = np.atleast_2d(queries)
+    out = np.empty(many.shape, dtype=np.int64)
+    _search_in_runs(values, starts, np.asarray(runs, dtype=np.int64), many, out)
+    return out.reshape(queries.shape)
 
 
 @jit
 def _search_in_runs(values, starts, runs, queries, out):  # pragma: no cover - compiled
-    for q in range(len(queries)):
+    for q in range(queries.shape[1]):
         run = runs[q]
         if run + 1 >= len(starts):
-            out[q] = len(values)
+            for k in range(queries.shape[0]):
+                out[k, q] = len(values)
             continue
-        low, high = starts[run], starts[run + 1]
-        target = queries[q]
-        while low < high:
-            middle = (low + high) >> 1
-            if values[middle] < target:
-                low = middle + 1
-            else:
-                high = middle
-        out[q] = low
+        for k in range(queries.shape[0]):
+            low, high = starts[run], starts[run + 1]
+            target = queries[k, q]
+            while low < high:
+                middle = (low + high) >> 1
+                if values[middle] < target:
+                    low = middle + 1
+                else:
+                    high = middle
+            out[k, q] = low
 
 
 def search(values: np.ndarray, queries: np.ndarray, side: str = "left") -> np.ndarray:

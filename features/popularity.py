@@ -96,7 +96,7 @@ class ItemTimeline:
 
     def position(self, items: np.ndarray, instants: np.ndarray, user_level: bool = False) -> np.ndarray:
         """Position just past each item's last key before the instant (:meth:`instants`; 0: the item's first key):
-        a binary search of the item's own run of keys."""
+        a binary search of the item's own run of keys. ``instants`` [m, n]: ``m`` instants an item, [m, n] out."""
         keys, starts = (self.user_keys, self._user_starts) if user_level else (self.keys, self._starts)
         items = items.astype(np.int64, copy=False)
         return search_in_runs(keys, starts, items, items * self.stride + instants)
@@ -174,11 +174,13 @@ def add_item_popularity(pairs: pl.LazyFrame | pl.DataFrame, events: pl.LazyFrame
     items = frame[ITEM_IDX].to_numpy()
     cut = frame[CUT].cast(pl.Int64).to_numpy()
     now = timeline.instants(cut)
-    first, end = timeline.first(items), timeline.position(items, now)
+    starts = [timeline.instants(cut - w * _DAY_US) for w in windows]
+    first = timeline.first(items)
+    end, *window_starts = timeline.position(items, np.stack([now, *starts]))  # one item's searches together
     before = end - first
     columns = {"pop_all": before}
-    for w in windows:
-        columns[f"pop_{w}d"] = end - timeline.position(items, timeline.instants(cut - w * _DAY_US))
+    for w, start in zip(windows, window_starts, strict=True):
+        columns[f"pop_{w}d"] = end - start
     columns["pop_users"] = timeline.position(items, now, user_level=True) - timeline.first(items, user_level=True)
     seen = before > 0
     days = {"pop_age_days": timeline.time_at(first), "pop_last_days": timeline.time_at(end - 1)}

@@ -40,4 +40,6 @@ def test_search_in_runs_matches_searchsorted_over_the_whole_array(seed):
     runs = rng.integers(0, 11, 2000)  # 8..10: past every run
     queries = runs * stride + rng.integers(0, stride, 2000)
     np.testing.assert_array_equal(search_in_runs(values, starts, runs, queries), np.searchsorted(values, queries))
+    several = np.stack([queries, runs * stride, runs * stride + stride - 1])  # three queries a run, searched together
+    np.testing.assert_array_equal(search_in_runs(values, starts, runs, several), np.searchsorted(values, several))
     assert search_in_runs(values, starts, np.empty(0, np.int64), np.empty(0, np.int64)).shape == (0,)
