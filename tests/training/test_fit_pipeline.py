@@ -17,7 +17,7 @@ from recsys.errors import NotFittedError
 from recsys.evaluation.eval_data import EvalConfig, build_eval_data
 from recsys.io import Dataset
 from recsys.pipeline import ColdExposure, RankingPipeline, _positions
-from recsys.scorers import Scorer
+from recsys.scorers import Scorer, factor_scores
 from recsys.synthetic import SyntheticConfig, generate_synthetic
 from recsys.topk import top_k
 from training.fit_pipeline import (
@@ -436,10 +436,22 @@ def test_the_dense_order_is_the_same_whatever_rows_are_computed_at_once(fitted, 
     assert whole.dtype == np.float32 and np.isfinite(whole).all()
 
 
-def test_linear_models_hand_their_rows_moments_to_the_candidates_with_the_same_features(fitted):
-    """LightFM's block is lazy (its z-scores from its factors' moments, its top items from the screen): the same
-    candidate table as its dense scores give."""
+@pytest.mark.parametrize("screened", [False, True], ids=["dense-selection", "screen"])
+def test_linear_models_hand_their_rows_moments_to_the_candidates_with_the_same_features(fitted, monkeypatch,
+                                                                                       screened):
+    """LightFM's block is lazy (its z-scores from its factors' moments, its top items from the screen on a large
+    catalogue; here forced onto the small one): the same candidate table as its dense scores give."""
     data, _, _, pipeline = fitted
+    if screened:  # a screen needs a catalogue past its heap: 10 per source, heaps of 2 x 10 + 4 of the 60 items
+        monkeypatch.setattr(factor_scores, "SCREEN_MIN_ITEMS", 0)
+        monkeypatch.setattr(factor_scores, "SCREEN_NATIVE", True)
+        monkeypatch.setattr(factor_scores, "SCREEN_SLACK", 4)
+        built: list[int] = []
+        screen = factor_scores.Screen.candidates
+        monkeypatch.setattr(factor_scores.Screen, "candidates",
+                            lambda self, user, *a, **k: built.append(len(user)) or screen(self, user, *a, **k))
+        state = replace(pipeline.state, candidates=replace(pipeline.state.candidates, n_per_source=10))
+        pipeline = RankingPipeline(state, name=pipeline.name, cold=pipeline.cold)
     users = data.test.users[:12]
     history = data.test.history[users]
     scores = pipeline.stage_scores(users, history)
@@ -453,3 +465,4 @@ def test_linear_models_hand_their_rows_moments_to_the_candidates_with_the_same_f
     np.testing.assert_allclose(known["score_lightfm"].to_numpy(), read["score_lightfm"].to_numpy(), rtol=1e-4,
                                atol=1e-5)
     assert known.drop("score_lightfm").equals(read.drop("score_lightfm"))
+    assert bool(built) if screened else True  # the forced screen ranked LightFM's block
