@@ -97,15 +97,19 @@ class ItemTimeline:
     def position(self, items: np.ndarray, instants: np.ndarray, user_level: bool = False) -> np.ndarray:
         """Position just past each item's last key before the instant (:meth:`instants`; 0: the item's first key):
         a binary search of the item's own run of keys. ``instants`` [m, n]: ``m`` instants an item, [m, n] out."""
-        keys, starts = (self.user_keys, self._user_starts) if user_level else (self.keys, self._starts)
+        keys, starts = self._runs(user_level)
         items = items.astype(np.int64, copy=False)
         return search_in_runs(keys, starts, items, items * self.stride + instants)
 
     def first(self, items: np.ndarray, user_level: bool = False) -> np.ndarray:
         """Each item's first key's position: :meth:`position` at instant 0, read from the runs' starts."""
-        keys, starts = (self.user_keys, self._user_starts) if user_level else (self.keys, self._starts)
+        keys, starts = self._runs(user_level)
         items = items.astype(np.int64, copy=False)
         return np.where(items + 1 < len(starts), starts[np.minimum(items, len(starts) - 1)], len(keys))
+
+    def _runs(self, user_level: bool) -> tuple[np.ndarray, np.ndarray]:
+        """The keys searched (each (user, item) pair's first event, or every event) and their items' run starts."""
+        return (self.user_keys, self._user_starts) if user_level else (self.keys, self._starts)
 
     @cached_property
     def _starts(self) -> np.ndarray:

@@ -110,7 +110,7 @@ class Screen:
         return (inputs + accumulation) * (1 + 1e-6) + 1e-30
 
     def candidates(self, user: np.ndarray, m: int, exclude: sp.csr_matrix, floor: np.ndarray | None = None
-                   ) -> tuple[np.ndarray, np.ndarray]:
+                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Each row's best ``m`` non-excluded items by the screen, and how high a dropped item's score can be.
 
         Args:
@@ -131,13 +131,14 @@ class Screen:
         items = np.full((rows, m), -1, np.int64)
         sizes = np.zeros(rows, np.int64)
         floor_keys = np.full(rows, _LOWEST_KEY, np.int32) if floor is None else _key_at_most(floor)
-        ex_next = exclude.indptr[:-1].astype(np.int64)
+        ex_ptr, ex_items = exclude.indptr.astype(np.int64), exclude.indices.astype(np.int64)
+        ex_next = ex_ptr[:-1].copy()
         rounded = torch.from_numpy(user).bfloat16()
         with torch.inference_mode():
             for first in range(0, len(self.items), TILE):
                 tile = torch.mm(rounded, self.items[first:first + TILE].T)
-                screen_tile(tile.view(torch.int16).numpy(), first, floor_keys, keys, items, sizes,
-                            exclude.indptr.astype(np.int64), exclude.indices.astype(np.int64), ex_next)
+                screen_tile(tile.view(torch.int16).numpy(), first, floor_keys, keys, items, sizes, ex_ptr, ex_items,
+                            ex_next)
         # a dropped product rounded below the floor, or to at most the heap's lowest key once it was full:
         # before rounding it was below the next bfloat16 up from there (rounding is monotone)
         lowest = np.where(sizes == m, np.maximum(keys[:, 0], floor_keys - 1), floor_keys - 1)
@@ -151,11 +152,15 @@ _LOWEST_KEY = -0x7F80
 """The order key of bfloat16 ``-inf``: a floor that drops nothing finite."""
 
 
+def _flip(values: np.ndarray) -> np.ndarray:
+    """bfloat16 bits (int16) <-> order keys (:func:`recsys.scorers.product_kernels.order_key`): its own inverse."""
+    return np.where(values >= 0, values, -32768 - values)
+
+
 def _key_at_most(values: np.ndarray) -> np.ndarray:
     """int32 order keys of the largest bfloat16 at most each float64 value."""
     rounded = torch.from_numpy(np.asarray(values, dtype=np.float32)).bfloat16()
-    bits = rounded.view(torch.int16).numpy().astype(np.int32)
-    keys = np.where(bits >= 0, bits, -32768 - bits)
+    keys = _flip(rounded.view(torch.int16).numpy().astype(np.int32))
     return (keys - (rounded.double().numpy() > values)).astype(np.int32)
 
 
@@ -170,8 +175,7 @@ def _row_norms(matrix: np.ndarray) -> np.ndarray:
 
 def _key_value(keys: np.ndarray) -> np.ndarray:
     """float64 values of :func:`recsys.scorers.product_kernels.order_key` keys (their bfloat16 numbers)."""
-    keys = np.asarray(keys, dtype=np.int32)
-    bits = np.where(keys >= 0, keys, -32768 - keys).astype(np.int16)
+    bits = _flip(np.asarray(keys, dtype=np.int32)).astype(np.int16)
     return torch.from_numpy(bits).view(torch.bfloat16).double().numpy()
 
 
@@ -179,16 +183,13 @@ class ItemSide:
     """The catalogue's half of a linear score, kept by its model across blocks: the float32 item vectors and
     offsets, and what is built once from them (the moments, the screen)."""
 
-    def __init__(self, items: np.ndarray, item_offset: np.ndarray | None = None, user_offset: bool = False,
-                 moments: tuple[np.ndarray, np.ndarray] | None = None) -> None:
-        """``user_offset``: the score adds a per-user term (LightFM's user bias); ``moments``: already known."""
+    def __init__(self, items: np.ndarray, item_offset: np.ndarray | None = None, user_offset: bool = False) -> None:
+        """``user_offset``: the score adds a per-user term (LightFM's user bias)."""
         self.items = np.ascontiguousarray(items, dtype=np.float32)
         self.item_offset = None if item_offset is None else np.ascontiguousarray(item_offset, dtype=np.float32)
         self.user_offset = user_offset
         self.floors: dict[int, float] = {}
         """Heap size -> the floor (a z-score of each row's scores) its screen starts from (:meth:`learn_floor`)."""
-        if moments is not None:
-            self.__dict__["moments"] = moments
 
     @property
     def n_items(self) -> int:
@@ -253,12 +254,12 @@ class FactorScores:
     def dense(self, rows: np.ndarray | None = None, columns: np.ndarray | None = None) -> np.ndarray:
         """float32 [b, n_items]: every score (``rows``, ``columns``: only those block rows, those items)."""
         at = slice(None) if rows is None else np.asarray(rows)
-        items = self.side.items if columns is None else self.side.items[np.asarray(columns)]
-        scores = self.user[at] @ items.T
+        of = slice(None) if columns is None else np.asarray(columns)
+        scores = self.user[at] @ self.side.items[of].T
         if self.side.user_offset:
             scores += np.asarray(self.user_offset, np.float32)[at][:, None]
         if self.side.item_offset is not None:
-            scores += self.side.item_offset[slice(None) if columns is None else np.asarray(columns)][None, :]
+            scores += self.side.item_offset[of][None, :]
         return scores
 
     def at(self, rows: np.ndarray, items: np.ndarray) -> np.ndarray:
@@ -311,15 +312,12 @@ class FactorScores:
         return out
 
     def _best(self, rows: np.ndarray, items: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        """Each row's best ``k`` of its screened ``items`` (-1: none) by exact score, and the ``k``-th score
-        (-inf where fewer than ``k``)."""
+        """Each row's best ``k`` of its screened ``items`` (``m >= k`` a row; -1: none) by exact score, and the
+        ``k``-th score (-inf where fewer than ``k``)."""
         valid = items >= 0
         exact = np.full(items.shape, -np.inf, np.float32)
         exact[valid] = self.at(np.broadcast_to(rows[:, None], items.shape)[valid], items[valid])
         order = np.lexsort((items, -exact), axis=-1)[:, :k]
         values = np.take_along_axis(exact, order, axis=1)
         picks = np.where(values > -np.inf, np.take_along_axis(items, order, axis=1), -1)
-        if picks.shape[1] < k:
-            picks = np.pad(picks, ((0, 0), (0, k - picks.shape[1])), constant_values=-1)
-            return picks, np.full(len(rows), -np.inf)
         return picks, values[:, k - 1].astype(np.float64)
