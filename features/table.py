@@ -17,6 +17,7 @@ import polars as pl
 from features.catalogue import add_item_attributes
 from features.history import UserEvents, add_user_history
 from features.popularity import ItemTimeline, add_item_popularity, check_windows_days
+from features.ranks import ranks_by_user
 from recsys.contract import CUT, ITEM_IDX, LABEL, USER_IDX
 
 __all__ = ["FeatureConfig", "build_ranking_table", "feature_columns", "SCORE_PREFIX", "RANK_PREFIX"]
@@ -50,16 +51,6 @@ def _check_unique(frame: pl.DataFrame, keys: list[str], what: str) -> None:
         shown = ", ".join(str(tuple(r)) for r in dupes.select(keys).head(_SHOWN).rows())
         raise ValueError(f"{what}: {dupes.height} duplicate ({', '.join(keys)}) keys, e.g. {shown}; "
                          f"give one row per key (deduplicate or aggregate first)")
-
-
-def _rank(score: str, dtype: pl.DataType) -> pl.Expr:
-    """1 = the user's highest score; ties go to the lower item_idx; null (or NaN) score -> null."""
-    value = pl.col(score)
-    if dtype.is_float():  # NaN sorts above every number: without this it would rank first
-        value = value.fill_nan(None)
-    order = pl.arg_sort_by([value, pl.col(ITEM_IDX)], descending=[True, False], nulls_last=True)
-    rank = (order.arg_sort() + 1).over(USER_IDX).cast(pl.Int32)
-    return pl.when(value.is_not_null()).then(rank).alias(RANK_PREFIX + score.removeprefix(SCORE_PREFIX))
 
 
 def build_ranking_table(candidates: pl.DataFrame | pl.LazyFrame, events: pl.DataFrame | pl.LazyFrame,
@@ -121,10 +112,12 @@ def build_ranking_table(candidates: pl.DataFrame | pl.LazyFrame, events: pl.Data
              .pipe(add_item_popularity, timeline, windows_days=config.windows_days)
              .pipe(add_user_history, user_events, catalogue.lazy(), recent_n=config.recent_n)
              .pipe(add_item_attributes, catalogue.lazy()))
-    ranks = [_rank(c, t) for c, t in cands.schema.items() if c.startswith(SCORE_PREFIX)]
-    out = table.with_columns(ranks).sort(USER_IDX, ITEM_IDX).collect()
+    out = table.sort(USER_IDX, ITEM_IDX).collect()
     assert out.height == cands.height, "a feature join multiplied or dropped candidate rows"
-    return out
+    users = out[USER_IDX].to_numpy()
+    ranks = {RANK_PREFIX + c.removeprefix(SCORE_PREFIX): ranks_by_user(users, out[c]) for c in cands.columns
+             if c.startswith(SCORE_PREFIX)}
+    return out.with_columns(pl.Series(name, rank).replace(0, None) for name, rank in ranks.items())
 
 
 def feature_columns(table: pl.DataFrame) -> list[str]:
