@@ -17,6 +17,7 @@ import json
 import os
 import tempfile
 from collections.abc import Sequence
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +25,7 @@ import lightgbm as lgb
 import numpy as np
 import polars as pl
 
+from recsys.forest import Forest
 from recsys.threads import block_threads
 
 __all__ = ["FORMAT", "RankerEnsemble", "feature_matrix"]
@@ -83,6 +85,12 @@ class RankerEnsemble:
             if not 1 <= best <= booster.current_iteration():
                 raise ValueError(f"best iteration {best} of booster {k} is outside 1..{booster.current_iteration()}")
 
+    @cached_property
+    def _forests(self) -> list[Forest] | None:
+        """The boosters compiled for scoring (:mod:`recsys.forest`), or None when one is not reproduced exactly."""
+        forests = [Forest.from_booster(b, best) for b, best in zip(self.boosters, self.best_iterations, strict=True)]
+        return None if any(f is None for f in forests) else forests
+
     def __repr__(self) -> str:
         return (
             f"RankerEnsemble(n_boosters={len(self.boosters)}, n_features={len(self.features)}, "
@@ -105,13 +113,19 @@ class RankerEnsemble:
             ValueError: ``table`` lacks feature columns (all of them are named), or one is
                 neither numeric nor boolean.
         """
-        matrix = feature_matrix(table, self.features)
-        if matrix.shape[0] == 0:
+        forests = self._forests
+        matrix = feature_matrix(table, self.features, by_feature=forests is not None)
+        rows = matrix.shape[1] if forests is not None else matrix.shape[0]
+        if rows == 0:
             return np.zeros(0, dtype=np.float64)
-        total = np.zeros(matrix.shape[0], dtype=np.float64)
-        for booster, best in zip(self.boosters, self.best_iterations, strict=True):
-            # trained single-threaded for reproducibility; scoring may use every core a block may (same result)
-            total += booster.predict(matrix, num_iteration=best, raw_score=True, num_threads=block_threads())
+        total = np.zeros(rows, dtype=np.float64)
+        if forests is not None:  # the same leaves as LightGBM's, summed in the same order: the same scores
+            for forest in forests:
+                total += forest.predict(matrix)
+        else:
+            for booster, best in zip(self.boosters, self.best_iterations, strict=True):
+                # trained single-threaded for reproducibility; scoring may use every core a block may (same result)
+                total += booster.predict(matrix, num_iteration=best, raw_score=True, num_threads=block_threads())
         total /= len(self.boosters)
         return total + base_scores(table, self.base) if self.base is not None else total
 
@@ -246,15 +260,16 @@ def base_scores(table: pl.DataFrame, base: str) -> np.ndarray:
     return values.fill_null((low - 1.0) if low is not None else 0.0).to_numpy()
 
 
-def feature_matrix(table: pl.DataFrame, features: Sequence[str]) -> np.ndarray:
+def feature_matrix(table: pl.DataFrame, features: Sequence[str], by_feature: bool = False) -> np.ndarray:
     """The feature columns of ``table`` as a float64 C-ordered matrix, nulls as NaN.
 
     Args:
         table: frame holding every column in ``features``.
         features: column names, in matrix column order.
+        by_feature: the transpose instead (one row per feature: what :class:`recsys.forest.Forest` reads).
 
     Returns:
-        float64 [n_rows, len(features)].
+        float64 [n_rows, len(features)], or [len(features), n_rows] when ``by_feature``.
 
     Raises:
         ValueError: columns of ``features`` are missing from ``table`` (all are named), or are
@@ -271,6 +286,8 @@ def feature_matrix(table: pl.DataFrame, features: Sequence[str]) -> np.ndarray:
     if bad:
         raise ValueError(f"feature column(s) {', '.join(bad)} are not numeric or boolean; encode them as numbers")
     if not features:
-        return np.zeros((table.height, 0), dtype=np.float64)
+        return np.zeros((0, table.height) if by_feature else (table.height, 0), dtype=np.float64)
     exprs = [pl.col(name).cast(pl.Float64).fill_null(float("nan")) for name in features]
+    if by_feature:  # polars holds columns: the Fortran-ordered matrix's transpose is C-ordered at no cost
+        return table.select(exprs).to_numpy(order="fortran", writable=True).T
     return table.select(exprs).to_numpy(order="c", writable=True)
