@@ -21,11 +21,17 @@ table, ``benchmarks/results/scale.png`` (time and peak memory against events, lo
 the shape of ``../shared/BENCHMARKS.md``.
 
     python benchmarks/scale.py [--points 10k,100k,1m] [--budget-minutes 15] [--work DIR] [--export-users N]
+                               [--with RESULT.json]
+
+``--with`` joins the points of an earlier result (the 1M point alone is 45 minutes) to this run's
+for the slopes, the table and the plot; each joined row keeps the commit it was measured at
+(``git_commit``), so a reader sees which points ran on which code.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import re
 import sys
@@ -241,6 +247,20 @@ def plot(rows: list[dict], path: Path) -> Path:
     return path
 
 
+def joined_points(paths: list[Path], measured: set[str]) -> list[dict]:
+    """The point rows of earlier results (not their slopes), each tagged with the commit it was measured at."""
+    rows: list[dict] = []
+    for path in paths:
+        earlier = json.loads(path.read_text())
+        points = [{**r, "git_commit": earlier["git_commit"]} for r in earlier["rows"] if "events" in r]
+        again = measured.intersection(r["dataset"] for r in points)
+        if again:
+            raise SystemExit(f"{path}: {', '.join(sorted(again))} measured in this run too; join other points")
+        measured |= {r["dataset"] for r in points}
+        rows += points
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--points", default=",".join(POINTS), help=f"comma-separated subset of {', '.join(POINTS)}")
@@ -249,12 +269,16 @@ def main() -> None:
     parser.add_argument("--work", type=Path, help="keep the data, stores and exports here (default: a temp folder)")
     parser.add_argument("--export-users", type=int, help="export a seeded sample of this many users where a point "
                         "has more (users/s and memory measured on it; export/full_s: every user at that rate)")
+    parser.add_argument("--with", dest="joined", type=Path, action="append", default=[],
+                        help="an earlier result of this benchmark whose points join this run's (slopes, table, plot)")
     args = parser.parse_args()
     chosen = [POINTS[name.strip()] for name in args.points.split(",")]
     rows: list[dict] = []
     with tempfile.TemporaryDirectory() as tmp:
         for point in chosen:
             rows += run_point(point, args.work or Path(tmp), args.budget_minutes, args.export_users)
+    rows += joined_points(args.joined, {p.dataset for p in chosen})
+    rows.sort(key=lambda r: r.get("events", 0))
     rows += slopes(rows)
     print(render(rows))
     write_result(rows, args.out, sys.argv[1:], args.budget_minutes, benchmark="scale")
