@@ -12,7 +12,7 @@ import numpy as np
 
 from features.compiled import jit
 
-__all__ = ["distinct", "distinct_ranks", "run_starts", "search", "search_in_runs"]
+__all__ = ["distinct", "distinct_ranks", "first_not_below", "run_starts", "search", "search_in_runs"]
 
 
 def run_starts(ordered: np.ndarray) -> np.ndarray:
@@ -68,15 +68,20 @@ def _search_in_runs(values, starts, runs, queries, out):  # pragma: no cover - c
                 out[k, q] = len(values)
             continue
         for k in range(queries.shape[0]):
-            low, high = starts[run], starts[run + 1]
-            target = queries[k, q]
-            while low < high:
-                middle = (low + high) >> 1
-                if values[middle] < target:
-                    low = middle + 1
-                else:
-                    high = middle
-            out[k, q] = low
+            out[k, q] = first_not_below(values, starts[run], starts[run + 1], queries[k, q])
+
+
+@jit
+def first_not_below(values, low, high, target):  # pragma: no cover - compiled
+    """The first position in ``values[low:high]`` (sorted) whose value is not below ``target`` (``high`` if none):
+    ``np.searchsorted`` of one value in a slice, for compiled loops."""
+    while low < high:
+        middle = (low + high) >> 1
+        if values[middle] < target:
+            low = middle + 1
+        else:
+            high = middle
+    return low
 
 
 def search(values: np.ndarray, queries: np.ndarray, side: str = "left") -> np.ndarray:

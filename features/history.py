@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 import polars as pl
 
-from features.arrays import distinct
+from features.arrays import distinct, first_not_below
 from features.compiled import jit
 from recsys import contract as C
 from recsys.contract import CUT, ITEM_IDX, USER_IDX
@@ -194,18 +194,6 @@ def _runs(user, cut):  # pragma: no cover - compiled
 
 
 @jit
-def _below(values, low, high, target):  # pragma: no cover - compiled
-    """The first position in ``values[low:high]`` (sorted) whose value is not below ``target``."""
-    while low < high:
-        middle = (low + high) >> 1
-        if values[middle] < target:
-            low = middle + 1
-        else:
-            high = middle
-    return low
-
-
-@jit
 def _code(lookup, base, item):  # pragma: no cover - compiled
     """The item's category code, -1 for a null category or an item the catalogue lacks (a null item is read as
     ``_NEVER``, below every catalogue item)."""
@@ -231,9 +219,9 @@ def _history(ev_user, ev_ts, ev_item, row_user, row_cut, row_item, lookup, base,
         h = g + 1
         while h < len(order) and row_user[runs[order[h]]] == user and row_cut[runs[order[h]]] == cut:
             h += 1
-        low = _below(ev_user, 0, len(ev_user), user)
-        high = _below(ev_user, low, len(ev_user), user + 1)
-        end = _below(ev_ts, low, high, cut)  # events low .. end - 1 are before the cut
+        low = first_not_below(ev_user, 0, len(ev_user), user)
+        high = first_not_below(ev_user, low, len(ev_user), user + 1)
+        end = first_not_below(ev_ts, low, high, cut)  # events low .. end - 1 are before the cut
         k = end - low
         recent_low = max(low, end - recent_n)
         for j in range(low, end):
