@@ -115,10 +115,9 @@ class RankerEnsemble:
         """
         forests = self._forests
         matrix = feature_matrix(table, self.features, by_feature=forests is not None)
-        rows = matrix.shape[1] if forests is not None else matrix.shape[0]
-        if rows == 0:
+        if table.height == 0:
             return np.zeros(0, dtype=np.float64)
-        total = np.zeros(rows, dtype=np.float64)
+        total = np.zeros(table.height, dtype=np.float64)
         if forests is not None:  # the same leaves as LightGBM's, summed in the same order: the same scores
             for forest in forests:
                 total += forest.predict(matrix)
