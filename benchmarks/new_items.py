@@ -44,7 +44,8 @@ PEERS = ("random", "popularity", "tfidf", "lightfm_text")
 """Peers evaluated in the text stage's run; ``registered`` (the pipeline given the new items later) is scored apart."""
 METRICS = ("recall@20", "recall@50", "ndcg@10")
 TOWER_STATS = ("pretrained_valid_auc", "best_valid_auc", "kept_pretrained", "appeal_weight", "lexical_weight",
-               "terms_score_match", "terms_score_appeal", "terms_score_lexical", "terms_score_chosen", "train_examples",
+               "neighbour_weight", "terms_score_match", "terms_score_appeal", "terms_score_lexical",
+               "terms_score_neighbours", "terms_score_chosen", "item_terms_wall_s", "train_examples",
                "epochs", "stopped_by_clock")
 """The fine-tuned tower's figures kept in the results (MLflow metrics ``<tower>/<stat>`` of the run)."""
 SPLIT = {"mode": "items", "valid": 0.1, "test": 0.2}
@@ -139,8 +140,10 @@ def render(rows: list[dict]) -> str:
             out.append(f"{name:<14} tower on held-out items: AUC {tower.get('pretrained_valid_auc', nan):.3f} "
                        f"pretrained -> {tower.get('best_valid_auc', nan):.3f} fine-tuned{kept}; ranking them: match "
                        f"{tower.get('terms_score_match', nan):.3f}, + appeal {tower.get('terms_score_appeal', nan):.3f}"
-                       f", + words {tower.get('terms_score_lexical', nan):.3f}; chosen: appeal weight "
-                       f"{tower.get('appeal_weight', 0):.1f}, lexical weight {tower.get('lexical_weight', 0):.2f} "
+                       f", + words {tower.get('terms_score_lexical', nan):.3f}"
+                       f", + neighbours {tower.get('terms_score_neighbours', nan):.3f}; chosen: appeal weight "
+                       f"{tower.get('appeal_weight', 0):.1f}, lexical weight {tower.get('lexical_weight', 0):.2f}, "
+                       f"neighbour weight {tower.get('neighbour_weight', 0):.2f} "
                        f"({tower.get('terms_score_chosen', nan):.3f}: Recall@20 of held-out items for their users)")
     return "\n".join(out)
 

@@ -29,6 +29,7 @@ from recsys.errors import ConfigError, NotFittedError, RecsysError
 from recsys.indexing import FitInput
 from recsys.scorers.text import EncoderSource, ItemTokens, TextScorer, user_windows
 from recsys.scorers.text_lexical import LexicalIndex
+from recsys.scorers.text_neighbours import NeighbourIndex
 from recsys.text_encoder import quantize_int8, render_item_texts, resolve_model_path
 from training.encoder_modes import ItemEncoder, build_encoder, count_parameters, serving_encoder
 from training.text_data import (
@@ -119,6 +120,8 @@ class TextTowerRecommender:
         self.user_history_: np.ndarray | None = None
         self.lexical_: LexicalIndex | None = None
         """The weighted lexical term (``recsys.scorers.text_lexical``), where the holdout chose one."""
+        self.neighbours_: NeighbourIndex | None = None
+        """The weighted neighbour term (``recsys.scorers.text_neighbours``), where the holdout chose one."""
         self.stats_: dict[str, float] = {}
         self._tokens: ItemTokens | None = None
         self._tokenizer = None
@@ -175,15 +178,25 @@ class TextTowerRecommender:
             start_terms = time.perf_counter()
             train, holdout, negatives, held = held_out
             lexical = LexicalIndex.fit(tokens.ids, len(self._tokenizer), self._tokenizer.all_special_ids)
+            chosen = np.flatnonzero(np.diff(data.interactions.tocsc().indptr) > 0)  # items with a positive
+            neighbours = None
             if held is not None:  # the new-item protocol in miniature: held-out items ranked for their users
                 users = held_out_users(data.events, data.n_users, data.n_items, held, tuple(self.config.positives),
                                        self.config.history_length, relevant=self.config.relevant,
                                        seed=self.config.seed)
-                judged = NewItemJudge(module.head, self.item_vectors_, users, lexical)
+                # the judge's unseen items are the held-out ones, their neighbours the other chosen items
+                judged_neighbours = NeighbourIndex.fit(self.item_vectors_, np.setdiff1d(chosen, users.items),
+                                                       users.items)
+                judged = NewItemJudge(module.head, self.item_vectors_, users, lexical, judged_neighbours)
+                neighbours = NeighbourIndex.fit(self.item_vectors_, chosen,
+                                                np.setdiff1d(np.arange(data.n_items), chosen))
             else:
                 judged = ImpressionJudge(module.head, self.item_vectors_, holdout, negatives, lexical)
-            stats, lexical = fit_item_terms(module.head, self.item_vectors_, lexical, train, judged)
-            self.lexical_ = lexical if lexical is not None and lexical.active else None  # stored only where used
+            stats, lexical, neighbours = fit_item_terms(module.head, self.item_vectors_, lexical, train, judged,
+                                                        neighbours)
+            # each term is stored only where used
+            self.lexical_ = lexical if lexical is not None and lexical.active else None
+            self.neighbours_ = neighbours if neighbours is not None and neighbours.active else None
             self.stats_ |= stats | {"item_terms_wall_s": time.perf_counter() - start_terms}
         self.stats_ |= {"trainable_params": trainable, "total_params": total, "fit_wall_s": time.perf_counter() - start}
         return self.scorer()
@@ -286,6 +299,7 @@ class TextTowerRecommender:
         module.eval()
         self._scorer = None  # a new fit: the serving form of the previous one is stale
         self.lexical_ = None
+        self.neighbours_ = None
         self.module_ = module
         self._tokens = tokens
         start = time.perf_counter()
@@ -318,7 +332,8 @@ class TextTowerRecommender:
             source = EncoderSource.of(serving_encoder(encoder), self._tokenizer)
             self._scorer = TextScorer(self.name, source, self.module_.head.eval(), self.item_vectors_,
                                       self.user_history_, self.config.template, self.config.max_length,
-                                      tuple(self.config.positives), self.config.encode_batch_size, self.lexical_)
+                                      tuple(self.config.positives), self.config.encode_batch_size, self.lexical_,
+                                      self.neighbours_)
         return self._scorer
 
 

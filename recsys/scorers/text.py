@@ -6,8 +6,9 @@ freeze:N is just the whole model, and prompt tuning keeps its learned virtual to
 array prepended to the word embeddings. So serving needs neither peft nor training code, and
 the encoder is stored as a Hugging Face folder (safetensors), never as serialised Python objects.
 
-The scorer ranks users by pooling their stored recent items (plus, where training weighed one in,
-the lexical term of ``recsys.scorers.text_lexical`` over their whole history), re-reads newer
+The scorer ranks users by pooling their stored recent items (plus, where training weighed them in,
+the lexical term of ``recsys.scorers.text_lexical`` and the neighbour term of
+``recsys.scorers.text_neighbours``, both over their whole history), re-reads newer
 histories without refitting (the tower is inductive), and encodes items that arrived after training.
 """
 
@@ -31,6 +32,8 @@ from recsys.scorers.base import StoredScorer, load_arrays, read_json, save_array
 from recsys.scorers.factor_scores import FactorScores, ItemSide
 from recsys.scorers.text_head import TowerHead, history_windows
 from recsys.scorers.text_lexical import ARRAY_PREFIX, LexicalIndex
+from recsys.scorers.text_neighbours import ARRAY_PREFIX as NEIGHBOUR_PREFIX
+from recsys.scorers.text_neighbours import NeighbourIndex
 from recsys.text_encoder import fast_cpu_linears, mean_pool, render_item_texts
 
 __all__ = ["EncoderSource", "ItemTokens", "TextEncoder", "TextScorer", "user_windows"]
@@ -180,6 +183,9 @@ class TextScorer(StoredScorer):
     encode_batch_size: int = 128
     lexical: LexicalIndex | None = None
     """The words the history shares with each item (``recsys.scorers.text_lexical``); None or weight 0: off."""
+    neighbours: NeighbourIndex | None = None
+    """How much of the history each unseen item resembles (``recsys.scorers.text_neighbours``); None or weight 0:
+    off."""
 
     @property
     def encoder(self) -> TextEncoder:
@@ -190,21 +196,28 @@ class TextScorer(StoredScorer):
         return self.source.get()[1]
 
     def score(self, users: np.ndarray, history: sp.csr_matrix) -> np.ndarray:
-        """float32 [b, n_items] logits; users pool their stored recent items (``history``: the lexical term's
-        profiles, where the tower has one, else its shape only)."""
+        """float32 [b, n_items] logits; users pool their stored recent items (``history``: the lexical and neighbour
+        terms read it, where the tower has them, else its shape only)."""
         self._check_items(history)
         with torch.inference_mode():
             scaled = self._scaled_users(users)
             logits = self.head.product_at(scaled, self._catalogue).numpy().astype(np.float32, copy=False)
         if self.lexical is not None and self.lexical.active:
             self.lexical.add_logits(logits, history)
+        if self.neighbours is not None and self.neighbours.active:
+            self.neighbours.add_logits(logits, history)
         return logits
+
+    @property
+    def _dense_terms(self) -> bool:
+        """Whether a term that is not a product of user and item vectors is on (the lexical or neighbour term)."""
+        return any(term is not None and term.active for term in (self.lexical, self.neighbours))
 
     def block_scores(self, users: np.ndarray, history: sp.csr_matrix) -> np.ndarray | FactorScores:
         """The block's scores as the ranked pipeline reads them: the logits ``scale * user . item + appeal`` as
         :class:`~recsys.scorers.factor_scores.FactorScores` (never the dense product), or the dense logits with a
-        lexical term (not a product of user and item vectors)."""
-        if self.lexical is not None and self.lexical.active:
+        lexical or neighbour term (not a product of user and item vectors)."""
+        if self._dense_terms:
             return self.score(users, history)
         self._check_items(history)
         with torch.inference_mode():
@@ -279,7 +292,8 @@ class TextScorer(StoredScorer):
         tokens = self.tokens(items)
         vectors = torch.cat([self.item_vectors_, self._encode_tokens(tokens)])
         lexical = self.lexical.with_items(tokens.ids) if self.lexical is not None else None
-        return replace(self, item_vectors_=vectors, lexical=lexical)
+        neighbours = self.neighbours.with_items(vectors) if self.neighbours is not None else None
+        return replace(self, item_vectors_=vectors, lexical=lexical, neighbours=neighbours)
 
     # ---- storage ---------------------------------------------------------------------------
     def save(self, folder: Path) -> dict[str, Any]:
@@ -289,8 +303,9 @@ class TextScorer(StoredScorer):
         arrays |= {"item_vectors": self.item_vectors_.numpy(), "user_history": self.user_history_}
         if self.source.prompt.numel():
             arrays["prompt"] = self.source.prompt.detach().numpy()
-        if self.lexical is not None:
-            arrays |= self.lexical.arrays()
+        for term in (self.lexical, self.neighbours):
+            if term is not None:
+                arrays |= term.arrays()
         save_arrays(folder, arrays)
         return {"similarity": self.head.similarity, "template": self.template, "max_length": self.max_length,
                 "positives": list(self.positives), "encode_batch_size": self.encode_batch_size}
@@ -314,7 +329,8 @@ class TextScorer(StoredScorer):
         return cls(settings["name"], EncoderSource(path, prompt), head.eval(), vectors,
                    arrays["user_history"], settings["template"], int(settings["max_length"]),
                    tuple(settings["positives"]), int(settings["encode_batch_size"]),
-                   LexicalIndex.from_arrays({k: v for k, v in arrays.items() if k.startswith(ARRAY_PREFIX)}))
+                   LexicalIndex.from_arrays({k: v for k, v in arrays.items() if k.startswith(ARRAY_PREFIX)}),
+                   NeighbourIndex.from_arrays({k: v for k, v in arrays.items() if k.startswith(NEIGHBOUR_PREFIX)}))
 
 
 def _read_encoder(path: Path, prompt: torch.Tensor | None) -> tuple[TextEncoder, Any]:

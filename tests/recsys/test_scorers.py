@@ -32,6 +32,7 @@ from recsys.scorers.base import ARRAYS, load_arrays, save_arrays
 from recsys.scorers.text import EncoderSource, TextEncoder
 from recsys.scorers.text_head import PAD, TowerHead
 from recsys.scorers.text_lexical import LexicalIndex
+from recsys.scorers.text_neighbours import NeighbourIndex
 from recsys.text_encoder import render_item_texts
 from training.fit_lightfm import LightFMConfig, LightFMRecommender
 
@@ -314,6 +315,56 @@ def test_the_lexical_term_adds_its_weight_times_the_token_tfidf_cosine_and_survi
     for path in (tmp_path / "text" / ARRAYS).glob("lexical.*"):
         path.unlink()
     assert load_scorer(tmp_path / "text").lexical is None
+    np.testing.assert_allclose(load_scorer(tmp_path / "text").score(USERS, HISTORY), plain, rtol=1e-6, atol=1e-6)
+
+
+def _neighbour_terms_by_hand(vectors: np.ndarray, anchors: list[int], unseen: list[int], k: int,
+                             history: np.ndarray) -> np.ndarray:
+    """[b, n] the mean over each history's items (> 0) of their cosine with each unseen item, where the item is one
+    of the unseen item's ``k`` most similar anchors (cut at 0)."""
+    unit = vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
+    rows = np.zeros((len(unit), len(unit)))
+    for j in unseen:
+        sims = unit[anchors] @ unit[j]
+        for a in np.argsort(-sims)[:k]:
+            rows[j, anchors[a]] = max(sims[a], 0.0)
+    seen = (history > 0).astype(float)
+    return (seen @ rows.T) / np.maximum(seen.sum(1, keepdims=True), 1)
+
+
+def test_the_neighbour_term_adds_the_histories_closeness_to_each_unseen_item_and_survives_storage(tmp_path,
+                                                                                                 text_parts):
+    """Unseen items keep their k nearest chosen items; a user's term is the mean over the whole history of those
+    cosines, times the weight; items with events get none; new items get neighbours among the same anchors."""
+    scorer = _text_scorer(text_parts, None)
+    vectors = scorer.item_vectors_.numpy()
+    index = NeighbourIndex.fit(scorer.item_vectors_, np.array([0, 1, 2]), np.array([3, 4]), k=2)
+    assert not index.active and index.k == 2 and index.rows[:3].nnz == 0
+    near = replace(scorer, neighbours=index.with_weight(5.0))
+    plain = scorer.score(USERS, HISTORY)
+    scores = near.score(USERS, HISTORY)
+    expected = _neighbour_terms_by_hand(vectors, [0, 1, 2], [3, 4], 2, HISTORY.toarray())
+    np.testing.assert_allclose(scores - plain, 5.0 * expected, rtol=1e-5, atol=1e-5)
+    assert (scores - plain)[:, :3].max() == 0 and (scores - plain).max() > 0.5  # only the unseen items move
+    assert isinstance(near.block_scores(USERS, HISTORY), np.ndarray)  # not a product of vectors: dense
+    save_scorer(near, tmp_path / "text")
+    loaded = load_scorer(tmp_path / "text")
+    assert loaded.neighbours.weight == 5.0
+    np.testing.assert_array_equal(loaded.score(USERS, HISTORY), scores)
+    # items added later (the same texts again) find their neighbours among the fitted anchors: their twins first
+    again = ITEMS.with_columns(pl.concat_str(pl.lit("new-"), pl.col(C.ITEM_ID)).alias(C.ITEM_ID))
+    grown = loaded.with_items(again)
+    assert grown.neighbours.rows.shape == (2 * N_ITEMS, 2 * N_ITEMS)
+    both = np.concatenate([vectors, vectors])
+    history = sp.hstack([HISTORY, sp.csr_matrix((3, N_ITEMS), dtype=np.float32)], format="csr")
+    expected = _neighbour_terms_by_hand(both, [0, 1, 2], [3, 4, *range(N_ITEMS, 2 * N_ITEMS)], 2, history.toarray())
+    np.testing.assert_allclose(grown.score(USERS, history) - scorer.with_items(again).score(USERS, history),
+                               5.0 * expected, rtol=1e-4, atol=1e-4)
+    assert grown.neighbours.rows[N_ITEMS, 0] == pytest.approx(1.0, abs=1e-5)  # a copy of item 0 neighbours item 0
+    # a model stored without the term (before it existed, or where its weight was 0) scores without it
+    for path in (tmp_path / "text" / ARRAYS).glob("neighbours.*"):
+        path.unlink()
+    assert load_scorer(tmp_path / "text").neighbours is None
     np.testing.assert_allclose(load_scorer(tmp_path / "text").score(USERS, HISTORY), plain, rtol=1e-6, atol=1e-6)
 
 

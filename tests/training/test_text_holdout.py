@@ -16,6 +16,7 @@ from recsys.evaluation.eval_data import EvalConfig, build_eval_data
 from recsys.io import Dataset
 from recsys.scorers.text_head import TowerHead
 from recsys.scorers.text_lexical import LexicalIndex
+from recsys.scorers.text_neighbours import NeighbourIndex
 from recsys.synthetic import SyntheticConfig, generate_synthetic
 from training.encoder_modes import FineTuneConfig
 from training.fit_text import TextTowerRecommender, with_mode
@@ -180,7 +181,7 @@ def _appeal_case(sign: float):
 def test_the_appeal_is_kept_where_it_ranks_held_out_items_better():
     vectors, train, users = _appeal_case(1.0)
     head = TowerHead(16)
-    stats, lexical = fit_item_terms(head, vectors, None, train, NewItemJudge(head, vectors, users))
+    stats, lexical, _ = fit_item_terms(head, vectors, None, train, NewItemJudge(head, vectors, users))
     assert lexical is None and stats["lexical_weight"] == 0
     assert stats["appeal_weight"] > 0
     assert stats["terms_score_appeal"] > stats["terms_score_match"] + 0.05
@@ -193,7 +194,7 @@ def test_the_appeal_is_kept_where_it_ranks_held_out_items_better():
 def test_the_appeal_stays_zero_where_it_does_not_carry_over_to_new_items():
     vectors, train, users = _appeal_case(-1.0)
     head = TowerHead(16)
-    stats, _ = fit_item_terms(head, vectors, None, train, NewItemJudge(head, vectors, users))
+    stats, _, _ = fit_item_terms(head, vectors, None, train, NewItemJudge(head, vectors, users))
     assert stats["appeal_weight"] == 0 and stats["terms_score_appeal"] == stats["terms_score_match"]
     assert not head.appeal.weight.any() and not head.appeal.bias.any()
 
@@ -227,7 +228,7 @@ def test_the_lexical_term_is_weighed_in_where_held_out_items_share_words_with_th
     judged = (NewItemJudge(head, vectors, _users(holdout, held, 200), lexical) if judge == "new_items" else
               ImpressionJudge(head, vectors, holdout, holdout_negatives(holdout, 200, 20, items_held=True, seed=0),
                               lexical))
-    stats, weighed = fit_item_terms(head, vectors, lexical, train, judged)
+    stats, weighed, _ = fit_item_terms(head, vectors, lexical, train, judged)
     assert stats["lexical_weight"] > 0 and weighed.active
     assert stats["terms_score_lexical"] > stats["terms_score_match"] + 0.2
     assert stats["terms_score_chosen"] >= stats["terms_score_lexical"]
@@ -239,10 +240,54 @@ def test_the_lexical_term_is_weighed_in_where_held_out_items_share_words_with_th
 def test_the_lexical_term_stays_off_where_words_do_not_follow_the_choices():
     vectors, lexical, train, holdout, held = _lexical_case(shared=False)
     head = TowerHead(16)
-    stats, weighed = fit_item_terms(head, vectors, lexical, train,
-                                    NewItemJudge(head, vectors, _users(holdout, held, 200), lexical))
+    stats, weighed, _ = fit_item_terms(head, vectors, lexical, train,
+                                       NewItemJudge(head, vectors, _users(holdout, held, 200), lexical))
     assert stats["lexical_weight"] == 0 and not weighed.active
     assert stats["terms_score_lexical"] == stats["terms_score_match"]
+
+
+def _neighbour_case(twins: bool):
+    """Uninformative pooled windows; each held-out item is a near copy of one trained item (its twin). Each held-out
+    positive's history holds its item's twin among other trained items (``twins``), or another held-out item's."""
+    rng = np.random.default_rng(8)
+    n, d = 200, 16
+    vectors = rng.normal(size=(n, d)).astype(np.float32)
+    held, trained = np.arange(150, 200), np.arange(150)
+    twin = rng.choice(trained, size=len(held), replace=False)
+    vectors[held] = vectors[twin] + 0.05 * rng.normal(size=(len(held), d)).astype(np.float32)
+    positives = rng.choice(held, size=300)
+    others = rng.choice(np.setdiff1d(trained, twin), size=(300, 4))
+    history = np.concatenate([twin[positives - 150, None] if twins else twin[(positives - 149) % 50, None], others], 1)
+    windows = rng.choice(trained, size=(300, 4))  # the pooled match reads windows that say nothing
+    rows = np.repeat(np.arange(300), history.shape[1])
+    users = HeldOutUsers(held, windows, sp.csr_matrix((np.ones(len(rows), np.float32), (rows, history.ravel())),
+                                                      shape=(300, n)),
+                         sp.csr_matrix((np.ones(300, bool), (np.arange(300), positives - 150)), shape=(300, len(held))))
+    train = Examples(np.zeros(150, np.int64), trained, np.ones(150, np.float32), rng.integers(150, size=(150, 4)),
+                     np.arange(150), np.arange(150))
+    vectors = torch.from_numpy(vectors)
+    head = TowerHead(d)
+    judged = NewItemJudge(head, vectors, users, None, NeighbourIndex.fit(vectors, trained, held, k=5))
+    serving = NeighbourIndex.fit(vectors, np.arange(n), np.array([], np.int64))  # every item chosen: no rows
+    return head, vectors, train, judged, serving
+
+
+def test_the_neighbour_term_is_weighed_in_where_held_out_items_resemble_items_of_the_history():
+    head, vectors, train, judged, serving = _neighbour_case(twins=True)
+    stats, lexical, weighed = fit_item_terms(head, vectors, None, train, judged, serving)
+    assert lexical is None and stats["neighbour_weight"] > 0
+    assert stats["terms_score_neighbours"] > stats["terms_score_match"] + 0.3
+    assert stats["terms_score_chosen"] >= stats["terms_score_neighbours"]
+    # the weight in logits is the chosen grid weight times the match's spread per unit of the term's spread
+    assert weighed.weight == pytest.approx(stats["neighbour_weight"] * judged.neighbour_scale)
+    assert serving.weight == 0  # the index given is not changed
+
+
+def test_the_neighbour_term_stays_off_where_the_history_does_not_hold_the_neighbours():
+    head, vectors, train, judged, serving = _neighbour_case(twins=False)
+    stats, _, weighed = fit_item_terms(head, vectors, None, train, judged, serving)
+    assert stats["neighbour_weight"] == 0 and weighed.weight == 0
+    assert stats["terms_score_neighbours"] == stats["terms_score_match"]
 
 
 def test_positives_only_tower_is_judged_on_items_it_never_trained_on(data, tiny_bert_dir):
@@ -254,8 +299,10 @@ def test_positives_only_tower_is_judged_on_items_it_never_trained_on(data, tiny_
     assert stats["best_valid_auc"] >= stats["pretrained_valid_auc"]  # never worse than where it started
     assert "appeal_weight" in stats and stats["terms_score_appeal"] >= stats["terms_score_match"]
     assert stats["terms_score_chosen"] >= max(stats["terms_score_appeal"], stats["terms_score_lexical"])
-    # the lexical term is stored only where the holdout weighed it in
+    assert stats["terms_score_chosen"] >= stats["terms_score_neighbours"]
+    # each term is stored only where the holdout weighed it in
     assert (model.scorer().lexical is not None) == (stats["lexical_weight"] > 0)
+    assert (model.scorer().neighbours is not None) == (stats["neighbour_weight"] > 0)
 
 
 def test_fine_tuning_that_ruins_the_encoder_falls_back_to_the_pretrained_weights(data, tiny_bert_dir):
