@@ -28,7 +28,7 @@ import torch
 from recsys.scorers.moments import item_moments, linear_moments
 from recsys.topk import _checked, _entries, top_k
 
-__all__ = ["ItemSide", "FactorScores", "Screen"]
+__all__ = ["ItemSide", "FactorScores", "BoostedFactorScores", "Screen"]
 
 SCREEN_MIN_ITEMS = 20_000
 """Catalogues smaller than this select from the dense block (there the float32 product is a few
@@ -321,3 +321,68 @@ class FactorScores:
         values = np.take_along_axis(exact, order, axis=1)
         picks = np.where(values > -np.inf, np.take_along_axis(items, order, axis=1), -1)
         return picks, values[:, k - 1].astype(np.float64)
+
+
+class BoostedFactorScores(FactorScores):
+    """:class:`FactorScores` plus a sparse non-negative term on a few columns (the text tower's neighbour term on
+    unseen items), still never made dense.
+
+    Every read stays exact: the pairs add the term where it is; the moments add its row sums and, for the
+    squares, twice its products with the linear scores at its entries plus its own squares; and the top items
+    are the best of the linear top ``k`` and the boosted entries. That union holds the exact top ``k`` (ties to
+    the lower item): an item outside both scores no more than each of the linear top ``k``, none of which a
+    boost lowers, and where it ties one of them the linear selection already put that one first.
+    """
+
+    def __init__(self, user: np.ndarray, side: ItemSide, boost: sp.csr_matrix,
+                 user_offset: np.ndarray | None = None) -> None:
+        super().__init__(user, side, user_offset)
+        if boost.shape != self.shape or (boost.nnz and boost.data.min() < 0):
+            raise ValueError(f"the boost must be a non-negative [{self.shape[0]}, {self.shape[1]}] matrix, "
+                             f"got shape {boost.shape}")
+        self.boost = sp.csr_matrix(boost, dtype=np.float32)
+        self.boost.sum_duplicates()
+
+    def dense(self, rows: np.ndarray | None = None, columns: np.ndarray | None = None) -> np.ndarray:
+        scores = super().dense(rows, columns)
+        boost = self.boost if rows is None else self.boost[np.asarray(rows)]
+        boost = boost if columns is None else boost[:, np.asarray(columns)]
+        return scores + boost.toarray()
+
+    def at(self, rows: np.ndarray, items: np.ndarray) -> np.ndarray:
+        rows, items = np.asarray(rows, dtype=np.int64), np.asarray(items, dtype=np.int64)
+        return super().at(rows, items) + np.asarray(self.boost[rows, items], dtype=np.float32).ravel()
+
+    @cached_property
+    def moments(self) -> tuple[np.ndarray, np.ndarray]:
+        mean, std = FactorScores.moments.func(self)  # the linear scores' (the parent's cache is this one's)
+        entries = self.boost.tocoo()
+        n = max(self.shape[1], 1)
+        linear = super().at(entries.row, entries.col).astype(np.float64)
+        b = self.shape[0]
+        added = np.bincount(entries.row, weights=entries.data.astype(np.float64), minlength=b) / n
+        cross = np.bincount(entries.row, weights=(2.0 * linear + entries.data) * entries.data, minlength=b) / n
+        new_mean = mean + added
+        square = std**2 + mean**2 + cross
+        return new_mean, np.sqrt(np.maximum(square - new_mean**2, 0.0))
+
+    def top_k(self, k: int, exclude: sp.csr_matrix | None = None) -> np.ndarray:
+        linear = super().top_k(k, exclude)
+        if not self.boost.nnz:
+            return linear
+        b = self.shape[0]
+        rows, cols = np.nonzero(linear >= 0)
+        rows, cols = [rows], [linear[rows, cols]]
+        if exclude is not None:  # an excluded item stays out, boosted or not
+            ex_rows, ex_cols = _entries(_checked(exclude, self.shape))
+            rows, cols = rows + [ex_rows], cols + [ex_cols]
+        rows, cols = np.concatenate(rows), np.concatenate(cols)
+        taken = sp.csr_matrix((np.ones(len(rows), np.float32), (rows, cols)), shape=self.shape)
+        boosted = self.boost - self.boost.multiply(taken > 0)  # the boosted entries neither picked nor excluded
+        boosted.eliminate_zeros()
+        counts = np.diff(boosted.indptr)
+        pool = np.full((b, k + int(counts.max(initial=0))), -1, np.int64)
+        pool[:, :k] = linear
+        at = np.repeat(np.arange(b), counts)
+        pool[at, k + np.arange(len(at)) - np.repeat(boosted.indptr[:-1], counts)] = boosted.indices
+        return self._best(np.arange(b), pool, k)[0]

@@ -29,7 +29,7 @@ from torch import nn
 from recsys import contract as C
 from recsys.errors import RecsysError
 from recsys.scorers.base import StoredScorer, load_arrays, read_json, save_arrays
-from recsys.scorers.factor_scores import FactorScores, ItemSide
+from recsys.scorers.factor_scores import BoostedFactorScores, FactorScores, ItemSide
 from recsys.scorers.text_head import TowerHead, history_windows
 from recsys.scorers.text_lexical import ARRAY_PREFIX, LexicalIndex
 from recsys.scorers.text_neighbours import ARRAY_PREFIX as NEIGHBOUR_PREFIX
@@ -208,21 +208,20 @@ class TextScorer(StoredScorer):
             self.neighbours.add_logits(logits, history)
         return logits
 
-    @property
-    def _dense_terms(self) -> bool:
-        """Whether a term that is not a product of user and item vectors is on (the lexical or neighbour term)."""
-        return any(term is not None and term.active for term in (self.lexical, self.neighbours))
-
     def block_scores(self, users: np.ndarray, history: sp.csr_matrix) -> np.ndarray | FactorScores:
         """The block's scores as the ranked pipeline reads them: the logits ``scale * user . item + appeal`` as
-        :class:`~recsys.scorers.factor_scores.FactorScores` (never the dense product), or the dense logits with a
-        lexical or neighbour term (not a product of user and item vectors)."""
-        if self._dense_terms:
+        :class:`~recsys.scorers.factor_scores.FactorScores` (never the dense product), with the neighbour term as
+        its sparse boost on the unseen items; or the dense logits with a lexical term (not a product of user and
+        item vectors, and on every item)."""
+        if self.lexical is not None and self.lexical.active:
             return self.score(users, history)
         self._check_items(history)
         with torch.inference_mode():
-            scaled = self._scaled_users(users)
-        return FactorScores(scaled.numpy(), self._item_side)
+            scaled = self._scaled_users(users).numpy()
+        if self.neighbours is not None and self.neighbours.active:
+            boost = self.neighbours.terms(history) * np.float32(self.neighbours.weight)
+            return BoostedFactorScores(scaled, self._item_side, boost)
+        return FactorScores(scaled, self._item_side)
 
     def _check_items(self, history: sp.csr_matrix) -> None:
         if history.shape[1] != self.item_vectors_.shape[0]:

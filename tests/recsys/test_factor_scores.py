@@ -17,7 +17,7 @@ import scipy.sparse as sp
 import torch
 
 from recsys.scorers import factor_scores
-from recsys.scorers.factor_scores import FactorScores, ItemSide, Screen
+from recsys.scorers.factor_scores import BoostedFactorScores, FactorScores, ItemSide, Screen
 from recsys.topk import top_k
 
 
@@ -455,3 +455,47 @@ def test_without_a_writable_cache_folder_the_loops_compile_in_memory(monkeypatch
 
     assert compiled.jit(double)(3) == 6
     assert asked == [True, False]
+
+
+def _boosted(seed: int, n_users: int, n_items: int, share: float = 0.15) -> BoostedFactorScores:
+    """An integer block plus an integer boost on a share of the items (the unseen ones), present for about half
+    of each row's pairs there: sums exact in float32, many ties between boosted and plain items."""
+    base = _integer_block(seed, n_users, n_items)
+    rng = np.random.default_rng(seed + 7)
+    unseen = rng.choice(n_items, size=int(share * n_items), replace=False)
+    rows, cols = np.nonzero(rng.random((n_users, len(unseen))) < 0.5)
+    boost = sp.csr_matrix((rng.integers(1, 8, size=len(rows)).astype(np.float32), (rows, unseen[cols])),
+                          shape=base.shape)
+    return BoostedFactorScores(base.user, base.side, boost, base.user_offset)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+@pytest.mark.parametrize("k", [1, 10, 40])
+def test_a_boosted_block_reads_as_its_dense_scores(monkeypatch, screened, seed, k):
+    """The text tower's neighbour term on unseen items: the pairs, the moments, slices and the top items (through
+    the screen, ties to the lower item, exclusions kept out) are those of the linear scores plus the boost."""
+    monkeypatch.setattr(factor_scores, "TILE", 160)
+    scores = _boosted(seed, 60, 900 + 11 * seed)
+    linear = FactorScores(scores.user, scores.side, scores.user_offset).dense()
+    dense = linear + scores.boost.toarray()
+    assert (scores.boost.toarray() > 0).any(axis=1).all()
+    np.testing.assert_array_equal(scores.dense(), dense)
+    np.testing.assert_array_equal(_pair_scores(scores), dense)
+    rows, cols = np.array([5, 0, 5, 59]), np.array([3, 899, 3, 100])
+    np.testing.assert_array_equal(scores.dense(rows, cols), dense[np.ix_(rows, cols)])
+    mean, std = scores.moments
+    np.testing.assert_allclose(mean, dense.astype(np.float64).mean(axis=1), rtol=1e-9, atol=1e-9)
+    np.testing.assert_allclose(std, dense.astype(np.float64).std(axis=1), rtol=1e-6)
+    exclude = _exclusion(seed, scores, max(k, 3))
+    best = top_k(dense, k)
+    assert np.isin(best, scores.boost.indices).any()  # boosted items do reach the lists
+    for ex in (None, exclude):
+        np.testing.assert_array_equal(scores.top_k(k, ex), top_k(dense, k, exclude=ex))
+
+
+def test_a_boost_must_be_non_negative_and_of_the_blocks_shape():
+    base = _integer_block(0, 4, 50)
+    with pytest.raises(ValueError, match="non-negative"):
+        BoostedFactorScores(base.user, base.side, -sp.eye(4, 50, format="csr"), base.user_offset)
+    with pytest.raises(ValueError, match=r"\[4, 50\]"):
+        BoostedFactorScores(base.user, base.side, sp.eye(4, 49, format="csr"), base.user_offset)

@@ -29,6 +29,7 @@ from recsys.scorers import (
     save_scorer,
 )
 from recsys.scorers.base import ARRAYS, load_arrays, save_arrays
+from recsys.scorers.factor_scores import BoostedFactorScores
 from recsys.scorers.text import EncoderSource, TextEncoder
 from recsys.scorers.text_head import PAD, TowerHead
 from recsys.scorers.text_lexical import LexicalIndex
@@ -346,7 +347,10 @@ def test_the_neighbour_term_adds_the_histories_closeness_to_each_unseen_item_and
     expected = _neighbour_terms_by_hand(vectors, [0, 1, 2], [3, 4], 2, HISTORY.toarray())
     np.testing.assert_allclose(scores - plain, 5.0 * expected, rtol=1e-5, atol=1e-5)
     assert (scores - plain)[:, :3].max() == 0 and (scores - plain).max() > 0.5  # only the unseen items move
-    assert isinstance(near.block_scores(USERS, HISTORY), np.ndarray)  # not a product of vectors: dense
+    lazy = near.block_scores(USERS, HISTORY)  # the pipeline's read: the product plus a sparse boost, never dense
+    assert isinstance(lazy, BoostedFactorScores) and lazy.boost.nnz
+    np.testing.assert_allclose(lazy.dense(), scores, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(lazy.moments[0], scores.astype(np.float64).mean(1), rtol=1e-5, atol=1e-5)
     save_scorer(near, tmp_path / "text")
     loaded = load_scorer(tmp_path / "text")
     assert loaded.neighbours.weight == 5.0
