@@ -16,9 +16,11 @@ users and items. The registered pipeline joins them as a product user meets it
 (``benchmarks/new_items_registered.py``): the default ``recsys train`` on the data without the new
 items, then ``recsys recommend --new-items NEW --cold-slots 20 --k 20`` for the same users
 (``--skip-registered`` leaves it out: the towers' comparison alone takes a third of the time).
+The text stage pairs every model against the fine-tuned tower over the same users, so the tower
+minus each peer on the new items comes with a paired CI (``cold_only_recall@20_minus_<peer>``).
 The fine-tuned tower's own figures (its held-out-item AUC before and after fine-tuning, whether it
-kept the pretrained weights, the weights of its text-read appeal and lexical term) are read back
-from the run's MLflow metrics. Prints a table and writes JSON in the shape of
+kept the pretrained weights, the weights of its text-read appeal, lexical and neighbour terms) are
+read back from the run's MLflow metrics. Prints a table and writes JSON in the shape of
 ``../shared/BENCHMARKS.md``.
 
     python benchmarks/new_items.py --shared ../shared/data [--only movielens,ml-1m,microlens-50k]
@@ -108,10 +110,24 @@ def dataset_rows(name: str, report: Path, wall: float) -> list[dict]:
     if fine and zero and zero["value"] > 0:
         rows.append({"dataset": name, "model": "text_finetuned", "metric": "recall@20_vs_zero_shot",
                      "value": round(fine["value"] / zero["value"], 3)})
+    rows += paired_rows(name, results, towers)
     for tower in towers:
         rows += [{"dataset": name, "model": "text_finetuned", "metric": f"tower_{stat}", "value": round(value, 4),
                   "mode": tower} for stat, value in tower_stats(report, tower).items()]
     rows.append({"dataset": name, "model": "train", "metric": "wall_s", "value": round(wall, 1)})
+    return rows
+
+
+def paired_rows(name: str, results: dict, towers: list[str]) -> list[dict]:
+    """The fine-tuned tower minus each other model on the new items alone, paired over the same users (the text
+    stage pairs every model against its tower: ``<peer> - <tower>`` rows, turned round here)."""
+    rows = []
+    for pair in results.get("paired", []):
+        if pair["reference"] in towers and pair["metric"] == "cold_only_recall@20" and pair["model"] not in towers:
+            peer = pair["model"]
+            rows.append({"dataset": name, "model": "text_finetuned", "metric": f"cold_only_recall@20_minus_{peer}",
+                         "value": round(-pair["mean_diff"], 5), "ci_low": round(-pair["ci_high"], 5),
+                         "ci_high": round(-pair["ci_low"], 5), "mode": pair["reference"]})
     return rows
 
 
@@ -133,6 +149,10 @@ def render(rows: list[dict]) -> str:
         ratio = got.get(("text_finetuned", "recall@20_vs_zero_shot"))
         if ratio:
             out.append(f"{name:<14} fine-tuned / zero-shot recall@20: {ratio['value']:.2f}x")
+        for (model, metric), r in got.items():
+            if model == "text_finetuned" and metric.startswith("cold_only_recall@20_minus_"):
+                out.append(f"{name:<14} fine-tuned minus {metric.removeprefix('cold_only_recall@20_minus_')}: "
+                           f"{r['value']:+.4f} [{r['ci_low']:+.4f}, {r['ci_high']:+.4f}] (paired, same users)")
         tower = {m.removeprefix("tower_"): r["value"] for (_, m), r in got.items() if m.startswith("tower_")}
         if tower:
             nan = float("nan")

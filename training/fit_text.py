@@ -188,8 +188,7 @@ class TextTowerRecommender:
                 judged_neighbours = NeighbourIndex.fit(self.item_vectors_, np.setdiff1d(chosen, users.items),
                                                        users.items)
                 judged = NewItemJudge(module.head, self.item_vectors_, users, lexical, judged_neighbours)
-                neighbours = NeighbourIndex.fit(self.item_vectors_, chosen,
-                                                np.setdiff1d(np.arange(data.n_items), chosen))
+                neighbours = NeighbourIndex.fit(self.item_vectors_, chosen)  # every item: new ones on the same scale
             else:
                 judged = ImpressionJudge(module.head, self.item_vectors_, holdout, negatives, lexical)
             stats, lexical, neighbours = fit_item_terms(module.head, self.item_vectors_, lexical, train, judged,

@@ -340,7 +340,8 @@ def _train(config: TrainConfig, *, tracking_uri: str | None, show_progress: bool
         specs, stage_one, main = _pipeline_specs(config, eval_config, tracking, show_progress, warm, data)
         reference = "pipeline"
     else:
-        specs, stage_one, main, reference = _specs(config, towers, tracking), None, None, "zero_shot"
+        # the stage is about the tower: every other model (zero-shot, the text peers) is paired against it
+        specs, stage_one, main, reference = _specs(config, towers, tracking), None, None, tower_name(config.text)
     result = evaluate_specs(data, specs, reference=reference, show_progress=show_progress,
                             tuned=main.baselines if main is not None else None)
     # the cold-exposure settings have their own table (and plot), not rows of the model table

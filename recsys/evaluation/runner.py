@@ -33,7 +33,8 @@ __all__ = ["ModelResult", "EvalResult", "TUNING_METRIC", "check_test_window", "t
 TUNING_METRIC = "ndcg@10"
 """What a model's grid is tuned on: its mean over the valid window's users (:func:`tuning_score`)."""
 PAIRED_METRICS = ("ndcg@10", "recall@20")
-"""Metrics compared with the reference model by paired bootstrap."""
+"""Metrics compared with the reference model by paired bootstrap (where only new items are ranked too, as
+``cold_only_<metric>``: both lists are of the same users with a new-item positive)."""
 
 
 @dataclass
@@ -244,8 +245,11 @@ def _paired(results: list[ModelResult], reference: str, metrics: Sequence[str], 
     for r in results:
         if r.name == reference:
             continue
-        for metric in metrics:
-            p = paired_bootstrap(r.per_user[metric], ref.per_user[metric], n_resamples=cfg.n_bootstrap, seed=cfg.seed)
+        pairs = [(metric, r.per_user[metric], ref.per_user[metric]) for metric in metrics]
+        if r.cold_only is not None and ref.cold_only is not None:
+            pairs += [(f"cold_only_{metric}", r.cold_only[metric], ref.cold_only[metric]) for metric in metrics]
+        for metric, own, theirs in pairs:
+            p = paired_bootstrap(own, theirs, n_resamples=cfg.n_bootstrap, seed=cfg.seed)
             rows.append({"model": r.name, "reference": reference, "metric": metric, "mean_diff": p.mean_diff,
                          "ci_low": p.low, "ci_high": p.high, "p_value": p.p_value})
     return pl.DataFrame(rows)

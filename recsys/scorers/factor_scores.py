@@ -324,8 +324,8 @@ class FactorScores:
 
 
 class BoostedFactorScores(FactorScores):
-    """:class:`FactorScores` plus a sparse non-negative term on a few columns (the text tower's neighbour term on
-    unseen items), still never made dense.
+    """:class:`FactorScores` plus a sparse non-negative term on some pairs (the text tower's neighbour term on the
+    items near each user's history), still never made dense.
 
     Every read stays exact: the pairs add the term where it is; the moments add its row sums and, for the
     squares, twice its products with the linear scores at its entries plus its own squares; and the top items

@@ -184,7 +184,7 @@ class TextScorer(StoredScorer):
     lexical: LexicalIndex | None = None
     """The words the history shares with each item (``recsys.scorers.text_lexical``); None or weight 0: off."""
     neighbours: NeighbourIndex | None = None
-    """How much of the history each unseen item resembles (``recsys.scorers.text_neighbours``); None or weight 0:
+    """How much of the history each item resembles (``recsys.scorers.text_neighbours``); None or weight 0:
     off."""
 
     @property
@@ -211,8 +211,8 @@ class TextScorer(StoredScorer):
     def block_scores(self, users: np.ndarray, history: sp.csr_matrix) -> np.ndarray | FactorScores:
         """The block's scores as the ranked pipeline reads them: the logits ``scale * user . item + appeal`` as
         :class:`~recsys.scorers.factor_scores.FactorScores` (never the dense product), with the neighbour term as
-        its sparse boost on the unseen items; or the dense logits with a lexical term (not a product of user and
-        item vectors, and on every item)."""
+        its sparse boost (the items near each user's history); or the dense logits with a lexical term (not a
+        product of user and item vectors, and on every item)."""
         if self.lexical is not None and self.lexical.active:
             return self.score(users, history)
         self._check_items(history)

@@ -218,6 +218,26 @@ def test_slices_cover_cold_warm_history_and_events(synthetic_data):
     assert cold_only["value"][0] == pytest.approx(1.0)
 
 
+def test_models_are_paired_with_the_reference_where_only_new_items_are_ranked_too(synthetic_data):
+    """The new-item protocol's comparison (a tower against a text peer) is paired over the same users with a new-item
+    positive, as the whole-catalogue metrics are over every test user."""
+    folder, _ = synthetic_data
+    data = build_eval_data(load_dataset(DatasetPaths.from_dir(folder)),
+                           EvalConfig(split=SplitConfig("global", 0.1, 0.2), n_bootstrap=200))
+    result = evaluate_specs(data, [ModelSpec("oracle", lambda _: Oracle(data.test.truth)),
+                                   ModelSpec("seen", lambda _: Oracle(data.test.truth, seen_first=True))],
+                            reference="oracle")
+    oracle, seen = result.models
+    paired = {row["metric"]: row for row in result.paired.to_dicts()}
+    assert {"ndcg@10", "recall@20", "cold_only_ndcg@10", "cold_only_recall@20"} <= set(paired)
+    for metric in ("ndcg@10", "recall@20"):
+        row = paired[f"cold_only_{metric}"]
+        assert row["model"] == "seen" and row["reference"] == "oracle"
+        assert row["mean_diff"] == pytest.approx(np.mean(seen.cold_only[metric] - oracle.cold_only[metric]))
+        assert row["ci_low"] <= row["mean_diff"] <= row["ci_high"]
+    assert paired["cold_only_ndcg@10"]["mean_diff"] != paired["ndcg@10"]["mean_diff"]
+
+
 def test_report_json_html_plots_and_mlflow(synthetic_data, tmp_path):
     _, data = synthetic_data
     from training.baseline_specs import baseline_specs

@@ -319,34 +319,33 @@ def test_the_lexical_term_adds_its_weight_times_the_token_tfidf_cosine_and_survi
     np.testing.assert_allclose(load_scorer(tmp_path / "text").score(USERS, HISTORY), plain, rtol=1e-6, atol=1e-6)
 
 
-def _neighbour_terms_by_hand(vectors: np.ndarray, anchors: list[int], unseen: list[int], k: int,
-                             history: np.ndarray) -> np.ndarray:
-    """[b, n] the mean over each history's items (> 0) of their cosine with each unseen item, where the item is one
-    of the unseen item's ``k`` most similar anchors (cut at 0)."""
+def _neighbour_terms_by_hand(vectors: np.ndarray, anchors: list[int], k: int, history: np.ndarray) -> np.ndarray:
+    """[b, n] the mean over each history's items (> 0) of their cosine with each item, where the history item is one
+    of the item's ``k`` most similar anchors other than itself (cosines cut at 0)."""
     unit = vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
     rows = np.zeros((len(unit), len(unit)))
-    for j in unseen:
-        sims = unit[anchors] @ unit[j]
+    for j in range(len(unit)):
+        others = [a for a in anchors if a != j]
+        sims = unit[others] @ unit[j]
         for a in np.argsort(-sims)[:k]:
-            rows[j, anchors[a]] = max(sims[a], 0.0)
+            rows[j, others[a]] = max(sims[a], 0.0)
     seen = (history > 0).astype(float)
     return (seen @ rows.T) / np.maximum(seen.sum(1, keepdims=True), 1)
 
 
-def test_the_neighbour_term_adds_the_histories_closeness_to_each_unseen_item_and_survives_storage(tmp_path,
-                                                                                                 text_parts):
-    """Unseen items keep their k nearest chosen items; a user's term is the mean over the whole history of those
-    cosines, times the weight; items with events get none; new items get neighbours among the same anchors."""
+def test_the_neighbour_term_adds_the_histories_closeness_to_each_item_and_survives_storage(tmp_path, text_parts):
+    """Every item keeps its k nearest chosen items (never itself); a user's term is the mean over the whole history
+    of those cosines, times the weight; new items get neighbours among the same chosen items."""
     scorer = _text_scorer(text_parts, None)
     vectors = scorer.item_vectors_.numpy()
-    index = NeighbourIndex.fit(scorer.item_vectors_, np.array([0, 1, 2]), np.array([3, 4]), k=2)
-    assert not index.active and index.k == 2 and index.rows[:3].nnz == 0
+    index = NeighbourIndex.fit(scorer.item_vectors_, np.array([0, 1, 2]), k=2)
+    assert not index.active and index.k == 2 and index.rows.diagonal().max() == 0
     near = replace(scorer, neighbours=index.with_weight(5.0))
     plain = scorer.score(USERS, HISTORY)
     scores = near.score(USERS, HISTORY)
-    expected = _neighbour_terms_by_hand(vectors, [0, 1, 2], [3, 4], 2, HISTORY.toarray())
+    expected = _neighbour_terms_by_hand(vectors, [0, 1, 2], 2, HISTORY.toarray())
     np.testing.assert_allclose(scores - plain, 5.0 * expected, rtol=1e-5, atol=1e-5)
-    assert (scores - plain)[:, :3].max() == 0 and (scores - plain).max() > 0.5  # only the unseen items move
+    assert (scores - plain).max() > 0.5 and (scores - plain)[1].max() == 0  # no history, no term
     lazy = near.block_scores(USERS, HISTORY)  # the pipeline's read: the product plus a sparse boost, never dense
     assert isinstance(lazy, BoostedFactorScores) and lazy.boost.nnz
     np.testing.assert_allclose(lazy.dense(), scores, rtol=1e-5, atol=1e-5)
@@ -359,11 +358,12 @@ def test_the_neighbour_term_adds_the_histories_closeness_to_each_unseen_item_and
     again = ITEMS.with_columns(pl.concat_str(pl.lit("new-"), pl.col(C.ITEM_ID)).alias(C.ITEM_ID))
     grown = loaded.with_items(again)
     assert grown.neighbours.rows.shape == (2 * N_ITEMS, 2 * N_ITEMS)
-    both = np.concatenate([vectors, vectors])
     history = sp.hstack([HISTORY, sp.csr_matrix((3, N_ITEMS), dtype=np.float32)], format="csr")
-    expected = _neighbour_terms_by_hand(both, [0, 1, 2], [3, 4, *range(N_ITEMS, 2 * N_ITEMS)], 2, history.toarray())
-    np.testing.assert_allclose(grown.score(USERS, history) - scorer.with_items(again).score(USERS, history),
-                               5.0 * expected, rtol=1e-4, atol=1e-4)
+    added = grown.score(USERS, history) - scorer.with_items(again).score(USERS, history)
+    np.testing.assert_allclose(added[:, :N_ITEMS], scores - plain, rtol=1e-4, atol=1e-4)
+    both = np.concatenate([vectors, vectors])
+    copies = _neighbour_terms_by_hand(both, [0, 1, 2], 2, history.toarray())[:, N_ITEMS:]
+    np.testing.assert_allclose(added[:, N_ITEMS:], 5.0 * copies, rtol=1e-4, atol=1e-4)
     assert grown.neighbours.rows[N_ITEMS, 0] == pytest.approx(1.0, abs=1e-5)  # a copy of item 0 neighbours item 0
     # a model stored without the term (before it existed, or where its weight was 0) scores without it
     for path in (tmp_path / "text" / ARRAYS).glob("neighbours.*"):
