@@ -272,6 +272,17 @@ def test_text_read_appeal_adds_to_every_users_scores_and_survives_storage(tmp_pa
         load_scorer(tmp_path / "text")
 
 
+def _stored_and_grown(scorer: TextScorer, folder) -> tuple[TextScorer, TextScorer, sp.csr_matrix]:
+    """The scorer saved and loaded back (scoring exactly as before), the loaded one grown by the same texts again as
+    new items, and the histories widened to the grown catalogue."""
+    save_scorer(scorer, folder)
+    loaded = load_scorer(folder)
+    np.testing.assert_array_equal(loaded.score(USERS, HISTORY), scorer.score(USERS, HISTORY))
+    again = ITEMS.with_columns(pl.concat_str(pl.lit("new-"), pl.col(C.ITEM_ID)).alias(C.ITEM_ID))
+    history = sp.hstack([HISTORY, sp.csr_matrix((3, N_ITEMS), dtype=np.float32)], format="csr")
+    return loaded, loaded.with_items(again), history
+
+
 def _tfidf_by_hand(ids: list[np.ndarray], vocab: int, special: list[int]) -> np.ndarray:
     """Unit rows of count x log((1 + n) / (1 + df)), special tokens and tokens in every item weighing 0."""
     counts = np.zeros((len(ids), vocab))
@@ -301,16 +312,11 @@ def test_the_lexical_term_adds_its_weight_times_the_token_tfidf_cosine_and_survi
     scores = worded.score(USERS, HISTORY)
     np.testing.assert_allclose(scores - plain, 3.0 * profiles @ rows.T, rtol=1e-4, atol=1e-5)
     assert (scores - plain).max() > 0.5  # shared words ("book", "movie", "guide") really add
-    save_scorer(worded, tmp_path / "text")
-    loaded = load_scorer(tmp_path / "text")
+    loaded, grown, history = _stored_and_grown(worded, tmp_path / "text")
     assert loaded.lexical.weight == 3.0
-    np.testing.assert_array_equal(loaded.score(USERS, HISTORY), scores)
     # new items: their rows come from the stored tokenizer and idf (the same text gives the same rows)
-    again = ITEMS.with_columns(pl.concat_str(pl.lit("new-"), pl.col(C.ITEM_ID)).alias(C.ITEM_ID))
-    grown = loaded.with_items(again)
     assert grown.lexical.items.shape == (2 * N_ITEMS, len(tokenizer))
     np.testing.assert_allclose(grown.lexical.items[N_ITEMS:].toarray(), rows, rtol=1e-5, atol=1e-6)
-    history = sp.hstack([HISTORY, sp.csr_matrix((3, N_ITEMS), dtype=np.float32)], format="csr")
     np.testing.assert_allclose(grown.score(USERS, history)[:, N_ITEMS:], scores, rtol=1e-5, atol=1e-5)
     # a model stored without the term (before it existed, or where its weight was 0) scores the dense match alone
     for path in (tmp_path / "text" / ARRAYS).glob("lexical.*"):
@@ -350,16 +356,11 @@ def test_the_neighbour_term_adds_the_histories_closeness_to_each_item_and_surviv
     assert isinstance(lazy, BoostedFactorScores) and lazy.boost.nnz
     np.testing.assert_allclose(lazy.dense(), scores, rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(lazy.moments[0], scores.astype(np.float64).mean(1), rtol=1e-5, atol=1e-5)
-    save_scorer(near, tmp_path / "text")
-    loaded = load_scorer(tmp_path / "text")
+    loaded, grown, history = _stored_and_grown(near, tmp_path / "text")
     assert loaded.neighbours.weight == 5.0
-    np.testing.assert_array_equal(loaded.score(USERS, HISTORY), scores)
     # items added later (the same texts again) find their neighbours among the fitted anchors: their twins first
-    again = ITEMS.with_columns(pl.concat_str(pl.lit("new-"), pl.col(C.ITEM_ID)).alias(C.ITEM_ID))
-    grown = loaded.with_items(again)
     assert grown.neighbours.rows.shape == (2 * N_ITEMS, 2 * N_ITEMS)
-    history = sp.hstack([HISTORY, sp.csr_matrix((3, N_ITEMS), dtype=np.float32)], format="csr")
-    added = grown.score(USERS, history) - scorer.with_items(again).score(USERS, history)
+    added = grown.score(USERS, history) - replace(grown, neighbours=None).score(USERS, history)
     np.testing.assert_allclose(added[:, :N_ITEMS], scores - plain, rtol=1e-4, atol=1e-4)
     both = np.concatenate([vectors, vectors])
     copies = _neighbour_terms_by_hand(both, [0, 1, 2], 2, history.toarray())[:, N_ITEMS:]

@@ -229,12 +229,19 @@ def test_the_lexical_term_is_weighed_in_where_held_out_items_share_words_with_th
               ImpressionJudge(head, vectors, holdout, holdout_negatives(holdout, 200, 20, items_held=True, seed=0),
                               lexical))
     stats, weighed, _ = fit_item_terms(head, vectors, lexical, train, judged)
-    assert stats["lexical_weight"] > 0 and weighed.active
-    assert stats["terms_score_lexical"] > stats["terms_score_match"] + 0.2
-    assert stats["terms_score_chosen"] >= stats["terms_score_lexical"]
-    # the weight in logits is the chosen grid weight times the match's spread per unit of cosine spread
-    assert weighed.weight == pytest.approx(stats["lexical_weight"] * judged.lexical_scale)
-    assert lexical.weight == 0  # the index given is not changed
+    _assert_weighed_in(stats, "lexical", weighed, lexical, judged.lexical_scale, margin=0.2)
+    assert weighed.active
+
+
+def _assert_weighed_in(stats: dict, term: str, weighed, given, scale: float, margin: float) -> None:
+    """The term (``lexical`` or ``neighbour``) was chosen, bought more than ``margin`` of held-out Recall@20 alone
+    and in the chosen weights, and is weighed in logits."""
+    alone = stats["terms_score_lexical" if term == "lexical" else "terms_score_neighbours"]
+    assert stats[f"{term}_weight"] > 0 and weighed.weight > 0
+    assert alone > stats["terms_score_match"] + margin and stats["terms_score_chosen"] >= alone
+    # the weight in logits is the chosen grid weight times the match's spread per unit of the term's spread
+    assert weighed.weight == pytest.approx(stats[f"{term}_weight"] * scale)
+    assert given.weight == 0  # the index given is not changed
 
 
 def test_the_lexical_term_stays_off_where_words_do_not_follow_the_choices():
@@ -275,12 +282,8 @@ def _neighbour_case(twins: bool):
 def test_the_neighbour_term_is_weighed_in_where_held_out_items_resemble_items_of_the_history():
     head, vectors, train, judged, serving = _neighbour_case(twins=True)
     stats, lexical, weighed = fit_item_terms(head, vectors, None, train, judged, serving)
-    assert lexical is None and stats["neighbour_weight"] > 0
-    assert stats["terms_score_neighbours"] > stats["terms_score_match"] + 0.3
-    assert stats["terms_score_chosen"] >= stats["terms_score_neighbours"]
-    # the weight in logits is the chosen grid weight times the match's spread per unit of the term's spread
-    assert weighed.weight == pytest.approx(stats["neighbour_weight"] * judged.neighbour_scale)
-    assert serving.weight == 0  # the index given is not changed
+    assert lexical is None
+    _assert_weighed_in(stats, "neighbour", weighed, serving, judged.neighbour_scale, margin=0.3)
 
 
 def test_the_neighbour_term_stays_off_where_the_history_does_not_hold_the_neighbours():
