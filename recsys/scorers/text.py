@@ -39,6 +39,10 @@ from recsys.text_encoder import fast_cpu_linears, mean_pool, render_item_texts
 __all__ = ["EncoderSource", "ItemTokens", "TextEncoder", "TextScorer", "user_windows"]
 
 ENCODER_FOLDER = "encoder"
+BOOST_MAX_SHARE = 0.005
+"""Largest share of a block's pairs the neighbour term may boost for the block to stay a product plus a sparse
+boost; past it the block is dense. At 100k items, 512 users a block (``benchmarks/text_block.py``): 500 boosted
+items a user (0.5%) read as fast as the dense block, 2,500 (2.5%) took 2.3 times as long."""
 
 
 def user_windows(events: pl.DataFrame, n_users: int, positives: tuple[str, ...], length: int,
@@ -212,7 +216,8 @@ class TextScorer(StoredScorer):
         """The block's scores as the ranked pipeline reads them: the logits ``scale * user . item + appeal`` as
         :class:`~recsys.scorers.factor_scores.FactorScores` (never the dense product), with the neighbour term as
         its sparse boost (the items near each user's history); or the dense logits with a lexical term (not a
-        product of user and item vectors, and on every item)."""
+        product of user and item vectors, and on every item) or a boost on more than :data:`BOOST_MAX_SHARE` of
+        the block."""
         if self.lexical is not None and self.lexical.active:
             return self.score(users, history)
         self._check_items(history)
@@ -220,6 +225,8 @@ class TextScorer(StoredScorer):
             scaled = self._scaled_users(users).numpy()
         if self.neighbours is not None and self.neighbours.active:
             boost = self.neighbours.terms(history) * np.float32(self.neighbours.weight)
+            if boost.nnz > BOOST_MAX_SHARE * boost.shape[0] * boost.shape[1]:  # long histories: dense is cheaper
+                return self.score(users, history)
             return BoostedFactorScores(scaled, self._item_side, boost)
         return FactorScores(scaled, self._item_side)
 

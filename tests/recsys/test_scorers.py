@@ -28,6 +28,7 @@ from recsys.scorers import (
     load_scorer,
     save_scorer,
 )
+from recsys.scorers import text as text_module
 from recsys.scorers.base import ARRAYS, load_arrays, save_arrays
 from recsys.scorers.factor_scores import BoostedFactorScores
 from recsys.scorers.text import EncoderSource, TextEncoder
@@ -339,7 +340,8 @@ def _neighbour_terms_by_hand(vectors: np.ndarray, anchors: list[int], k: int, hi
     return (seen @ rows.T) / np.maximum(seen.sum(1, keepdims=True), 1)
 
 
-def test_the_neighbour_term_adds_the_histories_closeness_to_each_item_and_survives_storage(tmp_path, text_parts):
+def test_the_neighbour_term_adds_the_histories_closeness_to_each_item_and_survives_storage(tmp_path, text_parts,
+                                                                                          monkeypatch):
     """Every item keeps its k nearest chosen items (never itself); a user's term is the mean over the whole history
     of those cosines, times the weight; new items get neighbours among the same chosen items."""
     scorer = _text_scorer(text_parts, None)
@@ -352,10 +354,14 @@ def test_the_neighbour_term_adds_the_histories_closeness_to_each_item_and_surviv
     expected = _neighbour_terms_by_hand(vectors, [0, 1, 2], 2, HISTORY.toarray())
     np.testing.assert_allclose(scores - plain, 5.0 * expected, rtol=1e-5, atol=1e-5)
     assert (scores - plain).max() > 0.5 and (scores - plain)[1].max() == 0  # no history, no term
-    lazy = near.block_scores(USERS, HISTORY)  # the pipeline's read: the product plus a sparse boost, never dense
+    # the pipeline's read: the product plus a sparse boost, or the dense block where the boost covers much of it
+    monkeypatch.setattr(text_module, "BOOST_MAX_SHARE", 1.0)
+    lazy = near.block_scores(USERS, HISTORY)
     assert isinstance(lazy, BoostedFactorScores) and lazy.boost.nnz
     np.testing.assert_allclose(lazy.dense(), scores, rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(lazy.moments[0], scores.astype(np.float64).mean(1), rtol=1e-5, atol=1e-5)
+    monkeypatch.setattr(text_module, "BOOST_MAX_SHARE", 0.1)  # 3 users x 5 items: a boost on 2 pairs is too many
+    np.testing.assert_array_equal(near.block_scores(USERS, HISTORY), scores)
     loaded, grown, history = _stored_and_grown(near, tmp_path / "text")
     assert loaded.neighbours.weight == 5.0
     # items added later (the same texts again) find their neighbours among the fitted anchors: their twins first
