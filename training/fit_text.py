@@ -178,24 +178,22 @@ class TextTowerRecommender:
             start_terms = time.perf_counter()
             train, holdout, negatives, held = held_out
             lexical = LexicalIndex.fit(tokens.ids, len(self._tokenizer), self._tokenizer.all_special_ids)
-            chosen = np.flatnonzero(np.diff(data.interactions.tocsc().indptr) > 0)  # items with a positive
-            neighbours = None
             if held is not None:  # the new-item protocol in miniature: held-out items ranked for their users
                 users = held_out_users(data.events, data.n_users, data.n_items, held, tuple(self.config.positives),
                                        self.config.history_length, relevant=self.config.relevant,
                                        seed=self.config.seed)
                 # the judge's unseen items are the held-out ones, their neighbours the other chosen items
-                judged_neighbours = NeighbourIndex.fit(self.item_vectors_, np.setdiff1d(chosen, users.items),
+                judged_neighbours = NeighbourIndex.fit(self.item_vectors_, np.setdiff1d(pool, users.items),
                                                        users.items)
                 judged = NewItemJudge(module.head, self.item_vectors_, users, lexical, judged_neighbours)
-                neighbours = NeighbourIndex.fit(self.item_vectors_, chosen)  # every item: new ones on the same scale
             else:
                 judged = ImpressionJudge(module.head, self.item_vectors_, holdout, negatives, lexical)
-            stats, lexical, neighbours = fit_item_terms(module.head, self.item_vectors_, lexical, train, judged,
-                                                        neighbours)
-            # each term is stored only where used
+            stats, lexical, _ = fit_item_terms(module.head, self.item_vectors_, lexical, train, judged)
+            # each term is stored only where used; every item gets neighbours, so new ones are on the same scale
             self.lexical_ = lexical if lexical is not None and lexical.active else None
-            self.neighbours_ = neighbours if neighbours is not None and neighbours.active else None
+            if stats["neighbour_weight"] > 0:
+                self.neighbours_ = NeighbourIndex.fit(self.item_vectors_, pool).with_weight(
+                    stats["neighbour_weight"] * judged.neighbour_scale)
             self.stats_ |= stats | {"item_terms_wall_s": time.perf_counter() - start_terms}
         self.stats_ |= {"trainable_params": trainable, "total_params": total, "fit_wall_s": time.perf_counter() - start}
         return self.scorer()

@@ -205,11 +205,17 @@ class TextScorer(StoredScorer):
         self._check_items(history)
         with torch.inference_mode():
             scaled = self._scaled_users(users)
+        return self._logits(scaled, history)
+
+    def _logits(self, scaled: torch.Tensor, history: sp.csr_matrix, terms: sp.csr_matrix | None = None) -> np.ndarray:
+        """The dense logits of the user side ``scaled``, with the active terms (``terms``: the neighbour term's, where
+        the caller has them already)."""
+        with torch.inference_mode():
             logits = self.head.product_at(scaled, self._catalogue).numpy().astype(np.float32, copy=False)
         if self.lexical is not None and self.lexical.active:
             self.lexical.add_logits(logits, history)
         if self.neighbours is not None and self.neighbours.active:
-            self.neighbours.add_logits(logits, history)
+            self.neighbours.add_logits(logits, history, terms)
         return logits
 
     def block_scores(self, users: np.ndarray, history: sp.csr_matrix) -> np.ndarray | FactorScores:
@@ -222,13 +228,13 @@ class TextScorer(StoredScorer):
             return self.score(users, history)
         self._check_items(history)
         with torch.inference_mode():
-            scaled = self._scaled_users(users).numpy()
+            scaled = self._scaled_users(users)
         if self.neighbours is not None and self.neighbours.active:
-            boost = self.neighbours.terms(history) * np.float32(self.neighbours.weight)
-            if boost.nnz > BOOST_MAX_SHARE * boost.shape[0] * boost.shape[1]:  # long histories: dense is cheaper
-                return self.score(users, history)
-            return BoostedFactorScores(scaled, self._item_side, boost)
-        return FactorScores(scaled, self._item_side)
+            terms = self.neighbours.terms(history)
+            if terms.nnz > BOOST_MAX_SHARE * terms.shape[0] * terms.shape[1]:  # long histories: dense is cheaper
+                return self._logits(scaled, history, terms)
+            return BoostedFactorScores(scaled.numpy(), self._item_side, terms * np.float32(self.neighbours.weight))
+        return FactorScores(scaled.numpy(), self._item_side)
 
     def _check_items(self, history: sp.csr_matrix) -> None:
         if history.shape[1] != self.item_vectors_.shape[0]:

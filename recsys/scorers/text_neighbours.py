@@ -99,11 +99,12 @@ class NeighbourIndex:
         """float64 [b, len(items)]: :meth:`terms` at ``items`` (the judge's candidates)."""
         return self.terms(history)[:, np.asarray(items)].toarray().astype(np.float64)
 
-    def add_logits(self, out: np.ndarray, history: sp.csr_matrix) -> np.ndarray:
-        """``out += weight x`` :meth:`terms`; ``out`` float32 [b, n_items], returned."""
+    def add_logits(self, out: np.ndarray, history: sp.csr_matrix, terms: sp.csr_matrix | None = None) -> np.ndarray:
+        """``out += weight x`` :meth:`terms` (``terms``: those of ``history``, already computed); ``out`` float32
+        [b, n_items], returned."""
         if not self.active:
             return out
-        terms = self.terms(history).tocoo()
+        terms = (self.terms(history) if terms is None else terms).tocoo()
         out[terms.row, terms.col] += np.float32(self.weight) * terms.data
         return out
 
